@@ -1,0 +1,42 @@
+//! keygate: exchange an API key (or client credentials, or a password) for a short-lived
+//! signed JWT, and verify such tokens without a database.
+//!
+//! This crate is the config-free core, with no HTTP server in it:
+//!
+//! | module | holds |
+//! |---|---|
+//! | [`api_key`] | the `kg_<id>_<secret><checksum>` format, [`api_key::KeyHash`] (SHA-256 or a password hash) |
+//! | [`password`] | argon2id / bcrypt hashes and [`password::PasswordVerifier`], bounded off the async workers |
+//! | [`principal`] | clients and users, and the [`principal::Directory`] that authenticates them in O(1) |
+//! | [`token`] | [`token::Claims`], [`token::Issuer`], [`token::Verifier`] under one [`token::TokenPolicy`] |
+//! | [`revocation`] | the [`revocation::RevocationStore`] trait and its in-memory store |
+//! | [`dangerous`] | decoding without verification, for display only |
+//!
+//! Verification is secure by default: the algorithm comes from configuration, never the
+//! token; `exp`, `nbf`, `iat`, `iss`, `aud`, `typ` and `crit` are all checked.
+//!
+//! ```
+//! use keygate::token::{Grant, HmacSecret, Issuer, SigningAlgorithm, TokenPolicy, Verifier};
+//!
+//! let secret: HmacSecret = HmacSecret::generate_hex()?.parse()?;
+//! let policy = TokenPolicy::new("https://auth.example.com");
+//! let issuer = Issuer::hmac(SigningAlgorithm::HS256, &secret, policy.clone())?;
+//! let verifier = Verifier::hmac(SigningAlgorithm::HS256, &secret, policy)?;
+//!
+//! let scopes = vec!["orders:read".to_owned()];
+//! let grant = Grant { subject: "billing", client_id: "billing", role: "service", scopes: &scopes };
+//! let token = issuer.issue(&grant)?.token;
+//! let claims = verifier.verify(&token)?;
+//! assert!(claims.has_scope("orders:read"));
+//! # Ok::<(), keygate::Error>(())
+//! ```
+
+pub mod api_key;
+pub mod dangerous;
+mod error;
+pub mod password;
+pub mod principal;
+pub mod revocation;
+pub mod token;
+
+pub use error::{Error, Redacted, Result};

@@ -1,0 +1,324 @@
+//! Password hashes (argon2id and bcrypt) and their verification off the async workers.
+//!
+//! Hashing a password is slow by design: an argon2id check with the OWASP parameters
+//! takes tens of milliseconds of one core and 19 MiB of memory. [`PasswordVerifier`] runs
+//! those checks on tokio's blocking pool, at most `concurrency` at a time, and refuses
+//! outright once `max_waiting` checks are queued, so a login storm costs a bounded amount
+//! of CPU and memory and never stalls token verification on the async workers.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use argon2::password_hash::{PasswordHasher, SaltString};
+use argon2::{Argon2, Params, PasswordVerifier as _};
+use tokio::sync::Semaphore;
+
+use crate::error::{Error, Result};
+
+/// bcrypt reads only the first 72 bytes; longer passwords are refused, never truncated.
+pub const BCRYPT_MAX_PASSWORD: usize = 72;
+/// Longest password accepted by any scheme (bounds the work an attacker can ask for).
+pub const MAX_PASSWORD: usize = 1024;
+/// Largest argon2 memory cost accepted in a stored hash, in KiB (a guard against
+/// a configured hash that would allocate gigabytes per check).
+const ARGON2_MAX_M_COST: u32 = 256 * 1024;
+/// OWASP's argon2id rows (m=47104/t=1 … m=7168/t=5) all spend at least this much m·t.
+const ARGON2_MIN_M_T: u64 = 7168 * 5;
+
+/// A stored password hash: argon2id in PHC form, or bcrypt as passlib writes it.
+#[derive(Clone, PartialEq, Eq)]
+pub enum PasswordHash {
+    /// `$argon2id$v=19$m=…,t=…,p=…$salt$hash`
+    Argon2id(String),
+    /// `$2a$`, `$2b$` or `$2y$` with cost ≥ 10.
+    Bcrypt(String),
+}
+
+impl fmt::Debug for PasswordHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PasswordHash::Argon2id(_) => f.write_str("PasswordHash::Argon2id(..)"),
+            PasswordHash::Bcrypt(_) => f.write_str("PasswordHash::Bcrypt(..)"),
+        }
+    }
+}
+
+impl FromStr for PasswordHash {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        if !s.is_ascii() {
+            // bcrypt 0.19.0–0.19.1 panicked on multi-byte input (RUSTSEC-2026-0199); no
+            // valid hash of either kind has any.
+            return Err(Error::BadHash("hash contains non-ASCII characters".into()));
+        }
+        if s.starts_with("$argon2") {
+            let parsed = argon2::PasswordHash::new(s)
+                .map_err(|e| Error::BadHash(format!("malformed argon2 hash: {e}")))?;
+            if parsed.algorithm.as_str() != "argon2id" {
+                return Err(Error::BadHash(format!(
+                    "{} hashes are not accepted; use argon2id",
+                    parsed.algorithm
+                )));
+            }
+            let params = Params::try_from(&parsed)
+                .map_err(|e| Error::BadHash(format!("malformed argon2 parameters: {e}")))?;
+            if params.m_cost() > ARGON2_MAX_M_COST {
+                return Err(Error::BadHash(format!(
+                    "argon2 memory cost m={} is above the {ARGON2_MAX_M_COST} KiB limit",
+                    params.m_cost()
+                )));
+            }
+            if u64::from(params.m_cost()) * u64::from(params.t_cost()) < ARGON2_MIN_M_T {
+                return Err(Error::BadHash(format!(
+                    "argon2 parameters m={},t={} are weaker than OWASP's minimum (m=19456,t=2)",
+                    params.m_cost(),
+                    params.t_cost()
+                )));
+            }
+            if parsed.hash.is_none() || parsed.salt.is_none() {
+                return Err(Error::BadHash("argon2 hash lacks its salt or output".into()));
+            }
+            return Ok(PasswordHash::Argon2id(s.to_owned()));
+        }
+        if let Some(rest) = ["$2a$", "$2b$", "$2y$"]
+            .iter()
+            .find_map(|p| s.strip_prefix(p))
+        {
+            let cost: u32 = rest
+                .get(..2)
+                .and_then(|c| c.parse().ok())
+                .ok_or_else(|| Error::BadHash("malformed bcrypt cost".into()))?;
+            let body = &rest[2..];
+            let alphabet_ok = body
+                .strip_prefix('$')
+                .is_some_and(|b| b.len() == 53 && b.bytes().all(is_bcrypt_char));
+            if !alphabet_ok {
+                return Err(Error::BadHash("malformed bcrypt hash".into()));
+            }
+            if !(10..=31).contains(&cost) {
+                return Err(Error::BadHash(format!(
+                    "bcrypt cost {cost} is outside 10..=31"
+                )));
+            }
+            return Ok(PasswordHash::Bcrypt(s.to_owned()));
+        }
+        Err(Error::BadHash(
+            "unknown hash format (expected sha256:<hex>, $argon2id$… or $2b$…)".into(),
+        ))
+    }
+}
+
+fn is_bcrypt_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'.' || b == b'/'
+}
+
+impl PasswordHash {
+    /// The PHC / modular-crypt string, for writing back to configuration.
+    pub fn as_str(&self) -> &str {
+        match self {
+            PasswordHash::Argon2id(s) | PasswordHash::Bcrypt(s) => s,
+        }
+    }
+
+    /// Checks `password` here and now, on the calling thread. Async code uses
+    /// [`PasswordVerifier::verify`] instead.
+    pub fn verify_blocking(&self, password: &[u8]) -> Result<()> {
+        if password.len() > MAX_PASSWORD {
+            return Err(Error::PasswordTooLong(MAX_PASSWORD));
+        }
+        let ok = match self {
+            PasswordHash::Argon2id(s) => {
+                let parsed = argon2::PasswordHash::new(s)
+                    .map_err(|e| Error::BadHash(format!("malformed argon2 hash: {e}")))?;
+                Argon2::default().verify_password(password, &parsed).is_ok()
+            }
+            PasswordHash::Bcrypt(s) => {
+                if password.len() > BCRYPT_MAX_PASSWORD {
+                    return Err(Error::PasswordTooLong(BCRYPT_MAX_PASSWORD));
+                }
+                bcrypt::verify(password, s).unwrap_or(false)
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::WrongCredential)
+        }
+    }
+}
+
+/// Hashes a password with argon2id at OWASP's recommended minimum (m=19456 KiB, t=2, p=1).
+pub fn hash_password(password: &[u8]) -> Result<PasswordHash> {
+    if password.len() > MAX_PASSWORD {
+        return Err(Error::PasswordTooLong(MAX_PASSWORD));
+    }
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| Error::Signing(format!("OS RNG failed: {e}")))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| Error::Signing(e.to_string()))?;
+    let params = Params::new(19456, 2, 1, None).map_err(|e| Error::Signing(e.to_string()))?;
+    let hasher = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let phc = hasher
+        .hash_password(password, &salt)
+        .map_err(|e| Error::Signing(e.to_string()))?
+        .to_string();
+    Ok(PasswordHash::Argon2id(phc))
+}
+
+/// Verifies passwords on the blocking pool with bounded concurrency. Cheap to clone.
+#[derive(Clone)]
+pub struct PasswordVerifier {
+    permits: Arc<Semaphore>,
+    waiting: Arc<AtomicUsize>,
+    max_waiting: usize,
+    /// Checked when the principal is unknown, so an unknown name costs what a wrong
+    /// password costs (no user enumeration by timing).
+    dummy: Arc<PasswordHash>,
+}
+
+impl fmt::Debug for PasswordVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PasswordVerifier")
+            .field("available", &self.permits.available_permits())
+            .field("waiting", &self.waiting.load(Ordering::Relaxed))
+            .field("max_waiting", &self.max_waiting)
+            .finish()
+    }
+}
+
+impl PasswordVerifier {
+    /// At most `concurrency` hashes at once; more than `max_waiting` queued → [`Error::HashingBusy`].
+    pub fn new(concurrency: usize, max_waiting: usize) -> Result<Self> {
+        let dummy = hash_password(b"keygate dummy password for unknown principals")?;
+        Ok(Self {
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            max_waiting,
+            dummy: Arc::new(dummy),
+        })
+    }
+
+    /// Checks `password` against `hash`, or against a dummy hash when `hash` is `None`
+    /// (then always [`Error::WrongCredential`]).
+    pub async fn verify(&self, hash: Option<&PasswordHash>, password: &[u8]) -> Result<()> {
+        if password.len() > MAX_PASSWORD {
+            return Err(Error::PasswordTooLong(MAX_PASSWORD));
+        }
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::HashingBusy);
+        }
+        let permit = self.permits.clone().acquire_owned().await;
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        let permit = permit.map_err(|_| Error::HashingBusy)?;
+        let known = hash.is_some();
+        let hash = hash.cloned().unwrap_or_else(|| (*self.dummy).clone());
+        let password = password.to_vec();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            hash.verify_blocking(&password)
+        })
+        .await
+        .map_err(|_| Error::HashingBusy)?;
+        match outcome {
+            Ok(()) if known => Ok(()),
+            Ok(()) => Err(Error::WrongCredential),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The shape passlib's CryptContext(schemes=["bcrypt"]) writes: `$2b$`, cost 12.
+    const PASSLIB_BCRYPT: &str = "$2b$12$EixZaYVK1fsbw1ZfbX3OXePaWxn96p36WQoeG6Lruj3vjPGga31lW";
+
+    #[test]
+    fn argon2id_round_trip() {
+        let hash = hash_password(b"correct horse").unwrap();
+        assert!(hash.as_str().starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        let parsed: PasswordHash = hash.as_str().parse().unwrap();
+        parsed.verify_blocking(b"correct horse").unwrap();
+        assert!(matches!(
+            parsed.verify_blocking(b"correct horsE"),
+            Err(Error::WrongCredential)
+        ));
+    }
+
+    #[test]
+    fn passlib_bcrypt_hash_verifies() {
+        let hash: PasswordHash = PASSLIB_BCRYPT.parse().unwrap();
+        let fresh = bcrypt::hash("secret", 10).unwrap();
+        let fresh: PasswordHash = fresh.parse().unwrap();
+        fresh.verify_blocking(b"secret").unwrap();
+        assert!(fresh.verify_blocking(b"Secret").is_err());
+        assert!(matches!(hash, PasswordHash::Bcrypt(_)));
+    }
+
+    #[test]
+    fn bcrypt_refuses_passwords_over_72_bytes_instead_of_truncating() {
+        let long = "a".repeat(72);
+        let hash: PasswordHash = bcrypt::hash(&long, 10).unwrap().parse().unwrap();
+        hash.verify_blocking(long.as_bytes()).unwrap();
+        let longer = format!("{long}b");
+        assert!(matches!(
+            hash.verify_blocking(longer.as_bytes()),
+            Err(Error::PasswordTooLong(72))
+        ));
+    }
+
+    #[test]
+    fn nul_byte_is_part_of_the_password() {
+        let hash = hash_password(b"pass\0word").unwrap();
+        assert!(hash.verify_blocking(b"pass").is_err());
+        hash.verify_blocking(b"pass\0word").unwrap();
+    }
+
+    #[test]
+    fn malformed_and_weak_hashes_are_refused() {
+        for bad in [
+            "",
+            "plain",
+            "$argon2id$v=19$m=1,t=1,p=1$c29tZXNhbHQ$aGFzaA",
+            "$argon2id$v=19$m=4294967295,t=2,p=1$c29tZXNhbHQ$aGFzaA",
+            "$argon2i$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+            "$argon2id$garbage",
+            "$2b$04$EixZaYVK1fsbw1ZfbX3OXePaWxn96p36WQoeG6Lruj3vjPGga31lW",
+            "$2b$12$EixZaYVK1fsbw1ZfbX3OXePaWxn96p36WQoeG6Lruj3vjPGga31l",
+            "$2b$12$EixZaYVK1fsbw1ZfbX3OXéPaWxn96p36WQoeG6Lruj3vjPGga31l",
+            "$2x$12$EixZaYVK1fsbw1ZfbX3OXePaWxn96p36WQoeG6Lruj3vjPGga31lW",
+        ] {
+            assert!(bad.parse::<PasswordHash>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn debug_output_hides_the_hash() {
+        let hash: PasswordHash = PASSLIB_BCRYPT.parse().unwrap();
+        assert_eq!(format!("{hash:?}"), "PasswordHash::Bcrypt(..)");
+    }
+
+    #[tokio::test]
+    async fn unknown_principal_costs_a_hash_and_fails() {
+        let verifier = PasswordVerifier::new(2, 8).unwrap();
+        assert!(matches!(
+            verifier.verify(None, b"anything").await,
+            Err(Error::WrongCredential)
+        ));
+        let hash = hash_password(b"pw").unwrap();
+        verifier.verify(Some(&hash), b"pw").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_instead_of_waiting() {
+        let verifier = PasswordVerifier::new(1, 0).unwrap();
+        assert!(matches!(
+            verifier.verify(None, b"x").await,
+            Err(Error::HashingBusy)
+        ));
+    }
+}

@@ -1,0 +1,62 @@
+//! Access tokens: [`Claims`], the [`Issuer`] that signs them and the [`Verifier`] that
+//! checks them, under one [`TokenPolicy`].
+
+mod algorithm;
+mod claims;
+mod issuer;
+mod secret;
+mod verifier;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+pub use algorithm::{SigningAlgorithm, UnknownAlgorithm};
+pub use claims::{Audience, Claims};
+pub use issuer::{Grant, IssuedToken, Issuer};
+pub use secret::{HmacSecret, MIN_SECRET_LEN, WELL_KNOWN_EXAMPLE_SECRET};
+pub use verifier::Verifier;
+
+/// Longest token accepted, checked before any decoding (RFC 8725 §3; OWASP: bound input).
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+
+/// What both the issuer and the verifier agree on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenPolicy {
+    /// `iss` of issued tokens, compared exactly on verification.
+    pub issuer: String,
+    /// `aud` of issued tokens; when non-empty, a verified token must name one of them.
+    pub audience: Vec<String>,
+    /// Lifetime of issued tokens. Defaults to 30 minutes (the seed's value).
+    pub ttl: Duration,
+    /// Clock skew tolerated for `exp`, `nbf` and `iat`. Defaults to 30 seconds.
+    pub leeway: Duration,
+}
+
+impl TokenPolicy {
+    /// A policy with the defaults for everything but the issuer.
+    pub fn new(issuer: impl Into<String>) -> Self {
+        Self {
+            issuer: issuer.into(),
+            audience: Vec::new(),
+            ttl: Duration::from_secs(30 * 60),
+            leeway: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The `kid` of an HMAC key: a fingerprint that tells keys apart during a secret change
+/// without revealing anything about a 256-bit secret.
+fn hmac_kid(secret: &HmacSecret) -> String {
+    let mut h = Sha256::new();
+    h.update(b"keygate hmac kid\0");
+    h.update(secret.as_bytes());
+    hex::encode(&h.finalize()[..8])
+}
