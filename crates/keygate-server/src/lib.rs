@@ -1,1 +1,75 @@
-pub fn x(){}
+//! The keygate HTTP server as a library: [`router`] builds the axum router for an
+//! [`AppState`], [`serve`] runs it on a bound listener until a shutdown future resolves.
+//!
+//! | module | holds |
+//! |---|---|
+//! | [`config`] | `keygate.toml`: [`Config`], validation into a [`Runtime`], and [`config::edit`] for the CLI |
+//! | [`state`] | [`AppState`]: the runtime (swapped on reload), revocation list, attempt counters, hashing pool |
+//! | [`routes`] | one file per endpoint group; `routes/mod.rs` shows the whole API |
+//! | [`rejection`] | [`Rejection`]: status, challenge and body of every refusal |
+//! | `authorize` | the bearer-token check shared by `/verify`, `/userinfo` and `/logout` |
+//! | `extract` | credentials and the client address from a request |
+//! | [`limits`] | [`limits::FailedAttempts`]: 429 after too many failures |
+//! | [`metrics`] | Prometheus metrics |
+//! | [`reload`] | configuration reload on SIGHUP or file change |
+//!
+//! A request flows `routes/*` → `extract` → `keygate::principal::Directory` (credentials)
+//! or `authorize` (tokens) → `keygate::token::Issuer` → `routes::TokenResponse`.
+
+mod authorize;
+pub mod config;
+mod extract;
+pub mod limits;
+pub mod metrics;
+pub mod rejection;
+pub mod reload;
+pub mod routes;
+pub mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use config::{Config, ConfigError, Runtime};
+pub use rejection::Rejection;
+pub use routes::router;
+pub use state::AppState;
+use tokio::net::TcpListener;
+
+/// Serves `state` on `listener` until `shutdown` resolves, then stops accepting, lets
+/// in-flight requests finish for up to `server.shutdown_timeout`, and returns.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let drain_for = state.runtime().config.server.shutdown_timeout;
+    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let draining_state = state.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        draining_state.start_draining();
+        tracing::info!("shutting down: draining in-flight requests");
+        let _ = stopping_tx.send(());
+    });
+    let mut server = tokio::spawn(async move { server.await });
+    let deadline = async {
+        if stopping_rx.await.is_ok() {
+            tokio::time::sleep(drain_for).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        joined = &mut server => joined.map_err(std::io::Error::other)?,
+        () = deadline => {
+            tracing::warn!(timeout = ?drain_for, "in-flight requests did not finish in time");
+            server.abort();
+            Ok(())
+        }
+    }
+}
+
+/// How often the configuration file is checked for changes.
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);

@@ -1,0 +1,61 @@
+//! Checking the bearer token of a request: signature and claims ([`keygate::token::Verifier`]),
+//! the revocation list, and that its principal still exists and is not revoked.
+
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use keygate::token::Claims;
+use time::OffsetDateTime;
+
+use crate::extract::{TokenSource, bearer_token};
+use crate::rejection::Rejection;
+use crate::state::AppState;
+
+/// A request whose token passed every check.
+#[derive(Debug)]
+pub(crate) struct Authorized {
+    pub(crate) claims: Claims,
+    pub(crate) source: TokenSource,
+}
+
+pub(crate) async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Authorized, Rejection> {
+    let rt = state.runtime();
+    let (token, source) = bearer_token(headers, &rt.config)?.ok_or(Rejection::MissingToken)?;
+    let claims = rt.verifier.verify(token).map_err(|e| {
+        refused(e.reason());
+        tracing::debug!(reason = e.reason(), "token refused");
+        Rejection::InvalidToken
+    })?;
+    match state.revocations().is_revoked(&claims.iss, &claims.jti).await {
+        Ok(false) => {}
+        Ok(true) => {
+            refused("revoked");
+            return Err(Rejection::InvalidToken);
+        }
+        Err(e) if rt.config.store.on_unavailable == "allow" => {
+            tracing::warn!(error = %e, "revocation store unavailable; allowed by store.on_unavailable");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "revocation store unavailable; refusing (store.on_unavailable = deny)");
+            return Err(Rejection::Unavailable(Duration::from_secs(1)));
+        }
+    }
+    // A removed or revoked principal's tokens stop working at once here (ASVS 7.4.2),
+    // even though services verifying offline honour them until they expire.
+    let now = OffsetDateTime::now_utc();
+    let active = rt
+        .directory
+        .get(&claims.sub)
+        .is_some_and(|p| p.is_active(now));
+    if !active {
+        refused("principal_gone");
+        return Err(Rejection::InvalidToken);
+    }
+    metrics::counter!("keygate_token_verifications_total", "result" => "valid", "reason" => "").increment(1);
+    Ok(Authorized { claims, source })
+}
+
+fn refused(reason: &'static str) {
+    metrics::counter!("keygate_token_verifications_total", "result" => "invalid", "reason" => reason)
+        .increment(1);
+}

@@ -1,0 +1,65 @@
+//! The configuration `keygate init` writes.
+
+use keygate::api_key::{self, KeyHash};
+use keygate::token::HmacSecret;
+
+use super::ConfigError;
+
+/// Id of the client `keygate init` creates.
+pub const FIRST_CLIENT: &str = "my-service";
+
+/// A complete, commented configuration with a fresh secret and one client. Returns the
+/// text and the client's API key, which is stored only as a hash.
+pub fn initial_config() -> Result<(String, String), ConfigError> {
+    let secret = HmacSecret::generate_hex().map_err(|e| ConfigError::new("token.secret", e))?;
+    let key = api_key::generate(FIRST_CLIENT).map_err(|e| ConfigError::new("clients", e))?;
+    let hash = KeyHash::sha256_of(&key);
+    let text = format!(
+        r#"# keygate configuration. Every setting can be overridden by an environment variable
+# KEYGATE_<SECTION>_<KEY> (KEYGATE_TOKEN_TTL=15m); "${{VAR}}" in a value reads the environment.
+# `keygate key …` and `keygate user …` edit this file and keep its comments.
+
+[server]
+listen = "127.0.0.1:8080"
+public_url = "http://127.0.0.1:8080"     # the default issuer
+# trusted_proxies = ["127.0.0.1"]        # believe X-Forwarded-For from these peers only
+shutdown_timeout = "30s"
+
+[token]
+algorithm = "HS256"                      # HS256 HS384 HS512
+# The HMAC secret (>= 32 bytes). Anyone holding it can mint tokens: keep this file private
+# (it is written with mode 0600), or use secret = "${{KEYGATE_SECRET}}".
+secret = "{secret}"
+# issuer = "http://127.0.0.1:8080"       # defaults to server.public_url
+# audience = ["orders-api"]
+ttl = "30m"
+leeway = "30s"
+
+[api_key]
+header = "X-API-Key"                     # the seed used "access_token"
+query = ""                               # e.g. "api_key"; off: URLs end up in logs
+cookie = ""                              # e.g. "api_key"; off
+
+[cookie]                                 # the token cookie set by /login
+enabled = false
+name = "keygate_token"
+secure = true
+same_site = "Lax"
+
+[limits]
+failed_attempts = 10                     # per client address and per key id, per window
+window = "1m"                            # then 429 until the window passes
+
+[store]
+# url = "redis://127.0.0.1:6379"         # shared state for several replicas
+on_unavailable = "deny"
+
+[[clients]]
+id = "{FIRST_CLIENT}"
+key_hash = "{hash}"
+role = "service"
+scopes = []
+"#
+    );
+    Ok((text, key))
+}

@@ -1,0 +1,239 @@
+//! Reading credentials and the client address from a request, the same way for every
+//! endpoint. A credential presented twice, or by two methods that disagree, is refused
+//! (RFC 6750 §2; ASVS 15.3.7: parameter pollution).
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::http::{HeaderMap, header};
+
+use crate::config::Config;
+use crate::rejection::Rejection;
+
+/// Where a bearer token came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenSource {
+    Header,
+    Cookie,
+}
+
+/// The token of `Authorization: Bearer …`, or of the token cookie when cookies are on.
+/// `Ok(None)` when neither is present.
+pub(crate) fn bearer_token<'a>(
+    headers: &'a HeaderMap,
+    config: &Config,
+) -> Result<Option<(&'a str, TokenSource)>, Rejection> {
+    let mut auth = headers.get_all(header::AUTHORIZATION).iter();
+    let from_header = match (auth.next(), auth.next()) {
+        (None, _) => None,
+        (Some(_), Some(_)) => {
+            return Err(Rejection::InvalidRequest(
+                "more than one Authorization header",
+            ));
+        }
+        (Some(v), None) => {
+            let v = v.to_str().map_err(|_| Rejection::InvalidToken)?;
+            match v.split_once(' ') {
+                // The scheme is case-insensitive (RFC 9110 §11.1).
+                Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+                    if token.is_empty() || token.contains(' ') {
+                        return Err(Rejection::InvalidToken);
+                    }
+                    Some(token)
+                }
+                _ if v.eq_ignore_ascii_case("bearer") => return Err(Rejection::InvalidToken),
+                // Another scheme (Basic…) is not a bearer token: answer with the challenge.
+                _ => None,
+            }
+        }
+    };
+    let from_cookie = if config.cookie.enabled {
+        cookie(headers, &config.cookie.name)?
+    } else {
+        None
+    };
+    match (from_header, from_cookie) {
+        (Some(h), Some(c)) if h != c => Err(Rejection::InvalidRequest(
+            "different tokens in the Authorization header and the cookie",
+        )),
+        (Some(h), _) => Ok(Some((h, TokenSource::Header))),
+        (None, Some(c)) => Ok(Some((c, TokenSource::Cookie))),
+        (None, None) => Ok(None),
+    }
+}
+
+/// The API key from the configured header, query parameter or cookie.
+pub(crate) fn api_key<'a>(
+    headers: &'a HeaderMap,
+    query: Option<&'a str>,
+    config: &Config,
+) -> Result<Option<String>, Rejection> {
+    let mut found: Vec<String> = Vec::new();
+    let cfg = &config.api_key;
+    if !cfg.header.is_empty() {
+        let mut values = headers.get_all(cfg.header.as_str()).iter();
+        match (values.next(), values.next()) {
+            (Some(_), Some(_)) => {
+                return Err(Rejection::InvalidRequest("the API key header is repeated"));
+            }
+            (Some(v), None) => found.push(
+                v.to_str()
+                    .map_err(|_| Rejection::InvalidClient { basic: false })?
+                    .to_owned(),
+            ),
+            (None, _) => {}
+        }
+    }
+    if !cfg.query.is_empty()
+        && let Some(q) = query
+    {
+        let mut values = form_urlencoded::parse(q.as_bytes())
+            .filter(|(k, _)| k == cfg.query.as_str())
+            .map(|(_, v)| v.into_owned());
+        match (values.next(), values.next()) {
+            (Some(_), Some(_)) => {
+                return Err(Rejection::InvalidRequest("the API key parameter is repeated"));
+            }
+            (Some(v), None) => found.push(v),
+            (None, _) => {}
+        }
+    }
+    if !cfg.cookie.is_empty()
+        && let Some(c) = cookie(headers, &cfg.cookie)?
+    {
+        found.push(c.to_owned());
+    }
+    found.retain(|k| !k.is_empty());
+    match found.as_slice() {
+        [] => Ok(None),
+        [first, rest @ ..] if rest.iter().all(|k| k == first) => Ok(Some(first.clone())),
+        _ => Err(Rejection::InvalidRequest(
+            "different API keys presented by more than one method",
+        )),
+    }
+}
+
+/// The value of cookie `name`; a name present twice is refused.
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Rejection> {
+    let mut found = None;
+    for value in headers.get_all(header::COOKIE) {
+        let Ok(value) = value.to_str() else { continue };
+        for pair in value.split(';') {
+            if let Some((k, v)) = pair.trim().split_once('=')
+                && k == name
+            {
+                if found.is_some() {
+                    return Err(Rejection::InvalidRequest("a cookie is repeated"));
+                }
+                found = Some(v.trim_matches('"'));
+            }
+        }
+    }
+    Ok(found.filter(|v| !v.is_empty()))
+}
+
+/// The client's address: the socket peer, or, when the peer is a trusted proxy, the
+/// right-most `X-Forwarded-For` entry that is not itself a trusted proxy.
+pub(crate) fn client_ip(peer: SocketAddr, headers: &HeaderMap, config: &Config) -> IpAddr {
+    let trusted = &config.server.trusted_proxies;
+    if !trusted.contains(&peer.ip()) {
+        return peer.ip();
+    }
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    forwarded
+        .iter()
+        .rev()
+        .filter_map(|s| s.parse::<IpAddr>().ok())
+        .find(|ip| !trusted.contains(ip))
+        .unwrap_or(peer.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_strict() {
+        let c = Config::default();
+        assert_eq!(
+            bearer_token(&headers(&[("authorization", "bearer abc")]), &c).unwrap(),
+            Some(("abc", TokenSource::Header))
+        );
+        assert_eq!(bearer_token(&headers(&[("authorization", "Basic abc")]), &c).unwrap(), None);
+        for bad in ["Bearer", "Bearer ", "Bearer  abc", "Bearer abc extra"] {
+            assert!(bearer_token(&headers(&[("authorization", bad)]), &c).is_err(), "{bad}");
+        }
+        let two = headers(&[("authorization", "Bearer a"), ("authorization", "Bearer a")]);
+        assert!(bearer_token(&two, &c).is_err());
+    }
+
+    #[test]
+    fn cookie_and_header_must_agree() {
+        let mut c = Config::default();
+        c.cookie.enabled = true;
+        let h = headers(&[("authorization", "Bearer a"), ("cookie", "keygate_token=b")]);
+        assert!(bearer_token(&h, &c).is_err());
+        let h = headers(&[("cookie", "x=1; keygate_token=b")]);
+        assert_eq!(bearer_token(&h, &c).unwrap(), Some(("b", TokenSource::Cookie)));
+    }
+
+    #[test]
+    fn api_key_sources_must_agree() {
+        let mut c = Config::default();
+        c.api_key.query = "api_key".into();
+        let h = headers(&[("x-api-key", "k1")]);
+        assert_eq!(api_key(&h, None, &c).unwrap().as_deref(), Some("k1"));
+        assert_eq!(api_key(&h, Some("api_key=k1"), &c).unwrap().as_deref(), Some("k1"));
+        assert!(api_key(&h, Some("api_key=k2"), &c).is_err());
+        assert!(api_key(&HeaderMap::new(), Some("api_key=a&api_key=b"), &c).is_err());
+        c.api_key.query.clear();
+        assert_eq!(api_key(&HeaderMap::new(), Some("api_key=k1"), &c).unwrap(), None);
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let mut c = Config::default();
+        let peer: SocketAddr = "10.0.0.5:1234".parse().unwrap();
+        let h = headers(&[("x-forwarded-for", "1.2.3.4, 10.0.0.9")]);
+        assert_eq!(client_ip(peer, &h, &c), peer.ip());
+        c.server.trusted_proxies = vec!["10.0.0.5".parse().unwrap(), "10.0.0.9".parse().unwrap()];
+        assert_eq!(client_ip(peer, &h, &c), "1.2.3.4".parse::<IpAddr>().unwrap());
+    }
+}
+
+/// The socket peer, from the connection info `serve` attaches. A router driven without a
+/// socket (`oneshot` in tests) sees `127.0.0.1:0`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub(crate) SocketAddr);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let addr = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+            .map_or(SocketAddr::from(([127, 0, 0, 1], 0)), |c| c.0);
+        Ok(Peer(addr))
+    }
+}

@@ -1,0 +1,116 @@
+//! [`FailedAttempts`]: counts failed credential checks per client address and per key id,
+//! and answers 429 once a count reaches `limits.failed_attempts` within `limits.window`.
+//!
+//! Fixed windows that start at the first failure: a blocked address or id is free again
+//! when its window ends, so an attacker can delay a victim's logins by at most one window
+//! at a time but never lock the account for good (ASVS 6.1.1).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Entries kept before expired windows are swept out.
+const SWEEP_AT: usize = 10_000;
+
+/// Failed-attempt counters.
+#[derive(Debug)]
+pub struct FailedAttempts {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    limit: u32,
+    window: Duration,
+    counters: HashMap<String, Window>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    started: Instant,
+    failures: u32,
+}
+
+impl FailedAttempts {
+    /// `limit` failures per `window`.
+    pub fn new(limit: u32, window: Duration) -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                limit,
+                window,
+                counters: HashMap::new(),
+            }),
+        }
+    }
+
+    /// Applies new limits from a reloaded configuration; counts are kept.
+    pub fn reconfigure(&self, limit: u32, window: Duration) {
+        let mut inner = self.lock();
+        inner.limit = limit;
+        inner.window = window;
+    }
+
+    /// `Some(retry_after)` when any of `subjects` is blocked now.
+    pub fn blocked(&self, subjects: &[&str], now: Instant) -> Option<Duration> {
+        let inner = self.lock();
+        subjects
+            .iter()
+            .filter_map(|s| inner.counters.get(*s))
+            .filter(|w| w.failures >= inner.limit)
+            .filter_map(|w| (w.started + inner.window).checked_duration_since(now))
+            .filter(|d| !d.is_zero())
+            .max()
+    }
+
+    /// Counts one failure against each of `subjects`.
+    pub fn record_failure(&self, subjects: &[&str], now: Instant) {
+        let mut inner = self.lock();
+        let window = inner.window;
+        if inner.counters.len() >= SWEEP_AT {
+            inner.counters.retain(|_, w| w.started + window > now);
+        }
+        for s in subjects {
+            let w = inner.counters.entry((*s).to_owned()).or_insert(Window {
+                started: now,
+                failures: 0,
+            });
+            if w.started + window <= now {
+                *w = Window {
+                    started: now,
+                    failures: 0,
+                };
+            }
+            w.failures = w.failures.saturating_add(1);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // Every update is a single entry write; a poisoned lock holds consistent data.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_after_the_limit_until_the_window_ends() {
+        let limits = FailedAttempts::new(3, Duration::from_secs(60));
+        let t0 = Instant::now();
+        for _ in 0..2 {
+            limits.record_failure(&["ip:1", "id:a"], t0);
+        }
+        assert_eq!(limits.blocked(&["ip:1"], t0), None);
+        limits.record_failure(&["ip:1", "id:a"], t0);
+        let later = t0 + Duration::from_secs(20);
+        assert_eq!(limits.blocked(&["ip:1"], later), Some(Duration::from_secs(40)));
+        assert_eq!(limits.blocked(&["id:a"], later), Some(Duration::from_secs(40)));
+        assert_eq!(limits.blocked(&["ip:2", "id:b"], later), None);
+        assert_eq!(limits.blocked(&["ip:1"], t0 + Duration::from_secs(60)), None);
+        limits.record_failure(&["ip:1"], t0 + Duration::from_secs(61));
+        assert_eq!(limits.blocked(&["ip:1"], t0 + Duration::from_secs(61)), None);
+    }
+}

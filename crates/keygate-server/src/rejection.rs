@@ -1,0 +1,143 @@
+//! [`Rejection`]: every refusal the server sends, with its status, `WWW-Authenticate`
+//! and OAuth-shaped body decided here and nowhere else. Descriptions are fixed strings:
+//! they never echo input or say which part of a credential was wrong.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// Realm named in every challenge.
+pub const REALM: &str = "keygate";
+
+/// A refused request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// 400 `invalid_request` (RFC 6749 §5.2, RFC 6750 §3.1).
+    InvalidRequest(&'static str),
+    /// 400 `unsupported_grant_type`.
+    UnsupportedGrantType,
+    /// 400 `invalid_grant`: bad username or password.
+    InvalidGrant,
+    /// 400 `invalid_scope`: more scope asked for than the principal has.
+    InvalidScope,
+    /// 401 `invalid_client`. `basic` when the client used (or should use) HTTP Basic,
+    /// which then gets a `Basic` challenge (RFC 6749 §5.2).
+    InvalidClient {
+        /// Challenge with `Basic` rather than the API-key scheme.
+        basic: bool,
+    },
+    /// 401 with a bare `Bearer` challenge: no token was presented (RFC 6750 §3.1).
+    MissingToken,
+    /// 401 `invalid_token`: bad, expired or revoked.
+    InvalidToken,
+    /// 403 `insufficient_scope`, naming what was demanded.
+    InsufficientScope(String),
+    /// 403 `access_denied`: a cross-site request carrying only the cookie.
+    CrossSite,
+    /// 429 with `Retry-After`.
+    TooManyAttempts(Duration),
+    /// 503 `temporarily_unavailable` with `Retry-After`.
+    Unavailable(Duration),
+    /// 500 `server_error`; details go to the log only.
+    Internal,
+}
+
+#[derive(Serialize)]
+struct Body {
+    error: &'static str,
+    error_description: &'static str,
+}
+
+impl Rejection {
+    /// The status code.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Rejection::InvalidRequest(_)
+            | Rejection::UnsupportedGrantType
+            | Rejection::InvalidGrant
+            | Rejection::InvalidScope => StatusCode::BAD_REQUEST,
+            Rejection::InvalidClient { .. } | Rejection::MissingToken | Rejection::InvalidToken => {
+                StatusCode::UNAUTHORIZED
+            }
+            Rejection::InsufficientScope(_) | Rejection::CrossSite => StatusCode::FORBIDDEN,
+            Rejection::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
+            Rejection::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn body(&self) -> Body {
+        let (error, error_description) = match self {
+            Rejection::InvalidRequest(d) => ("invalid_request", *d),
+            Rejection::UnsupportedGrantType => (
+                "unsupported_grant_type",
+                "the grant type is not supported",
+            ),
+            Rejection::InvalidGrant => ("invalid_grant", "invalid username or password"),
+            Rejection::InvalidScope => (
+                "invalid_scope",
+                "the requested scope exceeds what was granted",
+            ),
+            Rejection::InvalidClient { .. } => ("invalid_client", "client authentication failed"),
+            Rejection::MissingToken => ("invalid_token", "a bearer token is required"),
+            Rejection::InvalidToken => (
+                "invalid_token",
+                "the token is invalid, expired or revoked",
+            ),
+            Rejection::InsufficientScope(_) => (
+                "insufficient_scope",
+                "the token lacks the required role or scope",
+            ),
+            Rejection::CrossSite => ("access_denied", "cross-site request refused"),
+            Rejection::TooManyAttempts(_) => (
+                "too_many_attempts",
+                "too many failed attempts; retry later",
+            ),
+            Rejection::Unavailable(_) => (
+                "temporarily_unavailable",
+                "the server is temporarily unable to handle the request",
+            ),
+            Rejection::Internal => ("server_error", "internal error"),
+        };
+        Body {
+            error,
+            error_description,
+        }
+    }
+
+    fn challenge(&self) -> Option<String> {
+        match self {
+            Rejection::InvalidClient { basic: true } => {
+                Some(format!("Basic realm=\"{REALM}\", charset=\"UTF-8\""))
+            }
+            Rejection::InvalidClient { basic: false } => Some(format!("ApiKey realm=\"{REALM}\"")),
+            Rejection::MissingToken => Some(format!("Bearer realm=\"{REALM}\"")),
+            Rejection::InvalidToken => Some(format!(
+                "Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"the token is invalid, expired or revoked\""
+            )),
+            Rejection::InsufficientScope(scope) => Some(format!(
+                "Bearer realm=\"{REALM}\", error=\"insufficient_scope\", scope=\"{scope}\""
+            )),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        let mut response = (self.status(), Json(self.body())).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(c) = self.challenge().and_then(|c| HeaderValue::from_str(&c).ok()) {
+            headers.insert(header::WWW_AUTHENTICATE, c);
+        }
+        if let Rejection::TooManyAttempts(after) | Rejection::Unavailable(after) = &self {
+            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        response
+    }
+}

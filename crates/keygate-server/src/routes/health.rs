@@ -1,0 +1,35 @@
+//! `GET /healthz` (the process answers), `GET /readyz` (it should get traffic) and
+//! `GET /metrics` (Prometheus text).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::state::AppState;
+
+pub(super) async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// 503 while shutting down or when the revocation store cannot be reached.
+pub(super) async fn readyz(State(state): State<AppState>) -> Response {
+    if state.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "draining"}))).into_response();
+    }
+    if !state.revocations().is_available().await {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "store_unavailable"})))
+            .into_response();
+    }
+    Json(json!({"status": "ready"})).into_response()
+}
+
+pub(super) async fn metrics(State(state): State<AppState>) -> Response {
+    let mut response = state.metrics().render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}

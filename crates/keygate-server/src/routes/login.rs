@@ -1,0 +1,112 @@
+//! `POST /login` (an API key for a token) and `POST /logout` (revoke it, clear the cookie).
+
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use keygate::api_key::{self, PresentedKey};
+use time::OffsetDateTime;
+
+use super::token::{check_limits, issue, refuse, token_response};
+use crate::authorize::authorize;
+use crate::config::Config;
+use crate::extract::{Peer, TokenSource, api_key, client_ip};
+use crate::rejection::Rejection;
+use crate::state::AppState;
+
+pub(super) async fn login(
+    State(state): State<AppState>,
+    Peer(peer): Peer,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, Rejection> {
+    let rt = state.runtime();
+    let key = api_key(&headers, query.as_deref(), &rt.config)?
+        .ok_or(Rejection::InvalidClient { basic: false })?;
+    let ip = format!("ip:{}", client_ip(peer, &headers, &rt.config));
+    let who = match api_key::classify(&key) {
+        Ok(PresentedKey::Generated { id }) => Some(format!("id:{id}")),
+        _ => None,
+    };
+    let mut subjects = vec![ip.as_str()];
+    subjects.extend(who.as_deref());
+    check_limits(&state, &subjects, "api_key")?;
+    let now = OffsetDateTime::now_utc();
+    let client = rt
+        .directory
+        .authenticate_key(&key, state.passwords(), now)
+        .await
+        .map_err(|e| refuse(&state, &e, &subjects, "api_key", Rejection::InvalidClient { basic: false }))?;
+    let issued = issue(&state, &client, &client.scopes, "api_key")?;
+    let cookie = rt
+        .config
+        .cookie
+        .enabled
+        .then(|| token_cookie(&rt.config, &issued.token, issued.expires_in()))
+        .flatten();
+    Ok(token_response(&issued, cookie))
+}
+
+pub(super) async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let rt = state.runtime();
+    let clear = rt
+        .config
+        .cookie
+        .enabled
+        .then(|| token_cookie(&rt.config, "", 0))
+        .flatten();
+    let outcome = async {
+        let authorized = authorize(&state, &headers).await?;
+        if authorized.source == TokenSource::Cookie && is_cross_site(&headers, &rt.config) {
+            return Err(Rejection::CrossSite);
+        }
+        let c = &authorized.claims;
+        state
+            .revocations()
+            .revoke(&c.iss, &c.jti, c.exp)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "revocation failed");
+                Rejection::Unavailable(std::time::Duration::from_secs(1))
+            })?;
+        tracing::info!(sub = %c.sub, jti = %c.jti, "token revoked by logout");
+        Ok(())
+    }
+    .await;
+    let mut response = match outcome {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(r) => r.into_response(),
+    };
+    if let Some(clear) = clear {
+        response.headers_mut().insert(header::SET_COOKIE, clear);
+        response
+            .headers_mut()
+            .insert("clear-site-data", HeaderValue::from_static("\"cookies\""));
+    }
+    response
+}
+
+/// `Set-Cookie` for the token (or, with an empty value and `max_age` 0, its removal):
+/// HttpOnly always, Secure and SameSite as configured, Path=/.
+fn token_cookie(config: &Config, token: &str, max_age: u64) -> Option<HeaderValue> {
+    let c = &config.cookie;
+    let secure = if c.secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{}={token}; Max-Age={max_age}; Path=/; HttpOnly{secure}; SameSite={}",
+        c.name, c.same_site
+    ))
+    .ok()
+}
+
+/// A state-changing request that arrives with only the cookie must come from our own
+/// origin (ASVS 3.5.1, 3.5.3): `Sec-Fetch-Site: cross-site`, or an `Origin` other than
+/// `server.public_url`, is refused.
+fn is_cross_site(headers: &HeaderMap, config: &Config) -> bool {
+    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if fetch_site.is_some_and(|s| s.eq_ignore_ascii_case("cross-site")) {
+        return true;
+    }
+    match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        Some(origin) => origin.trim_end_matches('/') != config.server.public_url.trim_end_matches('/'),
+        None => false,
+    }
+}

@@ -1,0 +1,47 @@
+//! The whole HTTP API on one screen. Each group of endpoints lives in its own file.
+
+mod health;
+mod login;
+mod token;
+mod verify;
+
+use axum::Router;
+use axum::routing::{get, post};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+
+use crate::rejection::Rejection;
+use crate::state::AppState;
+
+pub use token::TokenResponse;
+
+/// Bodies larger than this are refused with 413 before they are read.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The router with every endpoint and the layers around them.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/login", post(login::login))
+        .route("/logout", post(login::logout))
+        .route("/token", post(token::token))
+        .route("/verify", get(verify::verify))
+        .route("/userinfo", get(verify::userinfo))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(crate::metrics::track))
+        .layer(RequestBodyLimitLayer::new(MAX_BODY))
+        .layer(CatchPanicLayer::custom(|_| {
+            tracing::error!("a request handler panicked");
+            axum::response::IntoResponse::into_response(Rejection::Internal)
+        }))
+        .with_state(state)
+}
+
+async fn not_found() -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
+    (
+        axum::http::StatusCode::NOT_FOUND,
+        axum::Json(serde_json::json!({"error": "not_found", "error_description": "no such endpoint"})),
+    )
+}

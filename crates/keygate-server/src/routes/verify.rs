@@ -1,0 +1,83 @@
+//! `GET /verify` (forward auth for nginx `auth_request`, Traefik ForwardAuth) and
+//! `GET /userinfo`.
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::authorize::authorize;
+use crate::rejection::Rejection;
+use crate::state::AppState;
+
+/// 200 with `X-Auth-Subject`, `X-Auth-Role`, `X-Auth-Scope` and `X-Auth-Client-Id`.
+///
+/// `?role=a,b` demands one of the roles; `?scope=x y` (or `x,y`) demands every scope.
+/// Unmet demands answer 403 `insufficient_scope`.
+pub(super) async fn verify(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, Rejection> {
+    let claims = authorize(&state, &headers).await?.claims;
+    let mut roles: Vec<String> = Vec::new();
+    let mut scopes: Vec<String> = Vec::new();
+    for (k, v) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
+        let items = v
+            .split([',', ' '])
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned);
+        match k.as_ref() {
+            "role" => roles.extend(items),
+            "scope" => scopes.extend(items),
+            _ => {}
+        }
+    }
+    if !roles.is_empty() && !roles.iter().any(|r| *r == claims.role) {
+        return Err(Rejection::InsufficientScope(challenge_scope(&scopes)));
+    }
+    if !scopes.iter().all(|s| claims.has_scope(s)) {
+        return Err(Rejection::InsufficientScope(challenge_scope(&scopes)));
+    }
+    let mut response = StatusCode::OK.into_response();
+    let h = response.headers_mut();
+    for (name, value) in [
+        ("x-auth-subject", &claims.sub),
+        ("x-auth-role", &claims.role),
+        ("x-auth-scope", &claims.scope),
+        ("x-auth-client-id", &claims.client_id),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(name, v);
+        }
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// Only RFC 6749 scope characters go back into the challenge header.
+fn challenge_scope(scopes: &[String]) -> String {
+    scopes
+        .iter()
+        .map(|s| {
+            s.chars()
+                .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\')
+                .collect::<String>()
+        })
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The verified claims of the presented token.
+pub(super) async fn userinfo(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, Rejection> {
+    let claims = authorize(&state, &headers).await?.claims;
+    let mut response = Json(claims).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}

@@ -1,0 +1,126 @@
+//! [`AppState`]: what every handler shares. Cheap to clone; the configuration inside is
+//! swapped whole on reload, so a request sees one consistent version from start to end.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+use keygate::password::PasswordVerifier;
+use keygate::revocation::{MemoryRevocationStore, RevocationStore};
+
+use crate::config::{Config, ConfigError, Runtime};
+use crate::limits::FailedAttempts;
+use crate::metrics::Metrics;
+
+/// Shared server state.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    runtime: ArcSwap<Runtime>,
+    config_path: Option<PathBuf>,
+    revocations: Arc<dyn RevocationStore>,
+    attempts: FailedAttempts,
+    passwords: PasswordVerifier,
+    metrics: Metrics,
+    draining: AtomicBool,
+}
+
+impl AppState {
+    /// State for a validated runtime. `config_path` is where [`AppState::reload`] reads.
+    pub fn new(runtime: Runtime, config_path: Option<PathBuf>) -> Result<Self, ConfigError> {
+        let limits = &runtime.config.limits;
+        let passwords = PasswordVerifier::new(limits.hashing_concurrency, limits.hashing_queue)
+            .map_err(|e| ConfigError::new("limits", e))?;
+        let attempts = FailedAttempts::new(limits.failed_attempts, limits.window);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                runtime: ArcSwap::from_pointee(runtime),
+                config_path,
+                revocations: Arc::new(MemoryRevocationStore::new()),
+                attempts,
+                passwords,
+                metrics: Metrics::install(),
+                draining: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Loads `path` and builds state from it.
+    pub fn from_path(path: PathBuf) -> Result<Self, ConfigError> {
+        let (_, runtime) = Config::load(&path)?;
+        Self::new(runtime, Some(path))
+    }
+
+    /// The configuration in force now.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.inner.runtime.load_full()
+    }
+
+    /// Re-reads the configuration file. A file that does not validate is refused and
+    /// the running configuration stays.
+    pub fn reload(&self) -> Result<(), ConfigError> {
+        let Some(path) = &self.inner.config_path else {
+            return Ok(());
+        };
+        let outcome = Config::load(path);
+        match outcome {
+            Ok((_, runtime)) => {
+                let old = self.runtime();
+                if runtime.listen != old.listen {
+                    tracing::warn!(
+                        listen = %runtime.listen,
+                        "server.listen changed; the new address takes effect on restart"
+                    );
+                }
+                let limits = &runtime.config.limits;
+                self.inner
+                    .attempts
+                    .reconfigure(limits.failed_attempts, limits.window);
+                self.inner.runtime.store(Arc::new(runtime));
+                metrics::counter!("keygate_config_reloads_total", "result" => "ok").increment(1);
+                tracing::info!(path = %path.display(), "configuration reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                metrics::counter!("keygate_config_reloads_total", "result" => "refused").increment(1);
+                tracing::error!(error = %e, "configuration reload refused; the previous configuration keeps serving");
+                Err(e)
+            }
+        }
+    }
+
+    /// The path configuration is reloaded from.
+    pub fn config_path(&self) -> Option<&PathBuf> {
+        self.inner.config_path.as_ref()
+    }
+
+    pub(crate) fn revocations(&self) -> &dyn RevocationStore {
+        self.inner.revocations.as_ref()
+    }
+
+    pub(crate) fn attempts(&self) -> &FailedAttempts {
+        &self.inner.attempts
+    }
+
+    pub(crate) fn passwords(&self) -> &PasswordVerifier {
+        &self.inner.passwords
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Marks the server as shutting down: `/readyz` answers 503 from now on.
+    pub fn start_draining(&self) {
+        self.inner.draining.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Acquire)
+    }
+}
