@@ -18,7 +18,10 @@ pub(crate) struct Authorized {
     pub(crate) source: TokenSource,
 }
 
-pub(crate) async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Authorized, Rejection> {
+pub(crate) async fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Authorized, Rejection> {
     let rt = state.runtime();
     let (token, source) = bearer_token(headers, &rt.config)?.ok_or(Rejection::MissingToken)?;
     let claims = rt.verifier.verify(token).map_err(|e| {
@@ -26,7 +29,11 @@ pub(crate) async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<A
         tracing::debug!(reason = e.reason(), "token refused");
         Rejection::InvalidToken
     })?;
-    match state.revocations().is_revoked(&claims.iss, &claims.jti).await {
+    match state
+        .revocations()
+        .is_revoked(&claims.iss, &claims.jti)
+        .await
+    {
         Ok(false) => {}
         Ok(true) => {
             refused("revoked");
@@ -51,7 +58,8 @@ pub(crate) async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<A
         refused("principal_gone");
         return Err(Rejection::InvalidToken);
     }
-    metrics::counter!("keygate_token_verifications_total", "result" => "valid", "reason" => "").increment(1);
+    metrics::counter!("keygate_token_verifications_total", "result" => "valid", "reason" => "")
+        .increment(1);
     Ok(Authorized { claims, source })
 }
 

@@ -91,7 +91,9 @@ pub(crate) fn api_key<'a>(
             .map(|(_, v)| v.into_owned());
         match (values.next(), values.next()) {
             (Some(_), Some(_)) => {
-                return Err(Rejection::InvalidRequest("the API key parameter is repeated"));
+                return Err(Rejection::InvalidRequest(
+                    "the API key parameter is repeated",
+                ));
             }
             (Some(v), None) => found.push(v),
             (None, _) => {}
@@ -176,9 +178,15 @@ mod tests {
             bearer_token(&headers(&[("authorization", "bearer abc")]), &c).unwrap(),
             Some(("abc", TokenSource::Header))
         );
-        assert_eq!(bearer_token(&headers(&[("authorization", "Basic abc")]), &c).unwrap(), None);
+        assert_eq!(
+            bearer_token(&headers(&[("authorization", "Basic abc")]), &c).unwrap(),
+            None
+        );
         for bad in ["Bearer", "Bearer ", "Bearer  abc", "Bearer abc extra"] {
-            assert!(bearer_token(&headers(&[("authorization", bad)]), &c).is_err(), "{bad}");
+            assert!(
+                bearer_token(&headers(&[("authorization", bad)]), &c).is_err(),
+                "{bad}"
+            );
         }
         let two = headers(&[("authorization", "Bearer a"), ("authorization", "Bearer a")]);
         assert!(bearer_token(&two, &c).is_err());
@@ -191,7 +199,10 @@ mod tests {
         let h = headers(&[("authorization", "Bearer a"), ("cookie", "keygate_token=b")]);
         assert!(bearer_token(&h, &c).is_err());
         let h = headers(&[("cookie", "x=1; keygate_token=b")]);
-        assert_eq!(bearer_token(&h, &c).unwrap(), Some(("b", TokenSource::Cookie)));
+        assert_eq!(
+            bearer_token(&h, &c).unwrap(),
+            Some(("b", TokenSource::Cookie))
+        );
     }
 
     #[test]
@@ -200,11 +211,17 @@ mod tests {
         c.api_key.query = "api_key".into();
         let h = headers(&[("x-api-key", "k1")]);
         assert_eq!(api_key(&h, None, &c).unwrap().as_deref(), Some("k1"));
-        assert_eq!(api_key(&h, Some("api_key=k1"), &c).unwrap().as_deref(), Some("k1"));
+        assert_eq!(
+            api_key(&h, Some("api_key=k1"), &c).unwrap().as_deref(),
+            Some("k1")
+        );
         assert!(api_key(&h, Some("api_key=k2"), &c).is_err());
         assert!(api_key(&HeaderMap::new(), Some("api_key=a&api_key=b"), &c).is_err());
         c.api_key.query.clear();
-        assert_eq!(api_key(&HeaderMap::new(), Some("api_key=k1"), &c).unwrap(), None);
+        assert_eq!(
+            api_key(&HeaderMap::new(), Some("api_key=k1"), &c).unwrap(),
+            None
+        );
     }
 
     #[test]
@@ -214,7 +231,10 @@ mod tests {
         let h = headers(&[("x-forwarded-for", "1.2.3.4, 10.0.0.9")]);
         assert_eq!(client_ip(peer, &h, &c), peer.ip());
         c.server.trusted_proxies = vec!["10.0.0.5".parse().unwrap(), "10.0.0.9".parse().unwrap()];
-        assert_eq!(client_ip(peer, &h, &c), "1.2.3.4".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(peer, &h, &c),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
     }
 }
 

@@ -106,11 +106,23 @@ mod tests {
         assert_eq!(limits.blocked(&["ip:1"], t0), None);
         limits.record_failure(&["ip:1", "id:a"], t0);
         let later = t0 + Duration::from_secs(20);
-        assert_eq!(limits.blocked(&["ip:1"], later), Some(Duration::from_secs(40)));
-        assert_eq!(limits.blocked(&["id:a"], later), Some(Duration::from_secs(40)));
+        assert_eq!(
+            limits.blocked(&["ip:1"], later),
+            Some(Duration::from_secs(40))
+        );
+        assert_eq!(
+            limits.blocked(&["id:a"], later),
+            Some(Duration::from_secs(40))
+        );
         assert_eq!(limits.blocked(&["ip:2", "id:b"], later), None);
-        assert_eq!(limits.blocked(&["ip:1"], t0 + Duration::from_secs(60)), None);
+        assert_eq!(
+            limits.blocked(&["ip:1"], t0 + Duration::from_secs(60)),
+            None
+        );
         limits.record_failure(&["ip:1"], t0 + Duration::from_secs(61));
-        assert_eq!(limits.blocked(&["ip:1"], t0 + Duration::from_secs(61)), None);
+        assert_eq!(
+            limits.blocked(&["ip:1"], t0 + Duration::from_secs(61)),
+            None
+        );
     }
 }

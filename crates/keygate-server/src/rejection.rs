@@ -72,10 +72,9 @@ impl Rejection {
     fn body(&self) -> Body {
         let (error, error_description) = match self {
             Rejection::InvalidRequest(d) => ("invalid_request", *d),
-            Rejection::UnsupportedGrantType => (
-                "unsupported_grant_type",
-                "the grant type is not supported",
-            ),
+            Rejection::UnsupportedGrantType => {
+                ("unsupported_grant_type", "the grant type is not supported")
+            }
             Rejection::InvalidGrant => ("invalid_grant", "invalid username or password"),
             Rejection::InvalidScope => (
                 "invalid_scope",
@@ -83,19 +82,17 @@ impl Rejection {
             ),
             Rejection::InvalidClient { .. } => ("invalid_client", "client authentication failed"),
             Rejection::MissingToken => ("invalid_token", "a bearer token is required"),
-            Rejection::InvalidToken => (
-                "invalid_token",
-                "the token is invalid, expired or revoked",
-            ),
+            Rejection::InvalidToken => {
+                ("invalid_token", "the token is invalid, expired or revoked")
+            }
             Rejection::InsufficientScope(_) => (
                 "insufficient_scope",
                 "the token lacks the required role or scope",
             ),
             Rejection::CrossSite => ("access_denied", "cross-site request refused"),
-            Rejection::TooManyAttempts(_) => (
-                "too_many_attempts",
-                "too many failed attempts; retry later",
-            ),
+            Rejection::TooManyAttempts(_) => {
+                ("too_many_attempts", "too many failed attempts; retry later")
+            }
             Rejection::Unavailable(_) => (
                 "temporarily_unavailable",
                 "the server is temporarily unable to handle the request",
@@ -131,7 +128,10 @@ impl IntoResponse for Rejection {
         let mut response = (self.status(), Json(self.body())).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Some(c) = self.challenge().and_then(|c| HeaderValue::from_str(&c).ok()) {
+        if let Some(c) = self
+            .challenge()
+            .and_then(|c| HeaderValue::from_str(&c).ok())
+        {
             headers.insert(header::WWW_AUTHENTICATE, c);
         }
         if let Rejection::TooManyAttempts(after) | Rejection::Unavailable(after) = &self {

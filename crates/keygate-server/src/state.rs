@@ -87,7 +87,8 @@ impl AppState {
                 Ok(())
             }
             Err(e) => {
-                metrics::counter!("keygate_config_reloads_total", "result" => "refused").increment(1);
+                metrics::counter!("keygate_config_reloads_total", "result" => "refused")
+                    .increment(1);
                 tracing::error!(error = %e, "configuration reload refused; the previous configuration keeps serving");
                 Err(e)
             }

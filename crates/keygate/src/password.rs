@@ -79,7 +79,9 @@ impl FromStr for PasswordHash {
                 )));
             }
             if parsed.hash.is_none() || parsed.salt.is_none() {
-                return Err(Error::BadHash("argon2 hash lacks its salt or output".into()));
+                return Err(Error::BadHash(
+                    "argon2 hash lacks its salt or output".into(),
+                ));
             }
             return Ok(PasswordHash::Argon2id(s.to_owned()));
         }

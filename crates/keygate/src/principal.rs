@@ -290,7 +290,8 @@ mod tests {
             .unwrap();
         assert_eq!(p.id, "legacy");
         assert!(matches!(
-            dir.authenticate_key("seed-style-kez", &verifier(), now).await,
+            dir.authenticate_key("seed-style-kez", &verifier(), now)
+                .await,
             Err(Error::WrongCredential)
         ));
     }
@@ -370,7 +371,11 @@ mod tests {
         dir.authenticate_client("billing", &key, &v, now)
             .await
             .unwrap();
-        assert!(dir.authenticate_client("other", &key, &v, now).await.is_err());
+        assert!(
+            dir.authenticate_client("other", &key, &v, now)
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]

@@ -42,7 +42,10 @@ impl ConfigFile {
         let doc: DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| {
             ConfigError::new(
                 path.display().to_string(),
-                e.to_string().split_whitespace().collect::<Vec<_>>().join(" "),
+                e.to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" "),
             )
         })?;
         Ok(Self {
@@ -143,7 +146,10 @@ impl ConfigFile {
             self.doc
                 .get(name)
                 .and_then(Item::as_array_of_tables)
-                .is_some_and(|a| a.iter().any(|t| t.get(field).and_then(Item::as_str) == Some(id)))
+                .is_some_and(|a| {
+                    a.iter()
+                        .any(|t| t.get(field).and_then(Item::as_str) == Some(id))
+                })
         };
         if taken("clients", "id") || taken("users", "username") {
             return Err(ConfigError::new(
@@ -239,7 +245,9 @@ mod tests {
         let text = fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("# my notes\n[token]\nsecret = \"x\" # keep me\n"));
         assert!(text.contains("id = \"a\""));
-        assert!(text.contains("id = \"b\"\nkey_hash = \"sha256:11\"\nrole = \"service\"\nscopes = [\"orders:read\"]"));
+        assert!(text.contains(
+            "id = \"b\"\nkey_hash = \"sha256:11\"\nrole = \"service\"\nscopes = [\"orders:read\"]"
+        ));
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let leftovers: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().collect();

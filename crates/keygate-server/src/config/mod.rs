@@ -270,8 +270,9 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new(path.display().to_string(), e))?;
         let env: BTreeMap<String, String> = std::env::vars().collect();
-        let config = Config::parse(&text, &env)
-            .map_err(|e| ConfigError::new(format!("{}: {}", path.display(), e.setting), e.message))?;
+        let config = Config::parse(&text, &env).map_err(|e| {
+            ConfigError::new(format!("{}: {}", path.display(), e.setting), e.message)
+        })?;
         let runtime = config.validate().map_err(|e| {
             ConfigError::new(format!("{}: {}", path.display(), e.setting), e.message)
         })?;
@@ -280,8 +281,8 @@ impl Config {
 
     /// Parses TOML text with `env` as the environment. Does not validate values.
     pub fn parse(text: &str, env: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
-        let mut table: toml::Table = toml::from_str(text)
-            .map_err(|e| ConfigError::new("file", one_line(&e.to_string())))?;
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::new("file", one_line(&e.to_string())))?;
         interpolate_table(&mut table, "", env)?;
         apply_env_overrides(&mut table, env)?;
         let value = toml::Value::Table(table);
@@ -296,11 +297,9 @@ impl Config {
 
     /// Checks every value and builds what the server runs on.
     pub fn validate(&self) -> Result<Runtime, ConfigError> {
-        let listen: SocketAddr = self
-            .server
-            .listen
-            .parse()
-            .map_err(|_| ConfigError::new("server.listen", "expected an address like 127.0.0.1:8080"))?;
+        let listen: SocketAddr = self.server.listen.parse().map_err(|_| {
+            ConfigError::new("server.listen", "expected an address like 127.0.0.1:8080")
+        })?;
         if !(self.server.public_url.starts_with("http://")
             || self.server.public_url.starts_with("https://"))
         {
@@ -317,7 +316,9 @@ impl Config {
         if !algorithm.is_hmac() {
             return Err(ConfigError::new(
                 "token.algorithm",
-                format!("{algorithm} needs public-key signing, which this build does not offer yet; use HS256, HS384 or HS512"),
+                format!(
+                    "{algorithm} needs public-key signing, which this build does not offer yet; use HS256, HS384 or HS512"
+                ),
             ));
         }
         let secret_text = self.token.secret.as_deref().ok_or_else(|| {
@@ -372,7 +373,10 @@ impl Config {
         if !self.api_key.header.is_empty()
             && axum::http::HeaderName::from_bytes(self.api_key.header.as_bytes()).is_err()
         {
-            return Err(ConfigError::new("api_key.header", "is not a valid header name"));
+            return Err(ConfigError::new(
+                "api_key.header",
+                "is not a valid header name",
+            ));
         }
         if !["Strict", "Lax", "None"].contains(&self.cookie.same_site.as_str()) {
             return Err(ConfigError::new(
@@ -387,24 +391,39 @@ impl Config {
             ));
         }
         if self.cookie.enabled && !is_cookie_name(&self.cookie.name) {
-            return Err(ConfigError::new("cookie.name", "is not a valid cookie name"));
+            return Err(ConfigError::new(
+                "cookie.name",
+                "is not a valid cookie name",
+            ));
         }
         if self.limits.failed_attempts == 0 {
-            return Err(ConfigError::new("limits.failed_attempts", "must be at least 1"));
+            return Err(ConfigError::new(
+                "limits.failed_attempts",
+                "must be at least 1",
+            ));
         }
         if self.limits.window.as_secs() == 0 {
             return Err(ConfigError::new("limits.window", "must be at least 1s"));
         }
         if self.limits.hashing_concurrency == 0 {
-            return Err(ConfigError::new("limits.hashing_concurrency", "must be at least 1"));
+            return Err(ConfigError::new(
+                "limits.hashing_concurrency",
+                "must be at least 1",
+            ));
         }
         if !["deny", "allow"].contains(&self.store.on_unavailable.as_str()) {
-            return Err(ConfigError::new("store.on_unavailable", "expected deny or allow"));
+            return Err(ConfigError::new(
+                "store.on_unavailable",
+                "expected deny or allow",
+            ));
         }
         if let Some(url) = &self.store.url {
             return Err(ConfigError::new(
                 "store.url",
-                format!("`{}`: a shared store is not available in this build; remove it to keep state in memory", redact_url(url)),
+                format!(
+                    "`{}`: a shared store is not available in this build; remove it to keep state in memory",
+                    redact_url(url)
+                ),
             ));
         }
 
@@ -416,7 +435,10 @@ impl Config {
             principals.push(user_principal(i, u)?);
         }
         let directory = Directory::new(principals).map_err(|e| {
-            ConfigError::new("clients/users", format!("{e}; ids must be unique across clients and users"))
+            ConfigError::new(
+                "clients/users",
+                format!("{e}; ids must be unique across clients and users"),
+            )
         })?;
 
         Ok(Runtime {
@@ -526,11 +548,13 @@ fn user_principal(i: usize, u: &UserConfig) -> Result<Principal, ConfigError> {
 fn check_scopes(scopes: &[String], setting: &str) -> Result<Vec<String>, ConfigError> {
     for s in scopes {
         let ok = !s.is_empty()
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
         if !ok {
-            return Err(ConfigError::new(setting, format!("`{s}` is not a valid scope")));
+            return Err(ConfigError::new(
+                setting,
+                format!("`{s}` is not a valid scope"),
+            ));
         }
     }
     Ok(scopes.to_vec())
@@ -540,7 +564,10 @@ fn parse_time(value: Option<&str>, setting: &str) -> Result<Option<OffsetDateTim
     value
         .map(|v| {
             OffsetDateTime::parse(v, &Rfc3339).map_err(|_| {
-                ConfigError::new(setting, format!("`{v}` is not an RFC 3339 time like 2027-06-30T00:00:00Z"))
+                ConfigError::new(
+                    setting,
+                    format!("`{v}` is not an RFC 3339 time like 2027-06-30T00:00:00Z"),
+                )
             })
         })
         .transpose()
@@ -635,8 +662,8 @@ fn apply_env_overrides(
     table: &mut toml::Table,
     env: &BTreeMap<String, String>,
 ) -> Result<(), ConfigError> {
-    let defaults = toml::Table::try_from(Config::default())
-        .map_err(|e| ConfigError::new("defaults", e))?;
+    let defaults =
+        toml::Table::try_from(Config::default()).map_err(|e| ConfigError::new("defaults", e))?;
     // Longest section names first, so `KEYGATE_API_KEY_HEADER` is not read as `[api]`.
     let mut sections: Vec<&str> = SECTIONS.to_vec();
     sections.sort_by_key(|s| std::cmp::Reverse(s.len()));
@@ -658,7 +685,9 @@ fn apply_env_overrides(
             Some(_) => toml::from_str::<toml::Table>(&format!("v = {raw}"))
                 .ok()
                 .and_then(|mut t| t.remove("v"))
-                .ok_or_else(|| ConfigError::new(&setting, format!("`{raw}` is not a valid value")))?,
+                .ok_or_else(|| {
+                    ConfigError::new(&setting, format!("`{raw}` is not a valid value"))
+                })?,
         };
         let section_table = table
             .entry(section)
@@ -776,7 +805,8 @@ mod tests {
         assert!(c.cookie.enabled);
         assert_eq!(c.token.audience, vec!["orders-api".to_owned()]);
         assert_eq!(c.server.listen, "127.0.0.1:0");
-        let err = Config::parse(&minimal(), &env(&[("KEYGATE_LIMITS_WINDOW", "soon")])).unwrap_err();
+        let err =
+            Config::parse(&minimal(), &env(&[("KEYGATE_LIMITS_WINDOW", "soon")])).unwrap_err();
         assert!(err.to_string().starts_with("limits.window"), "{err}");
         let err = Config::parse(&minimal(), &env(&[("KEYGATE_TOKEN_NOPE", "1")])).unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
@@ -795,25 +825,53 @@ mod tests {
                 "token.secret",
             ),
             ("[token]\n", "token.secret"),
-            ("[token]\nalgorithm = \"none\"\nsecret = \"x\"\n", "token.algorithm"),
-            ("[token]\nalgorithm = \"hs256\"\nsecret = \"x\"\n", "token.algorithm"),
+            (
+                "[token]\nalgorithm = \"none\"\nsecret = \"x\"\n",
+                "token.algorithm",
+            ),
+            (
+                "[token]\nalgorithm = \"hs256\"\nsecret = \"x\"\n",
+                "token.algorithm",
+            ),
             (&format!("{}ttl = \"forever\"\n", minimal()), "token.ttl"),
             (&format!("{}ttl = \"0s\"\n", minimal()), "token.ttl"),
             (&format!("{}colour = \"blue\"\n", minimal()), "token"),
-            (&format!("{}[server]\nlisten = \"nowhere\"\n", minimal()), "server.listen"),
-            (&format!("{}[cookie]\nsame_site = \"lax\"\n", minimal()), "cookie.same_site"),
-            (&format!("{}[store]\non_unavailable = \"maybe\"\n", minimal()), "store.on_unavailable"),
-            (&format!("{}[limits]\nfailed_attempts = 0\n", minimal()), "limits.failed_attempts"),
             (
-                &format!("{}[[clients]]\nid = \"a\"\nkey_hash = \"sha256:00\"\n", minimal()),
+                &format!("{}[server]\nlisten = \"nowhere\"\n", minimal()),
+                "server.listen",
+            ),
+            (
+                &format!("{}[cookie]\nsame_site = \"lax\"\n", minimal()),
+                "cookie.same_site",
+            ),
+            (
+                &format!("{}[store]\non_unavailable = \"maybe\"\n", minimal()),
+                "store.on_unavailable",
+            ),
+            (
+                &format!("{}[limits]\nfailed_attempts = 0\n", minimal()),
+                "limits.failed_attempts",
+            ),
+            (
+                &format!(
+                    "{}[[clients]]\nid = \"a\"\nkey_hash = \"sha256:00\"\n",
+                    minimal()
+                ),
                 "clients[0].key_hash",
             ),
             (
-                &format!("{}[[clients]]\nid = \"a b\"\nkey_hash = \"sha256:{}\"\n", minimal(), "0".repeat(64)),
+                &format!(
+                    "{}[[clients]]\nid = \"a b\"\nkey_hash = \"sha256:{}\"\n",
+                    minimal(),
+                    "0".repeat(64)
+                ),
                 "clients[0].id",
             ),
             (
-                &format!("{}[[users]]\nusername = \"bob\"\npassword_hash = \"$argon2id$v=19$m=1,t=1,p=1$c2FsdHNhbHQ$aGFzaA\"\n", minimal()),
+                &format!(
+                    "{}[[users]]\nusername = \"bob\"\npassword_hash = \"$argon2id$v=19$m=1,t=1,p=1$c2FsdHNhbHQ$aGFzaA\"\n",
+                    minimal()
+                ),
                 "users[0].password_hash",
             ),
             (
@@ -852,7 +910,10 @@ mod tests {
 
     #[test]
     fn store_url_password_is_not_echoed() {
-        let text = format!("{}[store]\nurl = \"redis://:hunter2@127.0.0.1:6379\"\n", minimal());
+        let text = format!(
+            "{}[store]\nurl = \"redis://:hunter2@127.0.0.1:6379\"\n",
+            minimal()
+        );
         let err = check(&text).unwrap_err().to_string();
         assert!(err.starts_with("store.url"));
         assert!(!err.contains("hunter2"), "{err}");

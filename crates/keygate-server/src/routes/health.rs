@@ -16,10 +16,17 @@ pub(super) async fn healthz() -> Json<serde_json::Value> {
 /// 503 while shutting down or when the revocation store cannot be reached.
 pub(super) async fn readyz(State(state): State<AppState>) -> Response {
     if state.is_draining() {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "draining"}))).into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "draining"})),
+        )
+            .into_response();
     }
     if !state.revocations().is_available().await {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "store_unavailable"})))
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "store_unavailable"})),
+        )
             .into_response();
     }
     Json(json!({"status": "ready"})).into_response()

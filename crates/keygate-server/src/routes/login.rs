@@ -35,7 +35,15 @@ pub(super) async fn login(
         .directory
         .authenticate_key(&key, state.passwords(), now)
         .await
-        .map_err(|e| refuse(&state, &e, &subjects, "api_key", Rejection::InvalidClient { basic: false }))?;
+        .map_err(|e| {
+            refuse(
+                &state,
+                &e,
+                &subjects,
+                "api_key",
+                Rejection::InvalidClient { basic: false },
+            )
+        })?;
     let issued = issue(&state, &client, &client.scopes, "api_key")?;
     let cookie = rt
         .config
@@ -106,7 +114,9 @@ fn is_cross_site(headers: &HeaderMap, config: &Config) -> bool {
         return true;
     }
     match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        Some(origin) => origin.trim_end_matches('/') != config.server.public_url.trim_end_matches('/'),
+        Some(origin) => {
+            origin.trim_end_matches('/') != config.server.public_url.trim_end_matches('/')
+        }
         None => false,
     }
 }

@@ -42,6 +42,8 @@ pub fn router(state: AppState) -> Router {
 async fn not_found() -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
     (
         axum::http::StatusCode::NOT_FOUND,
-        axum::Json(serde_json::json!({"error": "not_found", "error_description": "no such endpoint"})),
+        axum::Json(
+            serde_json::json!({"error": "not_found", "error_description": "no such endpoint"}),
+        ),
     )
 }

@@ -3,11 +3,11 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use base64::Engine as _;
 use keygate::Error;
 use keygate::principal::Principal;
@@ -91,7 +91,11 @@ pub(crate) fn refuse(
         }
         _ => {
             state.attempts().record_failure(subjects, Instant::now());
-            tracing::info!(reason = error.reason(), grant = grant_type, "credential refused");
+            tracing::info!(
+                reason = error.reason(),
+                grant = grant_type,
+                "credential refused"
+            );
             rejection
         }
     }
@@ -114,7 +118,10 @@ pub(crate) fn check_limits(
 
 /// The scopes to grant: all the principal has when none are asked for, else exactly
 /// those asked for, each of which must be allowed.
-pub(crate) fn narrow_scopes(requested: Option<&str>, allowed: &[String]) -> Result<Vec<String>, Rejection> {
+pub(crate) fn narrow_scopes(
+    requested: Option<&str>,
+    allowed: &[String],
+) -> Result<Vec<String>, Rejection> {
     let Some(requested) = requested else {
         return Ok(allowed.to_vec());
     };
@@ -140,7 +147,10 @@ pub(super) async fn token(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
     if !is_form {
         return Err(Rejection::InvalidRequest(
             "the body must be application/x-www-form-urlencoded",
@@ -174,7 +184,13 @@ async fn client_credentials(
         .authenticate_client(&client_id, &secret, state.passwords(), now)
         .await
         .map_err(|e| {
-            refuse(state, &e, &subjects, "client_credentials", Rejection::InvalidClient { basic: true })
+            refuse(
+                state,
+                &e,
+                &subjects,
+                "client_credentials",
+                Rejection::InvalidClient { basic: true },
+            )
         })?;
     let scopes = narrow_scopes(params.get("scope").map(String::as_str), &client.scopes)?;
     let issued = issue(state, &client, &scopes, "client_credentials")?;
@@ -187,7 +203,9 @@ async fn password(
     ip: &str,
 ) -> Result<Response, Rejection> {
     let (Some(username), Some(password)) = (params.get("username"), params.get("password")) else {
-        return Err(Rejection::InvalidRequest("username and password are required"));
+        return Err(Rejection::InvalidRequest(
+            "username and password are required",
+        ));
     };
     let who = format!("id:{username}");
     let subjects = [ip, who.as_str()];
@@ -212,7 +230,9 @@ fn client_auth(
 ) -> Result<(String, String), Rejection> {
     let basic = match headers.get(header::AUTHORIZATION) {
         Some(v) => {
-            let v = v.to_str().map_err(|_| Rejection::InvalidClient { basic: true })?;
+            let v = v
+                .to_str()
+                .map_err(|_| Rejection::InvalidClient { basic: true })?;
             match v.split_once(' ') {
                 Some((scheme, creds)) if scheme.eq_ignore_ascii_case("basic") => {
                     Some(decode_basic(creds.trim())?)
@@ -273,9 +293,18 @@ mod tests {
     fn scopes_narrow_to_what_is_allowed() {
         let allowed = vec!["a".to_owned(), "b".to_owned()];
         assert_eq!(narrow_scopes(None, &allowed).unwrap(), allowed);
-        assert_eq!(narrow_scopes(Some("b"), &allowed).unwrap(), vec!["b".to_owned()]);
-        assert_eq!(narrow_scopes(Some("b  b a"), &allowed).unwrap(), vec!["b".to_owned(), "a".to_owned()]);
-        assert_eq!(narrow_scopes(Some("c"), &allowed), Err(Rejection::InvalidScope));
+        assert_eq!(
+            narrow_scopes(Some("b"), &allowed).unwrap(),
+            vec!["b".to_owned()]
+        );
+        assert_eq!(
+            narrow_scopes(Some("b  b a"), &allowed).unwrap(),
+            vec!["b".to_owned(), "a".to_owned()]
+        );
+        assert_eq!(
+            narrow_scopes(Some("c"), &allowed),
+            Err(Rejection::InvalidScope)
+        );
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub(super) async fn verify(
             _ => {}
         }
     }
-    if !roles.is_empty() && !roles.iter().any(|r| *r == claims.role) {
+    if !roles.is_empty() && !roles.contains(&claims.role) {
         return Err(Rejection::InsufficientScope(challenge_scope(&scopes)));
     }
     if !scopes.iter().all(|s| claims.has_scope(s)) {

@@ -45,7 +45,10 @@ pub fn classify(key: &str) -> Result<PresentedKey<'_>> {
     }
     let (head, tail) = rest.split_at(rest.len() - TAIL_LEN);
     let id = head.strip_suffix('_').ok_or(Error::MalformedKey)?;
-    if !is_valid_id(id) || !tail.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    if !is_valid_id(id)
+        || !tail
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
     {
         return Err(Error::MalformedKey);
     }

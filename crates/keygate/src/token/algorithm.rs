@@ -91,7 +91,9 @@ mod tests {
         for name in ["HS256", "HS384", "HS512", "RS256", "ES256", "EdDSA"] {
             assert_eq!(name.parse::<SigningAlgorithm>().unwrap().as_str(), name);
         }
-        for bad in ["none", "None", "hs256", "HS256 ", "PS256", "ES256K", "Ed25519", ""] {
+        for bad in [
+            "none", "None", "hs256", "HS256 ", "PS256", "ES256K", "Ed25519", "",
+        ] {
             assert!(bad.parse::<SigningAlgorithm>().is_err(), "{bad}");
         }
     }

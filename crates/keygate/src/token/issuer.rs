@@ -94,7 +94,12 @@ impl Issuer {
     }
 
     /// Issues a token with its own lifetime (`keygate token issue --ttl`).
-    pub fn issue_with_ttl(&self, grant: &Grant<'_>, now: u64, ttl: Duration) -> Result<IssuedToken> {
+    pub fn issue_with_ttl(
+        &self,
+        grant: &Grant<'_>,
+        now: u64,
+        ttl: Duration,
+    ) -> Result<IssuedToken> {
         let aud = match self.policy.audience.as_slice() {
             [] => None,
             [one] => Some(Audience::One(one.clone())),

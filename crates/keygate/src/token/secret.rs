@@ -98,7 +98,8 @@ fn check_strength(bytes: &[u8]) -> Result<()> {
         seen[usize::from(*b)] = true;
     }
     let distinct = seen.iter().filter(|s| **s).count();
-    let periodic = (1..=16).any(|p| bytes.len() > p && bytes.iter().skip(p).zip(bytes).all(|(a, b)| a == b));
+    let periodic =
+        (1..=16).any(|p| bytes.len() > p && bytes.iter().skip(p).zip(bytes).all(|(a, b)| a == b));
     if distinct < 8 || periodic {
         return Err(Error::WeakSecret(
             "looks low-entropy (repeated characters or a repeating pattern); generate one with `keygate secret`"

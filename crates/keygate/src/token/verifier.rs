@@ -134,13 +134,15 @@ impl Verifier {
             return Err(Error::UnsupportedCritical);
         }
         if raw.zip.is_some() || raw.enc.is_some() {
-            return Err(Error::Malformed("JWE and compressed tokens are not accepted"));
+            return Err(Error::Malformed(
+                "JWE and compressed tokens are not accepted",
+            ));
         }
         // The time used by `validate` is jsonwebtoken's own clock; `verify_at` with a
         // different `now` exists for tests, which only move the clock within the leeway
         // or past `exp`, so the two agree on what they check.
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(map_error)?;
+            .map_err(|e| map_error(&e))?;
         let claims = data.claims;
         let leeway = self.policy.leeway.as_secs();
         if claims.exp.saturating_add(leeway) < now {
@@ -164,7 +166,7 @@ fn is_access_token_type(typ: &str) -> bool {
     typ.eq_ignore_ascii_case("at+jwt") || typ.eq_ignore_ascii_case("application/at+jwt")
 }
 
-fn map_error(e: jsonwebtoken::errors::Error) -> Error {
+fn map_error(e: &jsonwebtoken::errors::Error) -> Error {
     match e.kind() {
         ErrorKind::InvalidSignature => Error::InvalidSignature,
         ErrorKind::ExpiredSignature => Error::Expired,
@@ -302,7 +304,9 @@ mod tests {
     fn other_algorithms_are_refused_even_with_a_valid_mac() {
         let (_, verifier) = pair();
         let now = now_unix();
-        for alg in ["HS384", "HS512", "hs256", "HS256 ", "", "RS256", "ES256", "EdDSA"] {
+        for alg in [
+            "HS384", "HS512", "hs256", "HS256 ", "", "RS256", "ES256", "EdDSA",
+        ] {
             let t = forge(
                 &format!(r#"{{"alg":"{alg}","typ":"at+jwt"}}"#),
                 &payload_with(now, "{}"),
@@ -340,7 +344,11 @@ mod tests {
         let (unsigned, sig) = t.rsplit_once('.').unwrap();
         assert!(verifier.verify(&format!("{unsigned}.")).is_err());
         assert!(verifier.verify(&format!("{unsigned}.AA")).is_err());
-        assert!(verifier.verify(&format!("{unsigned}.{}", &sig[1..])).is_err());
+        assert!(
+            verifier
+                .verify(&format!("{unsigned}.{}", &sig[1..]))
+                .is_err()
+        );
     }
 
     #[test]
@@ -349,13 +357,19 @@ mod tests {
         let now = now_unix();
         let within = forge(
             HS256_HEADER,
-            &payload_with(now, &format!(r#"{{"exp":{},"iat":{}}}"#, now - 29, now - 100)),
+            &payload_with(
+                now,
+                &format!(r#"{{"exp":{},"iat":{}}}"#, now - 29, now - 100),
+            ),
             SECRET.as_bytes(),
         );
         verifier.verify(&within).unwrap();
         let beyond = forge(
             HS256_HEADER,
-            &payload_with(now, &format!(r#"{{"exp":{},"iat":{}}}"#, now - 31, now - 100)),
+            &payload_with(
+                now,
+                &format!(r#"{{"exp":{},"iat":{}}}"#, now - 31, now - 100),
+            ),
             SECRET.as_bytes(),
         );
         assert!(matches!(verifier.verify(&beyond), Err(Error::Expired)));
@@ -396,7 +410,10 @@ mod tests {
             &p,
             SECRET.as_bytes(),
         );
-        assert!(matches!(verifier.verify(&t), Err(Error::UnsupportedCritical)));
+        assert!(matches!(
+            verifier.verify(&t),
+            Err(Error::UnsupportedCritical)
+        ));
         let t = forge(
             r#"{"alg":"HS256","typ":"at+jwt","zip":"DEF"}"#,
             &p,
@@ -459,7 +476,11 @@ mod tests {
         let (_, verifier) = pair();
         let now = now_unix();
         let p = payload_with(now, "{}");
-        let dup_payload = p.replacen(r#""role":"service""#, r#""role":"service","role":"admin""#, 1);
+        let dup_payload = p.replacen(
+            r#""role":"service""#,
+            r#""role":"service","role":"admin""#,
+            1,
+        );
         let t = forge(HS256_HEADER, &dup_payload, SECRET.as_bytes());
         assert!(verifier.verify(&t).is_err());
         let t = forge(

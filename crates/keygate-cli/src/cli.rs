@@ -1,0 +1,146 @@
+//! The command line, as clap reads it: this file is the `--help` text.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exchange API keys for short-lived JWTs, and verify them.
+#[derive(Debug, Parser)]
+#[command(name = "keygate", version, about, long_about = None)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Where the configuration is.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct ConfigArg {
+    /// Configuration file [default: ./keygate.toml, or $KEYGATE_CONFIG]
+    #[arg(long, short = 'c', value_name = "PATH", env = "KEYGATE_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    pub(crate) fn path(&self) -> PathBuf {
+        self.config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("keygate.toml"))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Write a new configuration with a fresh secret (mode 0600) and print the first API key once
+    Init(ConfigArg),
+    /// Run the server (runs `init` first when there is no configuration)
+    Serve(ConfigArg),
+    /// Manage API keys of clients
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Manage users of the password grant
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Print a new HMAC secret: 32 random bytes, hex
+    Secret,
+    /// Read a password on stdin and print its argon2id hash
+    Hash,
+    /// Issue, verify or decode tokens offline, with the configured key
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Validate the configuration and exit (0 valid, 2 invalid)
+    CheckConfig(ConfigArg),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeyCommand {
+    /// Add a client with a new API key; prints only the key
+    Add {
+        /// Client id: 1-64 of A-Z a-z 0-9 . _ - @
+        id: String,
+        /// The role claim of its tokens
+        #[arg(long)]
+        role: String,
+        /// A scope it may be granted (repeatable)
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
+        /// Key lifetime, like 90d
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires: Option<Duration>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List clients and the state of their keys
+    List(ConfigArg),
+    /// Revoke a client's key: logins stop and keygate refuses its issued tokens
+    Revoke {
+        /// Client id
+        id: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Give a client a new key; the old one keeps working for the grace period
+    Rotate {
+        /// Client id
+        id: String,
+        /// How long the old key stays valid
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        grace: Duration,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum UserCommand {
+    /// Add a user; the password is read from stdin, or prompted for on a terminal
+    Add {
+        /// Username: 1-64 of A-Z a-z 0-9 . _ - @
+        name: String,
+        /// The role claim of their tokens
+        #[arg(long)]
+        role: String,
+        /// A scope they may be granted (repeatable)
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Remove a user
+    Remove {
+        /// Username
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Sign a token for a configured client or user
+    Issue {
+        /// Client id or username
+        #[arg(long)]
+        sub: String,
+        /// Narrow to these scopes (repeatable); default: all the principal has
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
+        /// Lifetime [default: token.ttl]
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<Duration>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Verify a token (argument or stdin) and print its claims; exit 1 when invalid
+    Verify {
+        /// The token; read from stdin when absent
+        token: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Print a token's header and claims WITHOUT verifying anything
+    Decode {
+        /// The token; read from stdin when absent
+        token: Option<String>,
+    },
+}

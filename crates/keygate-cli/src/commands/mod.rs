@@ -1,0 +1,73 @@
+//! One file per command; each calls library code and reports.
+
+mod check_config;
+mod hash;
+mod init;
+mod key;
+mod secret;
+mod serve;
+mod token;
+mod user;
+
+use std::io::Read;
+
+use anyhow::Context;
+
+use crate::cli::{Command, KeyCommand, TokenCommand, UserCommand};
+
+/// A refused credential or invalid token: exit code 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Refused(pub String);
+
+pub(crate) fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Init(c) => init::run(&c.path()),
+        Command::Serve(c) => serve::run(c.path()),
+        Command::Key(KeyCommand::Add {
+            id,
+            role,
+            scopes,
+            expires,
+            config,
+        }) => key::add(&config.path(), &id, &role, &scopes, expires),
+        Command::Key(KeyCommand::List(c)) => key::list(&c.path()),
+        Command::Key(KeyCommand::Revoke { id, config }) => key::revoke(&config.path(), &id),
+        Command::Key(KeyCommand::Rotate { id, grace, config }) => {
+            key::rotate(&config.path(), &id, grace)
+        }
+        Command::User(UserCommand::Add {
+            name,
+            role,
+            scopes,
+            config,
+        }) => user::add(&config.path(), &name, &role, &scopes),
+        Command::User(UserCommand::Remove { name, config }) => user::remove(&config.path(), &name),
+        Command::Secret => secret::run(),
+        Command::Hash => hash::run(),
+        Command::Token(TokenCommand::Issue {
+            sub,
+            scopes,
+            ttl,
+            config,
+        }) => token::issue(&config.path(), &sub, &scopes, ttl),
+        Command::Token(TokenCommand::Verify { token, config }) => {
+            token::verify(&config.path(), token)
+        }
+        Command::Token(TokenCommand::Decode { token }) => token::decode(token),
+        Command::CheckConfig(c) => check_config::run(&c.path()),
+    }
+}
+
+/// All of stdin, without one trailing newline.
+fn read_stdin() -> anyhow::Result<String> {
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .context("reading stdin")?;
+    let trimmed = text
+        .strip_suffix("\r\n")
+        .or_else(|| text.strip_suffix('\n'))
+        .unwrap_or(&text);
+    Ok(trimmed.to_owned())
+}

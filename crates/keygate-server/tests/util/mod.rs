@@ -1,0 +1,232 @@
+//! Helpers for the black-box tests: a real server on 127.0.0.1:0 with a real config file.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::PathBuf;
+
+use keygate::api_key::{self, KeyHash};
+use keygate_server::AppState;
+use tokio::sync::oneshot;
+
+pub const SECRET: &str = "4f1c0f9a7d6e8b2c3a5d7e9f1b3c5d7e9a1b3c5d7e9f1a2b3c4d5e6f7a8b9c0d";
+pub const ISSUER: &str = "https://keygate.test";
+/// The seed's style of key: any string, stored as `sha256:<hex>`.
+pub const SEED_KEY: &str = "seed-style-hand-made-api-key";
+pub const USER_PASSWORD: &str = "correct horse battery";
+
+/// A running server and what it was configured with.
+pub struct TestServer {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub state: AppState,
+    pub config_path: PathBuf,
+    /// `kg_billing_…`: role `service`, scopes `orders:read orders:write`.
+    pub billing_key: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    pub handle: tokio::task::JoinHandle<std::io::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+/// The base configuration; `extra` is appended (more sections or entries), and
+/// `overrides` replaces whole lines of the base by key (`"failed_attempts = 3"`).
+pub fn config_text(billing_key: &str, user_hash: &str, extra: &str) -> String {
+    format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+public_url = "https://keygate.test"
+shutdown_timeout = "5s"
+
+[token]
+algorithm = "HS256"
+secret = "{SECRET}"
+issuer = "{ISSUER}"
+audience = ["orders-api"]
+ttl = "30m"
+leeway = "30s"
+
+[limits]
+failed_attempts = 5
+window = "1m"
+
+{extra}
+
+[[clients]]
+id = "billing"
+key_hash = "{billing}"
+role = "service"
+scopes = ["orders:read", "orders:write"]
+
+[[clients]]
+id = "legacy"
+key_hash = "{seed}"
+role = "reader"
+scopes = ["orders:read"]
+
+[[users]]
+username = "alice"
+password_hash = "{user_hash}"
+role = "admin"
+scopes = ["orders:read"]
+"#,
+        billing = KeyHash::sha256_of(billing_key),
+        seed = KeyHash::sha256_of(SEED_KEY),
+    )
+}
+
+/// One argon2id hash for the whole test binary (hashing is slow on purpose).
+pub fn user_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| {
+        keygate::password::hash_password(USER_PASSWORD.as_bytes())
+            .unwrap()
+            .as_str()
+            .to_owned()
+    })
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::with_extra("").await
+    }
+
+    /// A server whose config has `extra` TOML added after `[limits]`.
+    pub async fn with_extra(extra: &str) -> Self {
+        let billing_key = api_key::generate("billing").unwrap();
+        let text = config_text(&billing_key, user_hash(), extra);
+        Self::with_config(text, billing_key).await
+    }
+
+    pub async fn with_config(text: String, billing_key: String) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("keygate.toml");
+        std::fs::write(&config_path, text).unwrap();
+        let state = AppState::from_path(config_path.clone()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(keygate_server::serve(listener, state.clone(), async {
+            let _ = rx.await;
+        }));
+        Self {
+            base,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            state,
+            config_path,
+            billing_key,
+            shutdown: Some(tx),
+            handle,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// `POST /login` with the key in `X-API-Key`.
+    pub async fn login(&self, key: &str) -> reqwest::Response {
+        self.http
+            .post(self.url("/login"))
+            .header("X-API-Key", key)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A fresh token for `billing`.
+    pub async fn token(&self) -> String {
+        let r = self.login(&self.billing_key).await;
+        assert_eq!(r.status(), 200);
+        let body: serde_json::Value = r.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn verify(&self, token: &str) -> reqwest::Response {
+        self.http
+            .get(self.url("/verify"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `POST /token` with a form body.
+    pub async fn token_form(&self, form: &[(&str, &str)]) -> reqwest::Response {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        self.http
+            .post(self.url("/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Rewrites the config file and reloads it.
+    pub fn rewrite_config(&self, text: &str) -> Result<(), keygate_server::ConfigError> {
+        std::fs::write(&self.config_path, text).unwrap();
+        self.state.reload()
+    }
+
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.handle.await.unwrap()
+    }
+}
+
+/// The error code of an OAuth-shaped body.
+pub async fn error_of(r: reqwest::Response) -> String {
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(body["error_description"].is_string(), "{body}");
+    body["error"].as_str().unwrap().to_owned()
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub fn unb64(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .unwrap()
+}
+
+/// HS256 over arbitrary header and payload JSON: an independent JWS implementation
+/// (hmac + sha2), used both to forge and to check tokens.
+pub fn sign_hs256(header: &str, payload: &str, key: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let input = format!("{}.{}", b64(header.as_bytes()), b64(payload.as_bytes()));
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    mac.update(input.as_bytes());
+    format!("{input}.{}", b64(&mac.finalize().into_bytes()))
+}
+
+pub fn now() -> u64 {
+    keygate::token::now_unix()
+}
+
+/// Valid claims for `billing`, with `overrides` merged in (`null` removes a claim).
+pub fn claims_with(overrides: serde_json::Value) -> String {
+    let n = now();
+    let mut base = serde_json::json!({
+        "iss": ISSUER, "sub": "billing", "aud": "orders-api", "exp": n + 600, "iat": n,
+        "nbf": n, "jti": format!("forged-{n}"), "client_id": "billing", "role": "service",
+        "scope": "orders:read"
+    });
+    for (k, v) in overrides.as_object().unwrap() {
+        if v.is_null() {
+            base.as_object_mut().unwrap().remove(k);
+        } else {
+            base[k] = v.clone();
+        }
+    }
+    base.to_string()
+}
