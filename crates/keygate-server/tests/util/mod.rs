@@ -221,11 +221,14 @@ pub fn claims_with(overrides: serde_json::Value) -> String {
         "nbf": n, "jti": format!("forged-{n}"), "client_id": "billing", "role": "service",
         "scope": "orders:read"
     });
-    for (k, v) in overrides.as_object().unwrap() {
+    let serde_json::Value::Object(overrides) = overrides else {
+        panic!("claims_with takes a JSON object");
+    };
+    for (k, v) in overrides {
         if v.is_null() {
-            base.as_object_mut().unwrap().remove(k);
+            base.as_object_mut().unwrap().remove(&k);
         } else {
-            base[k] = v.clone();
+            base[k] = v;
         }
     }
     base.to_string()

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# HTTP load: keygate's endpoints against a bare axum baseline, in one run, on loopback.
+# Needs wrk (Debian: apt-get install wrk). Every run is bounded: DURATION per endpoint.
+#   bench/http-load.sh            # 10 s per endpoint, 32 connections, 2 wrk threads
+#   DURATION=30s CONNECTIONS=64 bench/http-load.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-32}
+THREADS=${THREADS:-2}
+KG_PORT=${KG_PORT:-18480}
+BASE_PORT=${BASE_PORT:-18490}
+
+command -v wrk >/dev/null || { echo "wrk is required (apt-get install wrk)" >&2; exit 2; }
+cargo build --release -q -p keygate-cli -p keygate-server --example baseline
+BIN=target/release/keygate
+
+work=$(mktemp -d)
+cleanup() { kill "${kg_pid:-}" "${base_pid:-}" 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+key=$("$BIN" init --config "$work/keygate.toml" | tail -n 1)
+# Generous limits: the load below is all valid credentials from one address.
+KEYGATE_SERVER_LISTEN=127.0.0.1:$KG_PORT KEYGATE_LIMITS_FAILED_ATTEMPTS=1000000 RUST_LOG=warn \
+  "$BIN" serve --config "$work/keygate.toml" >"$work/kg.out" 2>"$work/kg.err" &
+kg_pid=$!
+target/release/examples/baseline 127.0.0.1:$BASE_PORT >"$work/base.out" &
+base_pid=$!
+for _ in $(seq 50); do
+  curl -sf "http://127.0.0.1:$KG_PORT/healthz" >/dev/null 2>&1 && curl -sf "http://127.0.0.1:$BASE_PORT/healthz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+token=$(curl -sf -X POST -H "X-API-Key: $key" "http://127.0.0.1:$KG_PORT/login" | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
+
+cat >"$work/login.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["X-API-Key"] = "$key"
+LUA
+
+run() { # name url [wrk args...]
+  local name=$1 url=$2; shift 2
+  local out
+  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "$url")
+  local rps p50 p99 non2xx
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+  printf '| %-28s | %10s | %8s | %8s | %6s |\n' "$name" "$rps" "$p50" "$p99" "${non2xx:-0}"
+}
+
+echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION on $(nproc) cores, $(date -u +%Y-%m-%d)"
+echo "| endpoint                     |      req/s |      p50 |      p99 | non-2xx |"
+echo "|------------------------------|-----------:|---------:|---------:|-------:|"
+run "baseline GET /verify"       "http://127.0.0.1:$BASE_PORT/verify" -H "Authorization: Bearer $token"
+run "keygate GET /verify"        "http://127.0.0.1:$KG_PORT/verify"   -H "Authorization: Bearer $token"
+run "keygate GET /verify?role="  "http://127.0.0.1:$KG_PORT/verify?role=service" -H "Authorization: Bearer $token"
+run "baseline POST /login"       "http://127.0.0.1:$BASE_PORT/login"  -s "$work/login.lua"
+run "keygate POST /login"        "http://127.0.0.1:$KG_PORT/login"    -s "$work/login.lua"
+run "keygate GET /healthz"       "http://127.0.0.1:$KG_PORT/healthz"

@@ -1,0 +1,105 @@
+//! Criterion benchmarks of the hot paths: signing, verifying, and checking an API key.
+//! Run with `cargo bench -p keygate`; numbers are recorded in docs/benchmarks.md.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use keygate::api_key::{self, KeyHash};
+use keygate::password::{PasswordVerifier, hash_password};
+use keygate::principal::{Credential, Directory, Principal, PrincipalKind};
+use keygate::token::{Grant, HmacSecret, Issuer, SigningAlgorithm, TokenPolicy, Verifier};
+use time::OffsetDateTime;
+
+fn tokens(c: &mut Criterion) {
+    let secret: HmacSecret = HmacSecret::generate_hex().unwrap().parse().unwrap();
+    let mut policy = TokenPolicy::new("https://keygate.test");
+    policy.audience = vec!["orders-api".into()];
+    let issuer = Issuer::hmac(SigningAlgorithm::HS256, &secret, policy.clone()).unwrap();
+    let verifier = Verifier::hmac(SigningAlgorithm::HS256, &secret, policy).unwrap();
+    let scopes = vec!["orders:read".to_owned(), "orders:write".to_owned()];
+    let grant = Grant {
+        subject: "billing",
+        client_id: "billing",
+        role: "service",
+        scopes: &scopes,
+    };
+    let token = issuer.issue(&grant).unwrap().token;
+    c.bench_function("token/issue_hs256", |b| {
+        b.iter(|| issuer.issue(black_box(&grant)).unwrap())
+    });
+    c.bench_function("token/verify_hs256", |b| {
+        b.iter(|| verifier.verify(black_box(&token)).unwrap())
+    });
+    let mut forged = token.clone();
+    forged.pop();
+    forged.push('A');
+    c.bench_function("token/reject_bad_signature", |b| {
+        b.iter(|| verifier.verify(black_box(&forged)).unwrap_err())
+    });
+}
+
+fn api_keys(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let passwords = PasswordVerifier::new(1, 16).unwrap();
+    let mut keys = Vec::new();
+    let principals: Vec<Principal> = (0..10_000)
+        .map(|i| {
+            let id = format!("client-{i}");
+            let key = api_key::generate(&id).unwrap();
+            let p = Principal {
+                id,
+                kind: PrincipalKind::Client,
+                role: "service".into(),
+                scopes: vec![],
+                credentials: vec![Credential {
+                    hash: KeyHash::sha256_of(&key),
+                    valid_until: None,
+                }],
+                revoked_at: None,
+            };
+            keys.push(key);
+            p
+        })
+        .collect();
+    let directory = Directory::new(principals).unwrap();
+    let now = OffsetDateTime::now_utc();
+    let key = keys[4242].clone();
+    c.bench_function("api_key/authenticate_among_10k", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(directory.authenticate_key(black_box(&key), &passwords, now))
+                .unwrap()
+        })
+    });
+    let unknown = api_key::generate("nobody").unwrap();
+    c.bench_function("api_key/refuse_unknown_among_10k", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(directory.authenticate_key(black_box(&unknown), &passwords, now))
+                .unwrap_err()
+        })
+    });
+    let mut typo = key.clone();
+    typo.replace_range(30..31, if &typo[30..31] == "a" { "b" } else { "a" });
+    c.bench_function("api_key/refuse_bad_checksum", |b| {
+        b.iter(|| api_key::classify(black_box(&typo)).unwrap_err())
+    });
+}
+
+fn passwords(c: &mut Criterion) {
+    let hash = hash_password(b"correct horse battery").unwrap();
+    let mut group = c.benchmark_group("password");
+    group.sample_size(10);
+    group.bench_function("verify_argon2id_m19456_t2", |b| {
+        b.iter(|| {
+            hash.verify_blocking(black_box(b"correct horse battery"))
+                .unwrap()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, tokens, api_keys, passwords);
+criterion_main!(benches);
