@@ -46,6 +46,9 @@ pub enum Error {
     /// A required claim is missing or has the wrong JSON type.
     #[error("token claim `{0}` is missing or malformed")]
     BadClaim(String),
+    /// The header's `kid` names no published key of the configured algorithm.
+    #[error("token key id is unknown")]
+    UnknownKeyId,
     /// The token's `iss` + `jti` is on the revocation list.
     #[error("token has been revoked")]
     Revoked,
@@ -69,6 +72,9 @@ pub enum Error {
     /// A stored hash string is malformed or too weak to accept.
     #[error("{0}")]
     BadHash(String),
+    /// A signing key file is malformed, of the wrong kind or too weak.
+    #[error("{0}")]
+    BadKey(String),
     /// A signing secret is too short or well known.
     #[error("{0}")]
     WeakSecret(String),
@@ -96,6 +102,7 @@ impl Error {
             Error::WrongIssuer => "wrong_issuer",
             Error::WrongAudience => "wrong_audience",
             Error::BadClaim(_) => "bad_claim",
+            Error::UnknownKeyId => "unknown_kid",
             Error::Revoked => "revoked",
             Error::MalformedKey => "malformed_key",
             Error::WrongCredential => "wrong_credential",
@@ -103,6 +110,7 @@ impl Error {
             Error::PasswordTooLong(_) => "password_too_long",
             Error::HashingBusy => "hashing_busy",
             Error::BadHash(_) => "bad_hash",
+            Error::BadKey(_) => "bad_key",
             Error::WeakSecret(_) => "weak_secret",
             Error::Signing(_) => "signing",
             Error::StoreUnavailable(_) => "store_unavailable",

@@ -1,14 +1,16 @@
 //! [`Issuer`]: signs access tokens.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use jsonwebtoken::{EncodingKey, Header};
+use jsonwebtoken::Header;
 
 use super::algorithm::SigningAlgorithm;
 use super::claims::{Audience, Claims};
+use super::keys::{KeySet, SigningKey};
 use super::secret::HmacSecret;
-use super::{TokenPolicy, hmac_kid, now_unix};
+use super::{TokenPolicy, now_unix};
 use crate::error::{Error, Result};
 
 /// What a token is issued for: the authenticated principal and the scopes granted.
@@ -40,42 +42,32 @@ impl IssuedToken {
     }
 }
 
-/// Signs access tokens with one algorithm and key.
+/// Signs access tokens with the key of a [`KeySet`] that signs at the moment.
+#[derive(Debug)]
 pub struct Issuer {
-    algorithm: SigningAlgorithm,
-    key: EncodingKey,
-    kid: String,
+    keys: Arc<KeySet>,
     policy: TokenPolicy,
 }
 
-impl std::fmt::Debug for Issuer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Issuer")
-            .field("algorithm", &self.algorithm)
-            .field("kid", &self.kid)
-            .field("policy", &self.policy)
-            .finish_non_exhaustive()
-    }
-}
-
 impl Issuer {
+    /// An issuer over a key set (shared with the [`super::Verifier`]).
+    pub fn new(keys: Arc<KeySet>, policy: TokenPolicy) -> Self {
+        Self { keys, policy }
+    }
+
     /// An issuer signing with an HMAC secret (`HS256`, `HS384`, `HS512`).
     pub fn hmac(
         algorithm: SigningAlgorithm,
         secret: &HmacSecret,
         policy: TokenPolicy,
     ) -> Result<Self> {
-        if !algorithm.is_hmac() {
-            return Err(Error::Signing(format!(
-                "{algorithm} is not an HMAC algorithm"
-            )));
-        }
-        Ok(Self {
-            algorithm,
-            key: EncodingKey::from_secret(secret.as_bytes()),
-            kid: hmac_kid(secret),
-            policy,
-        })
+        let key = SigningKey::hmac(algorithm, secret)?;
+        Ok(Self::new(Arc::new(KeySet::single(key)), policy))
+    }
+
+    /// The keys this issuer signs with.
+    pub fn keys(&self) -> &Arc<KeySet> {
+        &self.keys
     }
 
     /// The policy tokens are issued under.
@@ -117,10 +109,14 @@ impl Issuer {
             role: grant.role.to_owned(),
             scope: grant.scopes.join(" "),
         };
-        let mut header = Header::new(self.algorithm.to_jsonwebtoken());
+        let key = self
+            .keys
+            .signer(now)
+            .ok_or_else(|| Error::Signing("no signing key is active (all are retired)".into()))?;
+        let mut header = Header::new(key.algorithm().to_jsonwebtoken());
         header.typ = Some("at+jwt".to_owned());
-        header.kid = Some(self.kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, &self.key)
+        header.kid = Some(key.kid().to_owned());
+        let token = jsonwebtoken::encode(&header, &claims, key.encoding())
             .map_err(|e| Error::Signing(e.to_string()))?;
         Ok(IssuedToken { token, claims })
     }

@@ -4,6 +4,7 @@
 mod algorithm;
 mod claims;
 mod issuer;
+mod keys;
 mod secret;
 mod verifier;
 
@@ -14,6 +15,7 @@ use sha2::{Digest, Sha256};
 pub use algorithm::{SigningAlgorithm, UnknownAlgorithm};
 pub use claims::{Audience, Claims};
 pub use issuer::{Grant, IssuedToken, Issuer};
+pub use keys::{KeyEntry, KeySet, SigningKey};
 pub use secret::{HmacSecret, MIN_SECRET_LEN, WELL_KNOWN_EXAMPLE_SECRET};
 pub use verifier::Verifier;
 
@@ -31,6 +33,14 @@ pub struct TokenPolicy {
     pub ttl: Duration,
     /// Clock skew tolerated for `exp`, `nbf` and `iat`. Defaults to 30 seconds.
     pub leeway: Duration,
+}
+
+impl TokenPolicy {
+    /// How long after its retirement a key must still verify: the longest a token it
+    /// signed can remain valid.
+    pub fn keep_after_retire(&self) -> u64 {
+        self.ttl.as_secs() + self.leeway.as_secs()
+    }
 }
 
 impl TokenPolicy {
@@ -59,4 +69,9 @@ fn hmac_kid(secret: &HmacSecret) -> String {
     h.update(b"keygate hmac kid\0");
     h.update(secret.as_bytes());
     hex::encode(&h.finalize()[..8])
+}
+
+/// Decoded length of an unpadded base64url string.
+fn b64url_len(s: &str) -> usize {
+    s.len() * 3 / 4
 }

@@ -4,13 +4,16 @@
 //! `typ`, `crit`, a future `iat` or duplicated header members, so those are checked here,
 //! on the raw header, before the signature (RFC 8725 §3.11, RFC 7515 §4.1.11, RFC 9068 §4).
 
+use std::sync::Arc;
+
 use base64::Engine as _;
+use jsonwebtoken::Validation;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{DecodingKey, Validation};
 use serde::Deserialize;
 
 use super::algorithm::SigningAlgorithm;
 use super::claims::Claims;
+use super::keys::{KeySet, SigningKey};
 use super::secret::HmacSecret;
 use super::{MAX_TOKEN_LEN, TokenPolicy, now_unix};
 use crate::error::{Error, Result};
@@ -24,6 +27,8 @@ struct RawHeader {
     #[serde(default)]
     typ: Option<String>,
     #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
     crit: Option<serde_json::Value>,
     #[serde(default)]
     zip: Option<serde_json::Value>,
@@ -31,10 +36,11 @@ struct RawHeader {
     enc: Option<serde_json::Value>,
 }
 
-/// Verifies access tokens with one algorithm and key, fixed by configuration.
+/// Verifies access tokens with one algorithm, fixed by configuration, and the published
+/// keys of a [`KeySet`]: `kid` only selects among those keys.
 pub struct Verifier {
     algorithm: SigningAlgorithm,
-    key: DecodingKey,
+    keys: Arc<KeySet>,
     validation: Validation,
     policy: TokenPolicy,
 }
@@ -55,16 +61,13 @@ impl Verifier {
         secret: &HmacSecret,
         policy: TokenPolicy,
     ) -> Result<Self> {
-        if !algorithm.is_hmac() {
-            return Err(Error::Signing(format!(
-                "{algorithm} is not an HMAC algorithm"
-            )));
-        }
-        let key = DecodingKey::from_secret(secret.as_bytes());
-        Ok(Self::with_key(algorithm, key, policy))
+        let key = SigningKey::hmac(algorithm, secret)?;
+        Ok(Self::new(algorithm, Arc::new(KeySet::single(key)), policy))
     }
 
-    fn with_key(algorithm: SigningAlgorithm, key: DecodingKey, policy: TokenPolicy) -> Self {
+    /// A verifier accepting `algorithm` only, with the keys of `keys` (shared with the
+    /// [`super::Issuer`]).
+    pub fn new(algorithm: SigningAlgorithm, keys: Arc<KeySet>, policy: TokenPolicy) -> Self {
         let mut validation = Validation::new(algorithm.to_jsonwebtoken());
         validation.leeway = policy.leeway.as_secs();
         validation.validate_exp = true;
@@ -80,7 +83,7 @@ impl Verifier {
         validation.set_required_spec_claims(&required);
         Self {
             algorithm,
-            key,
+            keys,
             validation,
             policy,
         }
@@ -141,7 +144,12 @@ impl Verifier {
         // The time used by `validate` is jsonwebtoken's own clock; `verify_at` with a
         // different `now` exists for tests, which only move the clock within the leeway
         // or past `exp`, so the two agree on what they check.
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+        let key = self
+            .keys
+            .verifying(raw.kid.as_deref(), now, self.policy.keep_after_retire())
+            .filter(|k| k.algorithm() == self.algorithm)
+            .ok_or(Error::UnknownKeyId)?;
+        let data = jsonwebtoken::decode::<Claims>(token, key.decoding(), &self.validation)
             .map_err(|e| map_error(&e))?;
         let claims = data.claims;
         let leeway = self.policy.leeway.as_secs();
@@ -555,6 +563,78 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn asymmetric(alg: SigningAlgorithm) -> (Issuer, Verifier, String) {
+        let (key, pem) = SigningKey::generate(alg).unwrap();
+        let keys = Arc::new(KeySet::single(key));
+        (
+            Issuer::new(keys.clone(), policy()),
+            Verifier::new(alg, keys, policy()),
+            pem,
+        )
+    }
+
+    #[test]
+    fn es256_eddsa_and_rs256_round_trip_with_their_kid() {
+        for alg in [
+            SigningAlgorithm::ES256,
+            SigningAlgorithm::EdDSA,
+            SigningAlgorithm::RS256,
+        ] {
+            let (issuer, verifier, _) = asymmetric(alg);
+            let t = issuer.issue(&grant()).unwrap().token;
+            verifier.verify(&t).unwrap();
+            let header = jsonwebtoken::decode_header(&t).unwrap();
+            assert_eq!(
+                header.kid.as_deref(),
+                issuer.keys().signer(now_unix()).map(SigningKey::kid)
+            );
+            let (other_issuer, _, _) = asymmetric(alg);
+            let foreign = other_issuer.issue(&grant()).unwrap().token;
+            assert!(
+                matches!(verifier.verify(&foreign), Err(Error::UnknownKeyId)),
+                "{alg}"
+            );
+        }
+    }
+
+    #[test]
+    fn hs256_signed_with_the_public_key_is_refused() {
+        for alg in [
+            SigningAlgorithm::ES256,
+            SigningAlgorithm::EdDSA,
+            SigningAlgorithm::RS256,
+        ] {
+            let (issuer, verifier, _) = asymmetric(alg);
+            let key = issuer.keys().signer(now_unix()).unwrap();
+            let jwk = serde_json::to_string(key.public_jwk().unwrap()).unwrap();
+            let kid = key.kid();
+            let header = format!(r#"{{"alg":"HS256","typ":"at+jwt","kid":"{kid}"}}"#);
+            for secret in [jwk.as_bytes(), kid.as_bytes()] {
+                let t = forge(&header, &payload_with(now_unix(), "{}"), secret);
+                assert!(
+                    matches!(verifier.verify(&t), Err(Error::WrongAlgorithm)),
+                    "{alg}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_embedded_jwk_does_not_replace_our_keys() {
+        let (issuer, verifier, _) = asymmetric(SigningAlgorithm::ES256);
+        let (attacker_key, attacker_pem) = SigningKey::generate(SigningAlgorithm::ES256).unwrap();
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.typ = Some("at+jwt".into());
+        header.kid = Some(issuer.keys().signer(now_unix()).unwrap().kid().to_owned());
+        header.jwk = attacker_key.public_jwk().cloned();
+        header.jku = Some("http://127.0.0.1:9/jwks.json".into());
+        header.x5u = Some("http://127.0.0.1:9/cert.pem".into());
+        let claims: Claims = serde_json::from_str(&payload_with(now_unix(), "{}")).unwrap();
+        let enc = jsonwebtoken::EncodingKey::from_ec_pem(attacker_pem.as_bytes()).unwrap();
+        let t = jsonwebtoken::encode(&header, &claims, &enc).unwrap();
+        assert!(matches!(verifier.verify(&t), Err(Error::InvalidSignature)));
     }
 
     #[test]

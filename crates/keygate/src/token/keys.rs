@@ -1,0 +1,377 @@
+//! Signing keys and the [`KeySet`] that decides which key signs now and which keys
+//! verify and are published.
+//!
+//! Rotation without downtime: a new key is published (JWKS) at once but signs only from
+//! `signs_from`, so verifiers that cache the JWKS have it before any token uses it; a
+//! retired key stops signing at once but stays published and verifying until the longest
+//! token it can have signed has expired (`ttl + leeway` after retirement).
+
+use aws_lc_rs::encoding::AsDer;
+use jsonwebtoken::jwk::{Jwk, PublicKeyUse, ThumbprintHash};
+use jsonwebtoken::{DecodingKey, EncodingKey};
+
+use super::algorithm::SigningAlgorithm;
+use super::hmac_kid;
+use super::secret::HmacSecret;
+use crate::error::{Error, Result};
+
+/// Smallest RSA modulus accepted, in bits (RFC 7518 §3.3).
+const MIN_RSA_BITS: usize = 2048;
+
+/// One key: its id, algorithm, and the material to sign and verify with.
+pub struct SigningKey {
+    kid: String,
+    algorithm: SigningAlgorithm,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    /// The public half as a JWK (`None` for HMAC: a secret is never published).
+    public_jwk: Option<Jwk>,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// An HMAC key (`HS256`, `HS384`, `HS512`).
+    pub fn hmac(algorithm: SigningAlgorithm, secret: &HmacSecret) -> Result<Self> {
+        if !algorithm.is_hmac() {
+            return Err(Error::Signing(format!(
+                "{algorithm} is not an HMAC algorithm"
+            )));
+        }
+        Ok(Self {
+            kid: hmac_kid(secret),
+            algorithm,
+            encoding: EncodingKey::from_secret(secret.as_bytes()),
+            decoding: DecodingKey::from_secret(secret.as_bytes()),
+            public_jwk: None,
+        })
+    }
+
+    /// A private key in PEM (PKCS#8, or PKCS#1 for RSA) for `ES256`, `EdDSA` or `RS256`.
+    /// Its `kid` is the RFC 7638 thumbprint of the public key.
+    pub fn from_pem(algorithm: SigningAlgorithm, pem: &[u8]) -> Result<Self> {
+        let bad = |e: jsonwebtoken::errors::Error| {
+            Error::BadKey(format!("not a {algorithm} private key in PEM: {e}"))
+        };
+        let encoding = match algorithm {
+            SigningAlgorithm::ES256 => EncodingKey::from_ec_pem(pem).map_err(bad)?,
+            SigningAlgorithm::EdDSA => EncodingKey::from_ed_pem(pem).map_err(bad)?,
+            SigningAlgorithm::RS256 => EncodingKey::from_rsa_pem(pem).map_err(bad)?,
+            _ => {
+                return Err(Error::BadKey(format!(
+                    "{algorithm} keys are secrets, not PEM files"
+                )));
+            }
+        };
+        let alg = algorithm.to_jsonwebtoken();
+        let mut jwk = Jwk::from_encoding_key(&encoding, alg)
+            .map_err(|e| Error::BadKey(format!("cannot derive the public key: {e}")))?;
+        if let jsonwebtoken::jwk::AlgorithmParameters::RSA(rsa) = &jwk.algorithm {
+            let bits = super::b64url_len(&rsa.n) * 8;
+            if bits < MIN_RSA_BITS {
+                return Err(Error::BadKey(format!(
+                    "RSA key of {bits} bits; at least {MIN_RSA_BITS} are required"
+                )));
+            }
+        }
+        let kid = jwk
+            .thumbprint(ThumbprintHash::SHA256)
+            .map_err(|e| Error::BadKey(format!("cannot compute the key id: {e}")))?;
+        jwk.common.key_id = Some(kid.clone());
+        jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+        let decoding = DecodingKey::from_jwk(&jwk)
+            .map_err(|e| Error::BadKey(format!("cannot build the verifying key: {e}")))?;
+        // A signature made now must verify with the published half, or the file is not
+        // what it claims to be.
+        Ok(Self {
+            kid,
+            algorithm,
+            encoding,
+            decoding,
+            public_jwk: Some(jwk),
+        })
+    }
+
+    /// A new private key from the OS RNG, as PKCS#8 PEM, with the key built from it.
+    pub fn generate(algorithm: SigningAlgorithm) -> Result<(Self, String)> {
+        let failed = |_| Error::Signing(format!("{algorithm} key generation failed"));
+        let der: Vec<u8> = match algorithm {
+            SigningAlgorithm::ES256 => aws_lc_rs::signature::EcdsaKeyPair::generate(
+                &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            )
+            .and_then(|k| k.to_pkcs8v1())
+            .map_err(failed)?
+            .as_ref()
+            .to_vec(),
+            SigningAlgorithm::EdDSA => aws_lc_rs::signature::Ed25519KeyPair::generate()
+                .and_then(|k| k.to_pkcs8v1())
+                .map_err(failed)?
+                .as_ref()
+                .to_vec(),
+            SigningAlgorithm::RS256 => {
+                let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+                    .map_err(failed)?;
+                let der: aws_lc_rs::encoding::Pkcs8V1Der<'_> = pair.as_der().map_err(failed)?;
+                der.as_ref().to_vec()
+            }
+            _ => {
+                return Err(Error::BadKey(format!(
+                    "{algorithm} uses a secret: generate one with `keygate secret`"
+                )));
+            }
+        };
+        let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", der));
+        let key = Self::from_pem(algorithm, pem.as_bytes())?;
+        Ok((key, pem))
+    }
+
+    /// The `kid` header value.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The algorithm this key is used with, and only with.
+    pub fn algorithm(&self) -> SigningAlgorithm {
+        self.algorithm
+    }
+
+    /// The public JWK (`kty`, `kid`, `use`, `alg`, and `crv`/`x`/`y` or `n`/`e`); `None`
+    /// for HMAC keys.
+    pub fn public_jwk(&self) -> Option<&Jwk> {
+        self.public_jwk.as_ref()
+    }
+
+    pub(crate) fn encoding(&self) -> &EncodingKey {
+        &self.encoding
+    }
+
+    pub(crate) fn decoding(&self) -> &DecodingKey {
+        &self.decoding
+    }
+}
+
+/// A key with its place in the rotation schedule (seconds since the epoch).
+#[derive(Debug)]
+pub struct KeyEntry {
+    /// The key.
+    pub key: SigningKey,
+    /// When it was made; among keys not yet allowed to sign, the oldest signs.
+    pub created_at: u64,
+    /// From when it may sign (created + the publish delay).
+    pub signs_from: u64,
+    /// When it stopped signing, if it has.
+    pub retired_at: Option<u64>,
+}
+
+/// The keys of one issuer.
+#[derive(Debug)]
+pub struct KeySet {
+    entries: Vec<KeyEntry>,
+}
+
+impl KeySet {
+    /// One key that signs from the start and is never retired.
+    pub fn single(key: SigningKey) -> Self {
+        Self {
+            entries: vec![KeyEntry {
+                key,
+                created_at: 0,
+                signs_from: 0,
+                retired_at: None,
+            }],
+        }
+    }
+
+    /// Keys with their schedule; `kid`s must be unique.
+    pub fn new(entries: Vec<KeyEntry>) -> Result<Self> {
+        for (i, e) in entries.iter().enumerate() {
+            if entries[..i].iter().any(|o| o.key.kid == e.key.kid) {
+                return Err(Error::BadKey(format!(
+                    "two keys have the kid `{}`",
+                    e.key.kid
+                )));
+            }
+        }
+        Ok(Self { entries })
+    }
+
+    /// Every entry.
+    pub fn entries(&self) -> &[KeyEntry] {
+        &self.entries
+    }
+
+    /// The key that signs at `now`: the newest whose `signs_from` has passed; when none has
+    /// (a brand-new set), the oldest unretired key. `None` when every key is retired.
+    pub fn signer(&self, now: u64) -> Option<&SigningKey> {
+        let live = || {
+            self.entries
+                .iter()
+                .filter(move |e| e.retired_at.is_none_or(|r| r > now))
+        };
+        live()
+            .filter(|e| e.signs_from <= now)
+            .max_by_key(|e| (e.signs_from, e.created_at))
+            .or_else(|| live().min_by_key(|e| e.created_at))
+            .map(|e| &e.key)
+    }
+
+    /// Keys that verify and are published at `now`: all unretired keys, and retired keys
+    /// for `keep_after_retire` seconds after their retirement.
+    pub fn published(&self, now: u64, keep_after_retire: u64) -> impl Iterator<Item = &SigningKey> {
+        self.entries
+            .iter()
+            .filter(move |e| {
+                e.retired_at
+                    .is_none_or(|r| r.saturating_add(keep_after_retire) > now)
+            })
+            .map(|e| &e.key)
+    }
+
+    /// The key to verify a token with: the published key with this `kid`, or, for a token
+    /// without `kid`, the only published key.
+    pub fn verifying(
+        &self,
+        kid: Option<&str>,
+        now: u64,
+        keep_after_retire: u64,
+    ) -> Option<&SigningKey> {
+        let mut published = self.published(now, keep_after_retire);
+        match kid {
+            Some(kid) => published.find(|k| k.kid == kid),
+            None => {
+                let first = published.next();
+                if published.next().is_some() {
+                    None
+                } else {
+                    first
+                }
+            }
+        }
+    }
+
+    /// The JWKS document (RFC 7517): the public halves of the published keys.
+    pub fn jwks(&self, now: u64, keep_after_retire: u64) -> serde_json::Value {
+        let keys: Vec<&Jwk> = self
+            .published(now, keep_after_retire)
+            .filter_map(SigningKey::public_jwk)
+            .collect();
+        serde_json::json!({ "keys": keys })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(alg: SigningAlgorithm, created: u64, signs: u64, retired: Option<u64>) -> KeyEntry {
+        KeyEntry {
+            key: SigningKey::generate(alg).unwrap().0,
+            created_at: created,
+            signs_from: signs,
+            retired_at: retired,
+        }
+    }
+
+    #[test]
+    fn generated_keys_round_trip_through_pem_with_a_stable_kid() {
+        for alg in [
+            SigningAlgorithm::ES256,
+            SigningAlgorithm::EdDSA,
+            SigningAlgorithm::RS256,
+        ] {
+            let (key, pem) = SigningKey::generate(alg).unwrap();
+            assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"), "{alg}");
+            let again = SigningKey::from_pem(alg, pem.as_bytes()).unwrap();
+            assert_eq!(again.kid(), key.kid());
+            assert_eq!(key.kid().len(), 43, "base64url SHA-256 thumbprint");
+        }
+    }
+
+    #[test]
+    fn public_jwks_hold_no_private_members() {
+        for alg in [
+            SigningAlgorithm::ES256,
+            SigningAlgorithm::EdDSA,
+            SigningAlgorithm::RS256,
+        ] {
+            let (key, _) = SigningKey::generate(alg).unwrap();
+            let jwk = serde_json::to_value(key.public_jwk().unwrap()).unwrap();
+            for private in ["d", "p", "q", "dp", "dq", "qi", "k"] {
+                assert!(jwk.get(private).is_none(), "{alg} leaks {private}: {jwk}");
+            }
+            assert_eq!(jwk["kid"], key.kid());
+            assert_eq!(jwk["use"], "sig");
+            assert_eq!(jwk["alg"], alg.as_str());
+        }
+        let secret: HmacSecret = HmacSecret::generate_hex().unwrap().parse().unwrap();
+        let hs = SigningKey::hmac(SigningAlgorithm::HS256, &secret).unwrap();
+        assert!(hs.public_jwk().is_none());
+        assert_eq!(
+            KeySet::single(hs).jwks(0, 0),
+            serde_json::json!({"keys": []})
+        );
+    }
+
+    #[test]
+    fn a_key_of_the_wrong_kind_is_refused() {
+        let (_, ec_pem) = SigningKey::generate(SigningAlgorithm::ES256).unwrap();
+        assert!(SigningKey::from_pem(SigningAlgorithm::RS256, ec_pem.as_bytes()).is_err());
+        assert!(SigningKey::from_pem(SigningAlgorithm::EdDSA, ec_pem.as_bytes()).is_err());
+        assert!(SigningKey::from_pem(SigningAlgorithm::ES256, b"not a pem").is_err());
+    }
+
+    #[test]
+    fn a_new_key_is_published_first_and_signs_after_its_delay() {
+        let set = KeySet::new(vec![
+            entry(SigningAlgorithm::ES256, 100, 100, None),
+            entry(SigningAlgorithm::ES256, 1000, 1600, None),
+        ])
+        .unwrap();
+        let (old, new) = (set.entries[0].key.kid(), set.entries[1].key.kid());
+        assert_eq!(set.signer(1200).unwrap().kid(), old);
+        assert_eq!(
+            set.published(1200, 0).count(),
+            2,
+            "published before it signs"
+        );
+        assert_eq!(set.signer(1600).unwrap().kid(), new);
+        assert_eq!(set.verifying(Some(old), 1600, 0).unwrap().kid(), old);
+        assert!(set.verifying(None, 1600, 0).is_none(), "no kid, two keys");
+    }
+
+    #[test]
+    fn a_retired_key_verifies_until_its_last_token_expires() {
+        let set = KeySet::new(vec![
+            entry(SigningAlgorithm::ES256, 100, 100, Some(2000)),
+            entry(SigningAlgorithm::ES256, 1000, 1600, None),
+        ])
+        .unwrap();
+        let old = set.entries[0].key.kid().to_owned();
+        assert_ne!(set.signer(2000).unwrap().kid(), old);
+        assert!(set.verifying(Some(&old), 2000 + 1829, 1830).is_some());
+        assert!(set.verifying(Some(&old), 2000 + 1830, 1830).is_none());
+        assert_eq!(
+            set.jwks(2000 + 1830, 1830)["keys"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_fresh_set_signs_with_its_oldest_key_at_once() {
+        let set = KeySet::new(vec![entry(SigningAlgorithm::EdDSA, 1000, 1600, None)]).unwrap();
+        assert!(set.signer(1000).is_some());
+        let all_retired =
+            KeySet::new(vec![entry(SigningAlgorithm::EdDSA, 1000, 1000, Some(1500))]).unwrap();
+        assert!(all_retired.signer(1500).is_none());
+    }
+}
