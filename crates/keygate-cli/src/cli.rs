@@ -48,8 +48,32 @@ pub(crate) enum Command {
     /// Issue, verify or decode tokens offline, with the configured key
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Make a new signing key (ES256, EdDSA or RS256) in token.signing_keys; prints its kid
+    Keygen {
+        /// Algorithm of the key
+        #[arg(long, value_parser = ["ES256", "EdDSA", "RS256"])]
+        alg: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List or retire signing keys
+    #[command(subcommand)]
+    Signing(SigningCommand),
     /// Validate the configuration and exit (0 valid, 2 invalid)
     CheckConfig(ConfigArg),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SigningCommand {
+    /// List signing keys with their state (pending, signing, published, retired)
+    List(ConfigArg),
+    /// Stop signing with a key; it stays published until its last token has expired
+    Retire {
+        /// Key id
+        kid: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]

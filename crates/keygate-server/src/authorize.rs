@@ -24,6 +24,14 @@ pub(crate) async fn authorize(
 ) -> Result<Authorized, Rejection> {
     let rt = state.runtime();
     let (token, source) = bearer_token(headers, &rt.config)?.ok_or(Rejection::MissingToken)?;
+    let claims = check_token(state, token).await?;
+    Ok(Authorized { claims, source })
+}
+
+/// Every check a token must pass at keygate: signature and claims, the revocation list,
+/// and a principal that still exists and is not revoked.
+pub(crate) async fn check_token(state: &AppState, token: &str) -> Result<Claims, Rejection> {
+    let rt = state.runtime();
     let claims = rt.verifier.verify(token).map_err(|e| {
         refused(e.reason());
         tracing::debug!(reason = e.reason(), "token refused");
@@ -60,7 +68,7 @@ pub(crate) async fn authorize(
     }
     metrics::counter!("keygate_token_verifications_total", "result" => "valid", "reason" => "")
         .increment(1);
-    Ok(Authorized { claims, source })
+    Ok(claims)
 }
 
 fn refused(reason: &'static str) {

@@ -8,7 +8,8 @@
 //! | [`routes`] | one file per endpoint group; `routes/mod.rs` shows the whole API |
 //! | [`rejection`] | [`Rejection`]: status, challenge and body of every refusal |
 //! | `authorize` | the bearer-token check shared by `/verify`, `/userinfo` and `/logout` |
-//! | `extract` | credentials and the client address from a request |
+//! | `extract` | credentials, form bodies and the client address from a request |
+//! | `credentials` | client authentication (Basic, form, API-key header) and failed-attempt bookkeeping |
 //! | [`limits`] | [`limits::FailedAttempts`]: 429 after too many failures |
 //! | [`metrics`] | Prometheus metrics |
 //! | [`reload`] | configuration reload on SIGHUP or file change |
@@ -18,6 +19,7 @@
 
 mod authorize;
 pub mod config;
+mod credentials;
 mod extract;
 pub mod limits;
 pub mod metrics;

@@ -23,6 +23,8 @@ pub enum Rejection {
     InvalidGrant,
     /// 400 `invalid_scope`: more scope asked for than the principal has.
     InvalidScope,
+    /// 400 `unauthorized_client`: the client may not do this (revoke another client's token).
+    UnauthorizedClient,
     /// 401 `invalid_client`. `basic` when the client used (or should use) HTTP Basic,
     /// which then gets a `Basic` challenge (RFC 6749 §5.2).
     InvalidClient {
@@ -58,7 +60,8 @@ impl Rejection {
             Rejection::InvalidRequest(_)
             | Rejection::UnsupportedGrantType
             | Rejection::InvalidGrant
-            | Rejection::InvalidScope => StatusCode::BAD_REQUEST,
+            | Rejection::InvalidScope
+            | Rejection::UnauthorizedClient => StatusCode::BAD_REQUEST,
             Rejection::InvalidClient { .. } | Rejection::MissingToken | Rejection::InvalidToken => {
                 StatusCode::UNAUTHORIZED
             }
@@ -79,6 +82,10 @@ impl Rejection {
             Rejection::InvalidScope => (
                 "invalid_scope",
                 "the requested scope exceeds what was granted",
+            ),
+            Rejection::UnauthorizedClient => (
+                "unauthorized_client",
+                "the client is not allowed to do this",
             ),
             Rejection::InvalidClient { .. } => ("invalid_client", "client authentication failed"),
             Rejection::MissingToken => ("invalid_token", "a bearer token is required"),

@@ -1,8 +1,9 @@
-//! Picking up configuration changes without a restart: on SIGHUP, and when the file's
-//! modification time or size changes (checked every `interval`). A file that does not
+//! Picking up configuration changes without a restart: on SIGHUP, and when the
+//! configuration file or the signing keyring changes (modification time or size, checked
+//! every `interval`). A file that does not
 //! validate is refused with a logged error and the running configuration keeps serving.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use tokio::signal::unix::{SignalKind, signal};
@@ -12,9 +13,9 @@ use crate::state::AppState;
 /// Starts watching; the task ends with the runtime.
 pub fn spawn(state: AppState, interval: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let Some(path) = state.config_path().cloned() else {
+        if state.config_path().is_none() {
             return;
-        };
+        }
         let mut hup = match signal(SignalKind::hangup()) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -22,7 +23,7 @@ pub fn spawn(state: AppState, interval: Duration) -> tokio::task::JoinHandle<()>
                 None
             }
         };
-        let mut seen = stamp(&path);
+        let mut seen = stamp(&state.watched_paths());
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -35,7 +36,7 @@ pub fn spawn(state: AppState, interval: Duration) -> tokio::task::JoinHandle<()>
                     }
                 } => true,
             };
-            let now = stamp(&path);
+            let now = stamp(&state.watched_paths());
             if by_signal || now != seen {
                 seen = now;
                 // The error is logged and counted by `reload`.
@@ -45,7 +46,12 @@ pub fn spawn(state: AppState, interval: Duration) -> tokio::task::JoinHandle<()>
     })
 }
 
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+fn stamp(paths: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
+    paths
+        .iter()
+        .map(|p| {
+            let meta = std::fs::metadata(p).ok()?;
+            Some((meta.modified().ok()?, meta.len()))
+        })
+        .collect()
 }

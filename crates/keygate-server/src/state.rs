@@ -95,6 +95,16 @@ impl AppState {
         }
     }
 
+    /// The files whose changes trigger a reload: the configuration and, for public-key
+    /// algorithms, the signing keyring.
+    pub fn watched_paths(&self) -> Vec<PathBuf> {
+        let mut paths: Vec<PathBuf> = self.inner.config_path.iter().cloned().collect();
+        if let Some(dir) = &self.runtime().keyring_dir {
+            paths.push(dir.join(crate::config::keyring::KEYRING_FILE));
+        }
+        paths
+    }
+
     /// The path configuration is reloaded from.
     pub fn config_path(&self) -> Option<&PathBuf> {
         self.inner.config_path.as_ref()

@@ -6,6 +6,7 @@ mod init;
 mod key;
 mod secret;
 mod serve;
+mod signing;
 mod token;
 mod user;
 
@@ -13,7 +14,7 @@ use std::io::Read;
 
 use anyhow::Context;
 
-use crate::cli::{Command, KeyCommand, TokenCommand, UserCommand};
+use crate::cli::{Command, KeyCommand, SigningCommand, TokenCommand, UserCommand};
 
 /// A refused credential or invalid token: exit code 1.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +56,11 @@ pub(crate) fn run(command: Command) -> anyhow::Result<()> {
             token::verify(&config.path(), token)
         }
         Command::Token(TokenCommand::Decode { token }) => token::decode(token),
+        Command::Keygen { alg, config } => signing::keygen(&config.path(), &alg),
+        Command::Signing(SigningCommand::List(c)) => signing::list(&c.path()),
+        Command::Signing(SigningCommand::Retire { kid, config }) => {
+            signing::retire(&config.path(), &kid)
+        }
         Command::CheckConfig(c) => check_config::run(&c.path()),
     }
 }

@@ -135,6 +135,18 @@ impl ConfigFile {
         Ok(())
     }
 
+    /// Sets `[token] <key> = "<value>"`, creating the table if needed.
+    pub fn set_token_setting(&mut self, key: &str, v: &str) -> Result<(), ConfigError> {
+        let token = self
+            .doc
+            .entry("token")
+            .or_insert_with(|| Item::Table(Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| ConfigError::new("token", "must be a table"))?;
+        token[key] = value(v);
+        Ok(())
+    }
+
     /// Writes the file atomically: a temporary file in the same folder (mode 0600),
     /// fsync, rename over the original, fsync the folder.
     pub fn save(&self) -> Result<(), ConfigError> {

@@ -5,16 +5,20 @@
 //! [`edit`] changes the file for the CLI, keeping comments and order.
 
 pub mod edit;
+pub mod keyring;
 mod template;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use keygate::api_key::{self, KeyHash};
 use keygate::principal::{Credential, Directory, Principal, PrincipalKind};
-use keygate::token::{HmacSecret, Issuer, SigningAlgorithm, TokenPolicy, Verifier};
+use keygate::token::{
+    HmacSecret, Issuer, KeySet, SigningAlgorithm, SigningKey, TokenPolicy, Verifier,
+};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -60,6 +64,10 @@ pub struct Config {
     pub clients: Vec<ClientConfig>,
     /// `[[users]]`: people with passwords.
     pub users: Vec<UserConfig>,
+    /// The folder relative paths (`token.signing_keys`) are resolved against: the
+    /// configuration file's folder.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
 }
 
 /// `[server]`
@@ -93,12 +101,18 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TokenConfig {
-    /// `HS256`, `HS384` or `HS512`. Defaults to `HS256`.
+    /// `HS256`, `HS384`, `HS512`, `ES256`, `EdDSA` or `RS256`. Defaults to `HS256`.
     pub algorithm: String,
     /// HMAC secret: at least 32 bytes; `hex:…` or `base64:…` for binary keys.
     pub secret: Option<String>,
-    /// Folder of PEM signing keys for public-key algorithms.
+    /// Folder of PEM signing keys for public-key algorithms, relative to this file.
     pub signing_keys: Option<String>,
+    /// How long a new signing key is published in the JWKS before it signs, so that
+    /// verifiers caching the JWKS have it first. Defaults to `10m`.
+    #[serde(with = "humane")]
+    pub key_publish_delay: Duration,
+    /// Roles whose clients may revoke any token (`/revoke`). Defaults to `["admin"]`.
+    pub admin_roles: Vec<String>,
     /// `iss` of issued tokens. Defaults to `server.public_url`.
     pub issuer: Option<String>,
     /// `aud` of issued tokens, and what verification demands. Defaults to none.
@@ -117,6 +131,8 @@ impl Default for TokenConfig {
             algorithm: "HS256".into(),
             secret: None,
             signing_keys: None,
+            key_publish_delay: Duration::from_secs(600),
+            admin_roles: vec!["admin".into()],
             issuer: None,
             audience: Vec::new(),
             ttl: Duration::from_secs(30 * 60),
@@ -270,9 +286,13 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new(path.display().to_string(), e))?;
         let env: BTreeMap<String, String> = std::env::vars().collect();
-        let config = Config::parse(&text, &env).map_err(|e| {
+        let mut config = Config::parse(&text, &env).map_err(|e| {
             ConfigError::new(format!("{}: {}", path.display(), e.setting), e.message)
         })?;
+        config.base_dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         let runtime = config.validate().map_err(|e| {
             ConfigError::new(format!("{}: {}", path.display(), e.setting), e.message)
         })?;
@@ -313,23 +333,6 @@ impl Config {
             .algorithm
             .parse()
             .map_err(|e| ConfigError::new("token.algorithm", e))?;
-        if !algorithm.is_hmac() {
-            return Err(ConfigError::new(
-                "token.algorithm",
-                format!(
-                    "{algorithm} needs public-key signing, which this build does not offer yet; use HS256, HS384 or HS512"
-                ),
-            ));
-        }
-        let secret_text = self.token.secret.as_deref().ok_or_else(|| {
-            ConfigError::new(
-                "token.secret",
-                "is required for HS* algorithms (generate one with `keygate secret`)",
-            )
-        })?;
-        let secret: HmacSecret = secret_text
-            .parse()
-            .map_err(|e| ConfigError::new("token.secret", e))?;
         let issuer = self
             .token
             .issuer
@@ -356,10 +359,9 @@ impl Config {
             ttl: self.token.ttl,
             leeway: self.token.leeway,
         };
-        let issuer = Issuer::hmac(algorithm, &secret, policy.clone())
-            .map_err(|e| ConfigError::new("token.secret", e))?;
-        let verifier = Verifier::hmac(algorithm, &secret, policy)
-            .map_err(|e| ConfigError::new("token.secret", e))?;
+        let (keys, keyring_dir) = self.signing_keys(algorithm)?;
+        let issuer = Issuer::new(keys.clone(), policy.clone());
+        let verifier = Verifier::new(algorithm, keys.clone(), policy);
 
         if self.api_key.header.is_empty()
             && self.api_key.query.is_empty()
@@ -445,9 +447,41 @@ impl Config {
             config: self.clone(),
             listen,
             directory,
+            keys,
+            keyring_dir,
             issuer,
             verifier,
         })
+    }
+
+    /// The key set for `algorithm`: the secret for HS*, the key folder otherwise.
+    fn signing_keys(
+        &self,
+        algorithm: SigningAlgorithm,
+    ) -> Result<(Arc<KeySet>, Option<PathBuf>), ConfigError> {
+        if algorithm.is_hmac() {
+            let secret_text = self.token.secret.as_deref().ok_or_else(|| {
+                ConfigError::new(
+                    "token.secret",
+                    "is required for HS* algorithms (generate one with `keygate secret`)",
+                )
+            })?;
+            let secret: HmacSecret = secret_text
+                .parse()
+                .map_err(|e| ConfigError::new("token.secret", e))?;
+            let key = SigningKey::hmac(algorithm, &secret)
+                .map_err(|e| ConfigError::new("token.secret", e))?;
+            return Ok((Arc::new(KeySet::single(key)), None));
+        }
+        let dir = self.token.signing_keys.as_deref().ok_or_else(|| {
+            ConfigError::new(
+                "token.signing_keys",
+                format!("{algorithm} needs a key folder; create a key with `keygate keygen --alg {algorithm}`"),
+            )
+        })?;
+        let dir = keyring::resolve(&self.base_dir, dir);
+        let keys = keyring::load(&dir, algorithm, self.token.key_publish_delay)?;
+        Ok((keys, Some(dir)))
     }
 }
 
@@ -460,6 +494,10 @@ pub struct Runtime {
     pub listen: SocketAddr,
     /// Clients and users.
     pub directory: Directory,
+    /// Signing and verifying keys, shared by the issuer and the verifier.
+    pub keys: Arc<KeySet>,
+    /// The signing-key folder, for public-key algorithms (watched for changes).
+    pub keyring_dir: Option<PathBuf>,
     /// Signs tokens.
     pub issuer: Issuer,
     /// Verifies tokens.

@@ -6,9 +6,10 @@ use axum::response::{IntoResponse, Response};
 use keygate::api_key::{self, PresentedKey};
 use time::OffsetDateTime;
 
-use super::token::{check_limits, issue, refuse, token_response};
+use super::token::{issue, token_response};
 use crate::authorize::authorize;
 use crate::config::Config;
+use crate::credentials::{check_limits, refuse};
 use crate::extract::{Peer, TokenSource, api_key, client_ip};
 use crate::rejection::Rejection;
 use crate::state::AppState;

@@ -1,6 +1,8 @@
 //! The whole HTTP API on one screen. Each group of endpoints lives in its own file.
 
+mod discovery;
 mod health;
+mod introspect;
 mod login;
 mod token;
 mod verify;
@@ -24,8 +26,19 @@ pub fn router(state: AppState) -> Router {
         .route("/login", post(login::login))
         .route("/logout", post(login::logout))
         .route("/token", post(token::token))
+        .route("/revoke", post(introspect::revoke))
+        .route("/introspect", post(introspect::introspect))
         .route("/verify", get(verify::verify))
         .route("/userinfo", get(verify::userinfo))
+        .route("/.well-known/jwks.json", get(discovery::jwks))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(discovery::oauth_authorization_server),
+        )
+        .route(
+            "/.well-known/openid-configuration",
+            get(discovery::openid_configuration),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -96,7 +96,32 @@ impl TestServer {
     }
 
     pub async fn with_config(text: String, billing_key: String) -> Self {
+        Self::with_setup(text, billing_key, |_| {}).await
+    }
+
+    /// A server signing with `alg` (ES256, EdDSA, RS256) from a fresh key in `keys/`.
+    pub async fn signing_with(alg: &str) -> Self {
+        let billing_key = api_key::generate("billing").unwrap();
+        let text = config_text(&billing_key, user_hash(), "").replacen(
+            "algorithm = \"HS256\"",
+            &format!("algorithm = \"{alg}\"\nsigning_keys = \"keys\"\nkey_publish_delay = \"1h\""),
+            1,
+        );
+        let algorithm = alg.parse().unwrap();
+        Self::with_setup(text, billing_key, move |dir| {
+            keygate_server::config::keyring::generate(&dir.join("keys"), algorithm).unwrap();
+        })
+        .await
+    }
+
+    /// Runs `setup` in the server's folder before the server reads its configuration.
+    pub async fn with_setup(
+        text: String,
+        billing_key: String,
+        setup: impl FnOnce(&std::path::Path),
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        setup(dir.path());
         let config_path = dir.path().join("keygate.toml");
         std::fs::write(&config_path, text).unwrap();
         let state = AppState::from_path(config_path.clone()).unwrap();
@@ -119,6 +144,11 @@ impl TestServer {
             handle,
             _dir: dir,
         }
+    }
+
+    /// The folder holding the configuration (and `keys/`).
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
     }
 
     pub fn url(&self, path: &str) -> String {

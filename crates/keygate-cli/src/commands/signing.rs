@@ -1,0 +1,116 @@
+//! `keygate keygen`, `keygate signing list|retire`
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use keygate::token::{SigningAlgorithm, now_unix};
+use keygate_server::Config;
+use keygate_server::config::edit::ConfigFile;
+use keygate_server::config::keyring;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Folder used when `token.signing_keys` is not set yet.
+const DEFAULT_DIR: &str = "keys";
+
+fn read_config(path: &Path) -> anyhow::Result<Config> {
+    let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
+    toml::from_str(&text).with_context(|| path.display().to_string())
+}
+
+fn base_dir(path: &Path) -> PathBuf {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn key_dir(path: &Path, config: &Config) -> Option<PathBuf> {
+    config
+        .token
+        .signing_keys
+        .as_deref()
+        .map(|d| keyring::resolve(&base_dir(path), d))
+}
+
+pub(crate) fn keygen(path: &Path, alg: &str) -> anyhow::Result<()> {
+    let algorithm: SigningAlgorithm = alg.parse()?;
+    let config = read_config(path)?;
+    let dir = match key_dir(path, &config) {
+        Some(d) => d,
+        None => {
+            let mut file = ConfigFile::open(path)?;
+            file.set_token_setting("signing_keys", DEFAULT_DIR)?;
+            file.save()?;
+            eprintln!(
+                "set token.signing_keys = \"{DEFAULT_DIR}\" in {}",
+                path.display()
+            );
+            keyring::resolve(&base_dir(path), DEFAULT_DIR)
+        }
+    };
+    let kid = keyring::generate(&dir, algorithm)?;
+    if config.token.algorithm != algorithm.as_str() {
+        eprintln!(
+            "keygate signs with {} now; set token.algorithm = \"{algorithm}\" to sign with this key",
+            config.token.algorithm
+        );
+    } else {
+        eprintln!(
+            "published now; signs after token.key_publish_delay ({})",
+            humantime::format_duration(config.token.key_publish_delay)
+        );
+    }
+    println!("{kid}");
+    Ok(())
+}
+
+pub(crate) fn list(path: &Path) -> anyhow::Result<()> {
+    let config = read_config(path)?;
+    let Some(dir) = key_dir(path, &config) else {
+        println!(
+            "no signing keys: token.signing_keys is not set (HS* algorithms use token.secret)"
+        );
+        return Ok(());
+    };
+    let now = now_unix();
+    let delay = config.token.key_publish_delay.as_secs();
+    let keep = config.token.ttl.as_secs() + config.token.leeway.as_secs();
+    println!(
+        "{:<44} {:<6} {:<10} {:<21} RETIRED",
+        "KID", "ALG", "STATE", "CREATED"
+    );
+    for e in keyring::list(&dir)? {
+        let unix = |t: &str| {
+            OffsetDateTime::parse(t, &Rfc3339)
+                .ok()
+                .and_then(|t| u64::try_from(t.unix_timestamp()).ok())
+                .unwrap_or(0)
+        };
+        let state = match e.retired_at.as_deref().map(unix) {
+            Some(r) if r + keep <= now => "expired",
+            Some(_) => "retired",
+            None if unix(&e.created_at) + delay > now => "pending",
+            None => "published",
+        };
+        println!(
+            "{:<44} {:<6} {:<10} {:<21} {}",
+            e.kid,
+            e.alg,
+            state,
+            e.created_at,
+            e.retired_at.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn retire(path: &Path, kid: &str) -> anyhow::Result<()> {
+    let config = read_config(path)?;
+    let dir = key_dir(path, &config).context("token.signing_keys is not set")?;
+    keyring::retire(&dir, kid)?;
+    eprintln!(
+        "retired `{kid}`: it no longer signs, and stays published for {} so its tokens keep verifying",
+        humantime::format_duration(config.token.ttl + config.token.leeway)
+    );
+    Ok(())
+}

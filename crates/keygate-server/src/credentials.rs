@@ -1,0 +1,176 @@
+//! Checking credentials: client authentication for `/token`, `/revoke` and
+//! `/introspect`, and the failed-attempt bookkeeping every credential check shares.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::http::{HeaderMap, header};
+use base64::Engine as _;
+use keygate::Error;
+use keygate::principal::Principal;
+use time::OffsetDateTime;
+
+use crate::rejection::Rejection;
+use crate::state::AppState;
+
+/// Authenticates the calling client by exactly one of: HTTP Basic `client_id:secret`
+/// (each part form-urlencoded, RFC 6749 §2.3.1), form `client_id` + `client_secret`, or
+/// the configured API-key header. Two methods at once is `invalid_request` (§2.3).
+pub(crate) async fn authenticate_client(
+    state: &AppState,
+    ip: &str,
+    headers: &HeaderMap,
+    params: &HashMap<String, String>,
+    label: &'static str,
+) -> Result<Arc<Principal>, Rejection> {
+    let rt = state.runtime();
+    let basic = match headers.get(header::AUTHORIZATION) {
+        Some(v) => {
+            let v = v
+                .to_str()
+                .map_err(|_| Rejection::InvalidClient { basic: true })?;
+            match v.split_once(' ') {
+                Some((scheme, creds)) if scheme.eq_ignore_ascii_case("basic") => {
+                    Some(decode_basic(creds.trim())?)
+                }
+                _ => None,
+            }
+        }
+        None => None,
+    };
+    let form = match (params.get("client_id"), params.get("client_secret")) {
+        (Some(id), Some(secret)) => Some((id.clone(), secret.clone())),
+        _ => None,
+    };
+    let api_key = match rt.config.api_key.header.as_str() {
+        "" => None,
+        name => headers
+            .get(name)
+            .map(|v| v.to_str().map(str::to_owned))
+            .transpose()
+            .map_err(|_| Rejection::InvalidClient { basic: true })?,
+    };
+    let methods =
+        usize::from(basic.is_some()) + usize::from(form.is_some()) + usize::from(api_key.is_some());
+    if methods > 1 {
+        return Err(Rejection::InvalidRequest(
+            "use one client authentication method, not two",
+        ));
+    }
+    let now = OffsetDateTime::now_utc();
+    if let Some(key) = api_key {
+        let who = match keygate::api_key::classify(&key) {
+            Ok(keygate::api_key::PresentedKey::Generated { id }) => Some(format!("id:{id}")),
+            _ => None,
+        };
+        let mut subjects = vec![ip];
+        subjects.extend(who.as_deref());
+        check_limits(state, &subjects, label)?;
+        return rt
+            .directory
+            .authenticate_key(&key, state.passwords(), now)
+            .await
+            .map_err(|e| {
+                refuse(
+                    state,
+                    &e,
+                    &subjects,
+                    label,
+                    Rejection::InvalidClient { basic: true },
+                )
+            });
+    }
+    let (client_id, secret) = basic
+        .or(form)
+        .ok_or(Rejection::InvalidClient { basic: true })?;
+    let who = format!("id:{client_id}");
+    let subjects = [ip, who.as_str()];
+    check_limits(state, &subjects, label)?;
+    rt.directory
+        .authenticate_client(&client_id, &secret, state.passwords(), now)
+        .await
+        .map_err(|e| {
+            refuse(
+                state,
+                &e,
+                &subjects,
+                label,
+                Rejection::InvalidClient { basic: true },
+            )
+        })
+}
+
+fn decode_basic(creds: &str) -> Result<(String, String), Rejection> {
+    let bad = Rejection::InvalidClient { basic: true };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(creds)
+        .map_err(|_| bad.clone())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad.clone())?;
+    let (id, secret) = text.split_once(':').ok_or(bad)?;
+    let decode = |s: &str| -> String {
+        form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    Ok((decode(id), decode(secret)))
+}
+
+/// Maps a failed credential check to its answer, counting the failure against `subjects`.
+pub(crate) fn refuse(
+    state: &AppState,
+    error: &Error,
+    subjects: &[&str],
+    grant_type: &'static str,
+    rejection: Rejection,
+) -> Rejection {
+    metrics::counter!("keygate_tokens_refused_total", "grant" => grant_type, "reason" => error.reason())
+        .increment(1);
+    match error {
+        Error::HashingBusy => Rejection::Unavailable(std::time::Duration::from_secs(1)),
+        Error::StoreUnavailable(_) | Error::Signing(_) => {
+            tracing::error!(error = %error, "credential check failed");
+            Rejection::Internal
+        }
+        _ => {
+            state.attempts().record_failure(subjects, Instant::now());
+            tracing::info!(
+                reason = error.reason(),
+                grant = grant_type,
+                "credential refused"
+            );
+            rejection
+        }
+    }
+}
+
+/// 429 when any of `subjects` has used up its failed attempts.
+pub(crate) fn check_limits(
+    state: &AppState,
+    subjects: &[&str],
+    grant_type: &'static str,
+) -> Result<(), Rejection> {
+    match state.attempts().blocked(subjects, Instant::now()) {
+        Some(after) => {
+            metrics::counter!("keygate_rate_limited_total", "grant" => grant_type).increment(1);
+            Err(Rejection::TooManyAttempts(after))
+        }
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_credentials_are_form_decoded() {
+        let raw = base64::engine::general_purpose::STANDARD.encode("my%3Aclient:s%2Bc+r%25t");
+        assert_eq!(
+            decode_basic(&raw).unwrap(),
+            ("my:client".to_owned(), "s+c r%t".to_owned())
+        );
+        assert!(decode_basic("!!!").is_err());
+    }
+}

@@ -1,0 +1,93 @@
+//! `GET /.well-known/jwks.json` and the discovery documents (RFC 8414, OpenID Connect
+//! Discovery), so standard clients find the token endpoint and the keys by themselves.
+
+use std::collections::BTreeSet;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use keygate::token::now_unix;
+use serde_json::{Value, json};
+
+use crate::config::Runtime;
+use crate::state::AppState;
+
+/// The longest a verifier may cache the JWKS: at most half the publish delay, so a new
+/// key is in every cache before it signs.
+fn jwks_max_age(rt: &Runtime) -> u64 {
+    (rt.config.token.key_publish_delay.as_secs() / 2).clamp(0, 300)
+}
+
+pub(super) async fn jwks(State(state): State<AppState>) -> Response {
+    let rt = state.runtime();
+    let keep = rt.verifier.policy().keep_after_retire();
+    let mut response = Json(rt.keys.jwks(now_unix(), keep)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("public, max-age={}", jwks_max_age(&rt))) {
+        response.headers_mut().insert(header::CACHE_CONTROL, v);
+    }
+    response
+}
+
+fn metadata(rt: &Runtime) -> Value {
+    let base = rt.config.server.public_url.trim_end_matches('/');
+    let mut grants = vec!["client_credentials"];
+    if rt.directory.has_users() {
+        grants.push("password");
+    }
+    let auth_methods = ["client_secret_basic", "client_secret_post"];
+    let scopes: BTreeSet<&str> = rt
+        .directory
+        .iter()
+        .flat_map(|p| p.scopes.iter().map(String::as_str))
+        .collect();
+    json!({
+        "issuer": rt.verifier.policy().issuer,
+        "token_endpoint": format!("{base}/token"),
+        "jwks_uri": format!("{base}/.well-known/jwks.json"),
+        "revocation_endpoint": format!("{base}/revoke"),
+        "introspection_endpoint": format!("{base}/introspect"),
+        "userinfo_endpoint": format!("{base}/userinfo"),
+        "grant_types_supported": grants,
+        "response_types_supported": ["token"],
+        "token_endpoint_auth_methods_supported": auth_methods,
+        "revocation_endpoint_auth_methods_supported": auth_methods,
+        "introspection_endpoint_auth_methods_supported": auth_methods,
+        "scopes_supported": scopes,
+    })
+}
+
+/// RFC 8414 authorization server metadata.
+pub(super) async fn oauth_authorization_server(State(state): State<AppState>) -> Response {
+    Json(metadata(&state.runtime())).into_response()
+}
+
+/// OpenID Connect Discovery. keygate issues access tokens only — no ID tokens and no
+/// authorization endpoint — so the OIDC-only fields say exactly that: subjects are
+/// `public`, claims are those of the access token, and the signing algorithm listed is
+/// the one access tokens use.
+pub(super) async fn openid_configuration(State(state): State<AppState>) -> Response {
+    let rt = state.runtime();
+    let mut doc = metadata(&rt);
+    if let Value::Object(map) = &mut doc {
+        let alg = rt.verifier.algorithm().as_str();
+        map.insert("subject_types_supported".into(), json!(["public"]));
+        map.insert("id_token_signing_alg_values_supported".into(), json!([alg]));
+        map.insert(
+            "claims_supported".into(),
+            json!([
+                "iss",
+                "sub",
+                "aud",
+                "exp",
+                "iat",
+                "nbf",
+                "jti",
+                "client_id",
+                "role",
+                "scope"
+            ]),
+        );
+    }
+    Json(doc).into_response()
+}

@@ -1,0 +1,92 @@
+//! `POST /revoke` (RFC 7009) and `POST /introspect` (RFC 7662). Both require client
+//! authentication.
+//!
+//! Rules: any authenticated client may introspect any token — that is how a resource
+//! server checks a token presented to it (RFC 7662 §2.1). A client may revoke only tokens
+//! issued to it, unless its role is one of `token.admin_roles` (RFC 7009 §2.1).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::authorize::check_token;
+use crate::credentials::authenticate_client;
+use crate::extract::{Peer, client_ip, form};
+use crate::rejection::Rejection;
+use crate::state::AppState;
+
+fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// 200 for a revoked token and also for an invalid, expired or unknown one: the answer
+/// says nothing about the token (RFC 7009 §2.2).
+pub(super) async fn revoke(
+    State(state): State<AppState>,
+    Peer(peer): Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Rejection> {
+    let params = form(&headers, &body)?;
+    let rt = state.runtime();
+    let ip = format!("ip:{}", client_ip(peer, &headers, &rt.config));
+    let client = authenticate_client(&state, &ip, &headers, &params, "revoke").await?;
+    let token = params
+        .get("token")
+        .ok_or(Rejection::InvalidRequest("token is required"))?;
+    // `token_type_hint` may be ignored (RFC 7009 §2.1): keygate has access tokens only.
+    let Ok(claims) = rt.verifier.verify(token) else {
+        return Ok(no_store(StatusCode::OK.into_response()));
+    };
+    let is_admin = rt.config.token.admin_roles.contains(&client.role);
+    if claims.client_id != client.id && !is_admin {
+        tracing::info!(client = %client.id, jti = %claims.jti, "revocation of another client's token refused");
+        return Err(Rejection::UnauthorizedClient);
+    }
+    state
+        .revocations()
+        .revoke(&claims.iss, &claims.jti, claims.exp)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "revocation failed");
+            Rejection::Unavailable(std::time::Duration::from_secs(1))
+        })?;
+    tracing::info!(client = %client.id, jti = %claims.jti, "token revoked");
+    Ok(no_store(StatusCode::OK.into_response()))
+}
+
+/// `{"active": true, …claims}` for a token keygate would accept now, else exactly
+/// `{"active": false}` (RFC 7662 §2.2).
+pub(super) async fn introspect(
+    State(state): State<AppState>,
+    Peer(peer): Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Rejection> {
+    let params = form(&headers, &body)?;
+    let rt = state.runtime();
+    let ip = format!("ip:{}", client_ip(peer, &headers, &rt.config));
+    authenticate_client(&state, &ip, &headers, &params, "introspect").await?;
+    let token = params
+        .get("token")
+        .ok_or(Rejection::InvalidRequest("token is required"))?;
+    let body = match check_token(&state, token).await {
+        Ok(claims) => {
+            let mut v = serde_json::to_value(&claims).unwrap_or(Value::Null);
+            if let Value::Object(map) = &mut v {
+                map.insert("active".into(), Value::Bool(true));
+                map.insert("token_type".into(), json!("Bearer"));
+            }
+            v
+        }
+        Err(Rejection::Unavailable(after)) => return Err(Rejection::Unavailable(after)),
+        Err(_) => json!({"active": false}),
+    };
+    Ok(no_store(Json(body).into_response()))
+}

@@ -1,0 +1,461 @@
+//! Public-key signing, JWKS, rotation, discovery, revocation and introspection, over HTTP.
+
+mod util;
+
+use serde_json::{Value, json};
+use util::*;
+
+const ALGS: [&str; 3] = ["ES256", "EdDSA", "RS256"];
+
+fn header_of(token: &str) -> Value {
+    serde_json::from_slice(&unb64(token.split('.').next().unwrap())).unwrap()
+}
+
+async fn jwks(s: &TestServer) -> Value {
+    let r = s
+        .http
+        .get(s.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "public, max-age=300");
+    r.json().await.unwrap()
+}
+
+/// Sets `created_at` of every key in `keys/keyring.toml` that has `kid` to `at`.
+fn set_created_at(s: &TestServer, kid: &str, at: &str) {
+    let path = s.dir().join("keys/keyring.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut doc: toml_edit::DocumentMut = text.parse().unwrap();
+    for t in doc["keys"].as_array_of_tables_mut().unwrap().iter_mut() {
+        if t["kid"].as_str() == Some(kid) {
+            t["created_at"] = toml_edit::value(at);
+        }
+    }
+    std::fs::write(&path, doc.to_string()).unwrap();
+}
+
+#[tokio::test]
+async fn every_public_key_algorithm_signs_and_publishes_its_key() {
+    for alg in ALGS {
+        let s = TestServer::signing_with(alg).await;
+        let token = s.token().await;
+        let header = header_of(&token);
+        assert_eq!(header["alg"], alg);
+        assert_eq!(header["typ"], "at+jwt");
+        let doc = jwks(&s).await;
+        let keys = doc["keys"].as_array().unwrap();
+        assert_eq!(keys.len(), 1, "{alg}: {doc}");
+        let jwk = &keys[0];
+        assert_eq!(jwk["kid"], header["kid"]);
+        assert_eq!(jwk["use"], "sig");
+        assert_eq!(jwk["alg"], alg);
+        match alg {
+            "ES256" => {
+                assert_eq!(jwk["kty"], "EC");
+                assert_eq!(jwk["crv"], "P-256");
+                assert_eq!(unb64(jwk["x"].as_str().unwrap()).len(), 32);
+                assert_eq!(unb64(jwk["y"].as_str().unwrap()).len(), 32);
+            }
+            "EdDSA" => {
+                assert_eq!(jwk["kty"], "OKP");
+                assert_eq!(jwk["crv"], "Ed25519");
+                assert_eq!(unb64(jwk["x"].as_str().unwrap()).len(), 32);
+            }
+            _ => {
+                assert_eq!(jwk["kty"], "RSA");
+                assert_eq!(unb64(jwk["n"].as_str().unwrap()).len(), 256);
+                assert_eq!(jwk["e"], "AQAB");
+            }
+        }
+        for private in ["d", "p", "q", "dp", "dq", "qi", "k"] {
+            assert!(jwk.get(private).is_none(), "{alg} JWKS leaks `{private}`");
+        }
+        assert_eq!(s.verify(&token).await.status(), 200, "{alg}");
+        let pem = std::fs::read_dir(s.dir().join("keys"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "pem"))
+            .unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&pem).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
+
+#[tokio::test]
+async fn hmac_servers_publish_an_empty_jwks() {
+    let s = TestServer::start().await;
+    assert_eq!(jwks(&s).await, json!({"keys": []}));
+}
+
+#[tokio::test]
+async fn algorithm_confusion_with_the_public_key_as_hmac_secret_is_refused() {
+    for alg in ALGS {
+        let s = TestServer::signing_with(alg).await;
+        let doc = jwks(&s).await;
+        let jwk = doc["keys"][0].clone();
+        let kid = jwk["kid"].as_str().unwrap().to_owned();
+        let pem_path = s.dir().join(format!("keys/{kid}.pem"));
+        let private_pem = std::fs::read(&pem_path).unwrap();
+        let header = format!(r#"{{"alg":"HS256","typ":"at+jwt","kid":"{kid}"}}"#);
+        let claims = claims_with(json!({}));
+        for secret in [
+            jwk.to_string().into_bytes(),
+            kid.clone().into_bytes(),
+            private_pem,
+        ] {
+            let forged = sign_hs256(&header, &claims, &secret);
+            let r = s.verify(&forged).await;
+            assert_eq!(r.status(), 401, "{alg}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn jku_x5u_and_embedded_jwk_headers_are_never_followed() {
+    // A listener that would record any request keygate made to the jku/x5u URL.
+    let trap = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let trap_addr = trap.local_addr().unwrap();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((_sock, _)) = trap.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let s = TestServer::signing_with("ES256").await;
+    let (attacker, attacker_pem) =
+        keygate::token::SigningKey::generate(keygate::token::SigningAlgorithm::ES256).unwrap();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.typ = Some("at+jwt".into());
+    header.jku = Some(format!("http://{trap_addr}/jwks.json"));
+    header.x5u = Some(format!("http://{trap_addr}/cert.pem"));
+    header.jwk = attacker.public_jwk().cloned();
+    let claims: Value = serde_json::from_str(&claims_with(json!({}))).unwrap();
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(attacker_pem.as_bytes()).unwrap();
+    for kid in [
+        Some(attacker.kid().to_owned()),
+        jwks(&s).await["keys"][0]["kid"].as_str().map(str::to_owned),
+        None,
+    ] {
+        header.kid = kid;
+        let forged = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+        assert_eq!(s.verify(&forged).await.status(), 401);
+    }
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "keygate fetched a URL from a token"
+    );
+}
+
+#[tokio::test]
+async fn rotation_publishes_first_signs_after_the_delay_and_keeps_old_tokens_valid() {
+    let s = TestServer::signing_with("ES256").await;
+    let old_kid = jwks(&s).await["keys"][0]["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    set_created_at(&s, &old_kid, "2020-01-01T00:00:00Z");
+    s.state.reload().unwrap();
+    let old_token = s.token().await;
+    assert_eq!(header_of(&old_token)["kid"], old_kid.as_str());
+
+    // A new key: published at once, but the old one keeps signing for the 1h delay.
+    let new_kid = keygate_server::config::keyring::generate(
+        &s.dir().join("keys"),
+        keygate::token::SigningAlgorithm::ES256,
+    )
+    .unwrap();
+    s.state.reload().unwrap();
+    let kids: Vec<String> = jwks(&s).await["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kids, vec![old_kid.clone(), new_kid.clone()]);
+    assert_eq!(
+        header_of(&s.token().await)["kid"],
+        old_kid.as_str(),
+        "still in its publish delay"
+    );
+
+    // The delay has passed: the new key signs, the old token still verifies.
+    set_created_at(&s, &new_kid, "2021-01-01T00:00:00Z");
+    s.state.reload().unwrap();
+    let new_token = s.token().await;
+    assert_eq!(header_of(&new_token)["kid"], new_kid.as_str());
+    assert_eq!(s.verify(&old_token).await.status(), 200);
+    assert_eq!(s.verify(&new_token).await.status(), 200);
+
+    // Retired: stays published and verifying for ttl + leeway.
+    keygate_server::config::keyring::retire(&s.dir().join("keys"), &old_kid).unwrap();
+    s.state.reload().unwrap();
+    assert_eq!(jwks(&s).await["keys"].as_array().unwrap().len(), 2);
+    assert_eq!(s.verify(&old_token).await.status(), 200);
+
+    // Long retired: gone from the JWKS, and its tokens no longer verify.
+    let path = s.dir().join("keys/keyring.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let long_ago = regex_free_replace_retired(&text, "2020-06-01T00:00:00Z");
+    std::fs::write(&path, long_ago).unwrap();
+    s.state.reload().unwrap();
+    let doc = jwks(&s).await;
+    assert_eq!(doc["keys"].as_array().unwrap().len(), 1);
+    assert_eq!(doc["keys"][0]["kid"], new_kid.as_str());
+    assert_eq!(s.verify(&old_token).await.status(), 401);
+    assert_eq!(s.verify(&new_token).await.status(), 200);
+}
+
+fn regex_free_replace_retired(text: &str, at: &str) -> String {
+    text.lines()
+        .map(|l| {
+            if l.starts_with("retired_at") {
+                format!("retired_at = \"{at}\"")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn keyring_changes_are_picked_up_without_a_restart() {
+    let s = TestServer::signing_with("EdDSA").await;
+    keygate_server::reload::spawn(s.state.clone(), std::time::Duration::from_millis(50));
+    assert_eq!(jwks(&s).await["keys"].as_array().unwrap().len(), 1);
+    keygate_server::config::keyring::generate(
+        &s.dir().join("keys"),
+        keygate::token::SigningAlgorithm::EdDSA,
+    )
+    .unwrap();
+    for _ in 0..100 {
+        if jwks(&s).await["keys"].as_array().unwrap().len() == 2 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the new key was not published within 5 s");
+}
+
+// ---------------------------------------------------------------- discovery
+
+#[tokio::test]
+async fn discovery_documents_name_every_endpoint() {
+    let s = TestServer::signing_with("ES256").await;
+    let r = s
+        .http
+        .get(s.url("/.well-known/oauth-authorization-server"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let doc: Value = r.json().await.unwrap();
+    assert_eq!(
+        doc,
+        json!({
+            "issuer": ISSUER,
+            "token_endpoint": "https://keygate.test/token",
+            "jwks_uri": "https://keygate.test/.well-known/jwks.json",
+            "revocation_endpoint": "https://keygate.test/revoke",
+            "introspection_endpoint": "https://keygate.test/introspect",
+            "userinfo_endpoint": "https://keygate.test/userinfo",
+            "grant_types_supported": ["client_credentials", "password"],
+            "response_types_supported": ["token"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "scopes_supported": ["orders:read", "orders:write"],
+        })
+    );
+    let oidc: Value = s
+        .http
+        .get(s.url("/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(oidc["issuer"], ISSUER);
+    assert_eq!(oidc["jwks_uri"], doc["jwks_uri"]);
+    assert_eq!(oidc["subject_types_supported"], json!(["public"]));
+    assert_eq!(
+        oidc["id_token_signing_alg_values_supported"],
+        json!(["ES256"])
+    );
+}
+
+// ---------------------------------------------------------------- revocation
+
+async fn post_form(
+    s: &TestServer,
+    path: &str,
+    auth: Option<(&str, &str)>,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    let mut req = s
+        .http
+        .post(s.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body);
+    if let Some((id, secret)) = auth {
+        req = req.basic_auth(id, Some(secret));
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn revoke_requires_client_auth_and_answers_200_for_unknown_tokens() {
+    let s = TestServer::start().await;
+    let key = s.billing_key.clone();
+    let token = s.token().await;
+    let r = post_form(&s, "/revoke", None, &[("token", &token)]).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        "Basic realm=\"keygate\", charset=\"UTF-8\""
+    );
+    assert_eq!(
+        s.verify(&token).await.status(),
+        200,
+        "nothing revoked without auth"
+    );
+
+    for garbage in ["garbage", "a.b.c", &"x".repeat(9000)] {
+        let r = post_form(
+            &s,
+            "/revoke",
+            Some(("billing", &key)),
+            &[("token", garbage)],
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        assert_eq!(r.text().await.unwrap(), "");
+    }
+    let r = post_form(&s, "/revoke", Some(("billing", &key)), &[]).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_of(r).await, "invalid_request");
+
+    let r = post_form(
+        &s,
+        "/revoke",
+        Some(("billing", &key)),
+        &[("token", &token), ("token_type_hint", "access_token")],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(s.verify(&token).await.status(), 401);
+}
+
+#[tokio::test]
+async fn a_client_revokes_only_its_own_tokens_unless_admin() {
+    let admin_key = keygate::api_key::generate("ops").unwrap();
+    let billing_key = keygate::api_key::generate("billing").unwrap();
+    let extra = format!(
+        "[[clients]]\nid = \"ops\"\nkey_hash = \"{}\"\nrole = \"admin\"\n",
+        keygate::api_key::KeyHash::sha256_of(&admin_key)
+    );
+    let s =
+        TestServer::with_config(config_text(&billing_key, user_hash(), &extra), billing_key).await;
+    let billing_token = s.token().await;
+    let r = post_form(
+        &s,
+        "/revoke",
+        Some(("legacy", SEED_KEY)),
+        &[("token", &billing_token)],
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_of(r).await, "unauthorized_client");
+    assert_eq!(s.verify(&billing_token).await.status(), 200);
+
+    let r = post_form(
+        &s,
+        "/revoke",
+        Some(("ops", &admin_key)),
+        &[("token", &billing_token)],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(s.verify(&billing_token).await.status(), 401);
+}
+
+// ---------------------------------------------------------------- introspection
+
+#[tokio::test]
+async fn introspection_tells_active_tokens_from_everything_else() {
+    let s = TestServer::start().await;
+    let token = s.token().await;
+    let r = post_form(&s, "/introspect", None, &[("token", &token)]).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(error_of(r).await, "invalid_client");
+
+    // Any authenticated client may introspect any token: here `legacy` looks at billing's.
+    let r = post_form(
+        &s,
+        "/introspect",
+        Some(("legacy", SEED_KEY)),
+        &[("token", &token)],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["active"], true);
+    assert_eq!(body["sub"], "billing");
+    assert_eq!(body["client_id"], "billing");
+    assert_eq!(body["scope"], "orders:read orders:write");
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["iss"], ISSUER);
+    assert!(body["exp"].as_u64().unwrap() > now());
+
+    // The configured API-key header also authenticates the caller.
+    let r = s
+        .http
+        .post(s.url("/introspect"))
+        .header("X-API-Key", SEED_KEY)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["active"], true);
+
+    let n = now();
+    let expired = sign_hs256(
+        r#"{"alg":"HS256","typ":"at+jwt"}"#,
+        &claims_with(json!({"exp": n - 120, "iat": n - 2000, "nbf": n - 2000})),
+        SECRET.as_bytes(),
+    );
+    assert_eq!(
+        s.http
+            .post(s.url("/logout"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    for inactive in [token.as_str(), expired.as_str(), "garbage", "a.b.c"] {
+        let r = post_form(
+            &s,
+            "/introspect",
+            Some(("legacy", SEED_KEY)),
+            &[("token", inactive)],
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), r#"{"active":false}"#, "{inactive}");
+    }
+}
