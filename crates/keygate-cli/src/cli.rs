@@ -65,7 +65,7 @@ pub(crate) enum Command {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum SigningCommand {
-    /// List signing keys with their state (pending, signing, published, retired)
+    /// List signing keys with their state (signing, pending, published, retired, expired)
     List(ConfigArg),
     /// Stop signing with a key; it stays published until its last token has expired
     Retire {

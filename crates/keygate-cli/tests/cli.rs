@@ -352,3 +352,78 @@ fn exit_codes_and_one_line_errors() {
     let dup = keygate(d, &["key", "add", "my-service", "--role", "r"]);
     assert_eq!(dup.status.code(), Some(2), "ids stay unique");
 }
+
+#[test]
+fn keygen_switches_to_es256_and_rotates_signing_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let init = keygate(d, &["init"]);
+    let key = stdout(&init).lines().last().unwrap().trim().to_owned();
+    let gen1 = keygate(d, &["keygen", "--alg", "ES256"]);
+    assert_eq!(gen1.status.code(), Some(0), "{}", stderr(&gen1));
+    let kid1 = stdout(&gen1).trim().to_owned();
+    assert_eq!(kid1.len(), 43);
+    assert!(d.join(format!("keys/{kid1}.pem")).exists());
+    let text = std::fs::read_to_string(d.join("keygate.toml")).unwrap();
+    assert!(text.contains("signing_keys = \"keys\""));
+    std::fs::write(
+        d.join("keygate.toml"),
+        text.replace("algorithm = \"HS256\"", "algorithm = \"ES256\""),
+    )
+    .unwrap();
+    assert_eq!(keygate(d, &["check-config"]).status.code(), Some(0));
+
+    let server = serve(d);
+    let body: Value = login(&server.base, &key).json().unwrap();
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    let jwks: Value = http()
+        .get(format!("{}/.well-known/jwks.json", server.base))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(jwks["keys"][0]["kid"], kid1.as_str());
+    let decoded = keygate(d, &["token", "decode", &token]);
+    let v: Value = serde_json::from_str(&stdout(&decoded)).unwrap();
+    assert_eq!(v["header"]["alg"], "ES256");
+    assert_eq!(v["header"]["kid"], kid1.as_str());
+
+    let retire_last = keygate(d, &["signing", "retire", &kid1]);
+    assert_eq!(
+        retire_last.status.code(),
+        Some(2),
+        "the last key cannot be retired"
+    );
+    let gen2 = keygate(d, &["keygen", "--alg", "ES256"]);
+    let kid2 = stdout(&gen2).trim().to_owned();
+    let list = stdout(&keygate(d, &["signing", "list"]));
+    assert!(
+        list.contains(&format!("{kid1}  ES256  signing")),
+        "{kid1}\n{list}"
+    );
+    assert!(list.contains(&format!("{kid2}  ES256  pending")), "{list}");
+    eventually("the new key is published", || {
+        let jwks: Value = http()
+            .get(format!("{}/.well-known/jwks.json", server.base))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        jwks["keys"].as_array().unwrap().len() == 2
+    });
+    let retire = keygate(d, &["signing", "retire", &kid1]);
+    assert_eq!(retire.status.code(), Some(0), "{}", stderr(&retire));
+    let list = stdout(&keygate(d, &["signing", "list"]));
+    assert!(list.contains(&format!("{kid1}  ES256  retired")), "{list}");
+    assert!(list.contains(&format!("{kid2}  ES256  signing")), "{list}");
+    let r = http()
+        .get(format!("{}/verify", server.base))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "tokens of a retired key verify until they expire"
+    );
+}

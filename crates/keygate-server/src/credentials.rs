@@ -81,27 +81,39 @@ pub(crate) async fn authenticate_client(
                 )
             });
     }
-    let (client_id, secret) = basic
-        .or(form)
-        .ok_or(Rejection::InvalidClient { basic: true })?;
-    let who = format!("id:{client_id}");
+    let candidates = match (basic, form) {
+        (Some(b), None) => b,
+        (None, Some(f)) => vec![f],
+        _ => return Err(Rejection::InvalidClient { basic: true }),
+    };
+    let who = format!("id:{}", candidates[0].0);
     let subjects = [ip, who.as_str()];
     check_limits(state, &subjects, label)?;
-    rt.directory
-        .authenticate_client(&client_id, &secret, state.passwords(), now)
-        .await
-        .map_err(|e| {
-            refuse(
-                state,
-                &e,
-                &subjects,
-                label,
-                Rejection::InvalidClient { basic: true },
-            )
-        })
+    let mut outcome = Err(Error::WrongCredential);
+    for (client_id, secret) in &candidates {
+        outcome = rt
+            .directory
+            .authenticate_client(client_id, secret, state.passwords(), now)
+            .await;
+        if outcome.is_ok() {
+            break;
+        }
+    }
+    outcome.map_err(|e| {
+        refuse(
+            state,
+            &e,
+            &subjects,
+            label,
+            Rejection::InvalidClient { basic: true },
+        )
+    })
 }
 
-fn decode_basic(creds: &str) -> Result<(String, String), Rejection> {
+/// The id and secret of a Basic header: first as RFC 6749 §2.3.1 says (each part
+/// form-urlencoded), then, when that reads differently, as sent. Many clients (authlib,
+/// curl `-u`) do not encode, and a secret with `+` or `%` would otherwise never match.
+fn decode_basic(creds: &str) -> Result<Vec<(String, String)>, Rejection> {
     let bad = Rejection::InvalidClient { basic: true };
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(creds)
@@ -114,7 +126,13 @@ fn decode_basic(creds: &str) -> Result<(String, String), Rejection> {
             .map(|(_, v)| v.into_owned())
             .unwrap_or_default()
     };
-    Ok((decode(id), decode(secret)))
+    let encoded = (decode(id), decode(secret));
+    let raw = (id.to_owned(), secret.to_owned());
+    Ok(if encoded == raw {
+        vec![raw]
+    } else {
+        vec![encoded, raw]
+    })
 }
 
 /// Maps a failed credential check to its answer, counting the failure against `subjects`.
@@ -169,8 +187,13 @@ mod tests {
         let raw = base64::engine::general_purpose::STANDARD.encode("my%3Aclient:s%2Bc+r%25t");
         assert_eq!(
             decode_basic(&raw).unwrap(),
-            ("my:client".to_owned(), "s+c r%t".to_owned())
+            vec![
+                ("my:client".to_owned(), "s+c r%t".to_owned()),
+                ("my%3Aclient".to_owned(), "s%2Bc+r%25t".to_owned()),
+            ]
         );
+        let plain = base64::engine::general_purpose::STANDARD.encode("billing:kg_billing_ab");
+        assert_eq!(decode_basic(&plain).unwrap().len(), 1);
         assert!(decode_basic("!!!").is_err());
     }
 }

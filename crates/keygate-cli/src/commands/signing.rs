@@ -75,11 +75,19 @@ pub(crate) fn list(path: &Path) -> anyhow::Result<()> {
     let now = now_unix();
     let delay = config.token.key_publish_delay.as_secs();
     let keep = config.token.ttl.as_secs() + config.token.leeway.as_secs();
+    let entries = keyring::list(&dir)?;
+    // The key that signs now, per algorithm, by the server's own rule.
+    let signers: Vec<String> = entries
+        .iter()
+        .filter_map(|e| e.alg.parse::<SigningAlgorithm>().ok())
+        .filter_map(|alg| keyring::load(&dir, alg, config.token.key_publish_delay).ok())
+        .filter_map(|set| set.signer(now).map(|k| k.kid().to_owned()))
+        .collect();
     println!(
         "{:<44} {:<6} {:<10} {:<21} RETIRED",
         "KID", "ALG", "STATE", "CREATED"
     );
-    for e in keyring::list(&dir)? {
+    for e in entries {
         let unix = |t: &str| {
             OffsetDateTime::parse(t, &Rfc3339)
                 .ok()
@@ -89,6 +97,7 @@ pub(crate) fn list(path: &Path) -> anyhow::Result<()> {
         let state = match e.retired_at.as_deref().map(unix) {
             Some(r) if r + keep <= now => "expired",
             Some(_) => "retired",
+            None if signers.contains(&e.kid) => "signing",
             None if unix(&e.created_at) + delay > now => "pending",
             None => "published",
         };
