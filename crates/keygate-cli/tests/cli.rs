@@ -59,6 +59,10 @@ impl Drop for Server {
 }
 
 fn serve(dir: &Path) -> Server {
+    serve_logging(dir, "warn", Stdio::null())
+}
+
+fn serve_logging(dir: &Path, level: &str, log: Stdio) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_keygate"))
         .arg("serve")
         .current_dir(dir)
@@ -66,9 +70,9 @@ fn serve(dir: &Path) -> Server {
         .env("KEYGATE_SERVER_LISTEN", "127.0.0.1:0")
         // `eventually` polls with refused credentials while a reload is pending.
         .env("KEYGATE_LIMITS_FAILED_ATTEMPTS", "1000")
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", level)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -426,4 +430,108 @@ fn keygen_switches_to_es256_and_rotates_signing_keys() {
         200,
         "tokens of a retired key verify until they expire"
     );
+}
+
+#[test]
+fn secrets_never_reach_the_logs_even_at_trace_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let key = stdout(&keygate(d, &["init"]))
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_owned();
+    let password = "canary-password-5f3e";
+    assert_eq!(
+        keygate_stdin(d, &["user", "add", "alice", "--role", "r"], password)
+            .status
+            .code(),
+        Some(0)
+    );
+    let text = std::fs::read_to_string(d.join("keygate.toml")).unwrap();
+    let secret = text
+        .lines()
+        .find_map(|l| l.strip_prefix("secret = \""))
+        .unwrap()
+        .trim_end_matches('"')
+        .to_owned();
+    let log_path = d.join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let server = serve_logging(d, "trace", Stdio::from(log));
+    let base = server.base.clone();
+
+    let token = login(&base, &key).json::<Value>().unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let wrong_key = format!("{key}0");
+    assert_eq!(login(&base, &wrong_key).status(), 401);
+    assert_eq!(login(&base, "hand-made-canary-key").status(), 401);
+    let tampered = format!("{}x", &token[..token.len() - 1]);
+    for t in [&token, &tampered] {
+        http()
+            .get(format!("{base}/verify"))
+            .bearer_auth(t)
+            .send()
+            .unwrap();
+    }
+    http()
+        .post(format!("{base}/token"))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", password),
+        ])
+        .send()
+        .unwrap();
+    http()
+        .post(format!("{base}/token"))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", "wrong-canary-pw"),
+        ])
+        .send()
+        .unwrap();
+    http()
+        .post(format!("{base}/token"))
+        .basic_auth("my-service", Some(&wrong_key))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .unwrap();
+    http()
+        .post(format!("{base}/logout"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    // A broken reload is logged too; its message must not carry the secret either.
+    std::fs::write(
+        d.join("keygate.toml"),
+        text.replace(&secret, &format!("{secret}\u{0}")),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(server);
+
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(logs.contains("token issued"), "the log was written: {logs}");
+    assert!(logs.contains("configuration reload refused"), "{logs}");
+    assert!(!logs.contains('\u{1b}'), "no colour codes in a log file");
+    for canary in [
+        key.as_str(),
+        wrong_key.as_str(),
+        "hand-made-canary-key",
+        token.as_str(),
+        token.split('.').nth(2).unwrap(),
+        tampered.as_str(),
+        secret.as_str(),
+        password,
+        "wrong-canary-pw",
+    ] {
+        assert!(
+            !logs.contains(canary),
+            "the log holds a credential: {canary}"
+        );
+    }
 }

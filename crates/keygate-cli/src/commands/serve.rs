@@ -1,5 +1,6 @@
 //! `keygate serve`
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -24,6 +25,7 @@ pub(crate) fn run(path: PathBuf) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let state = AppState::from_path(path)?;
     tokio::runtime::Builder::new_multi_thread()

@@ -62,15 +62,8 @@ pub fn list(dir: &Path) -> Result<Vec<KeyringEntry>, ConfigError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(ConfigError::new(setting(dir), e)),
     };
-    let file: KeyringFile = toml::from_str(&text).map_err(|e| {
-        ConfigError::new(
-            setting(dir),
-            e.to_string()
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" "),
-        )
-    })?;
+    let file: KeyringFile =
+        toml::from_str(&text).map_err(|e| ConfigError::new(setting(dir), super::toml_error(&e)))?;
     Ok(file.keys)
 }
 
@@ -192,15 +185,8 @@ fn keyring_doc(dir: &Path) -> Result<DocumentMut, ConfigError> {
         }
         Err(e) => return Err(ConfigError::new(setting(dir), e)),
     };
-    text.parse::<DocumentMut>().map_err(|e| {
-        ConfigError::new(
-            setting(dir),
-            e.to_string()
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" "),
-        )
-    })
+    text.parse::<DocumentMut>()
+        .map_err(|e| ConfigError::new(setting(dir), super::toml_error(&e)))
 }
 
 fn create_dir(dir: &Path) -> Result<(), ConfigError> {

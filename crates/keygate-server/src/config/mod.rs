@@ -302,7 +302,7 @@ impl Config {
     /// Parses TOML text with `env` as the environment. Does not validate values.
     pub fn parse(text: &str, env: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
         let mut table: toml::Table =
-            toml::from_str(text).map_err(|e| ConfigError::new("file", one_line(&e.to_string())))?;
+            toml::from_str(text).map_err(|e| ConfigError::new("file", toml_error(&e)))?;
         interpolate_table(&mut table, "", env)?;
         apply_env_overrides(&mut table, env)?;
         let value = toml::Value::Table(table);
@@ -630,6 +630,24 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// `18 | secret = "…"`: a line of the file quoted in a parse error.
+fn is_source_line(line: &str) -> bool {
+    let digits = line.bytes().take_while(u8::is_ascii_digit).count();
+    digits > 0 && line[digits..].trim_start().starts_with('|')
+}
+
+/// A TOML parse error in one line, **without** the quoted source line the parser's message
+/// carries: that line may hold the secret (`secret = "…"`), and errors are logged.
+pub(crate) fn toml_error(e: &impl std::fmt::Display) -> String {
+    let text = e.to_string();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('|') && !is_source_line(l))
+        .collect();
+    one_line(&lines.join(": "))
+}
+
 /// Replaces `${VAR}` in every string value; an unset variable is an error naming the
 /// setting. `$${` writes a literal `${`.
 fn interpolate_table(
@@ -930,6 +948,14 @@ mod tests {
             );
             assert!(!err.to_string().contains('\n'), "one line: {err}");
         }
+    }
+
+    #[test]
+    fn parse_errors_never_quote_the_secret() {
+        let text = format!("[token]\nsecret = \"{SECRET}\u{0}\"\n");
+        let err = check(&text).unwrap_err().to_string();
+        assert!(err.starts_with("file: TOML parse error at line 2"), "{err}");
+        assert!(!err.contains(&SECRET[..16]), "{err}");
     }
 
     #[test]
