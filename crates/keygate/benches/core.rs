@@ -7,7 +7,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use keygate::api_key::{self, KeyHash};
 use keygate::password::{PasswordVerifier, hash_password};
 use keygate::principal::{Credential, Directory, Principal, PrincipalKind};
-use keygate::token::{Grant, HmacSecret, Issuer, SigningAlgorithm, TokenPolicy, Verifier};
+use keygate::token::{
+    Grant, HmacSecret, Issuer, KeySet, SigningAlgorithm, SigningKey, TokenPolicy, Verifier,
+};
+use std::sync::Arc;
 use time::OffsetDateTime;
 
 fn tokens(c: &mut Criterion) {
@@ -36,6 +39,35 @@ fn tokens(c: &mut Criterion) {
     c.bench_function("token/reject_bad_signature", |b| {
         b.iter(|| verifier.verify(black_box(&forged)).unwrap_err())
     });
+}
+
+fn public_key_tokens(c: &mut Criterion) {
+    let scopes = vec!["orders:read".to_owned()];
+    let grant = Grant {
+        subject: "billing",
+        client_id: "billing",
+        role: "service",
+        scopes: &scopes,
+    };
+    for alg in [
+        SigningAlgorithm::ES256,
+        SigningAlgorithm::EdDSA,
+        SigningAlgorithm::RS256,
+    ] {
+        let keys = Arc::new(KeySet::single(SigningKey::generate(alg).unwrap().0));
+        let policy = TokenPolicy::new("https://keygate.test");
+        let issuer = Issuer::new(keys.clone(), policy.clone());
+        let verifier = Verifier::new(alg, keys, policy);
+        let token = issuer.issue(&grant).unwrap().token;
+        c.bench_function(
+            &format!("token/issue_{}", alg.as_str().to_lowercase()),
+            |b| b.iter(|| issuer.issue(black_box(&grant)).unwrap()),
+        );
+        c.bench_function(
+            &format!("token/verify_{}", alg.as_str().to_lowercase()),
+            |b| b.iter(|| verifier.verify(black_box(&token)).unwrap()),
+        );
+    }
 }
 
 fn api_keys(c: &mut Criterion) {
@@ -101,5 +133,5 @@ fn passwords(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, tokens, api_keys, passwords);
+criterion_group!(benches, tokens, public_key_tokens, api_keys, passwords);
 criterion_main!(benches);
