@@ -75,3 +75,17 @@ fn refused(reason: &'static str) {
     metrics::counter!("keygate_token_verifications_total", "result" => "invalid", "reason" => reason)
         .increment(1);
 }
+
+/// Puts the token on the revocation list until it expires. `by` says who asked, for the log.
+pub(crate) async fn revoke(state: &AppState, claims: &Claims, by: &str) -> Result<(), Rejection> {
+    state
+        .revocations()
+        .revoke(&claims.iss, &claims.jti, claims.exp)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "revocation failed");
+            Rejection::Unavailable(Duration::from_secs(1))
+        })?;
+    tracing::info!(sub = %claims.sub, jti = %claims.jti, by, "token revoked");
+    Ok(())
+}

@@ -51,63 +51,64 @@ pub(crate) async fn authenticate_client(
             .transpose()
             .map_err(|_| Rejection::InvalidClient { basic: true })?,
     };
-    let methods =
-        usize::from(basic.is_some()) + usize::from(form.is_some()) + usize::from(api_key.is_some());
-    if methods > 1 {
-        return Err(Rejection::InvalidRequest(
-            "use one client authentication method, not two",
-        ));
-    }
-    let now = OffsetDateTime::now_utc();
-    if let Some(key) = api_key {
-        let who = match keygate::api_key::classify(&key) {
-            Ok(keygate::api_key::PresentedKey::Generated { id }) => Some(format!("id:{id}")),
-            _ => None,
-        };
-        let mut subjects = vec![ip];
-        subjects.extend(who.as_deref());
-        check_limits(state, &subjects, label)?;
-        return rt
-            .directory
-            .authenticate_key(&key, state.passwords(), now)
-            .await
-            .map_err(|e| {
-                refuse(
-                    state,
-                    &e,
-                    &subjects,
-                    label,
-                    Rejection::InvalidClient { basic: true },
-                )
-            });
-    }
-    let candidates = match (basic, form) {
-        (Some(b), None) => b,
-        (None, Some(f)) => vec![f],
-        _ => return Err(Rejection::InvalidClient { basic: true }),
-    };
-    let who = format!("id:{}", candidates[0].0);
-    let subjects = [ip, who.as_str()];
-    check_limits(state, &subjects, label)?;
-    let mut outcome = Err(Error::WrongCredential);
-    for (client_id, secret) in &candidates {
-        outcome = rt
-            .directory
-            .authenticate_client(client_id, secret, state.passwords(), now)
-            .await;
-        if outcome.is_ok() {
-            break;
+    let presented = match (basic, form, api_key) {
+        (Some(basic), None, None) => Presented::Secret(basic),
+        (None, Some(form), None) => Presented::Secret(vec![form]),
+        (None, None, Some(key)) => Presented::ApiKey(key),
+        (None, None, None) => return Err(Rejection::InvalidClient { basic: true }),
+        _ => {
+            return Err(Rejection::InvalidRequest(
+                "use one client authentication method, not two",
+            ));
         }
+    };
+    let who = match &presented {
+        Presented::ApiKey(key) => key_subject(key),
+        Presented::Secret(candidates) => Some(format!("id:{}", candidates[0].0)),
+    };
+    let mut subjects = vec![ip];
+    subjects.extend(who.as_deref());
+    check_limits(state, &subjects, label)?;
+    let now = OffsetDateTime::now_utc();
+    let outcome = match presented {
+        Presented::ApiKey(key) => {
+            rt.directory
+                .authenticate_key(&key, state.passwords(), now)
+                .await
+        }
+        Presented::Secret(candidates) => {
+            let mut outcome = Err(Error::WrongCredential);
+            for (client_id, secret) in &candidates {
+                outcome = rt
+                    .directory
+                    .authenticate_client(client_id, secret, state.passwords(), now)
+                    .await;
+                if outcome.is_ok() {
+                    break;
+                }
+            }
+            outcome
+        }
+    };
+    let refusal = Rejection::InvalidClient { basic: true };
+    outcome.map_err(|e| refuse(state, &e, &subjects, label, refusal))
+}
+
+/// How a client presented itself.
+enum Presented {
+    /// The configured API-key header.
+    ApiKey(String),
+    /// Client id and secret, with the readings to try (see [`decode_basic`]).
+    Secret(Vec<(String, String)>),
+}
+
+/// The attempt-counter subject of an API key: `id:<client id>` for a `kg_` key (whose id is
+/// readable without any lookup); hand-made keys have none, only the address counts.
+pub(crate) fn key_subject(key: &str) -> Option<String> {
+    match keygate::api_key::classify(key) {
+        Ok(keygate::api_key::PresentedKey::Generated { id }) => Some(format!("id:{id}")),
+        _ => None,
     }
-    outcome.map_err(|e| {
-        refuse(
-            state,
-            &e,
-            &subjects,
-            label,
-            Rejection::InvalidClient { basic: true },
-        )
-    })
 }
 
 /// The id and secret of a Basic header: first as RFC 6749 §2.3.1 says (each part

@@ -5,18 +5,39 @@
 //! server checks a token presented to it (RFC 7662 §2.1). A client may revoke only tokens
 //! issued to it, unless its role is one of `token.admin_roles` (RFC 7009 §2.1).
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use keygate::principal::Principal;
 use serde_json::{Value, json};
 
-use crate::authorize::check_token;
+use crate::authorize::{check_token, revoke as revoke_claims};
 use crate::credentials::authenticate_client;
 use crate::extract::{Peer, client_ip, form};
 use crate::rejection::Rejection;
 use crate::state::AppState;
+
+/// The authenticated calling client and the `token` parameter of the form body.
+async fn client_and_token(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    body: &[u8],
+    label: &'static str,
+) -> Result<(Arc<Principal>, String), Rejection> {
+    let mut params = form(headers, body)?;
+    let ip = format!("ip:{}", client_ip(peer, headers, &state.runtime().config));
+    let client = authenticate_client(state, &ip, headers, &params, label).await?;
+    let token = params
+        .remove("token")
+        .ok_or(Rejection::InvalidRequest("token is required"))?;
+    Ok((client, token))
+}
 
 fn no_store(mut response: Response) -> Response {
     response
@@ -33,15 +54,10 @@ pub(super) async fn revoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Rejection> {
-    let params = form(&headers, &body)?;
+    let (client, token) = client_and_token(&state, peer, &headers, &body, "revoke").await?;
     let rt = state.runtime();
-    let ip = format!("ip:{}", client_ip(peer, &headers, &rt.config));
-    let client = authenticate_client(&state, &ip, &headers, &params, "revoke").await?;
-    let token = params
-        .get("token")
-        .ok_or(Rejection::InvalidRequest("token is required"))?;
     // `token_type_hint` may be ignored (RFC 7009 §2.1): keygate has access tokens only.
-    let Ok(claims) = rt.verifier.verify(token) else {
+    let Ok(claims) = rt.verifier.verify(&token) else {
         return Ok(no_store(StatusCode::OK.into_response()));
     };
     let is_admin = rt.config.token.admin_roles.contains(&client.role);
@@ -49,15 +65,7 @@ pub(super) async fn revoke(
         tracing::info!(client = %client.id, jti = %claims.jti, "revocation of another client's token refused");
         return Err(Rejection::UnauthorizedClient);
     }
-    state
-        .revocations()
-        .revoke(&claims.iss, &claims.jti, claims.exp)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "revocation failed");
-            Rejection::Unavailable(std::time::Duration::from_secs(1))
-        })?;
-    tracing::info!(client = %client.id, jti = %claims.jti, "token revoked");
+    revoke_claims(&state, &claims, &client.id).await?;
     Ok(no_store(StatusCode::OK.into_response()))
 }
 
@@ -69,14 +77,8 @@ pub(super) async fn introspect(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Rejection> {
-    let params = form(&headers, &body)?;
-    let rt = state.runtime();
-    let ip = format!("ip:{}", client_ip(peer, &headers, &rt.config));
-    authenticate_client(&state, &ip, &headers, &params, "introspect").await?;
-    let token = params
-        .get("token")
-        .ok_or(Rejection::InvalidRequest("token is required"))?;
-    let body = match check_token(&state, token).await {
+    let (_, token) = client_and_token(&state, peer, &headers, &body, "introspect").await?;
+    let body = match check_token(&state, &token).await {
         Ok(claims) => {
             let mut v = serde_json::to_value(&claims).unwrap_or(Value::Null);
             if let Value::Object(map) = &mut v {

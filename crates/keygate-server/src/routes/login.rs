@@ -3,13 +3,12 @@
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use keygate::api_key::{self, PresentedKey};
 use time::OffsetDateTime;
 
 use super::token::{issue, token_response};
-use crate::authorize::authorize;
+use crate::authorize::{authorize, revoke};
 use crate::config::Config;
-use crate::credentials::{check_limits, refuse};
+use crate::credentials::{check_limits, key_subject, refuse};
 use crate::extract::{Peer, TokenSource, api_key, client_ip};
 use crate::rejection::Rejection;
 use crate::state::AppState;
@@ -24,10 +23,7 @@ pub(super) async fn login(
     let key = api_key(&headers, query.as_deref(), &rt.config)?
         .ok_or(Rejection::InvalidClient { basic: false })?;
     let ip = format!("ip:{}", client_ip(peer, &headers, &rt.config));
-    let who = match api_key::classify(&key) {
-        Ok(PresentedKey::Generated { id }) => Some(format!("id:{id}")),
-        _ => None,
-    };
+    let who = key_subject(&key);
     let mut subjects = vec![ip.as_str()];
     subjects.extend(who.as_deref());
     check_limits(&state, &subjects, "api_key")?;
@@ -68,17 +64,7 @@ pub(super) async fn logout(State(state): State<AppState>, headers: HeaderMap) ->
         if authorized.source == TokenSource::Cookie && is_cross_site(&headers, &rt.config) {
             return Err(Rejection::CrossSite);
         }
-        let c = &authorized.claims;
-        state
-            .revocations()
-            .revoke(&c.iss, &c.jti, c.exp)
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "revocation failed");
-                Rejection::Unavailable(std::time::Duration::from_secs(1))
-            })?;
-        tracing::info!(sub = %c.sub, jti = %c.jti, "token revoked by logout");
-        Ok(())
+        revoke(&state, &authorized.claims, "logout").await
     }
     .await;
     let mut response = match outcome {
