@@ -122,6 +122,9 @@ impl Rejection {
             Rejection::InvalidToken => Some(format!(
                 "Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"the token is invalid, expired or revoked\""
             )),
+            Rejection::InsufficientScope(scope) if scope.is_empty() => Some(format!(
+                "Bearer realm=\"{REALM}\", error=\"insufficient_scope\""
+            )),
             Rejection::InsufficientScope(scope) => Some(format!(
                 "Bearer realm=\"{REALM}\", error=\"insufficient_scope\", scope=\"{scope}\""
             )),

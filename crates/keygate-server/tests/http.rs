@@ -388,7 +388,7 @@ async fn verify_sets_forward_auth_headers_and_checks_demands() {
     assert_eq!(r.status(), 403);
     assert_eq!(
         r.headers()["www-authenticate"],
-        "Bearer realm=\"keygate\", error=\"insufficient_scope\", scope=\"\""
+        "Bearer realm=\"keygate\", error=\"insufficient_scope\""
     );
     assert_eq!(error_of(r).await, "insufficient_scope");
     let r = s

@@ -266,7 +266,7 @@ async fn discovery_documents_name_every_endpoint() {
             "introspection_endpoint": "https://keygate.test/introspect",
             "userinfo_endpoint": "https://keygate.test/userinfo",
             "grant_types_supported": ["client_credentials", "password"],
-            "response_types_supported": ["token"],
+            "response_types_supported": [],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],

@@ -49,7 +49,8 @@ fn metadata(rt: &Runtime) -> Value {
         "introspection_endpoint": format!("{base}/introspect"),
         "userinfo_endpoint": format!("{base}/userinfo"),
         "grant_types_supported": grants,
-        "response_types_supported": ["token"],
+        // No authorization endpoint, so no response type: the list is honestly empty.
+        "response_types_supported": [],
         "token_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_methods_supported": auth_methods,
         "introspection_endpoint_auth_methods_supported": auth_methods,
@@ -63,9 +64,9 @@ pub(super) async fn oauth_authorization_server(State(state): State<AppState>) ->
 }
 
 /// OpenID Connect Discovery. keygate issues access tokens only — no ID tokens and no
-/// authorization endpoint — so the OIDC-only fields say exactly that: subjects are
-/// `public`, claims are those of the access token, and the signing algorithm listed is
-/// the one access tokens use.
+/// authorization endpoint — so the fields OIDC requires say exactly that: no response
+/// types, `public` subjects, the claims of the access token, and as the signing algorithm
+/// the one access tokens use (the one an ID token would use, were there any).
 pub(super) async fn openid_configuration(State(state): State<AppState>) -> Response {
     let rt = state.runtime();
     let mut doc = metadata(&rt);

@@ -88,8 +88,16 @@ impl SigningKey {
         jwk.common.public_key_use = Some(PublicKeyUse::Signature);
         let decoding = DecodingKey::from_jwk(&jwk)
             .map_err(|e| Error::BadKey(format!("cannot build the verifying key: {e}")))?;
-        // A signature made now must verify with the published half, or the file is not
-        // what it claims to be.
+        // A signature made now must verify with the half we publish; otherwise tokens would
+        // be refused by every verifier, so the key is refused here instead.
+        let probe = b"keygate key check";
+        let signature = jsonwebtoken::crypto::sign(probe, &encoding, alg)
+            .map_err(|e| Error::BadKey(format!("cannot sign with the key: {e}")))?;
+        if !jsonwebtoken::crypto::verify(&signature, probe, &decoding, alg).unwrap_or(false) {
+            return Err(Error::BadKey(
+                "the key's signatures do not verify with its public half".into(),
+            ));
+        }
         Ok(Self {
             kid,
             algorithm,
