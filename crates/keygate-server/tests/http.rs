@@ -759,6 +759,21 @@ async fn bodies_over_64_kib_get_413() {
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
+    let metrics = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "keygate_http_requests_total{route=\"/login\",method=\"POST\",status=\"413\"}"
+        ),
+        "413s are counted"
+    );
 }
 
 #[tokio::test]

@@ -43,12 +43,14 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn(crate::metrics::track))
-        .layer(RequestBodyLimitLayer::new(MAX_BODY))
+        // Innermost first: a panic becomes a 500, oversized bodies a 413, and the metrics
+        // layer, outermost, counts both.
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("a request handler panicked");
             axum::response::IntoResponse::into_response(Rejection::Internal)
         }))
+        .layer(RequestBodyLimitLayer::new(MAX_BODY))
+        .layer(axum::middleware::from_fn(crate::metrics::track))
         .with_state(state)
 }
 
