@@ -63,8 +63,13 @@ fn serve(dir: &Path) -> Server {
 }
 
 fn serve_logging(dir: &Path, level: &str, log: Stdio) -> Server {
+    serve_with(dir, level, log, &[])
+}
+
+fn serve_with(dir: &Path, level: &str, log: Stdio, env: &[(&str, &str)]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_keygate"))
         .arg("serve")
+        .envs(env.iter().copied())
         .current_dir(dir)
         .env_remove("KEYGATE_CONFIG")
         .env("KEYGATE_SERVER_LISTEN", "127.0.0.1:0")
@@ -534,4 +539,78 @@ fn secrets_never_reach_the_logs_even_at_trace_level() {
             "the log holds a credential: {canary}"
         );
     }
+}
+
+fn signal(server: &Server, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(server.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn sighup_reloads_when_polling_is_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    keygate(d, &["init"]);
+    let server = serve_with(
+        d,
+        "warn",
+        Stdio::null(),
+        &[("KEYGATE_SERVER_RELOAD_INTERVAL", "0s")],
+    );
+    let key = stdout(&keygate(d, &["key", "add", "billing", "--role", "service"]))
+        .trim()
+        .to_owned();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        login(&server.base, &key).status(),
+        401,
+        "no polling: not seen yet"
+    );
+    signal(&server, "HUP");
+    eventually("SIGHUP reloads the file", || {
+        login(&server.base, &key).status() == 200
+    });
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests_then_exits_0() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    keygate(d, &["init"]);
+    keygate_stdin(
+        d,
+        &["user", "add", "alice", "--role", "r"],
+        "slow-argon2-pw",
+    );
+    let mut server = serve(d);
+    // A request whose body is still arriving when SIGTERM comes: in flight for sure.
+    let body = "grant_type=password&username=alice&password=slow-argon2-pw";
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        conn,
+        "POST /token HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        body.len(),
+        &body[..10]
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    signal(&server, "TERM");
+    std::thread::sleep(Duration::from_millis(200));
+    conn.write_all(&body.as_bytes()[10..]).unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    assert!(response.contains("\"token_type\":\"Bearer\""), "{response}");
+    let status = server.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        std::net::TcpStream::connect(&addr).is_err(),
+        "no longer listening"
+    );
 }

@@ -30,7 +30,6 @@ pub mod state;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 pub use config::{Config, ConfigError, Runtime};
 pub use rejection::Rejection;
@@ -72,6 +71,3 @@ pub async fn serve(
         }
     }
 }
-
-/// How often the configuration file is checked for changes.
-pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);

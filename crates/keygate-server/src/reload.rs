@@ -10,7 +10,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::state::AppState;
 
-/// Starts watching; the task ends with the runtime.
+/// Starts watching (`interval` zero: SIGHUP only); the task ends with the runtime.
 pub fn spawn(state: AppState, interval: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         if state.config_path().is_none() {
@@ -24,11 +24,19 @@ pub fn spawn(state: AppState, interval: Duration) -> tokio::task::JoinHandle<()>
             }
         };
         let mut seen = stamp(&state.watched_paths());
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = (!interval.is_zero()).then(|| {
+            let mut t = tokio::time::interval(interval);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
         loop {
             let by_signal = tokio::select! {
-                _ = tick.tick() => false,
+                _ = async {
+                    match tick.as_mut() {
+                        Some(t) => t.tick().await,
+                        None => std::future::pending().await,
+                    }
+                } => false,
                 Some(()) = async {
                     match hup.as_mut() {
                         Some(h) => h.recv().await,

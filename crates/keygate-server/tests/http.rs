@@ -934,22 +934,40 @@ async fn unknown_paths_get_a_json_404() {
 
 #[tokio::test]
 async fn shutdown_lets_in_flight_requests_finish() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let s = TestServer::start().await;
-    let http = s.http.clone();
-    let url = s.url("/token");
-    let in_flight = tokio::spawn(async move {
-        http.post(url)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!(
-                "grant_type=password&username=alice&password={}",
-                USER_PASSWORD.replace(' ', "+")
-            ))
-            .send()
-            .await
-            .map(|r| r.status())
-    });
-    // Let the request reach the hashing pool, then stop the server.
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    s.stop().await.unwrap();
-    assert_eq!(in_flight.await.unwrap().unwrap(), 200);
+    // A request whose body is still arriving when shutdown starts: in flight for sure.
+    let body =
+        "grant_type=client_credentials&client_id=legacy&client_secret=seed-style-hand-made-api-key";
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /token HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        body.len(),
+        &body[..10]
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let state = s.state.clone();
+    let stopping = tokio::spawn(s.stop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !stopping.is_finished(),
+        "serve waits for the in-flight request"
+    );
+    conn.write_all(&body.as_bytes()[10..]).await.unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    stopping.await.unwrap().unwrap();
+    let ready = keygate_server::router(state);
+    let r = tower::ServiceExt::oneshot(
+        ready,
+        axum::http::Request::get("/readyz")
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 503, "readiness turned false while draining");
 }

@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use keygate_server::{AppState, RELOAD_INTERVAL, reload, serve};
+use keygate_server::{AppState, reload, serve};
 use tokio::signal::unix::{SignalKind, signal};
 
 pub(crate) fn run(path: PathBuf) -> anyhow::Result<()> {
@@ -43,8 +43,8 @@ pub(crate) fn run(path: PathBuf) -> anyhow::Result<()> {
                 println!("Try it:\n  curl -s -X POST -H '{header}: {key}' http://{addr}/login");
             }
             println!("keygate listening on http://{addr}");
+            reload::spawn(state.clone(), rt.config.server.reload_interval);
             drop(rt);
-            reload::spawn(state.clone(), RELOAD_INTERVAL);
             serve(listener, state, shutdown_signal()).await?;
             tracing::info!("stopped");
             Ok(())

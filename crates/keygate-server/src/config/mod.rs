@@ -84,6 +84,10 @@ pub struct ServerConfig {
     /// How long in-flight requests may take to finish on shutdown. Defaults to `30s`.
     #[serde(with = "humane")]
     pub shutdown_timeout: Duration,
+    /// How often the configuration file and signing keyring are checked for changes;
+    /// `0s` turns polling off, leaving SIGHUP. Defaults to `1s`.
+    #[serde(with = "humane")]
+    pub reload_interval: Duration,
 }
 
 impl Default for ServerConfig {
@@ -93,6 +97,7 @@ impl Default for ServerConfig {
             public_url: "http://127.0.0.1:8080".into(),
             trusted_proxies: Vec::new(),
             shutdown_timeout: Duration::from_secs(30),
+            reload_interval: Duration::from_secs(1),
         }
     }
 }

@@ -24,6 +24,7 @@ listen = "127.0.0.1:8080"
 public_url = "http://127.0.0.1:8080"     # the default issuer
 # trusted_proxies = ["127.0.0.1"]        # believe X-Forwarded-For from these peers only
 shutdown_timeout = "30s"
+reload_interval = "1s"                   # how often this file is checked; "0s": SIGHUP only
 
 [token]
 algorithm = "HS256"                      # HS256 HS384 HS512
