@@ -47,10 +47,13 @@ pub enum Rejection {
     Internal,
 }
 
-#[derive(Serialize)]
-struct Body {
-    error: &'static str,
-    error_description: &'static str,
+/// The body of every refusal (RFC 6749 §5.2 shape).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// The OAuth error code (`invalid_client`, `invalid_token`, …).
+    pub error: &'static str,
+    /// A fixed, human-readable sentence; never echoes input.
+    pub error_description: &'static str,
 }
 
 impl Rejection {
@@ -72,7 +75,7 @@ impl Rejection {
         }
     }
 
-    fn body(&self) -> Body {
+    fn body(&self) -> ErrorBody {
         let (error, error_description) = match self {
             Rejection::InvalidRequest(d) => ("invalid_request", *d),
             Rejection::UnsupportedGrantType => {
@@ -106,7 +109,7 @@ impl Rejection {
             ),
             Rejection::Internal => ("server_error", "internal error"),
         };
-        Body {
+        ErrorBody {
             error,
             error_description,
         }

@@ -3,9 +3,7 @@
 //! client_credentials and password grants, introspection and revocation, finding the
 //! endpoints through the discovery document.
 //!
-//! The Python tools live in a virtualenv that `.ci/run` creates (`.venv` at the
-//! workspace root, from `tests/interop/requirements.txt`), or at `$KEYGATE_PYTHON`. Under
-//! CI a missing interpreter fails the test; elsewhere the test says so and passes.
+//! The Python tools live in a virtualenv that `.ci/run` creates (see `util::venv_program`).
 
 mod util;
 
@@ -20,23 +18,7 @@ use util::*;
 const AWKWARD_SECRET: &str = "s3cret:with%odd+chars and spaces";
 
 fn python() -> Option<PathBuf> {
-    let path = std::env::var_os("KEYGATE_PYTHON").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"),
-        PathBuf::from,
-    );
-    if path.exists() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "interop needs the Python clients at {} (.ci/run installs them)",
-        path.display()
-    );
-    eprintln!(
-        "interop: no Python clients at {}; create them with: python3 -m venv .venv && .venv/bin/pip install -r crates/keygate-server/tests/interop/requirements.txt",
-        path.display()
-    );
-    None
+    venv_program("python")
 }
 
 fn run_clients(python: &PathBuf, config: &serde_json::Value) -> String {

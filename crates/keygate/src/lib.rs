@@ -12,6 +12,10 @@
 //! | [`revocation`] | the [`revocation::RevocationStore`] trait and its in-memory store |
 //! | [`dangerous`] | decoding without verification, for display only |
 //!
+//! | feature | adds |
+//! |---|---|
+//! | `openapi` | `utoipa::ToSchema` for [`token::Claims`], for servers that publish an OpenAPI document |
+//!
 //! Verification is secure by default: the algorithm comes from configuration, never the
 //! token; `exp`, `nbf`, `iat`, `iss`, `aud`, `typ` and `crit` are all checked.
 //!

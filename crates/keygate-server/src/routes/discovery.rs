@@ -19,6 +19,11 @@ fn jwks_max_age(rt: &Runtime) -> u64 {
     (rt.config.token.key_publish_delay.as_secs() / 2).clamp(0, 300)
 }
 
+#[utoipa::path(
+    get, path = "/.well-known/jwks.json", tag = "discovery",
+    summary = "Public signing keys (RFC 7517); empty under HS*",
+    responses((status = 200, description = "`{\"keys\": [...]}`", body = Object, headers(("cache-control" = String))))
+)]
 pub(super) async fn jwks(State(state): State<AppState>) -> Response {
     let rt = state.runtime();
     let keep = rt.verifier.policy().keep_after_retire();
@@ -59,6 +64,11 @@ fn metadata(rt: &Runtime) -> Value {
 }
 
 /// RFC 8414 authorization server metadata.
+#[utoipa::path(
+    get, path = "/.well-known/oauth-authorization-server", tag = "discovery",
+    summary = "RFC 8414 authorization server metadata",
+    responses((status = 200, description = "Metadata", body = Object))
+)]
 pub(super) async fn oauth_authorization_server(State(state): State<AppState>) -> Response {
     Json(metadata(&state.runtime())).into_response()
 }
@@ -67,6 +77,11 @@ pub(super) async fn oauth_authorization_server(State(state): State<AppState>) ->
 /// authorization endpoint — so the fields OIDC requires say exactly that: no response
 /// types, `public` subjects, the claims of the access token, and as the signing algorithm
 /// the one access tokens use (the one an ID token would use, were there any).
+#[utoipa::path(
+    get, path = "/.well-known/openid-configuration", tag = "discovery",
+    summary = "OpenID Connect discovery document",
+    responses((status = 200, description = "Metadata", body = Object))
+)]
 pub(super) async fn openid_configuration(State(state): State<AppState>) -> Response {
     let rt = state.runtime();
     let mut doc = metadata(&rt);

@@ -9,11 +9,18 @@ use serde_json::json;
 
 use crate::state::AppState;
 
+#[utoipa::path(get, path = "/healthz", tag = "operations", summary = "Liveness",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`", body = Object)))]
 pub(super) async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
 /// 503 while shutting down or when the revocation store cannot be reached.
+#[utoipa::path(get, path = "/readyz", tag = "operations", summary = "Readiness",
+    responses(
+        (status = 200, description = "`{\"status\": \"ready\"}`", body = Object),
+        (status = 503, description = "Draining, or the revocation store is unreachable", body = Object),
+    ))]
 pub(super) async fn readyz(State(state): State<AppState>) -> Response {
     if state.is_draining() {
         return (
@@ -32,6 +39,8 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
     Json(json!({"status": "ready"})).into_response()
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations", summary = "Prometheus metrics",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 pub(super) async fn metrics(State(state): State<AppState>) -> Response {
     let mut response = state.metrics().render().into_response();
     response.headers_mut().insert(

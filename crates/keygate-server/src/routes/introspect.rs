@@ -48,6 +48,19 @@ fn no_store(mut response: Response) -> Response {
 
 /// 200 for a revoked token and also for an invalid, expired or unknown one: the answer
 /// says nothing about the token (RFC 7009 §2.2).
+#[utoipa::path(
+    post, path = "/revoke", tag = "tokens",
+    summary = "RFC 7009 token revocation",
+    description = "A client revokes tokens issued to it; a client whose role is in `token.admin_roles` revokes any token. 200 also for invalid or unknown tokens.",
+    request_body(content = super::openapi::TokenParam, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Revoked, or nothing to revoke"),
+        (status = 400, description = "`invalid_request` (not a form, no `token`, a repeated parameter, two client authentication methods at once), or `unauthorized_client` for another client's token", body = crate::rejection::ErrorBody),
+        (status = 401, description = "`invalid_client`", body = crate::rejection::ErrorBody),
+        (status = 429, description = "Too many failed attempts", body = crate::rejection::ErrorBody, headers(("retry-after" = u64))),
+    ),
+    security(("client_basic" = []), ("api_key_header" = []))
+)]
 pub(super) async fn revoke(
     State(state): State<AppState>,
     Peer(peer): Peer,
@@ -71,6 +84,19 @@ pub(super) async fn revoke(
 
 /// `{"active": true, …claims}` for a token keygate would accept now, else exactly
 /// `{"active": false}` (RFC 7662 §2.2).
+#[utoipa::path(
+    post, path = "/introspect", tag = "verification",
+    summary = "RFC 7662 token introspection",
+    description = "Any authenticated client may introspect any token. An inactive token gets exactly `{\"active\": false}`.",
+    request_body(content = super::openapi::TokenParam, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "`active` with the claims, or `{\"active\": false}`", body = super::openapi::Introspection),
+        (status = 400, description = "`invalid_request`: not a form, no `token`, a repeated parameter, or two client authentication methods at once", body = crate::rejection::ErrorBody),
+        (status = 401, description = "`invalid_client`", body = crate::rejection::ErrorBody),
+        (status = 429, description = "Too many failed attempts", body = crate::rejection::ErrorBody, headers(("retry-after" = u64))),
+    ),
+    security(("client_basic" = []), ("api_key_header" = []))
+)]
 pub(super) async fn introspect(
     State(state): State<AppState>,
     Peer(peer): Peer,

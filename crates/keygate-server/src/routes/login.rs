@@ -13,6 +13,18 @@ use crate::extract::{Peer, TokenSource, api_key, client_ip};
 use crate::rejection::Rejection;
 use crate::state::AppState;
 
+#[utoipa::path(
+    post, path = "/login", tag = "tokens",
+    summary = "Exchange an API key for a token",
+    description = "The key comes from the configured header (default `X-API-Key`), or the query parameter or cookie when configured. Sets the token cookie in cookie mode.",
+    responses(
+        (status = 200, description = "A token", body = super::TokenResponse, headers(("cache-control" = String, description = "`no-store`"))),
+        (status = 400, description = "Two different keys presented", body = crate::rejection::ErrorBody),
+        (status = 401, description = "No key, or a wrong, expired or revoked one: `invalid_client`", body = crate::rejection::ErrorBody),
+        (status = 429, description = "Too many failed attempts", body = crate::rejection::ErrorBody, headers(("retry-after" = u64))),
+    ),
+    security(("api_key_header" = []), ("api_key_query" = []), ("api_key_cookie" = []))
+)]
 pub(super) async fn login(
     State(state): State<AppState>,
     Peer(peer): Peer,
@@ -51,6 +63,16 @@ pub(super) async fn login(
     Ok(token_response(&issued, cookie))
 }
 
+#[utoipa::path(
+    post, path = "/logout", tag = "tokens",
+    summary = "Revoke the presented token and clear the cookie",
+    responses(
+        (status = 204, description = "Revoked until it expires"),
+        (status = 401, description = "No token, or a bad, expired or revoked one", body = crate::rejection::ErrorBody, headers(("www-authenticate" = String, description = "`Bearer realm=\"keygate\"`, with `error=\"invalid_token\"` for a bad token"))),
+        (status = 403, description = "Cross-site request carrying only the cookie", body = crate::rejection::ErrorBody),
+    ),
+    security(("bearer" = []), ("token_cookie" = []), ("oauth2" = []))
+)]
 pub(super) async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let rt = state.runtime();
     let clear = rt

@@ -4,6 +4,7 @@ mod discovery;
 mod health;
 mod introspect;
 mod login;
+pub mod openapi;
 mod token;
 mod verify;
 
@@ -39,6 +40,8 @@ pub fn router(state: AppState) -> Router {
             "/.well-known/openid-configuration",
             get(discovery::openid_configuration),
         )
+        .route("/openapi.json", get(openapi::openapi_json))
+        .merge(openapi::swagger_ui())
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -18,7 +18,7 @@ use crate::rejection::Rejection;
 use crate::state::AppState;
 
 /// The successful token response (RFC 6749 §5.1).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenResponse {
     /// The JWT.
     pub access_token: String,
@@ -92,6 +92,20 @@ pub(crate) fn narrow_scopes(
     Ok(granted)
 }
 
+#[utoipa::path(
+    post, path = "/token", tag = "tokens",
+    summary = "RFC 6749 token endpoint",
+    description = "`grant_type=client_credentials` (client authentication by HTTP Basic `client_id:api_key`, form `client_id`+`client_secret`, or the API-key header) or `grant_type=password` (on when users exist). `scope` narrows the grant.",
+    request_body(content = super::openapi::TokenForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "A token", body = TokenResponse, headers(("cache-control" = String, description = "`no-store`"))),
+        (status = 400, description = "`invalid_request`, `unsupported_grant_type`, `invalid_grant` or `invalid_scope`", body = crate::rejection::ErrorBody),
+        (status = 401, description = "`invalid_client`", body = crate::rejection::ErrorBody, headers(("www-authenticate" = String, description = "`Basic realm=\"keygate\"`"))),
+        (status = 429, description = "Too many failed attempts", body = crate::rejection::ErrorBody, headers(("retry-after" = u64))),
+        (status = 503, description = "Password hashing queue full", body = crate::rejection::ErrorBody, headers(("retry-after" = u64))),
+    ),
+    security((), ("client_basic" = []), ("api_key_header" = []))
+)]
 pub(super) async fn token(
     State(state): State<AppState>,
     Peer(peer): Peer,

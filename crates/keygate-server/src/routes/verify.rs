@@ -14,6 +14,22 @@ use crate::state::AppState;
 ///
 /// `?role=a,b` demands one of the roles; `?scope=x y` (or `x,y`) demands every scope.
 /// Unmet demands answer 403 `insufficient_scope`.
+#[utoipa::path(
+    get, path = "/verify", tag = "verification",
+    summary = "Forward auth (nginx auth_request, Traefik ForwardAuth)",
+    params(
+        ("role" = Option<String>, Query, description = "Demand one of these roles (comma-separated)"),
+        ("scope" = Option<String>, Query, description = "Demand every one of these scopes (space- or comma-separated)"),
+    ),
+    responses(
+        (status = 200, description = "Valid", headers(
+            ("x-auth-subject" = String), ("x-auth-role" = String), ("x-auth-scope" = String), ("x-auth-client-id" = String)
+        )),
+        (status = 401, description = "No token, or a bad, expired or revoked one", body = crate::rejection::ErrorBody, headers(("www-authenticate" = String, description = "`Bearer realm=\"keygate\"`, with `error=\"invalid_token\"` for a bad token"))),
+        (status = 403, description = "Role or scope unmet: `insufficient_scope`", body = crate::rejection::ErrorBody),
+    ),
+    security(("bearer" = []), ("token_cookie" = []), ("oauth2" = []))
+)]
 pub(super) async fn verify(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -70,6 +86,15 @@ fn challenge_scope(scopes: &[String]) -> String {
 }
 
 /// The verified claims of the presented token.
+#[utoipa::path(
+    get, path = "/userinfo", tag = "verification",
+    summary = "The claims of the presented token",
+    responses(
+        (status = 200, description = "The verified claims", body = keygate::token::Claims),
+        (status = 401, description = "No token, or a bad, expired or revoked one", body = crate::rejection::ErrorBody, headers(("www-authenticate" = String, description = "`Bearer realm=\"keygate\"`, with `error=\"invalid_token\"` for a bad token"))),
+    ),
+    security(("bearer" = []), ("token_cookie" = []), ("oauth2" = []))
+)]
 pub(super) async fn userinfo(
     State(state): State<AppState>,
     headers: HeaderMap,

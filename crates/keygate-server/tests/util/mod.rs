@@ -263,3 +263,32 @@ pub fn claims_with(overrides: serde_json::Value) -> String {
     }
     base.to_string()
 }
+
+/// A program of the Python virtualenv the tests use (`.venv` at the workspace root, which
+/// `.ci/run` creates; or the folder of `$KEYGATE_PYTHON`). Under CI a missing one fails the
+/// calling test; elsewhere this says so and returns `None`, and the test passes.
+pub fn venv_program(name: &str) -> Option<PathBuf> {
+    let bin = std::env::var_os("KEYGATE_PYTHON").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin"),
+        |p| {
+            PathBuf::from(p)
+                .parent()
+                .map(PathBuf::from)
+                .unwrap_or_default()
+        },
+    );
+    let path = bin.join(name);
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "this test needs {} (.ci/run installs the Python tools)",
+        path.display()
+    );
+    eprintln!(
+        "{name} not found at {}; create it with: python3 -m venv .venv && .venv/bin/pip install -r crates/keygate-server/tests/interop/requirements.txt",
+        path.display()
+    );
+    None
+}

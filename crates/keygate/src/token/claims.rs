@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 /// Deserialized as a derived struct on purpose: a duplicated member (`"role"` twice) or a
 /// time claim of the wrong JSON type (`"exp": "99999999999"`) is an error, never a guess.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Claims {
     /// Issuer: the configured `token.issuer`.
     pub iss: String,
@@ -46,6 +47,7 @@ impl Claims {
 
 /// `aud`: one string or an array (RFC 7519 §4.1.3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum Audience {
     /// A single audience.
