@@ -341,6 +341,15 @@ fn exit_codes_and_one_line_errors() {
 
     let unknown = keygate(d, &["token", "issue", "--sub", "nobody"]);
     assert_eq!(unknown.status.code(), Some(2));
+    let too_long = keygate(
+        d,
+        &["token", "issue", "--sub", "my-service", "--ttl", "30d"],
+    );
+    assert_eq!(
+        too_long.status.code(),
+        Some(2),
+        "no token may live over a day"
+    );
 
     let usage = keygate(d, &["key", "add"]);
     assert_eq!(usage.status.code(), Some(2));

@@ -459,3 +459,58 @@ async fn introspection_tells_active_tokens_from_everything_else() {
         assert_eq!(r.text().await.unwrap(), r#"{"active":false}"#, "{inactive}");
     }
 }
+
+/// P-256 group order n, big-endian.
+const P256_N: [u8; 32] = [
+    0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+    0xBC, 0xE6, 0xFA, 0xAD, 0xA7, 0x17, 0x9E, 0x84, 0xF3, 0xB9, 0xCA, 0xC2, 0xFC, 0x63, 0x25, 0x51,
+];
+
+/// `a - b` for 256-bit big-endian numbers with `a >= b`.
+fn sub_256(a: &[u8; 32], b: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; 32];
+    let mut borrow = 0i16;
+    for i in (0..32).rev() {
+        let mut d = i16::from(a[i]) - i16::from(b[i]) - borrow;
+        borrow = i16::from(d < 0);
+        if d < 0 {
+            d += 256;
+        }
+        out[i] = u8::try_from(d).unwrap();
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_re_encoded_ecdsa_signature_does_not_escape_revocation() {
+    let s = TestServer::signing_with("ES256").await;
+    let token = s.token().await;
+    let (unsigned, sig) = token.rsplit_once('.').unwrap();
+    let sig = unb64(sig);
+    // (r, s) → (r, n − s): a different signature of the same message (ECDSA malleability).
+    let mut malleated = sig[..32].to_vec();
+    malleated.extend(sub_256(&P256_N, &sig[32..]));
+    let twin = format!("{unsigned}.{}", b64(&malleated));
+    assert_ne!(twin, token);
+    assert_eq!(
+        s.verify(&twin).await.status(),
+        200,
+        "the twin carries a valid signature: a list keyed by token bytes would miss it"
+    );
+    assert_eq!(
+        s.http
+            .post(s.url("/logout"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(s.verify(&token).await.status(), 401);
+    assert_eq!(
+        s.verify(&twin).await.status(),
+        401,
+        "revocation is by iss + jti, so the re-encoded twin is refused too"
+    );
+}

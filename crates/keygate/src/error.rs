@@ -37,6 +37,9 @@ pub enum Error {
     /// `iat` is in the future, beyond the leeway.
     #[error("token was issued in the future")]
     IssuedInFuture,
+    /// `exp - iat` exceeds [`crate::token::MAX_LIFETIME`], or `exp` precedes `iat`.
+    #[error("token lifetime is out of bounds")]
+    LifetimeTooLong,
     /// `iss` is not the configured issuer.
     #[error("token issuer is not accepted")]
     WrongIssuer,
@@ -99,6 +102,7 @@ impl Error {
             Error::Expired => "expired",
             Error::NotYetValid => "not_yet_valid",
             Error::IssuedInFuture => "issued_in_future",
+            Error::LifetimeTooLong => "lifetime",
             Error::WrongIssuer => "wrong_issuer",
             Error::WrongAudience => "wrong_audience",
             Error::BadClaim(_) => "bad_claim",

@@ -349,7 +349,7 @@ impl Config {
         if self.token.ttl.as_secs() == 0 {
             return Err(ConfigError::new("token.ttl", "must be at least 1s"));
         }
-        if self.token.ttl > Duration::from_secs(24 * 3600) {
+        if self.token.ttl > keygate::token::MAX_LIFETIME {
             return Err(ConfigError::new(
                 "token.ttl",
                 "must be at most 24h: access tokens are meant to be short-lived",

@@ -85,13 +85,20 @@ impl Issuer {
         self.issue_with_ttl(grant, now, self.policy.ttl)
     }
 
-    /// Issues a token with its own lifetime (`keygate token issue --ttl`).
+    /// Issues a token with its own lifetime (`keygate token issue --ttl`), from 1 s to
+    /// [`super::MAX_LIFETIME`].
     pub fn issue_with_ttl(
         &self,
         grant: &Grant<'_>,
         now: u64,
         ttl: Duration,
     ) -> Result<IssuedToken> {
+        if ttl.is_zero() || ttl > super::MAX_LIFETIME {
+            return Err(Error::Signing(format!(
+                "a token lifetime must be between 1s and {}s",
+                super::MAX_LIFETIME.as_secs()
+            )));
+        }
         let aud = match self.policy.audience.as_slice() {
             [] => None,
             [one] => Some(Audience::One(one.clone())),

@@ -22,6 +22,11 @@ pub use verifier::Verifier;
 /// Longest token accepted, checked before any decoding (RFC 8725 §3; OWASP: bound input).
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 
+/// Longest lifetime (`exp - iat`) a token may have, issued or accepted. A correctly signed
+/// token claiming more is refused: after a key leak, a forger cannot mint tokens that
+/// outlive the key's rotation by years.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
 /// What both the issuer and the verifier agree on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenPolicy {

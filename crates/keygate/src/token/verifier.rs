@@ -15,7 +15,7 @@ use super::algorithm::SigningAlgorithm;
 use super::claims::Claims;
 use super::keys::{KeySet, SigningKey};
 use super::secret::HmacSecret;
-use super::{MAX_TOKEN_LEN, TokenPolicy, now_unix};
+use super::{MAX_LIFETIME, MAX_TOKEN_LEN, TokenPolicy, now_unix};
 use crate::error::{Error, Result};
 
 /// The header members keygate looks at. A derived struct, so a duplicated member
@@ -161,6 +161,9 @@ impl Verifier {
         }
         if claims.iat > now.saturating_add(leeway) {
             return Err(Error::IssuedInFuture);
+        }
+        if claims.exp < claims.iat || claims.exp - claims.iat > MAX_LIFETIME.as_secs() {
+            return Err(Error::LifetimeTooLong);
         }
         if claims.jti.is_empty() {
             return Err(Error::BadClaim("jti".into()));
@@ -399,6 +402,49 @@ mod tests {
             SECRET.as_bytes(),
         );
         assert!(matches!(verifier.verify(&iat), Err(Error::IssuedInFuture)));
+    }
+
+    #[test]
+    fn a_signed_token_living_longer_than_a_day_is_refused() {
+        let (_, verifier) = pair();
+        let now = now_unix();
+        let forever = forge(
+            HS256_HEADER,
+            &payload_with(now, r#"{"exp":4102444800}"#),
+            SECRET.as_bytes(),
+        );
+        assert!(matches!(
+            verifier.verify(&forever),
+            Err(Error::LifetimeTooLong)
+        ));
+        let backwards = forge(
+            HS256_HEADER,
+            &payload_with(
+                now,
+                &format!(r#"{{"exp":{},"iat":{}}}"#, now + 10, now + 20),
+            ),
+            SECRET.as_bytes(),
+        );
+        assert!(verifier.verify(&backwards).is_err());
+        let one_day = forge(
+            HS256_HEADER,
+            &payload_with(now, &format!(r#"{{"exp":{}}}"#, now + 86_400)),
+            SECRET.as_bytes(),
+        );
+        verifier.verify(&one_day).unwrap();
+    }
+
+    #[test]
+    fn an_all_zero_ecdsa_signature_is_refused() {
+        // CVE-2022-21449 ("psychic signatures"): r = s = 0.
+        let (issuer, verifier, _) = asymmetric(SigningAlgorithm::ES256);
+        let good = issuer.issue(&grant()).unwrap().token;
+        let (unsigned, _) = good.rsplit_once('.').unwrap();
+        let zero = format!("{unsigned}.{}", b64(&[0u8; 64]));
+        assert!(matches!(
+            verifier.verify(&zero),
+            Err(Error::InvalidSignature)
+        ));
     }
 
     #[test]
