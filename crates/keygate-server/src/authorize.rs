@@ -76,11 +76,13 @@ fn refused(reason: &'static str) {
         .increment(1);
 }
 
-/// Puts the token on the revocation list until it expires. `by` says who asked, for the log.
+/// Puts the token on the revocation list until it would be refused anyway: its `exp`
+/// plus the leeway verification allows. `by` says who asked, for the log.
 pub(crate) async fn revoke(state: &AppState, claims: &Claims, by: &str) -> Result<(), Rejection> {
+    let leeway = state.runtime().verifier.policy().leeway.as_secs();
     state
         .revocations()
-        .revoke(&claims.iss, &claims.jti, claims.exp)
+        .revoke(&claims.iss, &claims.jti, claims.exp.saturating_add(leeway))
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "revocation failed");

@@ -68,7 +68,7 @@ pub(crate) async fn authenticate_client(
     };
     let mut subjects = vec![ip];
     subjects.extend(who.as_deref());
-    check_limits(state, &subjects, label)?;
+    check_limits(state, &subjects, label).await?;
     let now = OffsetDateTime::now_utc();
     let outcome = match presented {
         Presented::ApiKey(key) => {
@@ -91,7 +91,10 @@ pub(crate) async fn authenticate_client(
         }
     };
     let refusal = Rejection::InvalidClient { basic: true };
-    outcome.map_err(|e| refuse(state, &e, &subjects, label, refusal))
+    match outcome {
+        Ok(client) => Ok(client),
+        Err(e) => Err(refuse(state, &e, &subjects, label, refusal).await),
+    }
 }
 
 /// How a client presented itself.
@@ -137,7 +140,7 @@ fn decode_basic(creds: &str) -> Result<Vec<(String, String)>, Rejection> {
 }
 
 /// Maps a failed credential check to its answer, counting the failure against `subjects`.
-pub(crate) fn refuse(
+pub(crate) async fn refuse(
     state: &AppState,
     error: &Error,
     subjects: &[&str],
@@ -153,7 +156,10 @@ pub(crate) fn refuse(
             Rejection::Internal
         }
         _ => {
-            state.attempts().record_failure(subjects, Instant::now());
+            state
+                .attempts()
+                .record_failure(subjects, Instant::now())
+                .await;
             tracing::info!(
                 reason = error.reason(),
                 grant = grant_type,
@@ -165,12 +171,12 @@ pub(crate) fn refuse(
 }
 
 /// 429 when any of `subjects` has used up its failed attempts.
-pub(crate) fn check_limits(
+pub(crate) async fn check_limits(
     state: &AppState,
     subjects: &[&str],
     grant_type: &'static str,
 ) -> Result<(), Rejection> {
-    match state.attempts().blocked(subjects, Instant::now()) {
+    match state.attempts().blocked(subjects, Instant::now()).await {
         Some(after) => {
             metrics::counter!("keygate_rate_limited_total", "grant" => grant_type).increment(1);
             Err(Rejection::TooManyAttempts(after))

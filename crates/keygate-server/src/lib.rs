@@ -11,6 +11,7 @@
 //! | `extract` | credentials, form bodies and the client address from a request |
 //! | `credentials` | client authentication (Basic, form, API-key header) and failed-attempt bookkeeping |
 //! | [`limits`] | [`limits::FailedAttempts`]: 429 after too many failures |
+//! | [`store`] | Redis for the revocation list and attempt counters of several replicas |
 //! | [`metrics`] | Prometheus metrics |
 //! | [`reload`] | configuration reload on SIGHUP or file change |
 //!
@@ -27,6 +28,7 @@ pub mod rejection;
 pub mod reload;
 pub mod routes;
 pub mod state;
+pub mod store;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -4,10 +4,15 @@
 //! Fixed windows that start at the first failure: a blocked address or id is free again
 //! when its window ends, so an attacker can delay a victim's logins by at most one window
 //! at a time but never lock the account for good (ASVS 6.1.1).
+//!
+//! With `[store] url`, the counts live in Redis and every replica sees them; this
+//! replica's own counts are kept too and answer while Redis cannot be reached.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use crate::store::RedisAttempts;
 
 /// Entries kept before expired windows are swept out.
 const SWEEP_AT: usize = 10_000;
@@ -16,6 +21,7 @@ const SWEEP_AT: usize = 10_000;
 #[derive(Debug)]
 pub struct FailedAttempts {
     inner: Mutex<Inner>,
+    shared: Option<RedisAttempts>,
 }
 
 #[derive(Debug)]
@@ -32,7 +38,7 @@ struct Window {
 }
 
 impl FailedAttempts {
-    /// `limit` failures per `window`.
+    /// `limit` failures per `window`, counted in this process only.
     pub fn new(limit: u32, window: Duration) -> Self {
         Self {
             inner: Mutex::new(Inner {
@@ -40,6 +46,39 @@ impl FailedAttempts {
                 window,
                 counters: HashMap::new(),
             }),
+            shared: None,
+        }
+    }
+
+    /// Counts in Redis as well, so every replica sees every failure.
+    pub fn shared(mut self, redis: RedisAttempts) -> Self {
+        self.shared = Some(redis);
+        self
+    }
+
+    /// `Some(retry_after)` when any of `subjects` is blocked now: by the shared counts, or
+    /// by this replica's own when Redis cannot be reached.
+    pub async fn blocked(&self, subjects: &[&str], now: Instant) -> Option<Duration> {
+        if let Some(shared) = &self.shared {
+            let limit = self.lock().limit;
+            match shared.blocked(subjects, limit).await {
+                Ok(blocked) => return blocked,
+                Err(e) => {
+                    tracing::warn!(error = %e, "attempt counters: Redis unavailable, counting locally")
+                }
+            }
+        }
+        self.blocked_locally(subjects, now)
+    }
+
+    /// Counts one failure against each of `subjects`, here and in Redis.
+    pub async fn record_failure(&self, subjects: &[&str], now: Instant) {
+        self.record_locally(subjects, now);
+        if let Some(shared) = &self.shared {
+            let window = self.lock().window;
+            if let Err(e) = shared.record_failure(subjects, window).await {
+                tracing::warn!(error = %e, "attempt counters: Redis unavailable, counted locally");
+            }
         }
     }
 
@@ -50,8 +89,8 @@ impl FailedAttempts {
         inner.window = window;
     }
 
-    /// `Some(retry_after)` when any of `subjects` is blocked now.
-    pub fn blocked(&self, subjects: &[&str], now: Instant) -> Option<Duration> {
+    /// `Some(retry_after)` when any of `subjects` is blocked by this replica's counts.
+    pub fn blocked_locally(&self, subjects: &[&str], now: Instant) -> Option<Duration> {
         let inner = self.lock();
         subjects
             .iter()
@@ -62,8 +101,8 @@ impl FailedAttempts {
             .max()
     }
 
-    /// Counts one failure against each of `subjects`.
-    pub fn record_failure(&self, subjects: &[&str], now: Instant) {
+    /// Counts one failure against each of `subjects` in this replica.
+    pub fn record_locally(&self, subjects: &[&str], now: Instant) {
         let mut inner = self.lock();
         let window = inner.window;
         if inner.counters.len() >= SWEEP_AT {
@@ -101,27 +140,27 @@ mod tests {
         let limits = FailedAttempts::new(3, Duration::from_secs(60));
         let t0 = Instant::now();
         for _ in 0..2 {
-            limits.record_failure(&["ip:1", "id:a"], t0);
+            limits.record_locally(&["ip:1", "id:a"], t0);
         }
-        assert_eq!(limits.blocked(&["ip:1"], t0), None);
-        limits.record_failure(&["ip:1", "id:a"], t0);
+        assert_eq!(limits.blocked_locally(&["ip:1"], t0), None);
+        limits.record_locally(&["ip:1", "id:a"], t0);
         let later = t0 + Duration::from_secs(20);
         assert_eq!(
-            limits.blocked(&["ip:1"], later),
+            limits.blocked_locally(&["ip:1"], later),
             Some(Duration::from_secs(40))
         );
         assert_eq!(
-            limits.blocked(&["id:a"], later),
+            limits.blocked_locally(&["id:a"], later),
             Some(Duration::from_secs(40))
         );
-        assert_eq!(limits.blocked(&["ip:2", "id:b"], later), None);
+        assert_eq!(limits.blocked_locally(&["ip:2", "id:b"], later), None);
         assert_eq!(
-            limits.blocked(&["ip:1"], t0 + Duration::from_secs(60)),
+            limits.blocked_locally(&["ip:1"], t0 + Duration::from_secs(60)),
             None
         );
-        limits.record_failure(&["ip:1"], t0 + Duration::from_secs(61));
+        limits.record_locally(&["ip:1"], t0 + Duration::from_secs(61));
         assert_eq!(
-            limits.blocked(&["ip:1"], t0 + Duration::from_secs(61)),
+            limits.blocked_locally(&["ip:1"], t0 + Duration::from_secs(61)),
             None
         );
     }

@@ -12,6 +12,7 @@ use keygate::revocation::{MemoryRevocationStore, RevocationStore};
 use crate::config::{Config, ConfigError, Runtime};
 use crate::limits::FailedAttempts;
 use crate::metrics::Metrics;
+use crate::store::{RedisAttempts, RedisRevocationStore, RedisStore};
 
 /// Shared server state.
 #[derive(Clone, Debug)]
@@ -36,12 +37,20 @@ impl AppState {
         let limits = &runtime.config.limits;
         let passwords = PasswordVerifier::new(limits.hashing_concurrency, limits.hashing_queue)
             .map_err(|e| ConfigError::new("limits", e))?;
-        let attempts = FailedAttempts::new(limits.failed_attempts, limits.window);
+        let mut attempts = FailedAttempts::new(limits.failed_attempts, limits.window);
+        let revocations: Arc<dyn RevocationStore> = match &runtime.config.store.url {
+            Some(url) => {
+                let redis = RedisStore::open(url).map_err(|e| ConfigError::new("store.url", e))?;
+                attempts = attempts.shared(RedisAttempts(redis.clone()));
+                Arc::new(RedisRevocationStore(redis))
+            }
+            None => Arc::new(MemoryRevocationStore::new()),
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 runtime: ArcSwap::from_pointee(runtime),
                 config_path,
-                revocations: Arc::new(MemoryRevocationStore::new()),
+                revocations,
                 attempts,
                 passwords,
                 metrics: Metrics::install(),

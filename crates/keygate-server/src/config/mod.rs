@@ -425,13 +425,15 @@ impl Config {
             ));
         }
         if let Some(url) = &self.store.url {
-            return Err(ConfigError::new(
-                "store.url",
-                format!(
-                    "`{}`: a shared store is not available in this build; remove it to keep state in memory",
-                    redact_url(url)
-                ),
-            ));
+            if !url.starts_with("redis://") && !url.starts_with("unix://") {
+                return Err(ConfigError::new(
+                    "store.url",
+                    format!("`{}` is not a redis:// URL", redact_url(url)),
+                ));
+            }
+            crate::store::RedisStore::open(url).map_err(|e| {
+                ConfigError::new("store.url", format!("`{}`: {e}", redact_url(url)))
+            })?;
         }
 
         let mut principals = Vec::with_capacity(self.clients.len() + self.users.len());
@@ -978,13 +980,18 @@ mod tests {
     }
 
     #[test]
-    fn store_url_password_is_not_echoed() {
-        let text = format!(
-            "{}[store]\nurl = \"redis://:hunter2@127.0.0.1:6379\"\n",
+    fn store_url_is_checked_without_echoing_its_password() {
+        let ok = format!(
+            "{}[store]\nurl = \"redis://:hunter2@127.0.0.1:6379/0\"\n",
             minimal()
         );
-        let err = check(&text).unwrap_err().to_string();
-        assert!(err.starts_with("store.url"));
+        check(&ok).unwrap();
+        let bad = format!(
+            "{}[store]\nurl = \"http://:hunter2@127.0.0.1:6379\"\n",
+            minimal()
+        );
+        let err = check(&bad).unwrap_err().to_string();
+        assert!(err.starts_with("store.url"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
     }
 }

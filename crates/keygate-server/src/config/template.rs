@@ -51,9 +51,9 @@ same_site = "Lax"
 failed_attempts = 10                     # per client address and per key id, per window
 window = "1m"                            # then 429 until the window passes
 
-[store]
-# url = "redis://127.0.0.1:6379"         # shared state for several replicas
-on_unavailable = "deny"
+[store]                                  # shared state for several replicas
+# url = "redis://127.0.0.1:6379"         # revocations and attempt counters; in memory when unset
+on_unavailable = "deny"                  # deny | allow, when Redis cannot be reached
 
 [[clients]]
 id = "{FIRST_CLIENT}"

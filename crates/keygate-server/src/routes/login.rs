@@ -38,21 +38,19 @@ pub(super) async fn login(
     let who = key_subject(&key);
     let mut subjects = vec![ip.as_str()];
     subjects.extend(who.as_deref());
-    check_limits(&state, &subjects, "api_key")?;
+    check_limits(&state, &subjects, "api_key").await?;
     let now = OffsetDateTime::now_utc();
-    let client = rt
+    let client = match rt
         .directory
         .authenticate_key(&key, state.passwords(), now)
         .await
-        .map_err(|e| {
-            refuse(
-                &state,
-                &e,
-                &subjects,
-                "api_key",
-                Rejection::InvalidClient { basic: false },
-            )
-        })?;
+    {
+        Ok(client) => client,
+        Err(e) => {
+            let refusal = Rejection::InvalidClient { basic: false };
+            return Err(refuse(&state, &e, &subjects, "api_key", refusal).await);
+        }
+    };
     let issued = issue(&state, &client, &client.scopes, "api_key")?;
     let cookie = rt
         .config

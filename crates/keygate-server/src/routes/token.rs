@@ -147,14 +147,19 @@ async fn password(
     };
     let who = format!("id:{username}");
     let subjects = [ip, who.as_str()];
-    check_limits(state, &subjects, "password")?;
+    check_limits(state, &subjects, "password").await?;
     let rt = state.runtime();
     let now = OffsetDateTime::now_utc();
-    let user = rt
+    let user = match rt
         .directory
         .authenticate_user(username, password, state.passwords(), now)
         .await
-        .map_err(|e| refuse(state, &e, &subjects, "password", Rejection::InvalidGrant))?;
+    {
+        Ok(user) => user,
+        Err(e) => {
+            return Err(refuse(state, &e, &subjects, "password", Rejection::InvalidGrant).await);
+        }
+    };
     let scopes = narrow_scopes(params.get("scope").map(String::as_str), &user.scopes)?;
     let issued = issue(state, &user, &scopes, "password")?;
     Ok(token_response(&issued, None))
