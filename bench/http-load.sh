@@ -4,12 +4,14 @@
 #   bench/http-load.sh            # 10 s per endpoint, 32 connections, 2 wrk threads
 #   DURATION=30s CONNECTIONS=64 bench/http-load.sh
 #   ALG=ES256 bench/http-load.sh  # keygate signing with ES256, EdDSA or RS256 instead of HS256
+#   STORE_URL=redis://127.0.0.1:6379 bench/http-load.sh  # revocations and counters in Redis
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-2}
 KG_PORT=${KG_PORT:-18480}
+STORE_URL=${STORE_URL:-}
 BASE_PORT=${BASE_PORT:-18490}
 ALG=${ALG:-HS256}
 
@@ -28,6 +30,7 @@ if [ "$ALG" != HS256 ]; then
 fi
 echo 'bench-password-1' | "$BIN" user add bench --role user --config "$work/keygate.toml" 2>/dev/null
 # Generous limits: the load below is all valid credentials from one address.
+if [ -n "$STORE_URL" ]; then export KEYGATE_STORE_URL=$STORE_URL; fi
 KEYGATE_SERVER_LISTEN=127.0.0.1:$KG_PORT KEYGATE_LIMITS_FAILED_ATTEMPTS=1000000 RUST_LOG=warn \
   "$BIN" serve --config "$work/keygate.toml" >"$work/kg.out" 2>"$work/kg.err" &
 kg_pid=$!
@@ -62,7 +65,7 @@ run() { # name url [wrk args...]
   printf '| %-28s | %10s | %8s | %8s | %6s |\n' "$name" "$rps" "$p50" "$p99" "${non2xx:-0}"
 }
 
-echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION on $(nproc) cores, keygate signing with $ALG, $(date -u +%Y-%m-%d)"
+echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION on $(nproc) cores, keygate signing with $ALG, store ${STORE_URL:-in memory}, $(date -u +%Y-%m-%d)"
 echo "| endpoint                     |      req/s |      p50 |      p99 | non-2xx |"
 echo "|------------------------------|-----------:|---------:|---------:|-------:|"
 run "baseline GET /verify"       "http://127.0.0.1:$BASE_PORT/verify" -H "Authorization: Bearer $token"
