@@ -20,18 +20,7 @@ use serde_json::json;
 use util::*;
 
 fn nginx() -> Option<PathBuf> {
-    let found = ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists());
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "the forward-auth test needs nginx (.ci/run installs it)"
-        );
-        eprintln!("forward_auth: nginx not installed (apt-get install nginx); not run");
-    }
-    found
+    system_program(&["/usr/sbin/nginx", "/usr/bin/nginx"], "nginx")
 }
 
 struct Nginx(Child);
@@ -41,14 +30,6 @@ impl Drop for Nginx {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn start_nginx(bin: &Path, dir: &Path, port: u16, keygate: &str, upstream: &str) -> Nginx {
@@ -187,16 +168,7 @@ async fn nginx_auth_request_lets_only_valid_tokens_through_with_keygate_identity
         .unwrap()
         .to_owned();
     let revoked = s.token().await;
-    assert_eq!(
-        s.http
-            .post(s.url("/logout"))
-            .bearer_auth(&revoked)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        204
-    );
+    assert_eq!(s.logout(&revoked).await.status(), 204);
     let cases: [(Option<&str>, u16); 4] = [
         (None, 401),
         (Some(forged.as_str()), 401),

@@ -559,22 +559,10 @@ async fn logout_revokes_the_token_until_it_expires() {
     let s = TestServer::start().await;
     let token = s.token().await;
     let other = s.token().await;
-    let r = s
-        .http
-        .post(s.url("/logout"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let r = s.logout(&token).await;
     assert_eq!(r.status(), 204);
     assert_invalid(&s, &token, "after logout").await;
-    let r = s
-        .http
-        .post(s.url("/logout"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let r = s.logout(&token).await;
     assert_eq!(r.status(), 401);
     assert_eq!(
         s.verify(&other).await.status(),

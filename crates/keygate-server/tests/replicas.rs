@@ -14,18 +14,10 @@ use serde_json::Value;
 use util::*;
 
 fn redis_server() -> Option<PathBuf> {
-    let found = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists());
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "the replica tests need redis-server (.ci/run installs it)"
-        );
-        eprintln!("replicas: redis-server not installed (apt-get install redis-server); not run");
-    }
-    found
+    system_program(
+        &["/usr/bin/redis-server", "/usr/local/bin/redis-server"],
+        "redis-server",
+    )
 }
 
 /// A redis-server on a port of its own; killed on drop.
@@ -78,14 +70,6 @@ impl Drop for Redis {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Two replicas of one configuration (same secret, keys and store).
 async fn replicas(store: &str, on_unavailable: &str) -> (TestServer, TestServer) {
     let key = keygate::api_key::generate("billing").unwrap();
@@ -108,13 +92,7 @@ async fn a_revocation_on_one_replica_is_honoured_by_the_other() {
         200,
         "tokens need no shared state"
     );
-    let r = a
-        .http
-        .post(a.url("/logout"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let r = a.logout(&token).await;
     assert_eq!(r.status(), 204);
     // B checks Redis on every request: the very next request is refused.
     assert_eq!(b.verify(&token).await.status(), 401);
@@ -122,25 +100,21 @@ async fn a_revocation_on_one_replica_is_honoured_by_the_other() {
     // RFC 7009 revocation on B, honoured by A.
     let second = b.token().await;
     let r = b
-        .http
-        .post(b.url("/revoke"))
-        .basic_auth("billing", Some(&b.billing_key))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("token={second}"))
-        .send()
-        .await
-        .unwrap();
+        .post_form(
+            "/revoke",
+            Some(("billing", &b.billing_key)),
+            &[("token", &second)],
+        )
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(a.verify(&second).await.status(), 401);
     let introspected: Value = a
-        .http
-        .post(a.url("/introspect"))
-        .basic_auth("billing", Some(&a.billing_key))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("token={second}"))
-        .send()
+        .post_form(
+            "/introspect",
+            Some(("billing", &a.billing_key)),
+            &[("token", &second)],
+        )
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -194,13 +168,7 @@ async fn a_dead_redis_fails_closed_and_recovers() {
         r.json::<Value>().await.unwrap()["status"],
         "store_unavailable"
     );
-    let r = a
-        .http
-        .post(a.url("/logout"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let r = a.logout(&token).await;
     assert_eq!(
         r.status(),
         503,

@@ -293,32 +293,12 @@ async fn discovery_documents_name_every_endpoint() {
 
 // ---------------------------------------------------------------- revocation
 
-async fn post_form(
-    s: &TestServer,
-    path: &str,
-    auth: Option<(&str, &str)>,
-    form: &[(&str, &str)],
-) -> reqwest::Response {
-    let body = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(form)
-        .finish();
-    let mut req = s
-        .http
-        .post(s.url(path))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body);
-    if let Some((id, secret)) = auth {
-        req = req.basic_auth(id, Some(secret));
-    }
-    req.send().await.unwrap()
-}
-
 #[tokio::test]
 async fn revoke_requires_client_auth_and_answers_200_for_unknown_tokens() {
     let s = TestServer::start().await;
     let key = s.billing_key.clone();
     let token = s.token().await;
-    let r = post_form(&s, "/revoke", None, &[("token", &token)]).await;
+    let r = s.post_form("/revoke", None, &[("token", &token)]).await;
     assert_eq!(r.status(), 401);
     assert_eq!(
         r.headers()["www-authenticate"],
@@ -331,28 +311,24 @@ async fn revoke_requires_client_auth_and_answers_200_for_unknown_tokens() {
     );
 
     for garbage in ["garbage", "a.b.c", &"x".repeat(9000)] {
-        let r = post_form(
-            &s,
-            "/revoke",
-            Some(("billing", &key)),
-            &[("token", garbage)],
-        )
-        .await;
+        let r = s
+            .post_form("/revoke", Some(("billing", &key)), &[("token", garbage)])
+            .await;
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["cache-control"], "no-store");
         assert_eq!(r.text().await.unwrap(), "");
     }
-    let r = post_form(&s, "/revoke", Some(("billing", &key)), &[]).await;
+    let r = s.post_form("/revoke", Some(("billing", &key)), &[]).await;
     assert_eq!(r.status(), 400);
     assert_eq!(error_of(r).await, "invalid_request");
 
-    let r = post_form(
-        &s,
-        "/revoke",
-        Some(("billing", &key)),
-        &[("token", &token), ("token_type_hint", "access_token")],
-    )
-    .await;
+    let r = s
+        .post_form(
+            "/revoke",
+            Some(("billing", &key)),
+            &[("token", &token), ("token_type_hint", "access_token")],
+        )
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(s.verify(&token).await.status(), 401);
 }
@@ -368,24 +344,24 @@ async fn a_client_revokes_only_its_own_tokens_unless_admin() {
     let s =
         TestServer::with_config(config_text(&billing_key, user_hash(), &extra), billing_key).await;
     let billing_token = s.token().await;
-    let r = post_form(
-        &s,
-        "/revoke",
-        Some(("legacy", SEED_KEY)),
-        &[("token", &billing_token)],
-    )
-    .await;
+    let r = s
+        .post_form(
+            "/revoke",
+            Some(("legacy", SEED_KEY)),
+            &[("token", &billing_token)],
+        )
+        .await;
     assert_eq!(r.status(), 400);
     assert_eq!(error_of(r).await, "unauthorized_client");
     assert_eq!(s.verify(&billing_token).await.status(), 200);
 
-    let r = post_form(
-        &s,
-        "/revoke",
-        Some(("ops", &admin_key)),
-        &[("token", &billing_token)],
-    )
-    .await;
+    let r = s
+        .post_form(
+            "/revoke",
+            Some(("ops", &admin_key)),
+            &[("token", &billing_token)],
+        )
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(s.verify(&billing_token).await.status(), 401);
 }
@@ -396,18 +372,18 @@ async fn a_client_revokes_only_its_own_tokens_unless_admin() {
 async fn introspection_tells_active_tokens_from_everything_else() {
     let s = TestServer::start().await;
     let token = s.token().await;
-    let r = post_form(&s, "/introspect", None, &[("token", &token)]).await;
+    let r = s.post_form("/introspect", None, &[("token", &token)]).await;
     assert_eq!(r.status(), 401);
     assert_eq!(error_of(r).await, "invalid_client");
 
     // Any authenticated client may introspect any token: here `legacy` looks at billing's.
-    let r = post_form(
-        &s,
-        "/introspect",
-        Some(("legacy", SEED_KEY)),
-        &[("token", &token)],
-    )
-    .await;
+    let r = s
+        .post_form(
+            "/introspect",
+            Some(("legacy", SEED_KEY)),
+            &[("token", &token)],
+        )
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["cache-control"], "no-store");
     let body: Value = r.json().await.unwrap();
@@ -437,24 +413,15 @@ async fn introspection_tells_active_tokens_from_everything_else() {
         &claims_with(json!({"exp": n - 120, "iat": n - 2000, "nbf": n - 2000})),
         SECRET.as_bytes(),
     );
-    assert_eq!(
-        s.http
-            .post(s.url("/logout"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        204
-    );
+    assert_eq!(s.logout(&token).await.status(), 204);
     for inactive in [token.as_str(), expired.as_str(), "garbage", "a.b.c"] {
-        let r = post_form(
-            &s,
-            "/introspect",
-            Some(("legacy", SEED_KEY)),
-            &[("token", inactive)],
-        )
-        .await;
+        let r = s
+            .post_form(
+                "/introspect",
+                Some(("legacy", SEED_KEY)),
+                &[("token", inactive)],
+            )
+            .await;
         assert_eq!(r.status(), 200);
         assert_eq!(r.text().await.unwrap(), r#"{"active":false}"#, "{inactive}");
     }
@@ -497,16 +464,7 @@ async fn a_re_encoded_ecdsa_signature_does_not_escape_revocation() {
         200,
         "the twin carries a valid signature: a list keyed by token bytes would miss it"
     );
-    assert_eq!(
-        s.http
-            .post(s.url("/logout"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        204
-    );
+    assert_eq!(s.logout(&token).await.status(), 204);
     assert_eq!(s.verify(&token).await.status(), 401);
     assert_eq!(
         s.verify(&twin).await.status(),

@@ -292,3 +292,60 @@ pub fn venv_program(name: &str) -> Option<PathBuf> {
     );
     None
 }
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The first of `paths` that exists: a program from Debian's packages that `.ci/run`
+/// installs. Under CI a missing one fails the calling test; elsewhere this says so and
+/// returns `None`, and the test passes.
+pub fn system_program(paths: &[&str], package: &str) -> Option<PathBuf> {
+    let found = paths.iter().map(PathBuf::from).find(|p| p.exists());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "this test needs {package} (.ci/run installs it)"
+        );
+        eprintln!("{package} is not installed (apt-get install {package}); test not run");
+    }
+    found
+}
+
+impl TestServer {
+    /// `POST` a form to `path`, with HTTP Basic client credentials when given.
+    pub async fn post_form(
+        &self,
+        path: &str,
+        auth: Option<(&str, &str)>,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let mut req = self
+            .http
+            .post(self.url(path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some((id, secret)) = auth {
+            req = req.basic_auth(id, Some(secret));
+        }
+        req.send().await.unwrap()
+    }
+
+    /// `POST /logout` with `token`.
+    pub async fn logout(&self, token: &str) -> reqwest::Response {
+        self.http
+            .post(self.url("/logout"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+}
