@@ -14,6 +14,7 @@
 //!
 //! | feature | adds |
 //! |---|---|
+//! | `axum` | `keygate::axum`: the `Authenticated` extractor, `RequireAuthLayer`, `AuthRejection`, for services that trust keygate tokens |
 //! | `openapi` | `utoipa::ToSchema` for [`token::Claims`], for servers that publish an OpenAPI document |
 //!
 //! Verification is secure by default: the algorithm comes from configuration, never the
@@ -36,6 +37,8 @@
 //! ```
 
 pub mod api_key;
+#[cfg(feature = "axum")]
+pub mod axum;
 pub mod dangerous;
 mod error;
 pub mod password;

@@ -1,0 +1,79 @@
+//! [`Authenticated`]: the verified claims of a request.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::request::Parts;
+
+use super::{AuthRejection, bearer};
+use crate::token::{Claims, Verifier};
+
+/// The verified claims of the request's bearer token. A handler taking it runs only for
+/// requests with a valid token; the others get [`AuthRejection`]. Behind a
+/// [`super::RequireAuthLayer`] it reuses the layer's verification.
+///
+/// ```
+/// use std::sync::Arc;
+/// use axum::{Router, routing::get, extract::FromRef};
+/// use keygate::axum::{Authenticated, AuthRejection};
+/// use keygate::token::Verifier;
+///
+/// #[derive(Clone, FromRef)]
+/// struct AppState { verifier: Arc<Verifier> }
+///
+/// async fn orders(auth: Authenticated) -> Result<String, AuthRejection> {
+///     auth.require_scope("orders:read")?;
+///     Ok(format!("orders of {}", auth.claims().sub))
+/// }
+///
+/// # fn app(verifier: Arc<Verifier>) -> Router {
+/// Router::new().route("/orders", get(orders)).with_state(AppState { verifier })
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Authenticated(pub Claims);
+
+impl Authenticated {
+    /// The verified claims.
+    pub fn claims(&self) -> &Claims {
+        &self.0
+    }
+
+    /// 403 `insufficient_scope` unless the token's role is `role`.
+    pub fn require_role(&self, role: &str) -> Result<&Claims, AuthRejection> {
+        if self.0.role == role {
+            Ok(&self.0)
+        } else {
+            Err(AuthRejection::InsufficientScope(String::new()))
+        }
+    }
+
+    /// 403 `insufficient_scope` unless the token was granted `scope`.
+    pub fn require_scope(&self, scope: &str) -> Result<&Claims, AuthRejection> {
+        if self.0.has_scope(scope) {
+            Ok(&self.0)
+        } else {
+            Err(AuthRejection::InsufficientScope(scope.to_owned()))
+        }
+    }
+}
+
+impl<S> FromRequestParts<S> for Authenticated
+where
+    Arc<Verifier>: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(claims) = parts.extensions.get::<Claims>() {
+            return Ok(Self(claims.clone()));
+        }
+        let verifier = Arc::<Verifier>::from_ref(state);
+        let token = bearer(&parts.headers)?;
+        verifier
+            .verify(token)
+            .map(Self)
+            .map_err(AuthRejection::InvalidToken)
+    }
+}

@@ -1,0 +1,185 @@
+//! Feature `axum`: trusting keygate tokens in an axum service, with no call to keygate.
+//!
+//! - [`Authenticated`]: an extractor yielding the verified [`Claims`] of the request's
+//!   `Authorization: Bearer` token; 401 otherwise. The [`Verifier`] comes from the router's
+//!   state (`Arc<Verifier>: FromRef<S>`), never from a global.
+//! - [`RequireAuthLayer`]: a tower layer that verifies every request, demands a role or
+//!   scopes, and puts the [`Claims`] in the request extensions.
+//! - [`AuthRejection`]: the 401/403 answer, with `WWW-Authenticate` exactly as RFC 6750
+//!   says and keygate's own endpoints send it.
+//!
+//! Offline verification checks signature, algorithm, `typ`, `crit`, times, `iss` and `aud`.
+//! It cannot see keygate's revocation list: keep `token.ttl` short, or ask keygate's
+//! `/introspect` where a logout must take effect at once.
+//!
+//! [`Claims`]: crate::token::Claims
+//! [`Verifier`]: crate::token::Verifier
+
+mod extract;
+mod layer;
+mod rejection;
+
+pub use extract::Authenticated;
+pub use layer::{RequireAuth, RequireAuthLayer};
+pub use rejection::AuthRejection;
+
+use axum::http::{HeaderMap, header};
+
+/// The token of the single `Authorization: Bearer` header, or why there is none.
+fn bearer(headers: &HeaderMap) -> Result<&str, AuthRejection> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = match (values.next(), values.next()) {
+        (None, _) => return Err(AuthRejection::MissingToken),
+        (Some(_), Some(_)) => return Err(AuthRejection::InvalidRequest),
+        (Some(v), None) => v.to_str().map_err(|_| AuthRejection::InvalidRequest)?,
+    };
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+            if token.is_empty() || token.contains(' ') {
+                Err(AuthRejection::InvalidRequest)
+            } else {
+                Ok(token)
+            }
+        }
+        _ => Err(AuthRejection::MissingToken),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::Router;
+    use axum::body::Body;
+    use axum::extract::FromRef;
+    use axum::http::{Request, StatusCode};
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::token::{
+        Claims, Grant, HmacSecret, Issuer, SigningAlgorithm, TokenPolicy, Verifier,
+    };
+
+    #[derive(Clone)]
+    struct AppState {
+        verifier: Arc<Verifier>,
+    }
+
+    impl FromRef<AppState> for Arc<Verifier> {
+        fn from_ref(state: &AppState) -> Self {
+            state.verifier.clone()
+        }
+    }
+
+    fn keys() -> (Issuer, Arc<Verifier>) {
+        let secret: HmacSecret = HmacSecret::generate_hex().unwrap().parse().unwrap();
+        let policy = TokenPolicy::new("https://auth.test");
+        (
+            Issuer::hmac(SigningAlgorithm::HS256, &secret, policy.clone()).unwrap(),
+            Arc::new(Verifier::hmac(SigningAlgorithm::HS256, &secret, policy).unwrap()),
+        )
+    }
+
+    fn token(issuer: &Issuer, role: &str, scopes: &[&str]) -> String {
+        let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
+        let grant = Grant {
+            subject: "billing",
+            client_id: "billing",
+            role,
+            scopes: &scopes,
+        };
+        issuer.issue(&grant).unwrap().token
+    }
+
+    async fn call(app: &Router, auth: Option<&str>) -> axum::response::Response {
+        let mut req = Request::get("/orders");
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        app.clone()
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap()
+    }
+
+    fn challenge(r: &axum::response::Response) -> &str {
+        r.headers()["www-authenticate"].to_str().unwrap()
+    }
+
+    async fn orders(auth: Authenticated) -> Result<String, AuthRejection> {
+        auth.require_scope("orders:read")?;
+        Ok(auth.claims().sub.clone())
+    }
+
+    #[tokio::test]
+    async fn the_extractor_admits_valid_tokens_only() {
+        let (issuer, verifier) = keys();
+        let app = Router::new()
+            .route("/orders", get(orders))
+            .with_state(AppState { verifier });
+        let good = token(&issuer, "service", &["orders:read"]);
+        let r = call(&app, Some(&format!("Bearer {good}"))).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let r = call(&app, Some(&format!("bearer {good}"))).await;
+        assert_eq!(r.status(), StatusCode::OK, "the scheme is case-insensitive");
+
+        let r = call(&app, None).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(challenge(&r), "Bearer realm=\"keygate\"");
+
+        let (other, _) = keys();
+        let foreign = token(&other, "service", &["orders:read"]);
+        let r = call(&app, Some(&format!("Bearer {foreign}"))).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            challenge(&r),
+            "Bearer realm=\"keygate\", error=\"invalid_token\""
+        );
+
+        let narrow = token(&issuer, "service", &["orders:write"]);
+        let r = call(&app, Some(&format!("Bearer {narrow}"))).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            challenge(&r),
+            "Bearer realm=\"keygate\", error=\"insufficient_scope\", scope=\"orders:read\""
+        );
+
+        let r = call(&app, Some("Bearer ")).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let r = call(&app, Some("Basic YTpi")).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn the_layer_guards_every_route_and_hands_on_the_claims() {
+        let (issuer, verifier) = keys();
+        let app = Router::new()
+            .route(
+                "/orders",
+                get(|axum::Extension(c): axum::Extension<Claims>| async move { c.role }),
+            )
+            .layer(
+                RequireAuthLayer::new(verifier)
+                    .role("service")
+                    .role("ops")
+                    .scope("orders:read"),
+            );
+        let good = token(&issuer, "ops", &["orders:read", "orders:write"]);
+        let r = call(&app, Some(&format!("Bearer {good}"))).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(r.into_body(), 1024).await.unwrap();
+        assert_eq!(&body[..], b"ops");
+
+        assert_eq!(call(&app, None).await.status(), StatusCode::UNAUTHORIZED);
+        let wrong_role = token(&issuer, "user", &["orders:read"]);
+        let r = call(&app, Some(&format!("Bearer {wrong_role}"))).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        let no_scope = token(&issuer, "service", &[]);
+        let r = call(&app, Some(&format!("Bearer {no_scope}"))).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        let tampered = format!("{}x", &good[..good.len() - 1]);
+        let r = call(&app, Some(&format!("Bearer {tampered}"))).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+}
