@@ -59,6 +59,41 @@ pub(crate) enum Command {
     /// List or retire signing keys
     #[command(subcommand)]
     Signing(SigningCommand),
+    /// Get a token from a keygate server with an API key; prints the access token
+    Login {
+        /// keygate's base URL
+        #[arg(long)]
+        url: String,
+        /// The API key [or $KEYGATE_API_KEY, which keeps it out of shell history]
+        #[arg(long, env = "KEYGATE_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// Header keygate reads the key from
+        #[arg(long, default_value = "X-API-Key")]
+        key_header: String,
+    },
+    /// Call an API with a keygate token (renewed once on 401); prints the response body
+    Call {
+        /// The API's URL
+        url: String,
+        /// keygate's base URL
+        #[arg(long)]
+        auth_url: String,
+        /// The API key [or $KEYGATE_API_KEY]
+        #[arg(long, env = "KEYGATE_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// Header keygate reads the key from
+        #[arg(long, default_value = "X-API-Key")]
+        key_header: String,
+        /// HTTP method
+        #[arg(short = 'X', long, default_value = "GET")]
+        method: String,
+        /// Request body
+        #[arg(short = 'd', long)]
+        data: Option<String>,
+        /// Extra header, `Name: value` (repeatable)
+        #[arg(short = 'H', long = "header", value_name = "HEADER")]
+        headers: Vec<String>,
+    },
     /// Validate the configuration and exit (0 valid, 2 invalid)
     CheckConfig(ConfigArg),
 }

@@ -623,3 +623,66 @@ fn sigterm_drains_in_flight_requests_then_exits_0() {
         "no longer listening"
     );
 }
+
+#[test]
+fn login_and_call_use_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let key = stdout(&keygate(d, &["init"]))
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_owned();
+    let server = serve(d);
+    let base = server.base.clone();
+
+    let login = keygate(d, &["login", "--url", &base, "--api-key", &key]);
+    assert_eq!(login.status.code(), Some(0), "{}", stderr(&login));
+    let token = stdout(&login).trim().to_owned();
+    assert_eq!(token.split('.').count(), 3);
+    assert_eq!(
+        http()
+            .get(format!("{base}/verify"))
+            .bearer_auth(&token)
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let wrong = keygate(d, &["login", "--url", &base, "--api-key", "kg_nope"]);
+    assert_eq!(wrong.status.code(), Some(1), "a refused key exits 1");
+    assert!(
+        stderr(&wrong).contains("invalid_client"),
+        "{}",
+        stderr(&wrong)
+    );
+
+    let call = Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .args(["call", &format!("{base}/userinfo"), "--auth-url", &base])
+        .env("KEYGATE_API_KEY", &key)
+        .output()
+        .unwrap();
+    assert_eq!(call.status.code(), Some(0), "{}", stderr(&call));
+    let claims: Value = serde_json::from_str(&stdout(&call)).unwrap();
+    assert_eq!(claims["sub"], "my-service");
+
+    let forbidden = keygate(
+        d,
+        &[
+            "call",
+            &format!("{base}/verify?role=admin"),
+            "--auth-url",
+            &base,
+            "--api-key",
+            &key,
+        ],
+    );
+    assert_eq!(forbidden.status.code(), Some(1));
+    assert!(
+        stdout(&forbidden).contains("insufficient_scope"),
+        "{}",
+        stdout(&forbidden)
+    );
+}

@@ -1,5 +1,6 @@
 //! One file per command; each calls library code and reports.
 
+mod call;
 mod check_config;
 mod hash;
 mod init;
@@ -61,6 +62,28 @@ pub(crate) fn run(command: Command) -> anyhow::Result<()> {
         Command::Signing(SigningCommand::Retire { kid, config }) => {
             signing::retire(&config.path(), &kid)
         }
+        Command::Login {
+            url,
+            api_key,
+            key_header,
+        } => call::login(&url, api_key, key_header),
+        Command::Call {
+            url,
+            auth_url,
+            api_key,
+            key_header,
+            method,
+            data,
+            headers,
+        } => call::call(&call::CallArgs {
+            url,
+            auth_url,
+            api_key,
+            key_header,
+            method,
+            data,
+            headers,
+        }),
         Command::CheckConfig(c) => check_config::run(&c.path()),
     }
 }
