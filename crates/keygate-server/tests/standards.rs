@@ -472,3 +472,132 @@ async fn a_re_encoded_ecdsa_signature_does_not_escape_revocation() {
         "revocation is by iss + jti, so the re-encoded twin is refused too"
     );
 }
+
+// ---------------------------------------------------------------- JWKS verifier (library)
+
+/// A JWKS endpoint serving `doc`, counting its hits.
+async fn counting_jwks(doc: Value) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    let doc = std::sync::Arc::new(std::sync::Mutex::new(doc));
+    let app = axum::Router::new().route(
+        "/jwks.json",
+        axum::routing::get(move || {
+            let (counter, doc) = (counter.clone(), doc.clone());
+            async move {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                axum::Json(doc.lock().unwrap().clone())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, hits)
+}
+
+fn verifier_policy() -> keygate::token::TokenPolicy {
+    let mut policy = keygate::token::TokenPolicy::new(ISSUER);
+    policy.audience = vec!["orders-api".into()];
+    policy
+}
+
+#[tokio::test]
+async fn a_service_verifies_with_keygates_jwks_and_follows_a_rotation() {
+    use keygate::token::{JwksVerifier, SigningAlgorithm};
+    let s = TestServer::signing_with("ES256").await;
+    let url = s.url("/.well-known/jwks.json");
+    let verifier = JwksVerifier::fetch(&url, SigningAlgorithm::ES256, verifier_policy())
+        .await
+        .unwrap()
+        .min_refresh_interval(std::time::Duration::ZERO);
+    let old = s.token().await;
+    assert_eq!(verifier.verify(&old).await.unwrap().sub, "billing");
+
+    // keygate rotates: a new key, past its delay, signs the next token.
+    let new_kid =
+        keygate_server::config::keyring::generate(&s.dir().join("keys"), SigningAlgorithm::ES256)
+            .unwrap();
+    set_created_at(&s, &new_kid, "2021-01-01T00:00:00Z");
+    s.state.reload().unwrap();
+    let new = s.token().await;
+    assert_eq!(header_of(&new)["kid"], new_kid.as_str());
+    // Unknown kid → one re-fetch → verified; the old token still verifies.
+    assert_eq!(verifier.verify(&new).await.unwrap().sub, "billing");
+    assert_eq!(verifier.verify(&old).await.unwrap().sub, "billing");
+
+    // A token signed elsewhere stays refused.
+    let forged = sign_hs256(
+        r#"{"alg":"HS256","typ":"at+jwt"}"#,
+        &claims_with(json!({})),
+        b"k",
+    );
+    assert!(verifier.verify(&forged).await.is_err());
+}
+
+#[tokio::test]
+async fn made_up_kids_cannot_flood_the_jwks_endpoint() {
+    use keygate::token::{JwksVerifier, SigningAlgorithm};
+    let s = TestServer::signing_with("EdDSA").await;
+    let doc: Value = s
+        .http
+        .get(s.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (url, hits) = counting_jwks(doc).await;
+    let verifier = JwksVerifier::fetch(&url, SigningAlgorithm::EdDSA, verifier_policy())
+        .await
+        .unwrap();
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let token = s.token().await;
+    let (_, payload_and_sig) = token.split_once('.').unwrap();
+    for i in 0..20 {
+        let header =
+            b64(format!(r#"{{"alg":"EdDSA","typ":"at+jwt","kid":"made-up-{i}"}}"#).as_bytes());
+        let forged = format!("{header}.{payload_and_sig}");
+        assert!(verifier.verify(&forged).await.is_err());
+    }
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "no re-fetch within min_refresh_interval (10 s by default)"
+    );
+    assert_eq!(verifier.verify(&token).await.unwrap().sub, "billing");
+}
+
+#[tokio::test]
+async fn an_axum_service_trusts_keygate_through_its_jwks() {
+    use keygate::axum::RequireAuthLayer;
+    use keygate::token::{Authority, JwksVerifier, SigningAlgorithm};
+    let s = TestServer::signing_with("RS256").await;
+    let verifier = JwksVerifier::fetch(
+        s.url("/.well-known/jwks.json"),
+        SigningAlgorithm::RS256,
+        verifier_policy(),
+    )
+    .await
+    .unwrap();
+    let app = axum::Router::new()
+        .route(
+            "/orders",
+            axum::routing::get(
+                |axum::Extension(c): axum::Extension<keygate::token::Claims>| async move { c.sub },
+            ),
+        )
+        .layer(RequireAuthLayer::new(Authority::from(verifier)).scope("orders:read"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}/orders", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let token = s.token().await;
+    let r = s.http.get(&api).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "billing");
+    let r = s.http.get(&api).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"keygate\"");
+}

@@ -1,33 +1,34 @@
 //! [`Authenticated`]: the verified claims of a request.
 
-use std::sync::Arc;
-
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 
 use super::{AuthRejection, bearer};
-use crate::token::{Claims, Verifier};
+use crate::token::{Authority, Claims};
 
 /// The verified claims of the request's bearer token. A handler taking it runs only for
 /// requests with a valid token; the others get [`AuthRejection`]. Behind a
 /// [`super::RequireAuthLayer`] it reuses the layer's verification.
 ///
+/// The [`Authority`] comes from the router's state: a [`crate::token::Verifier`] holding
+/// the secret or public keys, or (feature `jwks`) a [`crate::token::Authority::Jwks`]
+/// that fetches keygate's JWKS.
+///
 /// ```
-/// use std::sync::Arc;
 /// use axum::{Router, routing::get, extract::FromRef};
 /// use keygate::axum::{Authenticated, AuthRejection};
-/// use keygate::token::Verifier;
+/// use keygate::token::{Authority, Verifier};
 ///
 /// #[derive(Clone, FromRef)]
-/// struct AppState { verifier: Arc<Verifier> }
+/// struct AppState { tokens: Authority }
 ///
 /// async fn orders(auth: Authenticated) -> Result<String, AuthRejection> {
 ///     auth.require_scope("orders:read")?;
 ///     Ok(format!("orders of {}", auth.claims().sub))
 /// }
 ///
-/// # fn app(verifier: Arc<Verifier>) -> Router {
-/// Router::new().route("/orders", get(orders)).with_state(AppState { verifier })
+/// # fn app(verifier: Verifier) -> Router {
+/// Router::new().route("/orders", get(orders)).with_state(AppState { tokens: verifier.into() })
 /// # }
 /// ```
 #[derive(Debug, Clone)]
@@ -60,7 +61,7 @@ impl Authenticated {
 
 impl<S> FromRequestParts<S> for Authenticated
 where
-    Arc<Verifier>: FromRef<S>,
+    Authority: FromRef<S>,
     S: Send + Sync,
 {
     type Rejection = AuthRejection;
@@ -69,10 +70,11 @@ where
         if let Some(claims) = parts.extensions.get::<Claims>() {
             return Ok(Self(claims.clone()));
         }
-        let verifier = Arc::<Verifier>::from_ref(state);
+        let authority = Authority::from_ref(state);
         let token = bearer(&parts.headers)?;
-        verifier
+        authority
             .verify(token)
+            .await
             .map(Self)
             .map_err(AuthRejection::InvalidToken)
     }

@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use tower::{Layer, Service};
 
 use super::{AuthRejection, bearer};
-use crate::token::Verifier;
+use crate::token::{Authority, Claims};
 
 /// Verifies the bearer token of every request, checks the demanded role and scopes, and
 /// puts the [`crate::token::Claims`] in the request extensions (read them with
@@ -17,7 +17,6 @@ use crate::token::Verifier;
 /// inner service.
 ///
 /// ```
-/// use std::sync::Arc;
 /// use axum::{Router, Extension, routing::get, body::Body, http::{Request, StatusCode}};
 /// use keygate::axum::RequireAuthLayer;
 /// use keygate::token::{Claims, Grant, HmacSecret, Issuer, SigningAlgorithm, TokenPolicy, Verifier};
@@ -27,7 +26,7 @@ use crate::token::Verifier;
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let secret: HmacSecret = HmacSecret::generate_hex()?.parse()?;
 /// let policy = TokenPolicy::new("https://auth.example.com");
-/// let verifier = Arc::new(Verifier::hmac(SigningAlgorithm::HS256, &secret, policy.clone())?);
+/// let verifier = Verifier::hmac(SigningAlgorithm::HS256, &secret, policy.clone())?;
 /// let app = Router::new()
 ///     .route("/orders", get(|Extension(c): Extension<Claims>| async move { c.sub }))
 ///     .layer(RequireAuthLayer::new(verifier).scope("orders:read"));
@@ -50,17 +49,18 @@ pub struct RequireAuthLayer {
 
 #[derive(Debug)]
 struct Demands {
-    verifier: Arc<Verifier>,
+    authority: Authority,
     roles: Vec<String>,
     scopes: Vec<String>,
 }
 
 impl RequireAuthLayer {
-    /// Demands a valid token, verified by `verifier`.
-    pub fn new(verifier: Arc<Verifier>) -> Self {
+    /// Demands a valid token, verified by `authority` (a `Verifier`, an `Arc<Verifier>`,
+    /// or an [`Authority`]).
+    pub fn new(authority: impl Into<Authority>) -> Self {
         Self {
             policy: Arc::new(Demands {
-                verifier,
+                authority: authority.into(),
                 roles: Vec::new(),
                 scopes: Vec::new(),
             }),
@@ -79,7 +79,7 @@ impl RequireAuthLayer {
 
     fn with(self, f: impl FnOnce(&mut Demands)) -> Self {
         let mut demands = Demands {
-            verifier: self.policy.verifier.clone(),
+            authority: self.policy.authority.clone(),
             roles: self.policy.roles.clone(),
             scopes: self.policy.scopes.clone(),
         };
@@ -109,11 +109,11 @@ pub struct RequireAuth<S> {
 }
 
 impl Demands {
-    fn check(&self, req: &Request<Body>) -> Result<crate::token::Claims, AuthRejection> {
-        let token = bearer(req.headers())?;
+    async fn check(&self, token: Result<String, AuthRejection>) -> Result<Claims, AuthRejection> {
         let claims = self
-            .verifier
-            .verify(token)
+            .authority
+            .verify(&token?)
+            .await
             .map_err(AuthRejection::InvalidToken)?;
         if !self.roles.is_empty() && !self.roles.contains(&claims.role) {
             return Err(AuthRejection::InsufficientScope(self.scopes.join(" ")));
@@ -141,15 +141,21 @@ where
     }
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
-        match self.policy.check(&req) {
-            Ok(claims) => {
-                req.extensions_mut().insert(claims);
-                // The clone that was polled ready serves this request (tower's rule).
-                let clone = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, clone);
-                Box::pin(async move { inner.call(req).await })
+        // The clone that was polled ready serves this request (tower's rule).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let policy = self.policy.clone();
+        // Owned before the await: a request body is not `Sync`, so no borrow of it may
+        // live across one.
+        let token = bearer(req.headers()).map(str::to_owned);
+        Box::pin(async move {
+            match policy.check(token).await {
+                Ok(claims) => {
+                    req.extensions_mut().insert(claims);
+                    inner.call(req).await
+                }
+                Err(rejection) => Ok(rejection.into_response()),
             }
-            Err(rejection) => Box::pin(async move { Ok(rejection.into_response()) }),
-        }
+        })
     }
 }

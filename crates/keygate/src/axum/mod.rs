@@ -1,8 +1,9 @@
 //! Feature `axum`: trusting keygate tokens in an axum service, with no call to keygate.
 //!
 //! - [`Authenticated`]: an extractor yielding the verified [`Claims`] of the request's
-//!   `Authorization: Bearer` token; 401 otherwise. The [`Verifier`] comes from the router's
-//!   state (`Arc<Verifier>: FromRef<S>`), never from a global.
+//!   `Authorization: Bearer` token; 401 otherwise. The [`Authority`] (a [`Verifier`], or
+//!   keygate's JWKS with feature `jwks`) comes from the router's state
+//!   (`Authority: FromRef<S>`), never from a global.
 //! - [`RequireAuthLayer`]: a tower layer that verifies every request, demands a role or
 //!   scopes, and puts the [`Claims`] in the request extensions.
 //! - [`AuthRejection`]: the 401/403 answer, with `WWW-Authenticate` exactly as RFC 6750
@@ -14,6 +15,7 @@
 //!
 //! [`Claims`]: crate::token::Claims
 //! [`Verifier`]: crate::token::Verifier
+//! [`Authority`]: crate::token::Authority
 
 mod extract;
 mod layer;
@@ -58,17 +60,17 @@ mod tests {
 
     use super::*;
     use crate::token::{
-        Claims, Grant, HmacSecret, Issuer, SigningAlgorithm, TokenPolicy, Verifier,
+        Authority, Claims, Grant, HmacSecret, Issuer, SigningAlgorithm, TokenPolicy, Verifier,
     };
 
     #[derive(Clone)]
     struct AppState {
-        verifier: Arc<Verifier>,
+        tokens: Authority,
     }
 
-    impl FromRef<AppState> for Arc<Verifier> {
+    impl FromRef<AppState> for Authority {
         fn from_ref(state: &AppState) -> Self {
-            state.verifier.clone()
+            state.tokens.clone()
         }
     }
 
@@ -117,7 +119,9 @@ mod tests {
         let (issuer, verifier) = keys();
         let app = Router::new()
             .route("/orders", get(orders))
-            .with_state(AppState { verifier });
+            .with_state(AppState {
+                tokens: verifier.into(),
+            });
         let good = token(&issuer, "service", &["orders:read"]);
         let r = call(&app, Some(&format!("Bearer {good}"))).await;
         assert_eq!(r.status(), StatusCode::OK);

@@ -123,7 +123,10 @@ impl Issuer {
         let mut header = Header::new(key.algorithm().to_jsonwebtoken());
         header.typ = Some("at+jwt".to_owned());
         header.kid = Some(key.kid().to_owned());
-        let token = jsonwebtoken::encode(&header, &claims, key.encoding())
+        let encoding = key
+            .encoding()
+            .ok_or_else(|| Error::Signing("the key set holds public keys only".into()))?;
+        let token = jsonwebtoken::encode(&header, &claims, encoding)
             .map_err(|e| Error::Signing(e.to_string()))?;
         Ok(IssuedToken { token, claims })
     }

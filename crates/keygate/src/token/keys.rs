@@ -18,11 +18,12 @@ use crate::error::{Error, Result};
 /// Smallest RSA modulus accepted, in bits (RFC 7518 §3.3).
 const MIN_RSA_BITS: usize = 2048;
 
-/// One key: its id, algorithm, and the material to sign and verify with.
+/// One key: its id, algorithm, and the material to sign (when held) and verify with.
 pub struct SigningKey {
     kid: String,
     algorithm: SigningAlgorithm,
-    encoding: EncodingKey,
+    /// `None` for a public key read from a JWKS: it verifies, never signs.
+    encoding: Option<EncodingKey>,
     decoding: DecodingKey,
     /// The public half as a JWK (`None` for HMAC: a secret is never published).
     public_jwk: Option<Jwk>,
@@ -48,7 +49,7 @@ impl SigningKey {
         Ok(Self {
             kid: hmac_kid(secret),
             algorithm,
-            encoding: EncodingKey::from_secret(secret.as_bytes()),
+            encoding: Some(EncodingKey::from_secret(secret.as_bytes())),
             decoding: DecodingKey::from_secret(secret.as_bytes()),
             public_jwk: None,
         })
@@ -101,9 +102,47 @@ impl SigningKey {
         Ok(Self {
             kid,
             algorithm,
-            encoding,
+            encoding: Some(encoding),
             decoding,
             public_jwk: Some(jwk),
+        })
+    }
+
+    /// A public key from a JWKS (RFC 7517), for verification only. Its `alg` must be
+    /// present and be `algorithm`: a key is used with exactly one algorithm (RFC 8725 §3.1).
+    pub fn from_public_jwk(algorithm: SigningAlgorithm, jwk: &Jwk) -> Result<Self> {
+        if algorithm.is_hmac() {
+            return Err(Error::BadKey(
+                "a JWKS holds public keys, never HMAC secrets".into(),
+            ));
+        }
+        let alg = jwk
+            .common
+            .key_algorithm
+            .and_then(|a| jsonwebtoken::Algorithm::try_from(a).ok())
+            .ok_or_else(|| Error::BadKey("JWK without a usable `alg`".into()))?;
+        if alg != algorithm.to_jsonwebtoken() {
+            return Err(Error::BadKey(format!("JWK for {alg:?}, not {algorithm}")));
+        }
+        if matches!(
+            jwk.algorithm,
+            jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_)
+        ) {
+            return Err(Error::BadKey("symmetric JWKs are refused".into()));
+        }
+        let kid = jwk
+            .common
+            .key_id
+            .clone()
+            .ok_or_else(|| Error::BadKey("JWK without `kid`".into()))?;
+        let decoding = DecodingKey::from_jwk(jwk)
+            .map_err(|e| Error::BadKey(format!("unusable JWK `{kid}`: {e}")))?;
+        Ok(Self {
+            kid,
+            algorithm,
+            encoding: None,
+            decoding,
+            public_jwk: Some(jwk.clone()),
         })
     }
 
@@ -156,8 +195,8 @@ impl SigningKey {
         self.public_jwk.as_ref()
     }
 
-    pub(crate) fn encoding(&self) -> &EncodingKey {
-        &self.encoding
+    pub(crate) fn encoding(&self) -> Option<&EncodingKey> {
+        self.encoding.as_ref()
     }
 
     pub(crate) fn decoding(&self) -> &DecodingKey {
@@ -216,12 +255,14 @@ impl KeySet {
     }
 
     /// The key that signs at `now`: the newest whose `signs_from` has passed; when none has
-    /// (a brand-new set), the oldest unretired key. `None` when every key is retired.
+    /// (a brand-new set), the oldest unretired key. `None` when every key is retired, or
+    /// the set holds public keys only.
     pub fn signer(&self, now: u64) -> Option<&SigningKey> {
         let live = || {
             self.entries
                 .iter()
                 .filter(move |e| e.retired_at.is_none_or(|r| r > now))
+                .filter(|e| e.key.encoding.is_some())
         };
         live()
             .filter(|e| e.signs_from <= now)

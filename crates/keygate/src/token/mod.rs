@@ -2,8 +2,11 @@
 //! checks them, under one [`TokenPolicy`].
 
 mod algorithm;
+mod authority;
 mod claims;
 mod issuer;
+#[cfg(feature = "jwks")]
+mod jwks;
 mod keys;
 mod secret;
 mod verifier;
@@ -13,8 +16,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 
 pub use algorithm::{SigningAlgorithm, UnknownAlgorithm};
+pub use authority::Authority;
 pub use claims::{Audience, Claims};
 pub use issuer::{Grant, IssuedToken, Issuer};
+#[cfg(feature = "jwks")]
+pub use jwks::JwksVerifier;
 pub use keys::{KeyEntry, KeySet, SigningKey};
 pub use secret::{HmacSecret, MIN_SECRET_LEN, WELL_KNOWN_EXAMPLE_SECRET};
 pub use verifier::Verifier;
