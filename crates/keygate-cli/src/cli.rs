@@ -72,28 +72,7 @@ pub(crate) enum Command {
         key_header: String,
     },
     /// Call an API with a keygate token (renewed once on 401); prints the response body
-    Call {
-        /// The API's URL
-        url: String,
-        /// keygate's base URL
-        #[arg(long)]
-        auth_url: String,
-        /// The API key [or $KEYGATE_API_KEY]
-        #[arg(long, env = "KEYGATE_API_KEY", hide_env_values = true)]
-        api_key: String,
-        /// Header keygate reads the key from
-        #[arg(long, default_value = "X-API-Key")]
-        key_header: String,
-        /// HTTP method
-        #[arg(short = 'X', long, default_value = "GET")]
-        method: String,
-        /// Request body
-        #[arg(short = 'd', long)]
-        data: Option<String>,
-        /// Extra header, `Name: value` (repeatable)
-        #[arg(short = 'H', long = "header", value_name = "HEADER")]
-        headers: Vec<String>,
-    },
+    Call(CallArgs),
     /// Validate the configuration and exit (0 valid, 2 invalid)
     CheckConfig(ConfigArg),
 }
@@ -202,4 +181,28 @@ pub(crate) enum TokenCommand {
         /// The token; read from stdin when absent
         token: Option<String>,
     },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CallArgs {
+    /// The API's URL
+    pub(crate) url: String,
+    /// keygate's base URL
+    #[arg(long)]
+    pub(crate) auth_url: String,
+    /// The API key [or $KEYGATE_API_KEY]
+    #[arg(long, env = "KEYGATE_API_KEY", hide_env_values = true)]
+    pub(crate) api_key: String,
+    /// Header keygate reads the key from
+    #[arg(long, default_value = "X-API-Key")]
+    pub(crate) key_header: String,
+    /// HTTP method
+    #[arg(short = 'X', long, default_value = "GET")]
+    pub(crate) method: String,
+    /// Request body
+    #[arg(short = 'd', long)]
+    pub(crate) data: Option<String>,
+    /// Extra header, `Name: value` (repeatable)
+    #[arg(short = 'H', long = "header", value_name = "HEADER")]
+    pub(crate) headers: Vec<String>,
 }

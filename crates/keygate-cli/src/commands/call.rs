@@ -4,6 +4,7 @@ use anyhow::{Context, bail};
 use keygate_client::{ClientError, Credentials, TokenClient};
 
 use super::Refused;
+use crate::cli::CallArgs;
 
 fn client(auth_url: &str, api_key: String, header: String) -> TokenClient {
     TokenClient::new(
@@ -35,16 +36,6 @@ pub(crate) fn login(url: &str, api_key: String, key_header: String) -> anyhow::R
     let token = runtime()?.block_on(client.token()).map_err(refused)?;
     println!("{token}");
     Ok(())
-}
-
-pub(crate) struct CallArgs {
-    pub(crate) url: String,
-    pub(crate) auth_url: String,
-    pub(crate) api_key: String,
-    pub(crate) key_header: String,
-    pub(crate) method: String,
-    pub(crate) data: Option<String>,
-    pub(crate) headers: Vec<String>,
 }
 
 pub(crate) fn call(args: &CallArgs) -> anyhow::Result<()> {

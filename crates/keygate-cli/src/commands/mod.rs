@@ -67,23 +67,7 @@ pub(crate) fn run(command: Command) -> anyhow::Result<()> {
             api_key,
             key_header,
         } => call::login(&url, api_key, key_header),
-        Command::Call {
-            url,
-            auth_url,
-            api_key,
-            key_header,
-            method,
-            data,
-            headers,
-        } => call::call(&call::CallArgs {
-            url,
-            auth_url,
-            api_key,
-            key_header,
-            method,
-            data,
-            headers,
-        }),
+        Command::Call(args) => call::call(&args),
         Command::CheckConfig(c) => check_config::run(&c.path()),
     }
 }
