@@ -6,6 +6,9 @@
 //!   (`Authority: FromRef<S>`), never from a global.
 //! - [`RequireAuthLayer`]: a tower layer that verifies every request, demands a role or
 //!   scopes, and puts the [`Claims`] in the request extensions.
+//! - [`PresentedApiKey`]: the API key of a request, from the [`ApiKeySources`] a service
+//!   accepts (header, query, cookie; conflicting keys refused), to check with
+//!   [`crate::principal::Directory`].
 //! - [`AuthRejection`]: the 401/403 answer, with `WWW-Authenticate` exactly as RFC 6750
 //!   says and keygate's own endpoints send it.
 //!
@@ -17,10 +20,12 @@
 //! [`Verifier`]: crate::token::Verifier
 //! [`Authority`]: crate::token::Authority
 
+mod api_key;
 mod extract;
 mod layer;
 mod rejection;
 
+pub use api_key::{ApiKeyRejection, ApiKeySources, PresentedApiKey};
 pub use extract::Authenticated;
 pub use layer::{RequireAuth, RequireAuthLayer};
 pub use rejection::AuthRejection;
