@@ -80,11 +80,26 @@ impl AppState {
         match outcome {
             Ok((_, runtime)) => {
                 let old = self.runtime();
-                if runtime.listen != old.listen {
-                    tracing::warn!(
-                        listen = %runtime.listen,
-                        "server.listen changed; the new address takes effect on restart"
-                    );
+                let (was, now) = (&old.config, &runtime.config);
+                let restart_only = [
+                    ("server.listen", was.server.listen != now.server.listen),
+                    (
+                        "server.shutdown_timeout",
+                        was.server.shutdown_timeout != now.server.shutdown_timeout,
+                    ),
+                    (
+                        "server.reload_interval",
+                        was.server.reload_interval != now.server.reload_interval,
+                    ),
+                    ("store.url", was.store.url != now.store.url),
+                    (
+                        "limits.hashing_*",
+                        was.limits.hashing_concurrency != now.limits.hashing_concurrency
+                            || was.limits.hashing_queue != now.limits.hashing_queue,
+                    ),
+                ];
+                for (setting, _) in restart_only.iter().filter(|(_, changed)| *changed) {
+                    tracing::warn!(setting, "changed; takes effect on restart");
                 }
                 let limits = &runtime.config.limits;
                 self.inner
