@@ -334,6 +334,36 @@ async fn password_grant_with_scope_narrowing() {
 }
 
 #[tokio::test]
+async fn oversized_passwords_are_refused_without_hashing() {
+    let s = TestServer::start().await;
+    let huge = "p".repeat(2048);
+    let r = s
+        .token_form(&[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", &huge),
+        ])
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_of(r).await, "invalid_grant");
+    let metrics = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "keygate_tokens_refused_total{grant=\"password\",reason=\"password_too_long\"}"
+        ),
+        "refused for its length, before any hash"
+    );
+}
+
+#[tokio::test]
 async fn password_grant_is_off_without_users() {
     let key = keygate::api_key::generate("billing").unwrap();
     let text = config_text(&key, user_hash(), "");
