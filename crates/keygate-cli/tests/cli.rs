@@ -525,7 +525,11 @@ fn secrets_never_reach_the_logs_even_at_trace_level() {
         text.replace(&secret, &format!("{secret}\u{0}")),
     )
     .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    eventually("the refused reload is logged", || {
+        std::fs::read_to_string(&log_path)
+            .unwrap()
+            .contains("configuration reload refused")
+    });
     drop(server);
 
     let logs = std::fs::read_to_string(&log_path).unwrap();

@@ -1,7 +1,8 @@
 //! Picking up configuration changes without a restart: on SIGHUP, and when the
 //! configuration file or the signing keyring changes (modification time or size, checked
-//! every `interval`). A file that does not
-//! validate is refused with a logged error and the running configuration keeps serving.
+//! every `interval`). A file that does not validate is refused with a logged error and the
+//! running configuration keeps serving. Reading files and parsing keys runs on the
+//! blocking pool, never on the workers that answer requests.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -12,17 +13,19 @@ use crate::state::AppState;
 
 /// Starts watching (`interval` zero: SIGHUP only); the task ends with the runtime.
 pub fn spawn(state: AppState, interval: Duration) -> tokio::task::JoinHandle<()> {
+    // Registered before returning, so a SIGHUP sent once the server is up never meets the
+    // default action (which ends the process).
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "SIGHUP reload unavailable; watching the file only");
+            None
+        }
+    };
     tokio::spawn(async move {
         if state.config_path().is_none() {
             return;
         }
-        let mut hup = match signal(SignalKind::hangup()) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!(error = %e, "SIGHUP reload unavailable; watching the file only");
-                None
-            }
-        };
         let mut seen = stamp(&state.watched_paths());
         let mut tick = (!interval.is_zero()).then(|| {
             let mut t = tokio::time::interval(interval);
@@ -47,8 +50,9 @@ pub fn spawn(state: AppState, interval: Duration) -> tokio::task::JoinHandle<()>
             let now = stamp(&state.watched_paths());
             if by_signal || now != seen {
                 seen = now;
-                // The error is logged and counted by `reload`.
-                let _ = state.reload();
+                let state = state.clone();
+                // The outcome is logged and counted by `reload`.
+                let _ = tokio::task::spawn_blocking(move || state.reload()).await;
             }
         }
     })

@@ -42,27 +42,26 @@ pub(crate) fn run(path: PathBuf) -> anyhow::Result<()> {
                 let header = &rt.config.api_key.header;
                 println!("Try it:\n  curl -s -X POST -H '{header}: {key}' http://{addr}/login");
             }
-            println!("keygate listening on http://{addr}");
+            // Signal handlers first: a SIGHUP or SIGTERM sent as soon as the server says it
+            // listens must reach them, not the default action that ends the process.
             reload::spawn(state.clone(), rt.config.server.reload_interval);
+            let shutdown = shutdown_signal()?;
+            println!("keygate listening on http://{addr}");
             drop(rt);
-            serve(listener, state, shutdown_signal()).await?;
+            serve(listener, state, shutdown).await?;
             tracing::info!("stopped");
             Ok(())
         })
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let term = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+/// A future resolving on SIGTERM or SIGINT; the handlers are installed by this call.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
         }
-    };
-    tokio::select! {
-        () = term => {},
-        _ = tokio::signal::ctrl_c() => {},
-    }
+    })
 }
