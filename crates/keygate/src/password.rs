@@ -125,6 +125,21 @@ impl PasswordHash {
         }
     }
 
+    /// A rough ordering of how long a check takes: bcrypt by its cost (each step doubles
+    /// the work), argon2id by memory × iterations.
+    pub fn cost_rank(&self) -> u64 {
+        match self {
+            PasswordHash::Bcrypt(s) => s
+                .get(4..6)
+                .and_then(|c| c.parse::<u32>().ok())
+                .map_or(0, |cost| 1u64 << cost.min(40)),
+            PasswordHash::Argon2id(s) => argon2::PasswordHash::new(s)
+                .ok()
+                .and_then(|parsed| Params::try_from(&parsed).ok())
+                .map_or(0, |p| u64::from(p.m_cost()) * u64::from(p.t_cost()) / 64),
+        }
+    }
+
     /// Checks `password` here and now, on the calling thread. Async code uses
     /// [`PasswordVerifier::verify`] instead.
     pub fn verify_blocking(&self, password: &[u8]) -> Result<()> {
@@ -205,6 +220,20 @@ impl PasswordVerifier {
     /// Checks `password` against `hash`, or against a dummy hash when `hash` is `None`
     /// (then always [`Error::WrongCredential`]).
     pub async fn verify(&self, hash: Option<&PasswordHash>, password: &[u8]) -> Result<()> {
+        match hash {
+            Some(h) => self.run(h.clone(), true, password).await,
+            None => self.run((*self.dummy).clone(), false, password).await,
+        }
+    }
+
+    /// Spends exactly what checking `password` against `stand_in` costs, then refuses:
+    /// for an unknown name, with a real user's hash as `stand_in`, so the answer takes as
+    /// long as for a known name whatever scheme and cost its hash uses.
+    pub async fn verify_unknown(&self, stand_in: &PasswordHash, password: &[u8]) -> Result<()> {
+        self.run(stand_in.clone(), false, password).await
+    }
+
+    async fn run(&self, hash: PasswordHash, known: bool, password: &[u8]) -> Result<()> {
         if password.len() > MAX_PASSWORD {
             return Err(Error::PasswordTooLong(MAX_PASSWORD));
         }
@@ -215,8 +244,6 @@ impl PasswordVerifier {
         let permit = self.permits.clone().acquire_owned().await;
         self.waiting.fetch_sub(1, Ordering::AcqRel);
         let permit = permit.map_err(|_| Error::HashingBusy)?;
-        let known = hash.is_some();
-        let hash = hash.cloned().unwrap_or_else(|| (*self.dummy).clone());
         let password = password.to_vec();
         let outcome = tokio::task::spawn_blocking(move || {
             let _permit = permit;
@@ -226,6 +253,7 @@ impl PasswordVerifier {
         .map_err(|_| Error::HashingBusy)?;
         match outcome {
             Ok(()) if known => Ok(()),
+            Ok(()) | Err(Error::PasswordTooLong(_)) if !known => Err(Error::WrongCredential),
             Ok(()) => Err(Error::WrongCredential),
             Err(e) => Err(e),
         }
@@ -295,6 +323,28 @@ mod tests {
             "$2x$12$EixZaYVK1fsbw1ZfbX3OXePaWxn96p36WQoeG6Lruj3vjPGga31lW",
         ] {
             assert!(bad.parse::<PasswordHash>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cost_rank_orders_slow_hashes_above_fast_ones() {
+        let bcrypt12: PasswordHash = PASSLIB_BCRYPT.parse().unwrap();
+        let bcrypt10: PasswordHash = bcrypt::hash("x", 10).unwrap().parse().unwrap();
+        let argon = hash_password(b"x").unwrap();
+        assert!(bcrypt12.cost_rank() > bcrypt10.cost_rank());
+        assert!(bcrypt12.cost_rank() > argon.cost_rank());
+        assert!(argon.cost_rank() > 0);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_name_checked_against_a_stand_in_is_always_refused() {
+        let verifier = PasswordVerifier::new(1, 8).unwrap();
+        let stand_in = hash_password(b"the-real-users-password").unwrap();
+        for guess in [&b"the-real-users-password"[..], b"wrong", &[b'a'; 100][..]] {
+            assert!(matches!(
+                verifier.verify_unknown(&stand_in, guess).await,
+                Err(Error::WrongCredential)
+            ));
         }
     }
 

@@ -65,6 +65,9 @@ impl Principal {
 pub struct Directory {
     by_id: HashMap<String, Arc<Principal>>,
     by_digest: HashMap<[u8; 32], Arc<Principal>>,
+    /// A real user's password hash, checked (and always refused) for unknown usernames so
+    /// that they cost what a known name costs, bcrypt or argon2, at any cost setting.
+    stand_in: Option<PasswordHash>,
 }
 
 /// A second principal with an id already taken (clients and users share one namespace,
@@ -94,6 +97,17 @@ impl Directory {
                 }
             }
         }
+        // The most expensive user hash: the slowest answer a known name can take.
+        dir.stand_in = dir
+            .by_id
+            .values()
+            .filter(|p| p.kind == PrincipalKind::User)
+            .flat_map(|p| &p.credentials)
+            .filter_map(|c| match &c.hash {
+                KeyHash::Password(h) => Some(h.clone()),
+                KeyHash::Sha256(_) => None,
+            })
+            .max_by_key(PasswordHash::cost_rank);
         Ok(dir)
     }
 
@@ -182,7 +196,15 @@ impl Directory {
                 KeyHash::Sha256(_) => None,
             })
         });
-        passwords.verify(hash, password.as_bytes()).await?;
+        match (hash, &self.stand_in) {
+            (Some(h), _) => passwords.verify(Some(h), password.as_bytes()).await?,
+            (None, Some(stand_in)) => {
+                passwords
+                    .verify_unknown(stand_in, password.as_bytes())
+                    .await?;
+            }
+            (None, None) => passwords.verify(None, password.as_bytes()).await?,
+        }
         let user = user.ok_or(Error::WrongCredential)?;
         if !user.is_active(now) {
             return Err(Error::WrongCredential);
