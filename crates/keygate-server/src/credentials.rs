@@ -43,14 +43,15 @@ pub(crate) async fn authenticate_client(
         (Some(id), Some(secret)) => Some((id.clone(), secret.clone())),
         _ => None,
     };
-    let api_key = match rt.config.api_key.header.as_str() {
-        "" => None,
-        name => headers
-            .get(name)
-            .map(|v| v.to_str().map(str::to_owned))
-            .transpose()
-            .map_err(|_| Rejection::InvalidClient { basic: true })?,
+    // Only the header: query and cookie keys are for `/login`, not for client authentication.
+    let header_only = keygate::axum::ApiKeySources {
+        header: rt.config.api_key.header.clone(),
+        query: String::new(),
+        cookie: String::new(),
     };
+    let api_key = header_only
+        .find(headers, None)
+        .map_err(|_| Rejection::InvalidRequest("the API key header is repeated or unreadable"))?;
     let presented = match (basic, form, api_key) {
         (Some(basic), None, None) => Presented::Secret(basic),
         (None, Some(form), None) => Presented::Secret(vec![form]),

@@ -5,6 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use axum::http::{HeaderMap, header};
+use keygate::axum::{ApiKeySources, AuthRejection};
 
 use crate::config::Config;
 use crate::rejection::Rejection;
@@ -17,37 +18,25 @@ pub(crate) enum TokenSource {
 }
 
 /// The token of `Authorization: Bearer …`, or of the token cookie when cookies are on.
-/// `Ok(None)` when neither is present.
+/// `Ok(None)` when neither is present. The header is read as the `keygate::axum`
+/// extractors read it, so keygate and the services it serves agree on every request.
 pub(crate) fn bearer_token<'a>(
     headers: &'a HeaderMap,
     config: &Config,
 ) -> Result<Option<(&'a str, TokenSource)>, Rejection> {
-    let mut auth = headers.get_all(header::AUTHORIZATION).iter();
-    let from_header = match (auth.next(), auth.next()) {
-        (None, _) => None,
-        (Some(_), Some(_)) => {
+    let from_header = match keygate::axum::bearer_token(headers) {
+        Ok(token) => Some(token),
+        Err(AuthRejection::MissingToken) => None,
+        Err(AuthRejection::InvalidRequest) => {
             return Err(Rejection::InvalidRequest(
                 "more than one Authorization header",
             ));
         }
-        (Some(v), None) => {
-            let v = v.to_str().map_err(|_| Rejection::InvalidToken)?;
-            match v.split_once(' ') {
-                // The scheme is case-insensitive (RFC 9110 §11.1).
-                Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
-                    if token.is_empty() || token.contains(' ') {
-                        return Err(Rejection::InvalidToken);
-                    }
-                    Some(token)
-                }
-                _ if v.eq_ignore_ascii_case("bearer") => return Err(Rejection::InvalidToken),
-                // Another scheme (Basic…) is not a bearer token: answer with the challenge.
-                _ => None,
-            }
-        }
+        Err(_) => return Err(Rejection::InvalidToken),
     };
     let from_cookie = if config.cookie.enabled {
-        cookie(headers, &config.cookie.name)?
+        keygate::axum::cookie(headers, &config.cookie.name)
+            .map_err(|_| Rejection::InvalidRequest("a cookie is repeated"))?
     } else {
         None
     };
@@ -62,75 +51,21 @@ pub(crate) fn bearer_token<'a>(
 }
 
 /// The API key from the configured header, query parameter or cookie.
-pub(crate) fn api_key<'a>(
-    headers: &'a HeaderMap,
-    query: Option<&'a str>,
+pub(crate) fn api_key(
+    headers: &HeaderMap,
+    query: Option<&str>,
     config: &Config,
 ) -> Result<Option<String>, Rejection> {
-    let mut found: Vec<String> = Vec::new();
-    let cfg = &config.api_key;
-    if !cfg.header.is_empty() {
-        let mut values = headers.get_all(cfg.header.as_str()).iter();
-        match (values.next(), values.next()) {
-            (Some(_), Some(_)) => {
-                return Err(Rejection::InvalidRequest("the API key header is repeated"));
-            }
-            (Some(v), None) => found.push(
-                v.to_str()
-                    .map_err(|_| Rejection::InvalidClient { basic: false })?
-                    .to_owned(),
-            ),
-            (None, _) => {}
-        }
-    }
-    if !cfg.query.is_empty()
-        && let Some(q) = query
-    {
-        let mut values = form_urlencoded::parse(q.as_bytes())
-            .filter(|(k, _)| k == cfg.query.as_str())
-            .map(|(_, v)| v.into_owned());
-        match (values.next(), values.next()) {
-            (Some(_), Some(_)) => {
-                return Err(Rejection::InvalidRequest(
-                    "the API key parameter is repeated",
-                ));
-            }
-            (Some(v), None) => found.push(v),
-            (None, _) => {}
-        }
-    }
-    if !cfg.cookie.is_empty()
-        && let Some(c) = cookie(headers, &cfg.cookie)?
-    {
-        found.push(c.to_owned());
-    }
-    found.retain(|k| !k.is_empty());
-    match found.as_slice() {
-        [] => Ok(None),
-        [first, rest @ ..] if rest.iter().all(|k| k == first) => Ok(Some(first.clone())),
-        _ => Err(Rejection::InvalidRequest(
-            "different API keys presented by more than one method",
-        )),
-    }
-}
-
-/// The value of cookie `name`; a name present twice is refused.
-pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Rejection> {
-    let mut found = None;
-    for value in headers.get_all(header::COOKIE) {
-        let Ok(value) = value.to_str() else { continue };
-        for pair in value.split(';') {
-            if let Some((k, v)) = pair.trim().split_once('=')
-                && k == name
-            {
-                if found.is_some() {
-                    return Err(Rejection::InvalidRequest("a cookie is repeated"));
-                }
-                found = Some(v.trim_matches('"'));
-            }
-        }
-    }
-    Ok(found.filter(|v| !v.is_empty()))
+    let sources = ApiKeySources {
+        header: config.api_key.header.clone(),
+        query: config.api_key.query.clone(),
+        cookie: config.api_key.cookie.clone(),
+    };
+    sources.find(headers, query).map_err(|_| {
+        Rejection::InvalidRequest(
+            "the API key is repeated, unreadable or presented differently twice",
+        )
+    })
 }
 
 /// The client's address: the socket peer, or, when the peer is a trusted proxy, the

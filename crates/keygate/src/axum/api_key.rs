@@ -3,8 +3,10 @@
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+
+use super::cookie;
 
 /// Where a service reads API keys. Empty names are off. Defaults to the header
 /// `X-API-Key` only: keys in URLs end up in logs.
@@ -45,8 +47,8 @@ impl std::fmt::Debug for PresentedApiKey {
 pub enum ApiKeyRejection {
     /// No source carried a key: 401 `invalid_client`.
     Missing,
-    /// Repeated or conflicting keys: 400 `invalid_request`.
-    Conflicting,
+    /// A repeated, unreadable or conflicting key: 400 `invalid_request`.
+    Invalid,
 }
 
 impl IntoResponse for ApiKeyRejection {
@@ -57,10 +59,10 @@ impl IntoResponse for ApiKeyRejection {
                 "invalid_client",
                 "an API key is required",
             ),
-            ApiKeyRejection::Conflicting => (
+            ApiKeyRejection::Invalid => (
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
-                "different API keys presented by more than one method",
+                "the API key is repeated, unreadable or presented differently twice",
             ),
         };
         let body = serde_json::json!({"error": error, "error_description": description});
@@ -83,49 +85,54 @@ where
     type Rejection = ApiKeyRejection;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let sources = ApiKeySources::from_ref(state);
+        ApiKeySources::from_ref(state)
+            .find(&parts.headers, parts.uri.query())?
+            .map(Self)
+            .ok_or(ApiKeyRejection::Missing)
+    }
+}
+
+impl ApiKeySources {
+    /// The key these sources carry in a request (`query` is the raw query string), `None`
+    /// when none does. A repeated, unreadable or conflicting key is
+    /// [`ApiKeyRejection::Invalid`].
+    pub fn find(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<Option<String>, ApiKeyRejection> {
         let mut found: Vec<String> = Vec::new();
-        if !sources.header.is_empty() {
-            let mut values = parts.headers.get_all(sources.header.as_str()).iter();
+        if !self.header.is_empty() {
+            let mut values = headers.get_all(self.header.as_str()).iter();
             match (values.next(), values.next()) {
-                (Some(_), Some(_)) => return Err(ApiKeyRejection::Conflicting),
-                (Some(v), None) => found.push(
-                    v.to_str()
-                        .map_err(|_| ApiKeyRejection::Conflicting)?
-                        .to_owned(),
-                ),
+                (Some(_), Some(_)) => return Err(ApiKeyRejection::Invalid),
+                (Some(v), None) => {
+                    found.push(v.to_str().map_err(|_| ApiKeyRejection::Invalid)?.to_owned());
+                }
                 (None, _) => {}
             }
         }
-        if !sources.query.is_empty() {
+        if !self.query.is_empty() {
             // Not axum's `Query`: it keeps one of repeated keys, and a repeat is refused here.
-            let query = parts.uri.query().unwrap_or("");
-            let mut values = form_urlencoded::parse(query.as_bytes())
-                .filter(|(k, _)| *k == sources.query.as_str())
+            let mut values = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+                .filter(|(k, _)| *k == self.query.as_str())
                 .map(|(_, v)| v.into_owned());
             match (values.next(), values.next()) {
-                (Some(_), Some(_)) => return Err(ApiKeyRejection::Conflicting),
+                (Some(_), Some(_)) => return Err(ApiKeyRejection::Invalid),
                 (Some(v), None) => found.push(v),
                 (None, _) => {}
             }
         }
-        if !sources.cookie.is_empty() {
-            for value in parts.headers.get_all(header::COOKIE) {
-                let Ok(value) = value.to_str() else { continue };
-                for pair in value.split(';') {
-                    if let Some((k, v)) = pair.trim().split_once('=')
-                        && k == sources.cookie
-                    {
-                        found.push(v.trim_matches('"').to_owned());
-                    }
-                }
-            }
+        if !self.cookie.is_empty()
+            && let Some(v) = cookie(headers, &self.cookie).map_err(|_| ApiKeyRejection::Invalid)?
+        {
+            found.push(v.to_owned());
         }
         found.retain(|k| !k.is_empty());
         match found.as_slice() {
-            [] => Err(ApiKeyRejection::Missing),
-            [first, rest @ ..] if rest.iter().all(|k| k == first) => Ok(Self(first.clone())),
-            _ => Err(ApiKeyRejection::Conflicting),
+            [] => Ok(None),
+            [first, rest @ ..] if rest.iter().all(|k| k == first) => Ok(Some(first.clone())),
+            _ => Err(ApiKeyRejection::Invalid),
         }
     }
 }

@@ -3,7 +3,7 @@
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 
-use super::{AuthRejection, bearer};
+use super::{AuthRejection, bearer_token};
 use crate::token::{Authority, Claims};
 
 /// The verified claims of the request's bearer token. A handler taking it runs only for
@@ -71,7 +71,7 @@ where
             return Ok(Self(claims.clone()));
         }
         let authority = Authority::from_ref(state);
-        let token = bearer(&parts.headers)?;
+        let token = bearer_token(&parts.headers)?;
         authority
             .verify(token)
             .await

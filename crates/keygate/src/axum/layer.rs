@@ -8,7 +8,7 @@ use axum::http::{Request, Response};
 use axum::response::IntoResponse;
 use tower::{Layer, Service};
 
-use super::{AuthRejection, bearer};
+use super::{AuthRejection, bearer_token};
 use crate::token::{Authority, Claims};
 
 /// Verifies the bearer token of every request, checks the demanded role and scopes, and
@@ -147,7 +147,7 @@ where
         let policy = self.policy.clone();
         // Owned before the await: a request body is not `Sync`, so no borrow of it may
         // live across one.
-        let token = bearer(req.headers()).map(str::to_owned);
+        let token = bearer_token(req.headers()).map(str::to_owned);
         Box::pin(async move {
             match policy.check(token).await {
                 Ok(claims) => {

@@ -30,26 +30,59 @@ pub use extract::Authenticated;
 pub use layer::{RequireAuth, RequireAuthLayer};
 pub use rejection::AuthRejection;
 
+// Also used by keygate-server, so the server and the services it issues tokens for read
+// credentials from a request in exactly one way.
+
 use axum::http::{HeaderMap, header};
 
-/// The token of the single `Authorization: Bearer` header, or why there is none.
-fn bearer(headers: &HeaderMap) -> Result<&str, AuthRejection> {
+/// The token of the single `Authorization: Bearer` header (the scheme is case-insensitive,
+/// RFC 9110 §11.1). No header, or another scheme (`Basic` …): [`AuthRejection::MissingToken`].
+/// Two headers: [`AuthRejection::InvalidRequest`] (400, RFC 6750 §2). An unreadable value, or
+/// `Bearer` without exactly one token: [`AuthRejection::InvalidToken`] (401, so a forward-auth
+/// proxy only ever sees 200, 401 or 403 for one header).
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthRejection> {
+    let malformed = || AuthRejection::InvalidToken(crate::Error::Malformed("Authorization header"));
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let value = match (values.next(), values.next()) {
         (None, _) => return Err(AuthRejection::MissingToken),
         (Some(_), Some(_)) => return Err(AuthRejection::InvalidRequest),
-        (Some(v), None) => v.to_str().map_err(|_| AuthRejection::InvalidRequest)?,
+        (Some(v), None) => v.to_str().map_err(|_| malformed())?,
     };
     match value.split_once(' ') {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
             if token.is_empty() || token.contains(' ') {
-                Err(AuthRejection::InvalidRequest)
+                Err(malformed())
             } else {
                 Ok(token)
             }
         }
+        _ if value.eq_ignore_ascii_case("bearer") => Err(malformed()),
         _ => Err(AuthRejection::MissingToken),
     }
+}
+
+/// A cookie sent more than once in one request: which copy counts is ambiguous, so none does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a cookie is repeated")]
+pub struct RepeatedCookie;
+
+/// The value of cookie `name`, across every `Cookie` header. An empty value counts as absent.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, RepeatedCookie> {
+    let mut found = None;
+    for value in headers.get_all(header::COOKIE) {
+        let Ok(value) = value.to_str() else { continue };
+        for pair in value.split(';') {
+            if let Some((k, v)) = pair.trim().split_once('=')
+                && k == name
+            {
+                if found.is_some() {
+                    return Err(RepeatedCookie);
+                }
+                found = Some(v.trim_matches('"'));
+            }
+        }
+    }
+    Ok(found.filter(|v| !v.is_empty()))
 }
 
 #[cfg(test)]
@@ -155,7 +188,11 @@ mod tests {
         );
 
         let r = call(&app, Some("Bearer ")).await;
-        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            r.status(),
+            StatusCode::UNAUTHORIZED,
+            "a malformed bearer token is a bad token"
+        );
         let r = call(&app, Some("Basic YTpi")).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     }

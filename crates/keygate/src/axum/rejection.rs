@@ -12,8 +12,7 @@ use crate::Error;
 pub enum AuthRejection {
     /// No bearer token: 401 with a bare `Bearer` challenge.
     MissingToken,
-    /// A malformed `Authorization` header (repeated, unreadable, `Bearer` with no token):
-    /// 400 `invalid_request`.
+    /// More than one `Authorization` header: 400 `invalid_request`.
     InvalidRequest,
     /// The token failed verification (the reason is for logs): 401 `invalid_token`.
     InvalidToken(Error),
@@ -38,7 +37,7 @@ impl std::fmt::Display for AuthRejection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             AuthRejection::MissingToken => f.write_str("no bearer token"),
-            AuthRejection::InvalidRequest => f.write_str("malformed Authorization header"),
+            AuthRejection::InvalidRequest => f.write_str("more than one Authorization header"),
             AuthRejection::InvalidToken(e) => write!(f, "invalid token: {e}"),
             AuthRejection::InsufficientScope(s) => write!(f, "insufficient scope (needs {s})"),
         }
@@ -55,7 +54,7 @@ impl IntoResponse for AuthRejection {
             ),
             AuthRejection::InvalidRequest => (
                 "invalid_request",
-                "the Authorization header is malformed",
+                "more than one Authorization header",
                 Some("Bearer realm=\"keygate\", error=\"invalid_request\"".to_owned()),
             ),
             AuthRejection::InvalidToken(_) => (
