@@ -273,15 +273,7 @@ async fn discovery_documents_name_every_endpoint() {
             "scopes_supported": ["orders:read", "orders:write"],
         })
     );
-    let oidc: Value = s
-        .http
-        .get(s.url("/.well-known/openid-configuration"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let oidc: Value = s.json("/.well-known/openid-configuration").await;
     assert_eq!(oidc["issuer"], ISSUER);
     assert_eq!(oidc["jwks_uri"], doc["jwks_uri"]);
     assert_eq!(oidc["subject_types_supported"], json!(["public"]));
@@ -539,15 +531,7 @@ async fn a_service_verifies_with_keygates_jwks_and_follows_a_rotation() {
 async fn made_up_kids_cannot_flood_the_jwks_endpoint() {
     use keygate::token::{JwksVerifier, SigningAlgorithm};
     let s = TestServer::signing_with("EdDSA").await;
-    let doc: Value = s
-        .http
-        .get(s.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = s.json("/.well-known/jwks.json").await;
     let (url, hits) = counting_jwks(doc).await;
     let verifier = JwksVerifier::fetch(&url, SigningAlgorithm::EdDSA, verifier_policy())
         .await

@@ -339,6 +339,26 @@ impl TestServer {
         req.send().await.unwrap()
     }
 
+    /// The body of `GET path`.
+    pub async fn text(&self, path: &str) -> String {
+        let r = self.http.get(self.url(path)).send().await.unwrap();
+        r.text().await.unwrap()
+    }
+
+    /// The JSON body of `GET path`.
+    pub async fn json(&self, path: &str) -> serde_json::Value {
+        let r = self.http.get(self.url(path)).send().await.unwrap();
+        r.json().await.unwrap()
+    }
+
+    /// Lifts the failed-attempt limit, for tests whose requests fail on purpose.
+    pub fn lift_attempt_limit(&self) {
+        let text = std::fs::read_to_string(&self.config_path)
+            .unwrap()
+            .replace("failed_attempts = 5", "failed_attempts = 1000000");
+        self.rewrite_config(&text).unwrap();
+    }
+
     /// `POST /logout` with `token`.
     pub async fn logout(&self, token: &str) -> reqwest::Response {
         self.http
@@ -348,4 +368,15 @@ impl TestServer {
             .await
             .unwrap()
     }
+}
+
+/// The `Retry-After` seconds of a 429 or 503, checked to be within one `window` (1 minute).
+pub fn retry_after(r: &reqwest::Response) -> u64 {
+    let secs: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&secs), "Retry-After {secs}");
+    secs
 }
