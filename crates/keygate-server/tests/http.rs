@@ -391,22 +391,10 @@ async fn verify_sets_forward_auth_headers_and_checks_demands() {
         "?scope=orders:read",
         "?scope=orders:read%20orders:write&role=service",
     ] {
-        let r = s
-            .http
-            .get(s.url(&format!("/verify{q}")))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
+        let r = s.get_with_token(&format!("/verify{q}"), &token).await;
         assert_eq!(r.status(), 200, "{q}");
     }
-    let r = s
-        .http
-        .get(s.url("/verify?role=admin"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let r = s.get_with_token("/verify?role=admin", &token).await;
     assert_eq!(r.status(), 403);
     assert_eq!(
         r.headers()["www-authenticate"],
@@ -414,12 +402,8 @@ async fn verify_sets_forward_auth_headers_and_checks_demands() {
     );
     assert_eq!(error_of(r).await, "insufficient_scope");
     let r = s
-        .http
-        .get(s.url("/verify?scope=orders:delete"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+        .get_with_token("/verify?scope=orders:delete", &token)
+        .await;
     assert_eq!(r.status(), 403);
     assert_eq!(
         r.headers()["www-authenticate"],
@@ -453,13 +437,7 @@ const INVALID_TOKEN_CHALLENGE: &str = "Bearer realm=\"keygate\", error=\"invalid
 
 async fn assert_invalid(s: &TestServer, token: &str, what: &str) {
     for path in ["/verify", "/userinfo"] {
-        let r = s
-            .http
-            .get(s.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
+        let r = s.get_with_token(path, token).await;
         assert_eq!(r.status(), 401, "{what} on {path}");
         assert_eq!(
             r.headers()["www-authenticate"],
@@ -559,13 +537,7 @@ async fn forged_tokens_are_refused_over_http() {
 async fn userinfo_returns_the_claims() {
     let s = TestServer::start().await;
     let token = s.token().await;
-    let r = s
-        .http
-        .get(s.url("/userinfo"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let r = s.get_with_token("/userinfo", &token).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["cache-control"], "no-store");
     let claims: Value = r.json().await.unwrap();

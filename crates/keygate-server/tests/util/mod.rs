@@ -174,8 +174,13 @@ impl TestServer {
     }
 
     pub async fn verify(&self, token: &str) -> reqwest::Response {
+        self.get_with_token("/verify", token).await
+    }
+
+    /// `GET path` with `Authorization: Bearer <token>`.
+    pub async fn get_with_token(&self, path: &str, token: &str) -> reqwest::Response {
         self.http
-            .get(self.url("/verify"))
+            .get(self.url(path))
             .bearer_auth(token)
             .send()
             .await
