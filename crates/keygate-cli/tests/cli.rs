@@ -36,6 +36,13 @@ fn keygate_stdin(dir: &Path, args: &[&str], input: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// `keygate init` in `dir`; returns the first API key it prints.
+fn init(dir: &Path) -> String {
+    let out = keygate(dir, &["init"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    stdout(&out).lines().last().unwrap().trim().to_owned()
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8(o.stdout.clone()).unwrap()
 }
@@ -375,8 +382,7 @@ fn exit_codes_and_one_line_errors() {
 fn keygen_switches_to_es256_and_rotates_signing_keys() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let init = keygate(d, &["init"]);
-    let key = stdout(&init).lines().last().unwrap().trim().to_owned();
+    let key = init(d);
     let gen1 = keygate(d, &["keygen", "--alg", "ES256"]);
     assert_eq!(gen1.status.code(), Some(0), "{}", stderr(&gen1));
     let kid1 = stdout(&gen1).trim().to_owned();
@@ -450,12 +456,7 @@ fn keygen_switches_to_es256_and_rotates_signing_keys() {
 fn secrets_never_reach_the_logs_even_at_trace_level() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let key = stdout(&keygate(d, &["init"]))
-        .lines()
-        .last()
-        .unwrap()
-        .trim()
-        .to_owned();
+    let key = init(d);
     let password = "canary-password-5f3e";
     assert_eq!(
         keygate_stdin(d, &["user", "add", "alice", "--role", "r"], password)
@@ -567,7 +568,7 @@ fn signal(server: &Server, name: &str) {
 fn sighup_reloads_when_polling_is_off() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    keygate(d, &["init"]);
+    init(d);
     let server = serve_with(
         d,
         "warn",
@@ -594,7 +595,7 @@ fn sigterm_drains_in_flight_requests_then_exits_0() {
     use std::io::Read;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    keygate(d, &["init"]);
+    init(d);
     keygate_stdin(
         d,
         &["user", "add", "alice", "--role", "r"],
@@ -632,12 +633,7 @@ fn sigterm_drains_in_flight_requests_then_exits_0() {
 fn login_and_call_use_a_running_server() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let key = stdout(&keygate(d, &["init"]))
-        .lines()
-        .last()
-        .unwrap()
-        .trim()
-        .to_owned();
+    let key = init(d);
     let server = serve(d);
     let base = server.base.clone();
 
