@@ -43,13 +43,8 @@ pub(crate) async fn authenticate_client(
         (Some(id), Some(secret)) => Some((id.clone(), secret.clone())),
         _ => None,
     };
-    // Only the header: query and cookie keys are for `/login`, not for client authentication.
-    let header_only = keygate::axum::ApiKeySources {
-        header: rt.config.api_key.header.clone(),
-        query: String::new(),
-        cookie: String::new(),
-    };
-    let api_key = header_only
+    let api_key = rt
+        .client_key_header
         .find(headers, None)
         .map_err(|_| Rejection::InvalidRequest("the API key header is repeated or unreadable"))?;
     let presented = match (basic, form, api_key) {

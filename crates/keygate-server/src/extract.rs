@@ -5,9 +5,9 @@
 use std::net::{IpAddr, SocketAddr};
 
 use axum::http::{HeaderMap, header};
-use keygate::axum::{ApiKeySources, AuthRejection};
+use keygate::axum::AuthRejection;
 
-use crate::config::Config;
+use crate::config::{Config, Runtime};
 use crate::rejection::Rejection;
 
 /// Where a bearer token came from.
@@ -54,14 +54,9 @@ pub(crate) fn bearer_token<'a>(
 pub(crate) fn api_key(
     headers: &HeaderMap,
     query: Option<&str>,
-    config: &Config,
+    runtime: &Runtime,
 ) -> Result<Option<String>, Rejection> {
-    let sources = ApiKeySources {
-        header: config.api_key.header.clone(),
-        query: config.api_key.query.clone(),
-        cookie: config.api_key.cookie.clone(),
-    };
-    sources.find(headers, query).map_err(|_| {
+    runtime.api_key_sources.find(headers, query).map_err(|_| {
         Rejection::InvalidRequest(
             "the API key is repeated, unreadable or presented differently twice",
         )
@@ -142,19 +137,25 @@ mod tests {
 
     #[test]
     fn api_key_sources_must_agree() {
-        let mut c = Config::default();
-        c.api_key.query = "api_key".into();
+        let runtime = |query: &str| {
+            let mut c = Config::default();
+            c.token.secret =
+                Some("4f1c0f9a7d6e8b2c3a5d7e9f1b3c5d7e9a1b3c5d7e9f1a2b3c4d5e6f7a8b9c0d".into());
+            c.api_key.query = query.into();
+            c.validate().unwrap()
+        };
+        let rt = runtime("api_key");
         let h = headers(&[("x-api-key", "k1")]);
-        assert_eq!(api_key(&h, None, &c).unwrap().as_deref(), Some("k1"));
+        assert_eq!(api_key(&h, None, &rt).unwrap().as_deref(), Some("k1"));
         assert_eq!(
-            api_key(&h, Some("api_key=k1"), &c).unwrap().as_deref(),
+            api_key(&h, Some("api_key=k1"), &rt).unwrap().as_deref(),
             Some("k1")
         );
-        assert!(api_key(&h, Some("api_key=k2"), &c).is_err());
-        assert!(api_key(&HeaderMap::new(), Some("api_key=a&api_key=b"), &c).is_err());
-        c.api_key.query.clear();
+        assert!(api_key(&h, Some("api_key=k2"), &rt).is_err());
+        assert!(api_key(&HeaderMap::new(), Some("api_key=a&api_key=b"), &rt).is_err());
+        let no_query = runtime("");
         assert_eq!(
-            api_key(&HeaderMap::new(), Some("api_key=k1"), &c).unwrap(),
+            api_key(&HeaderMap::new(), Some("api_key=k1"), &no_query).unwrap(),
             None
         );
     }

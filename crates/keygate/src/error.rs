@@ -1,7 +1,5 @@
 //! The one error type of the `keygate` crate.
 
-use std::fmt;
-
 /// Everything that can go wrong while issuing or verifying a token, checking a credential
 /// or reading a hash.
 ///
@@ -120,27 +118,7 @@ impl Error {
             Error::StoreUnavailable(_) => "store_unavailable",
         }
     }
-
-    /// True when the error says something about the token (the caller answers
-    /// `invalid_token`), false when it is the server's own trouble.
-    pub fn is_token_error(&self) -> bool {
-        !matches!(
-            self,
-            Error::Signing(_) | Error::StoreUnavailable(_) | Error::HashingBusy
-        )
-    }
 }
 
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Shows a secret as `[redacted]` in `Debug` output, so a derived `Debug` on a struct that
-/// holds one never prints it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Redacted<T>(pub T);
-
-impl<T> fmt::Debug for Redacted<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}

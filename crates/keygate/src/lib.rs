@@ -47,4 +47,4 @@ pub mod principal;
 pub mod revocation;
 pub mod token;
 
-pub use error::{Error, Redacted, Result};
+pub use error::{Error, Result};

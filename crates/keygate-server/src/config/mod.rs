@@ -453,6 +453,16 @@ impl Config {
         Ok(Runtime {
             config: self.clone(),
             listen,
+            api_key_sources: keygate::axum::ApiKeySources {
+                header: self.api_key.header.clone(),
+                query: self.api_key.query.clone(),
+                cookie: self.api_key.cookie.clone(),
+            },
+            client_key_header: keygate::axum::ApiKeySources {
+                header: self.api_key.header.clone(),
+                query: String::new(),
+                cookie: String::new(),
+            },
             directory,
             keys,
             keyring_dir,
@@ -499,6 +509,11 @@ pub struct Runtime {
     pub config: Config,
     /// `server.listen`, parsed.
     pub listen: SocketAddr,
+    /// Where `/login` reads API keys (`[api_key]`).
+    pub api_key_sources: keygate::axum::ApiKeySources,
+    /// Where client authentication reads an API key: the header only (query and cookie
+    /// keys are for `/login`).
+    pub client_key_header: keygate::axum::ApiKeySources,
     /// Clients and users.
     pub directory: Directory,
     /// Signing and verifying keys, shared by the issuer and the verifier.

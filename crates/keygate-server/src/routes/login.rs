@@ -32,7 +32,7 @@ pub(super) async fn login(
     RawQuery(query): RawQuery,
 ) -> Result<Response, Rejection> {
     let rt = state.runtime();
-    let key = api_key(&headers, query.as_deref(), &rt.config)?
+    let key = api_key(&headers, query.as_deref(), &rt)?
         .ok_or(Rejection::InvalidClient { basic: false })?;
     let ip = format!("ip:{}", client_ip(peer, &headers, &rt.config));
     let who = key_subject(&key);
