@@ -8,7 +8,7 @@
 //! | [`routes`] | one file per endpoint group; `routes/mod.rs` shows the whole API |
 //! | [`rejection`] | [`Rejection`]: status, challenge and body of every refusal |
 //! | `authorize` | the bearer-token check shared by `/verify`, `/userinfo` and `/logout` |
-//! | `extract` | credentials, form bodies and the client address from a request |
+//! | `extract` | credentials (read by `keygate::axum`, as services read them), form bodies, the client address |
 //! | `credentials` | client authentication (Basic, form, API-key header) and failed-attempt bookkeeping |
 //! | [`limits`] | [`limits::FailedAttempts`]: 429 after too many failures |
 //! | [`store`] | Redis for the revocation list and attempt counters of several replicas |
