@@ -7,6 +7,7 @@ use axum::http::HeaderMap;
 use keygate::token::Claims;
 use time::OffsetDateTime;
 
+use crate::config::OnUnavailable;
 use crate::extract::{TokenSource, bearer_token};
 use crate::rejection::Rejection;
 use crate::state::AppState;
@@ -47,7 +48,7 @@ pub(crate) async fn check_token(state: &AppState, token: &str) -> Result<Claims,
             refused("revoked");
             return Err(Rejection::InvalidToken);
         }
-        Err(e) if rt.config.store.on_unavailable == "allow" => {
+        Err(e) if rt.config.store.on_unavailable == OnUnavailable::Allow => {
             tracing::warn!(error = %e, "revocation store unavailable; allowed by store.on_unavailable");
         }
         Err(e) => {

@@ -49,7 +49,7 @@ pub(crate) fn keygen(path: &Path, alg: &str) -> anyhow::Result<()> {
         }
     };
     let kid = keyring::generate(&dir, algorithm)?;
-    if config.token.algorithm != algorithm.as_str() {
+    if config.token.algorithm != algorithm {
         eprintln!(
             "keygate signs with {} now; set token.algorithm = \"{algorithm}\" to sign with this key",
             config.token.algorithm

@@ -40,7 +40,7 @@ impl ConfigFile {
         let text = fs::read_to_string(path)
             .map_err(|e| ConfigError::new(path.display().to_string(), e))?;
         let doc: DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| {
-            ConfigError::new(path.display().to_string(), super::toml_error(&e))
+            ConfigError::new(path.display().to_string(), super::env::toml_error(&e))
         })?;
         Ok(Self {
             path: path.to_owned(),

@@ -62,8 +62,8 @@ pub fn list(dir: &Path) -> Result<Vec<KeyringEntry>, ConfigError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(ConfigError::new(setting(dir), e)),
     };
-    let file: KeyringFile =
-        toml::from_str(&text).map_err(|e| ConfigError::new(setting(dir), super::toml_error(&e)))?;
+    let file: KeyringFile = toml::from_str(&text)
+        .map_err(|e| ConfigError::new(setting(dir), super::env::toml_error(&e)))?;
     Ok(file.keys)
 }
 
@@ -186,7 +186,7 @@ fn keyring_doc(dir: &Path) -> Result<DocumentMut, ConfigError> {
         Err(e) => return Err(ConfigError::new(setting(dir), e)),
     };
     text.parse::<DocumentMut>()
-        .map_err(|e| ConfigError::new(setting(dir), super::toml_error(&e)))
+        .map_err(|e| ConfigError::new(setting(dir), super::env::toml_error(&e)))
 }
 
 fn create_dir(dir: &Path) -> Result<(), ConfigError> {

@@ -107,7 +107,8 @@ fn token_cookie(config: &Config, token: &str, max_age: u64) -> Option<HeaderValu
     let secure = if c.secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
         "{}={token}; Max-Age={max_age}; Path=/; HttpOnly{secure}; SameSite={}",
-        c.name, c.same_site
+        c.name,
+        c.same_site.as_str()
     ))
     .ok()
 }

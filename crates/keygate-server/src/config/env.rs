@@ -1,0 +1,243 @@
+//! The environment around the file: `${VAR}` interpolation, `KEYGATE_<SECTION>_<KEY>`
+//! overrides, humane durations (`30m`, `90d`), and parse errors that never quote a secret.
+
+use std::collections::BTreeMap;
+
+use super::model::SECTIONS;
+use super::{Config, ConfigError};
+
+impl Config {
+    /// Parses TOML text with `env` as the environment. Does not validate values.
+    pub fn parse(text: &str, env: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::new("file", toml_error(&e)))?;
+        interpolate_table(&mut table, "", env)?;
+        apply_env_overrides(&mut table, env)?;
+        let value = toml::Value::Table(table);
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            ConfigError::new(
+                if path == "." { "file".into() } else { path },
+                one_line(&e.into_inner().to_string()),
+            )
+        })
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `18 | secret = "…"`: a line of the file quoted in a parse error.
+fn is_source_line(line: &str) -> bool {
+    let digits = line.bytes().take_while(u8::is_ascii_digit).count();
+    digits > 0 && line[digits..].trim_start().starts_with('|')
+}
+
+/// A TOML parse error in one line, **without** the quoted source line the parser's message
+/// carries: that line may hold the secret (`secret = "…"`), and errors are logged.
+pub(crate) fn toml_error(e: &impl std::fmt::Display) -> String {
+    let text = e.to_string();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('|') && !is_source_line(l))
+        .collect();
+    one_line(&lines.join(": "))
+}
+
+/// Replaces `${VAR}` in every string value; an unset variable is an error naming the
+/// setting. `$${` writes a literal `${`.
+fn interpolate_table(
+    table: &mut toml::Table,
+    prefix: &str,
+    env: &BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
+    for (key, value) in table.iter_mut() {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        interpolate_value(value, &path, env)?;
+    }
+    Ok(())
+}
+
+fn interpolate_value(
+    value: &mut toml::Value,
+    path: &str,
+    env: &BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
+    match value {
+        toml::Value::String(s) => *s = interpolate(s, path, env)?,
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                interpolate_value(item, &format!("{path}[{i}]"), env)?;
+            }
+        }
+        toml::Value::Table(t) => interpolate_table(t, path, env)?,
+        _ => {}
+    }
+    Ok(())
+}
+
+fn interpolate(s: &str, path: &str, env: &BTreeMap<String, String>) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos..];
+        if let Some(lit) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = lit;
+        } else if let Some(var) = after.strip_prefix("${") {
+            let end = var
+                .find('}')
+                .ok_or_else(|| ConfigError::new(path, "`${` without a closing `}`"))?;
+            let name = &var[..end];
+            let value = env.get(name).ok_or_else(|| {
+                ConfigError::new(path, format!("environment variable {name} is not set"))
+            })?;
+            out.push_str(value);
+            rest = &var[end + 1..];
+        } else {
+            out.push('$');
+            rest = &after[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// `KEYGATE_TOKEN_TTL=15m` sets `[token] ttl`. Values of string settings are taken as
+/// they are; others (numbers, booleans, lists) are read as TOML literals.
+fn apply_env_overrides(
+    table: &mut toml::Table,
+    env: &BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
+    let defaults =
+        toml::Table::try_from(Config::default()).map_err(|e| ConfigError::new("defaults", e))?;
+    // Longest section names first, so `KEYGATE_API_KEY_HEADER` is not read as `[api]`.
+    let mut sections: Vec<&str> = SECTIONS.to_vec();
+    sections.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix("KEYGATE_") else {
+            continue;
+        };
+        let Some((section, key)) = sections.iter().find_map(|s| {
+            rest.strip_prefix(&s.to_ascii_uppercase())
+                .and_then(|k| k.strip_prefix('_'))
+                .map(|k| (*s, k.to_ascii_lowercase()))
+        }) else {
+            continue;
+        };
+        let setting = format!("{section}.{key} (from {name})");
+        let default = defaults.get(section).and_then(|s| s.get(&key));
+        let value = match default {
+            Some(toml::Value::String(_)) | None => toml::Value::String(raw.clone()),
+            Some(_) => toml::from_str::<toml::Table>(&format!("v = {raw}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .ok_or_else(|| {
+                    ConfigError::new(&setting, format!("`{raw}` is not a valid value"))
+                })?,
+        };
+        let section_table = table
+            .entry(section)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match section_table {
+            toml::Value::Table(t) => {
+                t.insert(key, value);
+            }
+            _ => return Err(ConfigError::new(section, "must be a table")),
+        }
+    }
+    Ok(())
+}
+
+/// Durations as humane strings: `30m`, `90d`, `1h 30m`.
+pub(super) mod humane {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(in crate::config) fn serialize<S: Serializer>(
+        d: &Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub(in crate::config) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not a duration like 30s, 15m, 1h or 90d"
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const SECRET: &str = "4f1c0f9a7d6e8b2c3a5d7e9f1b3c5d7e9a1b3c5d7e9f1a2b3c4d5e6f7a8b9c0d";
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn minimal() -> String {
+        format!("[token]\nsecret = \"{SECRET}\"\n")
+    }
+
+    #[test]
+    fn variables_are_interpolated() {
+        let text = "[token]\nsecret = \"${MY_SECRET}\"\nissuer = \"https://${HOST}/x$${y}\"\n";
+        let c = Config::parse(text, &env(&[("MY_SECRET", SECRET), ("HOST", "a.test")])).unwrap();
+        assert_eq!(c.token.secret.as_deref(), Some(SECRET));
+        assert_eq!(c.token.issuer.as_deref(), Some("https://a.test/x${y}"));
+        let err = Config::parse(text, &env(&[("HOST", "a.test")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "token.secret: environment variable MY_SECRET is not set"
+        );
+    }
+
+    #[test]
+    fn environment_overrides_every_section() {
+        let c = Config::parse(
+            &minimal(),
+            &env(&[
+                ("KEYGATE_TOKEN_TTL", "15m"),
+                ("KEYGATE_API_KEY_HEADER", "access_token"),
+                ("KEYGATE_LIMITS_FAILED_ATTEMPTS", "3"),
+                ("KEYGATE_COOKIE_ENABLED", "true"),
+                ("KEYGATE_TOKEN_AUDIENCE", "[\"orders-api\"]"),
+                ("KEYGATE_SERVER_LISTEN", "127.0.0.1:0"),
+                ("KEYGATE_CONFIG", "ignored.toml"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.token.ttl, Duration::from_secs(900));
+        assert_eq!(c.api_key.header, "access_token");
+        assert_eq!(c.limits.failed_attempts, 3);
+        assert!(c.cookie.enabled);
+        assert_eq!(c.token.audience, vec!["orders-api".to_owned()]);
+        assert_eq!(c.server.listen, "127.0.0.1:0");
+        let err =
+            Config::parse(&minimal(), &env(&[("KEYGATE_LIMITS_WINDOW", "soon")])).unwrap_err();
+        assert!(err.to_string().starts_with("limits.window"), "{err}");
+        let err = Config::parse(&minimal(), &env(&[("KEYGATE_TOKEN_NOPE", "1")])).unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+    }
+}
