@@ -7,7 +7,7 @@ use axum::http::HeaderMap;
 use keygate::token::Claims;
 use time::OffsetDateTime;
 
-use crate::config::OnUnavailable;
+use crate::config::{OnUnavailable, Runtime};
 use crate::extract::{TokenSource, bearer_token};
 use crate::rejection::Rejection;
 use crate::state::AppState;
@@ -21,18 +21,21 @@ pub(crate) struct Authorized {
 
 pub(crate) async fn authorize(
     state: &AppState,
+    rt: &Runtime,
     headers: &HeaderMap,
 ) -> Result<Authorized, Rejection> {
-    let rt = state.runtime();
     let (token, source) = bearer_token(headers, &rt.config)?.ok_or(Rejection::MissingToken)?;
-    let claims = check_token(state, token).await?;
+    let claims = check_token(state, rt, token).await?;
     Ok(Authorized { claims, source })
 }
 
 /// Every check a token must pass at keygate: signature and claims, the revocation list,
 /// and a principal that still exists and is not revoked.
-pub(crate) async fn check_token(state: &AppState, token: &str) -> Result<Claims, Rejection> {
-    let rt = state.runtime();
+pub(crate) async fn check_token(
+    state: &AppState,
+    rt: &Runtime,
+    token: &str,
+) -> Result<Claims, Rejection> {
     let claims = rt.verifier.verify(token).map_err(|e| {
         refused(e.reason());
         tracing::debug!(reason = e.reason(), "token refused");
@@ -79,8 +82,13 @@ fn refused(reason: &'static str) {
 
 /// Puts the token on the revocation list until it would be refused anyway: its `exp`
 /// plus the leeway verification allows. `by` says who asked, for the log.
-pub(crate) async fn revoke(state: &AppState, claims: &Claims, by: &str) -> Result<(), Rejection> {
-    let leeway = state.runtime().verifier.policy().leeway.as_secs();
+pub(crate) async fn revoke(
+    state: &AppState,
+    rt: &Runtime,
+    claims: &Claims,
+    by: &str,
+) -> Result<(), Rejection> {
+    let leeway = rt.verifier.policy().leeway.as_secs();
     state
         .revocations()
         .revoke(&claims.iss, &claims.jti, claims.exp.saturating_add(leeway))

@@ -1,7 +1,7 @@
-//! Checking credentials: client authentication for `/token`, `/revoke` and
-//! `/introspect`, and the failed-attempt bookkeeping every credential check shares.
+//! Checking credentials: API keys (`/login`), client authentication for `/token`,
+//! `/revoke` and `/introspect`, and the failed-attempt bookkeeping every check shares.
 
-use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,20 +11,29 @@ use keygate::Error;
 use keygate::principal::Principal;
 use time::OffsetDateTime;
 
+use crate::config::Runtime;
+use crate::limits::Subject;
 use crate::rejection::Rejection;
 use crate::state::AppState;
+
+/// Client credentials sent in a form body (RFC 6749 §2.3.1: `client_id` + `client_secret`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct FormSecret<'a> {
+    pub(crate) client_id: Option<&'a str>,
+    pub(crate) client_secret: Option<&'a str>,
+}
 
 /// Authenticates the calling client by exactly one of: HTTP Basic `client_id:secret`
 /// (each part form-urlencoded, RFC 6749 §2.3.1), form `client_id` + `client_secret`, or
 /// the configured API-key header. Two methods at once is `invalid_request` (§2.3).
 pub(crate) async fn authenticate_client(
     state: &AppState,
-    ip: &str,
+    rt: &Runtime,
+    ip: IpAddr,
     headers: &HeaderMap,
-    params: &HashMap<String, String>,
+    form: FormSecret<'_>,
     label: &'static str,
 ) -> Result<Arc<Principal>, Rejection> {
-    let rt = state.runtime();
     let basic = match headers.get(header::AUTHORIZATION) {
         Some(v) => {
             let v = v
@@ -39,18 +48,20 @@ pub(crate) async fn authenticate_client(
         }
         None => None,
     };
-    let form = match (params.get("client_id"), params.get("client_secret")) {
-        (Some(id), Some(secret)) => Some((id.clone(), secret.clone())),
+    let form = match (form.client_id, form.client_secret) {
+        (Some(id), Some(secret)) => Some((id.to_owned(), secret.to_owned())),
         _ => None,
     };
     let api_key = rt
         .client_key_header
         .find(headers, None)
         .map_err(|_| Rejection::InvalidRequest("the API key header is repeated or unreadable"))?;
-    let presented = match (basic, form, api_key) {
-        (Some(basic), None, None) => Presented::Secret(basic),
-        (None, Some(form), None) => Presented::Secret(vec![form]),
-        (None, None, Some(key)) => Presented::ApiKey(key),
+    let candidates = match (basic, form, api_key) {
+        (Some(basic), None, None) => basic,
+        (None, Some(form), None) => vec![form],
+        (None, None, Some(key)) => {
+            return authenticate_api_key(state, rt, ip, &key, label, true).await;
+        }
         (None, None, None) => return Err(Rejection::InvalidClient { basic: true }),
         _ => {
             return Err(Rejection::InvalidRequest(
@@ -58,34 +69,22 @@ pub(crate) async fn authenticate_client(
             ));
         }
     };
-    let who = match &presented {
-        Presented::ApiKey(key) => key_subject(key),
-        Presented::Secret(candidates) => Some(format!("id:{}", candidates[0].0)),
-    };
-    let mut subjects = vec![ip];
-    subjects.extend(who.as_deref());
+    let subjects = [
+        Subject::Address(ip),
+        Subject::Principal(candidates[0].0.clone()),
+    ];
     check_limits(state, &subjects, label).await?;
     let now = OffsetDateTime::now_utc();
-    let outcome = match presented {
-        Presented::ApiKey(key) => {
-            rt.directory
-                .authenticate_key(&key, state.passwords(), now)
-                .await
+    let mut outcome = Err(Error::WrongCredential);
+    for (client_id, secret) in &candidates {
+        outcome = rt
+            .directory
+            .authenticate_client(client_id, secret, state.passwords(), now)
+            .await;
+        if outcome.is_ok() {
+            break;
         }
-        Presented::Secret(candidates) => {
-            let mut outcome = Err(Error::WrongCredential);
-            for (client_id, secret) in &candidates {
-                outcome = rt
-                    .directory
-                    .authenticate_client(client_id, secret, state.passwords(), now)
-                    .await;
-                if outcome.is_ok() {
-                    break;
-                }
-            }
-            outcome
-        }
-    };
+    }
     let refusal = Rejection::InvalidClient { basic: true };
     match outcome {
         Ok(client) => Ok(client),
@@ -93,19 +92,40 @@ pub(crate) async fn authenticate_client(
     }
 }
 
-/// How a client presented itself.
-enum Presented {
-    /// The configured API-key header.
-    ApiKey(String),
-    /// Client id and secret, with the readings to try (see [`decode_basic`]).
-    Secret(Vec<(String, String)>),
+/// Authenticates an API key (`/login`, or client authentication by the key header).
+/// `basic` picks the challenge of the refusal: `Basic` at the token endpoints.
+pub(crate) async fn authenticate_api_key(
+    state: &AppState,
+    rt: &Runtime,
+    ip: IpAddr,
+    key: &str,
+    label: &'static str,
+    basic: bool,
+) -> Result<Arc<Principal>, Rejection> {
+    let mut subjects = vec![Subject::Address(ip)];
+    subjects.extend(key_subject(key));
+    check_limits(state, &subjects, label).await?;
+    let now = OffsetDateTime::now_utc();
+    match rt
+        .directory
+        .authenticate_key(key, state.passwords(), now)
+        .await
+    {
+        Ok(client) => Ok(client),
+        Err(e) => {
+            let refusal = Rejection::InvalidClient { basic };
+            Err(refuse(state, &e, &subjects, label, refusal).await)
+        }
+    }
 }
 
-/// The attempt-counter subject of an API key: `id:<client id>` for a `kg_` key (whose id is
-/// readable without any lookup); hand-made keys have none, only the address counts.
-pub(crate) fn key_subject(key: &str) -> Option<String> {
+/// The attempt-counter subject of an API key: the client id of a `kg_` key (readable
+/// without any lookup); hand-made keys have none, only the address counts.
+fn key_subject(key: &str) -> Option<Subject> {
     match keygate::api_key::classify(key) {
-        Ok(keygate::api_key::PresentedKey::Generated { id }) => Some(format!("id:{id}")),
+        Ok(keygate::api_key::PresentedKey::Generated { id }) => {
+            Some(Subject::Principal(id.to_owned()))
+        }
         _ => None,
     }
 }
@@ -139,7 +159,7 @@ fn decode_basic(creds: &str) -> Result<Vec<(String, String)>, Rejection> {
 pub(crate) async fn refuse(
     state: &AppState,
     error: &Error,
-    subjects: &[&str],
+    subjects: &[Subject],
     grant_type: &'static str,
     rejection: Rejection,
 ) -> Rejection {
@@ -169,7 +189,7 @@ pub(crate) async fn refuse(
 /// 429 when any of `subjects` has used up its failed attempts.
 pub(crate) async fn check_limits(
     state: &AppState,
-    subjects: &[&str],
+    subjects: &[Subject],
     grant_type: &'static str,
 ) -> Result<(), Rejection> {
     match state.attempts().blocked(subjects, Instant::now()).await {

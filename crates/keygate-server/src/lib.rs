@@ -22,6 +22,8 @@ mod authorize;
 pub mod config;
 mod credentials;
 mod extract;
+pub mod form;
+mod issue;
 pub mod limits;
 pub mod metrics;
 pub mod rejection;

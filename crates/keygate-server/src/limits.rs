@@ -9,10 +9,31 @@
 //! replica's own counts are kept too and answer while Redis cannot be reached.
 
 use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::store::RedisAttempts;
+
+/// What a failed attempt counts against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Subject {
+    /// A client address.
+    Address(IpAddr),
+    /// A principal named in the attempt (a `kg_` key's client id, a client id, a username).
+    Principal(String),
+}
+
+impl fmt::Display for Subject {
+    /// The counter's key: `ip:<address>` or `id:<principal>` (hashed again by the Redis store).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Subject::Address(ip) => write!(f, "ip:{ip}"),
+            Subject::Principal(id) => write!(f, "id:{id}"),
+        }
+    }
+}
 
 /// Entries kept before expired windows are swept out.
 const SWEEP_AT: usize = 10_000;
@@ -28,7 +49,7 @@ pub struct FailedAttempts {
 struct Inner {
     limit: u32,
     window: Duration,
-    counters: HashMap<String, Window>,
+    counters: HashMap<Subject, Window>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -58,7 +79,7 @@ impl FailedAttempts {
 
     /// `Some(retry_after)` when any of `subjects` is blocked now: by the shared counts, or
     /// by this replica's own when Redis cannot be reached.
-    pub async fn blocked(&self, subjects: &[&str], now: Instant) -> Option<Duration> {
+    pub async fn blocked(&self, subjects: &[Subject], now: Instant) -> Option<Duration> {
         if let Some(shared) = &self.shared {
             let limit = self.lock().limit;
             match shared.blocked(subjects, limit).await {
@@ -72,7 +93,7 @@ impl FailedAttempts {
     }
 
     /// Counts one failure against each of `subjects`, here and in Redis.
-    pub async fn record_failure(&self, subjects: &[&str], now: Instant) {
+    pub async fn record_failure(&self, subjects: &[Subject], now: Instant) {
         self.record_locally(subjects, now);
         if let Some(shared) = &self.shared {
             let window = self.lock().window;
@@ -90,11 +111,11 @@ impl FailedAttempts {
     }
 
     /// `Some(retry_after)` when any of `subjects` is blocked by this replica's counts.
-    pub fn blocked_locally(&self, subjects: &[&str], now: Instant) -> Option<Duration> {
+    pub fn blocked_locally(&self, subjects: &[Subject], now: Instant) -> Option<Duration> {
         let inner = self.lock();
         subjects
             .iter()
-            .filter_map(|s| inner.counters.get(*s))
+            .filter_map(|s| inner.counters.get(s))
             .filter(|w| w.failures >= inner.limit)
             .filter_map(|w| (w.started + inner.window).checked_duration_since(now))
             .filter(|d| !d.is_zero())
@@ -102,14 +123,14 @@ impl FailedAttempts {
     }
 
     /// Counts one failure against each of `subjects` in this replica.
-    pub fn record_locally(&self, subjects: &[&str], now: Instant) {
+    pub fn record_locally(&self, subjects: &[Subject], now: Instant) {
         let mut inner = self.lock();
         let window = inner.window;
         if inner.counters.len() >= SWEEP_AT {
             inner.counters.retain(|_, w| w.started + window > now);
         }
         for s in subjects {
-            let w = inner.counters.entry((*s).to_owned()).or_insert(Window {
+            let w = inner.counters.entry(s.clone()).or_insert(Window {
                 started: now,
                 failures: 0,
             });
@@ -137,31 +158,42 @@ mod tests {
 
     #[test]
     fn blocks_after_the_limit_until_the_window_ends() {
+        let ip = |n: u8| Subject::Address(IpAddr::from([10, 0, 0, n]));
+        let id = |s: &str| Subject::Principal(s.to_owned());
         let limits = FailedAttempts::new(3, Duration::from_secs(60));
         let t0 = Instant::now();
         for _ in 0..2 {
-            limits.record_locally(&["ip:1", "id:a"], t0);
+            limits.record_locally(&[ip(1), id("a")], t0);
         }
-        assert_eq!(limits.blocked_locally(&["ip:1"], t0), None);
-        limits.record_locally(&["ip:1", "id:a"], t0);
+        assert_eq!(limits.blocked_locally(&[ip(1)], t0), None);
+        limits.record_locally(&[ip(1), id("a")], t0);
         let later = t0 + Duration::from_secs(20);
         assert_eq!(
-            limits.blocked_locally(&["ip:1"], later),
+            limits.blocked_locally(&[ip(1)], later),
             Some(Duration::from_secs(40))
         );
         assert_eq!(
-            limits.blocked_locally(&["id:a"], later),
+            limits.blocked_locally(&[id("a")], later),
             Some(Duration::from_secs(40))
         );
-        assert_eq!(limits.blocked_locally(&["ip:2", "id:b"], later), None);
+        assert_eq!(limits.blocked_locally(&[ip(2), id("b")], later), None);
         assert_eq!(
-            limits.blocked_locally(&["ip:1"], t0 + Duration::from_secs(60)),
+            limits.blocked_locally(&[ip(1)], t0 + Duration::from_secs(60)),
             None
         );
-        limits.record_locally(&["ip:1"], t0 + Duration::from_secs(61));
+        limits.record_locally(&[ip(1)], t0 + Duration::from_secs(61));
         assert_eq!(
-            limits.blocked_locally(&["ip:1"], t0 + Duration::from_secs(61)),
+            limits.blocked_locally(&[ip(1)], t0 + Duration::from_secs(61)),
             None
         );
+    }
+
+    #[test]
+    fn subjects_are_keyed_by_kind() {
+        assert_eq!(
+            Subject::Address(IpAddr::from([127, 0, 0, 1])).to_string(),
+            "ip:127.0.0.1"
+        );
+        assert_eq!(Subject::Principal("bob".into()).to_string(), "id:bob");
     }
 }

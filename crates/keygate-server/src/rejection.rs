@@ -9,8 +9,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-/// Realm named in every challenge.
-pub const REALM: &str = "keygate";
+use keygate::axum::{AuthRejection, BearerRefusal, REALM};
 
 /// A refused request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,10 +34,12 @@ pub enum Rejection {
     MissingToken,
     /// 401 `invalid_token`: bad, expired or revoked.
     InvalidToken,
-    /// 403 `insufficient_scope`, naming what was demanded.
+    /// 403 `insufficient_scope`, naming the demanded scopes (space-separated).
     InsufficientScope(String),
     /// 403 `access_denied`: a cross-site request carrying only the cookie.
     CrossSite,
+    /// 413 `invalid_request`: a body over the limit.
+    PayloadTooLarge,
     /// 429 with `Retry-After`.
     TooManyAttempts(Duration),
     /// 503 `temporarily_unavailable` with `Retry-After`.
@@ -69,14 +70,31 @@ impl Rejection {
                 StatusCode::UNAUTHORIZED
             }
             Rejection::InsufficientScope(_) | Rejection::CrossSite => StatusCode::FORBIDDEN,
+            Rejection::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
             Rejection::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
+    /// The token refusals, answered in the words of `keygate::axum`.
+    fn bearer(&self) -> Option<BearerRefusal> {
+        match self {
+            Rejection::MissingToken => Some(BearerRefusal::MissingToken),
+            Rejection::InvalidToken => Some(BearerRefusal::InvalidToken),
+            Rejection::InsufficientScope(scope) => {
+                Some(BearerRefusal::InsufficientScope(scope.clone()))
+            }
+            _ => None,
+        }
+    }
+
     fn body(&self) -> ErrorBody {
         let (error, error_description) = match self {
+            Rejection::MissingToken | Rejection::InvalidToken | Rejection::InsufficientScope(_) => {
+                let b = self.bearer().unwrap_or(BearerRefusal::InvalidToken);
+                (b.error(), b.description())
+            }
             Rejection::InvalidRequest(d) => ("invalid_request", *d),
             Rejection::UnsupportedGrantType => {
                 ("unsupported_grant_type", "the grant type is not supported")
@@ -91,15 +109,8 @@ impl Rejection {
                 "the client is not allowed to do this",
             ),
             Rejection::InvalidClient { .. } => ("invalid_client", "client authentication failed"),
-            Rejection::MissingToken => ("invalid_token", "a bearer token is required"),
-            Rejection::InvalidToken => {
-                ("invalid_token", "the token is invalid, expired or revoked")
-            }
-            Rejection::InsufficientScope(_) => (
-                "insufficient_scope",
-                "the token lacks the required role or scope",
-            ),
             Rejection::CrossSite => ("access_denied", "cross-site request refused"),
+            Rejection::PayloadTooLarge => ("invalid_request", "the request body is too large"),
             Rejection::TooManyAttempts(_) => {
                 ("too_many_attempts", "too many failed attempts; retry later")
             }
@@ -121,23 +132,28 @@ impl Rejection {
                 Some(format!("Basic realm=\"{REALM}\", charset=\"UTF-8\""))
             }
             Rejection::InvalidClient { basic: false } => Some(format!("ApiKey realm=\"{REALM}\"")),
-            Rejection::MissingToken => Some(format!("Bearer realm=\"{REALM}\"")),
-            Rejection::InvalidToken => Some(format!(
-                "Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"the token is invalid, expired or revoked\""
-            )),
-            Rejection::InsufficientScope(scope) if scope.is_empty() => Some(format!(
-                "Bearer realm=\"{REALM}\", error=\"insufficient_scope\""
-            )),
-            Rejection::InsufficientScope(scope) => Some(format!(
-                "Bearer realm=\"{REALM}\", error=\"insufficient_scope\", scope=\"{scope}\""
-            )),
             _ => None,
+        }
+    }
+}
+
+impl From<AuthRejection> for Rejection {
+    fn from(a: AuthRejection) -> Self {
+        match a.refusal() {
+            BearerRefusal::MissingToken => Rejection::MissingToken,
+            BearerRefusal::InvalidToken => Rejection::InvalidToken,
+            BearerRefusal::InsufficientScope(scope) => Rejection::InsufficientScope(scope),
+            // `RepeatedHeader`, and whatever the library learns to refuse next.
+            other => Rejection::InvalidRequest(other.description()),
         }
     }
 }
 
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
+        if let Some(refusal) = self.bearer() {
+            return refusal.into_response();
+        }
         let mut response = (self.status(), Json(self.body())).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

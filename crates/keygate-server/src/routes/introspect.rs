@@ -9,32 +9,69 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keygate::principal::Principal;
-use serde_json::{Value, json};
+use keygate::token::Claims;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::authorize::{check_token, revoke as revoke_claims};
-use crate::credentials::authenticate_client;
-use crate::extract::{Peer, client_ip, form};
+use crate::config::Runtime;
+use crate::credentials::{FormSecret, authenticate_client};
+use crate::extract::{Peer, client_ip};
+use crate::form::Form;
 use crate::rejection::Rejection;
 use crate::state::AppState;
 
-/// The authenticated calling client and the `token` parameter of the form body.
+/// Form body of `POST /revoke` and `POST /introspect`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(super) struct TokenParam {
+    /// The token.
+    #[schema(required = true, value_type = String, min_length = 1)]
+    token: Option<String>,
+    /// `access_token` (accepted and ignored: keygate has access tokens only).
+    #[allow(unused)]
+    token_type_hint: Option<String>,
+    /// Client credentials in the body, instead of HTTP Basic.
+    client_id: Option<String>,
+    /// The client's API key, with `client_id`.
+    client_secret: Option<String>,
+}
+
+/// RFC 7662 response: `active`, and when active `token_type` and the members of `Claims`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct Introspection {
+    /// False for any token keygate would refuse; then no other member is present.
+    active: bool,
+    /// `Bearer`, when active.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
+    token_type: Option<&'static str>,
+    /// The claims, as members of this object, when active.
+    #[serde(flatten)]
+    #[schema(ignore)]
+    claims: Option<Claims>,
+}
+
+/// The authenticated calling client and the `token` parameter.
 async fn client_and_token(
     state: &AppState,
+    rt: &Runtime,
     peer: SocketAddr,
     headers: &HeaderMap,
-    body: &[u8],
+    form: TokenParam,
     label: &'static str,
 ) -> Result<(Arc<Principal>, String), Rejection> {
-    let mut params = form(headers, body)?;
-    let ip = format!("ip:{}", client_ip(peer, headers, &state.runtime().config));
-    let client = authenticate_client(state, &ip, headers, &params, label).await?;
-    let token = params
-        .remove("token")
+    let ip = client_ip(peer, headers, &rt.config);
+    let secret = FormSecret {
+        client_id: form.client_id.as_deref(),
+        client_secret: form.client_secret.as_deref(),
+    };
+    let client = authenticate_client(state, rt, ip, headers, secret, label).await?;
+    let token = form
+        .token
         .ok_or(Rejection::InvalidRequest("token is required"))?;
     Ok((client, token))
 }
@@ -52,7 +89,7 @@ fn no_store(mut response: Response) -> Response {
     post, path = "/revoke", tag = "tokens",
     summary = "RFC 7009 token revocation",
     description = "A client revokes tokens issued to it; a client whose role is in `token.admin_roles` revokes any token. 200 also for invalid or unknown tokens.",
-    request_body(content = super::openapi::TokenParam, content_type = "application/x-www-form-urlencoded"),
+    request_body(content = TokenParam, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "Revoked, or nothing to revoke"),
         (status = 400, description = "`invalid_request` (not a form, no `token`, a repeated parameter, two client authentication methods at once), or `unauthorized_client` for another client's token", body = crate::rejection::ErrorBody),
@@ -65,10 +102,10 @@ pub(super) async fn revoke(
     State(state): State<AppState>,
     Peer(peer): Peer,
     headers: HeaderMap,
-    body: Bytes,
+    Form(form): Form<TokenParam>,
 ) -> Result<Response, Rejection> {
-    let (client, token) = client_and_token(&state, peer, &headers, &body, "revoke").await?;
     let rt = state.runtime();
+    let (client, token) = client_and_token(&state, &rt, peer, &headers, form, "revoke").await?;
     // `token_type_hint` may be ignored (RFC 7009 §2.1): keygate has access tokens only.
     let Ok(claims) = rt.verifier.verify(&token) else {
         return Ok(no_store(StatusCode::OK.into_response()));
@@ -78,7 +115,7 @@ pub(super) async fn revoke(
         tracing::info!(client = %client.id, jti = %claims.jti, "revocation of another client's token refused");
         return Err(Rejection::UnauthorizedClient);
     }
-    revoke_claims(&state, &claims, &client.id).await?;
+    revoke_claims(&state, &rt, &claims, &client.id).await?;
     Ok(no_store(StatusCode::OK.into_response()))
 }
 
@@ -88,9 +125,9 @@ pub(super) async fn revoke(
     post, path = "/introspect", tag = "verification",
     summary = "RFC 7662 token introspection",
     description = "Any authenticated client may introspect any token. An inactive token gets exactly `{\"active\": false}`.",
-    request_body(content = super::openapi::TokenParam, content_type = "application/x-www-form-urlencoded"),
+    request_body(content = TokenParam, content_type = "application/x-www-form-urlencoded"),
     responses(
-        (status = 200, description = "`active` with the claims, or `{\"active\": false}`", body = super::openapi::Introspection),
+        (status = 200, description = "`active` with the claims, or `{\"active\": false}`", body = Introspection),
         (status = 400, description = "`invalid_request`: not a form, no `token`, a repeated parameter, or two client authentication methods at once", body = crate::rejection::ErrorBody),
         (status = 401, description = "`invalid_client`", body = crate::rejection::ErrorBody),
         (status = 429, description = "Too many failed attempts", body = crate::rejection::ErrorBody, headers(("retry-after" = u64))),
@@ -101,20 +138,22 @@ pub(super) async fn introspect(
     State(state): State<AppState>,
     Peer(peer): Peer,
     headers: HeaderMap,
-    body: Bytes,
+    Form(form): Form<TokenParam>,
 ) -> Result<Response, Rejection> {
-    let (_, token) = client_and_token(&state, peer, &headers, &body, "introspect").await?;
-    let body = match check_token(&state, &token).await {
-        Ok(claims) => {
-            let mut v = serde_json::to_value(&claims).unwrap_or(Value::Null);
-            if let Value::Object(map) = &mut v {
-                map.insert("active".into(), Value::Bool(true));
-                map.insert("token_type".into(), json!("Bearer"));
-            }
-            v
-        }
+    let rt = state.runtime();
+    let (_, token) = client_and_token(&state, &rt, peer, &headers, form, "introspect").await?;
+    let body = match check_token(&state, &rt, &token).await {
+        Ok(claims) => Introspection {
+            active: true,
+            token_type: Some("Bearer"),
+            claims: Some(claims),
+        },
         Err(Rejection::Unavailable(after)) => return Err(Rejection::Unavailable(after)),
-        Err(_) => json!({"active": false}),
+        Err(_) => Introspection {
+            active: false,
+            token_type: None,
+            claims: None,
+        },
     };
     Ok(no_store(Json(body).into_response()))
 }

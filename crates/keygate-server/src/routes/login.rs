@@ -3,13 +3,12 @@
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use time::OffsetDateTime;
 
-use super::token::{issue, token_response};
 use crate::authorize::{authorize, revoke};
 use crate::config::Config;
-use crate::credentials::{check_limits, key_subject, refuse};
+use crate::credentials::authenticate_api_key;
 use crate::extract::{Peer, TokenSource, api_key, client_ip};
+use crate::issue::{issue, token_response};
 use crate::rejection::Rejection;
 use crate::state::AppState;
 
@@ -18,7 +17,7 @@ use crate::state::AppState;
     summary = "Exchange an API key for a token",
     description = "The key comes from the configured header (default `X-API-Key`), or the query parameter or cookie when configured. Sets the token cookie in cookie mode.",
     responses(
-        (status = 200, description = "A token", body = super::TokenResponse, headers(("cache-control" = String, description = "`no-store`"))),
+        (status = 200, description = "A token", body = crate::issue::TokenResponse, headers(("cache-control" = String, description = "`no-store`"))),
         (status = 400, description = "Two different keys presented", body = crate::rejection::ErrorBody),
         (status = 401, description = "No key, or a wrong, expired or revoked one: `invalid_client`", body = crate::rejection::ErrorBody),
         (status = 429, description = "Too many failed attempts", body = crate::rejection::ErrorBody, headers(("retry-after" = u64))),
@@ -34,24 +33,9 @@ pub(super) async fn login(
     let rt = state.runtime();
     let key = api_key(&headers, query.as_deref(), &rt)?
         .ok_or(Rejection::InvalidClient { basic: false })?;
-    let ip = format!("ip:{}", client_ip(peer, &headers, &rt.config));
-    let who = key_subject(&key);
-    let mut subjects = vec![ip.as_str()];
-    subjects.extend(who.as_deref());
-    check_limits(&state, &subjects, "api_key").await?;
-    let now = OffsetDateTime::now_utc();
-    let client = match rt
-        .directory
-        .authenticate_key(&key, state.passwords(), now)
-        .await
-    {
-        Ok(client) => client,
-        Err(e) => {
-            let refusal = Rejection::InvalidClient { basic: false };
-            return Err(refuse(&state, &e, &subjects, "api_key", refusal).await);
-        }
-    };
-    let issued = issue(&state, &client, &client.scopes, "api_key")?;
+    let ip = client_ip(peer, &headers, &rt.config);
+    let client = authenticate_api_key(&state, &rt, ip, &key, "api_key", false).await?;
+    let issued = issue(&rt, &client, &client.scopes, "api_key")?;
     let cookie = rt
         .config
         .cookie
@@ -80,11 +64,11 @@ pub(super) async fn logout(State(state): State<AppState>, headers: HeaderMap) ->
         .then(|| token_cookie(&rt.config, "", 0))
         .flatten();
     let outcome = async {
-        let authorized = authorize(&state, &headers).await?;
+        let authorized = authorize(&state, &rt, &headers).await?;
         if authorized.source == TokenSource::Cookie && is_cross_site(&headers, &rt.config) {
             return Err(Rejection::CrossSite);
         }
-        revoke(&state, &authorized.claims, "logout").await
+        revoke(&state, &rt, &authorized.claims, "logout").await
     }
     .await;
     let mut response = match outcome {

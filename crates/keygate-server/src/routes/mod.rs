@@ -16,7 +16,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use crate::rejection::Rejection;
 use crate::state::AppState;
 
-pub use token::TokenResponse;
+pub use crate::issue::TokenResponse;
 
 /// Bodies larger than this are refused with 413 before they are read.
 pub const MAX_BODY: usize = 64 * 1024;

@@ -14,48 +14,10 @@
 use axum::Json;
 use axum::extract::State;
 use serde_json::{Map, Value, json};
-use utoipa::{OpenApi, ToSchema};
+use utoipa::OpenApi;
 
 use crate::config::Config;
 use crate::state::AppState;
-
-/// Form body of `POST /token`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(super) struct TokenForm {
-    /// `client_credentials` or `password`.
-    grant_type: String,
-    /// Space-separated scopes to narrow the grant to.
-    scope: Option<String>,
-    /// Password grant.
-    username: Option<String>,
-    /// Password grant.
-    password: Option<String>,
-    /// Client credentials in the body, instead of HTTP Basic.
-    client_id: Option<String>,
-    /// The client's API key, with `client_id`.
-    client_secret: Option<String>,
-}
-
-/// Form body of `POST /revoke` and `POST /introspect`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(super) struct TokenParam {
-    /// The token.
-    token: String,
-    /// `access_token` (accepted and ignored: keygate has access tokens only).
-    token_type_hint: Option<String>,
-}
-
-/// RFC 7662 response: `active`, and when active the token's claims.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(super) struct Introspection {
-    /// False for any token keygate would refuse; then no other member is present.
-    active: bool,
-    #[schema(inline)]
-    claims: Option<keygate::token::Claims>,
-}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -80,7 +42,7 @@ pub(super) struct Introspection {
         super::health::metrics,
     ),
     components(schemas(
-        super::TokenResponse,
+        crate::issue::TokenResponse,
         crate::rejection::ErrorBody,
         keygate::token::Claims,
         keygate::token::Audience

@@ -1,104 +1,46 @@
 //! `POST /token`: the RFC 6749 token endpoint (`client_credentials`, `password`).
 
-use std::collections::HashMap;
-
-use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, header};
-use axum::response::{IntoResponse, Response};
-use keygate::principal::Principal;
-use keygate::token::{Grant, IssuedToken};
-use serde::Serialize;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde::Deserialize;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
-use crate::credentials::{self, check_limits, refuse};
-use crate::extract::{Peer, client_ip, form};
+use crate::config::Runtime;
+use crate::credentials::{FormSecret, authenticate_client, check_limits, refuse};
+use crate::extract::{Peer, client_ip};
+use crate::form::Form;
+use crate::issue::{issue, narrow_scopes, token_response};
+use crate::limits::Subject;
 use crate::rejection::Rejection;
 use crate::state::AppState;
 
-/// The successful token response (RFC 6749 §5.1).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct TokenResponse {
-    /// The JWT.
-    pub access_token: String,
-    /// Always `Bearer`.
-    pub token_type: &'static str,
-    /// Seconds until expiry.
-    pub expires_in: u64,
-    /// Granted scopes, space-separated.
-    pub scope: String,
-}
-
-/// Builds the JSON token response with `Cache-Control: no-store` and `Pragma: no-cache`.
-pub(crate) fn token_response(issued: &IssuedToken, set_cookie: Option<HeaderValue>) -> Response {
-    let body = TokenResponse {
-        access_token: issued.token.clone(),
-        token_type: "Bearer",
-        expires_in: issued.expires_in(),
-        scope: issued.claims.scope.clone(),
-    };
-    let mut response = Json(body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    if let Some(cookie) = set_cookie {
-        headers.insert(header::SET_COOKIE, cookie);
-    }
-    response
-}
-
-/// Signs a token for `principal` with the granted `scopes` and counts it.
-pub(crate) fn issue(
-    state: &AppState,
-    principal: &Principal,
-    scopes: &[String],
-    grant_type: &'static str,
-) -> Result<IssuedToken, Rejection> {
-    let rt = state.runtime();
-    let grant = Grant {
-        subject: &principal.id,
-        client_id: &principal.id,
-        role: &principal.role,
-        scopes,
-    };
-    let issued = rt.issuer.issue(&grant).map_err(|e| {
-        tracing::error!(error = %e, "signing failed");
-        Rejection::Internal
-    })?;
-    metrics::counter!("keygate_tokens_issued_total", "grant" => grant_type).increment(1);
-    tracing::info!(sub = %principal.id, jti = %issued.claims.jti, grant = grant_type, "token issued");
-    Ok(issued)
-}
-
-/// The scopes to grant: all the principal has when none are asked for, else exactly
-/// those asked for, each of which must be allowed.
-pub(crate) fn narrow_scopes(
-    requested: Option<&str>,
-    allowed: &[String],
-) -> Result<Vec<String>, Rejection> {
-    let Some(requested) = requested else {
-        return Ok(allowed.to_vec());
-    };
-    let mut granted: Vec<String> = Vec::new();
-    for s in requested.split(' ').filter(|s| !s.is_empty()) {
-        if !allowed.iter().any(|a| a == s) {
-            return Err(Rejection::InvalidScope);
-        }
-        if !granted.iter().any(|g| g == s) {
-            granted.push(s.to_owned());
-        }
-    }
-    Ok(granted)
+/// Form body of `POST /token`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(super) struct TokenForm {
+    /// `client_credentials` or `password`.
+    #[schema(required = true, value_type = String)]
+    grant_type: Option<String>,
+    /// Space-separated scopes to narrow the grant to.
+    scope: Option<String>,
+    /// Password grant.
+    username: Option<String>,
+    /// Password grant.
+    password: Option<String>,
+    /// Client credentials in the body, instead of HTTP Basic.
+    client_id: Option<String>,
+    /// The client's API key, with `client_id`.
+    client_secret: Option<String>,
 }
 
 #[utoipa::path(
     post, path = "/token", tag = "tokens",
     summary = "RFC 6749 token endpoint",
     description = "`grant_type=client_credentials` (client authentication by HTTP Basic `client_id:api_key`, form `client_id`+`client_secret`, or the API-key header) or `grant_type=password` (on when users exist). `scope` narrows the grant.",
-    request_body(content = super::openapi::TokenForm, content_type = "application/x-www-form-urlencoded"),
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
     responses(
-        (status = 200, description = "A token", body = TokenResponse, headers(("cache-control" = String, description = "`no-store`"))),
+        (status = 200, description = "A token", body = crate::issue::TokenResponse, headers(("cache-control" = String, description = "`no-store`"))),
         (status = 400, description = "`invalid_request`, `unsupported_grant_type`, `invalid_grant` or `invalid_scope`", body = crate::rejection::ErrorBody),
         (status = 401, description = "`invalid_client`", body = crate::rejection::ErrorBody, headers(("www-authenticate" = String, description = "`Basic realm=\"keygate\"`"))),
         (status = 429, description = "Too many failed attempts", body = crate::rejection::ErrorBody, headers(("retry-after" = u64))),
@@ -110,45 +52,42 @@ pub(super) async fn token(
     State(state): State<AppState>,
     Peer(peer): Peer,
     headers: HeaderMap,
-    body: Bytes,
+    Form(form): Form<TokenForm>,
 ) -> Result<Response, Rejection> {
-    let params = form(&headers, &body)?;
     let rt = state.runtime();
-    let ip = format!("ip:{}", client_ip(peer, &headers, &rt.config));
-    match params.get("grant_type").map(String::as_str) {
+    let ip = client_ip(peer, &headers, &rt.config);
+    match form.grant_type.as_deref() {
         None => Err(Rejection::InvalidRequest("grant_type is required")),
         Some("client_credentials") => {
-            let client = credentials::authenticate_client(
-                &state,
-                &ip,
-                &headers,
-                &params,
-                "client_credentials",
-            )
-            .await?;
-            let scopes = narrow_scopes(params.get("scope").map(String::as_str), &client.scopes)?;
-            let issued = issue(&state, &client, &scopes, "client_credentials")?;
+            let secret = FormSecret {
+                client_id: form.client_id.as_deref(),
+                client_secret: form.client_secret.as_deref(),
+            };
+            let client =
+                authenticate_client(&state, &rt, ip, &headers, secret, "client_credentials")
+                    .await?;
+            let scopes = narrow_scopes(form.scope.as_deref(), &client.scopes)?;
+            let issued = issue(&rt, &client, &scopes, "client_credentials")?;
             Ok(token_response(&issued, None))
         }
-        Some("password") if rt.directory.has_users() => password(&state, &params, &ip).await,
+        Some("password") if rt.directory.has_users() => password(&state, &rt, &form, ip).await,
         Some(_) => Err(Rejection::UnsupportedGrantType),
     }
 }
 
 async fn password(
     state: &AppState,
-    params: &HashMap<String, String>,
-    ip: &str,
+    rt: &Runtime,
+    form: &TokenForm,
+    ip: std::net::IpAddr,
 ) -> Result<Response, Rejection> {
-    let (Some(username), Some(password)) = (params.get("username"), params.get("password")) else {
+    let (Some(username), Some(password)) = (&form.username, &form.password) else {
         return Err(Rejection::InvalidRequest(
             "username and password are required",
         ));
     };
-    let who = format!("id:{username}");
-    let subjects = [ip, who.as_str()];
+    let subjects = [Subject::Address(ip), Subject::Principal(username.clone())];
     check_limits(state, &subjects, "password").await?;
-    let rt = state.runtime();
     let now = OffsetDateTime::now_utc();
     let user = match rt
         .directory
@@ -160,30 +99,7 @@ async fn password(
             return Err(refuse(state, &e, &subjects, "password", Rejection::InvalidGrant).await);
         }
     };
-    let scopes = narrow_scopes(params.get("scope").map(String::as_str), &user.scopes)?;
-    let issued = issue(state, &user, &scopes, "password")?;
+    let scopes = narrow_scopes(form.scope.as_deref(), &user.scopes)?;
+    let issued = issue(rt, &user, &scopes, "password")?;
     Ok(token_response(&issued, None))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scopes_narrow_to_what_is_allowed() {
-        let allowed = vec!["a".to_owned(), "b".to_owned()];
-        assert_eq!(narrow_scopes(None, &allowed).unwrap(), allowed);
-        assert_eq!(
-            narrow_scopes(Some("b"), &allowed).unwrap(),
-            vec!["b".to_owned()]
-        );
-        assert_eq!(
-            narrow_scopes(Some("b  b a"), &allowed).unwrap(),
-            vec!["b".to_owned(), "a".to_owned()]
-        );
-        assert_eq!(
-            narrow_scopes(Some("c"), &allowed),
-            Err(Rejection::InvalidScope)
-        );
-    }
 }

@@ -35,7 +35,8 @@ pub(super) async fn verify(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, Rejection> {
-    let claims = authorize(&state, &headers).await?.claims;
+    let rt = state.runtime();
+    let claims = authorize(&state, &rt, &headers).await?.claims;
     let mut roles: Vec<String> = Vec::new();
     let mut scopes: Vec<String> = Vec::new();
     for (k, v) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
@@ -50,10 +51,10 @@ pub(super) async fn verify(
         }
     }
     if !roles.is_empty() && !roles.contains(&claims.role) {
-        return Err(Rejection::InsufficientScope(challenge_scope(&scopes)));
+        return Err(Rejection::InsufficientScope(scopes.join(" ")));
     }
     if !scopes.iter().all(|s| claims.has_scope(s)) {
-        return Err(Rejection::InsufficientScope(challenge_scope(&scopes)));
+        return Err(Rejection::InsufficientScope(scopes.join(" ")));
     }
     let mut response = StatusCode::OK.into_response();
     let h = response.headers_mut();
@@ -71,20 +72,6 @@ pub(super) async fn verify(
     Ok(response)
 }
 
-/// Only RFC 6749 scope characters go back into the challenge header.
-fn challenge_scope(scopes: &[String]) -> String {
-    scopes
-        .iter()
-        .map(|s| {
-            s.chars()
-                .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\')
-                .collect::<String>()
-        })
-        .filter(|s| !s.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// The verified claims of the presented token.
 #[utoipa::path(
     get, path = "/userinfo", tag = "verification",
@@ -99,7 +86,8 @@ pub(super) async fn userinfo(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, Rejection> {
-    let claims = authorize(&state, &headers).await?.claims;
+    let rt = state.runtime();
+    let claims = authorize(&state, &rt, &headers).await?.claims;
     let mut response = Json(claims).into_response();
     response
         .headers_mut()

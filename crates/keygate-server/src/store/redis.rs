@@ -151,8 +151,15 @@ pub struct RedisAttempts(pub RedisStore);
 
 impl RedisAttempts {
     /// The longest time any of `subjects` is still blocked with `limit` failures allowed.
-    pub async fn blocked(&self, subjects: &[&str], limit: u32) -> Result<Option<Duration>, Error> {
-        let keys: Vec<String> = subjects.iter().map(|s| key("attempts", &[s])).collect();
+    pub async fn blocked(
+        &self,
+        subjects: &[crate::limits::Subject],
+        limit: u32,
+    ) -> Result<Option<Duration>, Error> {
+        let keys: Vec<String> = subjects
+            .iter()
+            .map(|s| key("attempts", &[&s.to_string()]))
+            .collect();
         let rows: Vec<(Option<u32>, i64)> = self
             .0
             .run(|mut c| async move {
@@ -173,8 +180,15 @@ impl RedisAttempts {
     }
 
     /// Counts one failure against each of `subjects`.
-    pub async fn record_failure(&self, subjects: &[&str], window: Duration) -> Result<(), Error> {
-        let keys: Vec<String> = subjects.iter().map(|s| key("attempts", &[s])).collect();
+    pub async fn record_failure(
+        &self,
+        subjects: &[crate::limits::Subject],
+        window: Duration,
+    ) -> Result<(), Error> {
+        let keys: Vec<String> = subjects
+            .iter()
+            .map(|s| key("attempts", &[&s.to_string()]))
+            .collect();
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
         self.0
             .run(|mut c| async move {

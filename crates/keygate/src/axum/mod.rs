@@ -28,7 +28,7 @@ mod rejection;
 pub use api_key::{ApiKeyRejection, ApiKeySources, PresentedApiKey};
 pub use extract::Authenticated;
 pub use layer::{RequireAuth, RequireAuthLayer};
-pub use rejection::AuthRejection;
+pub use rejection::{AuthRejection, BearerRefusal, REALM};
 
 // Also used by keygate-server, so the server and the services it issues tokens for read
 // credentials from a request in exactly one way.
@@ -176,7 +176,7 @@ mod tests {
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(
             challenge(&r),
-            "Bearer realm=\"keygate\", error=\"invalid_token\""
+            "Bearer realm=\"keygate\", error=\"invalid_token\", error_description=\"the token is invalid, expired or revoked\""
         );
 
         let narrow = token(&issuer, "service", &["orders:write"]);

@@ -5,19 +5,17 @@
 //! nginx comes from Debian (`.ci/run` installs it). Under CI a missing nginx fails the test;
 //! elsewhere the test says so and passes.
 
-mod util;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::util::*;
 use axum::Router;
 use axum::http::HeaderMap;
 use axum::routing::get;
 use serde_json::json;
-use util::*;
 
 fn nginx() -> Option<PathBuf> {
     system_program(&["/usr/sbin/nginx", "/usr/bin/nginx"], "nginx")

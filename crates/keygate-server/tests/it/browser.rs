@@ -6,12 +6,10 @@
 //!
 //! Under CI a missing browser fails the test; elsewhere the test says so and passes.
 
-mod util;
-
 use std::path::Path;
 use std::process::Command;
 
-use util::*;
+use crate::util::*;
 
 fn browser_installed() -> bool {
     system_program(&["/usr/bin/chromium"], "chromium").is_some()

@@ -1,5 +1,4 @@
 //! Helpers for the black-box tests: a real server on 127.0.0.1:0 with a real config file.
-#![allow(dead_code, unreachable_pub)]
 
 use std::path::PathBuf;
 
@@ -7,28 +6,28 @@ use keygate::api_key::{self, KeyHash};
 use keygate_server::AppState;
 use tokio::sync::oneshot;
 
-pub const SECRET: &str = "4f1c0f9a7d6e8b2c3a5d7e9f1b3c5d7e9a1b3c5d7e9f1a2b3c4d5e6f7a8b9c0d";
-pub const ISSUER: &str = "https://keygate.test";
+pub(crate) const SECRET: &str = "4f1c0f9a7d6e8b2c3a5d7e9f1b3c5d7e9a1b3c5d7e9f1a2b3c4d5e6f7a8b9c0d";
+pub(crate) const ISSUER: &str = "https://keygate.test";
 /// The seed's style of key: any string, stored as `sha256:<hex>`.
-pub const SEED_KEY: &str = "seed-style-hand-made-api-key";
-pub const USER_PASSWORD: &str = "correct horse battery";
+pub(crate) const SEED_KEY: &str = "seed-style-hand-made-api-key";
+pub(crate) const USER_PASSWORD: &str = "correct horse battery";
 
 /// A running server and what it was configured with.
-pub struct TestServer {
-    pub base: String,
-    pub http: reqwest::Client,
-    pub state: AppState,
-    pub config_path: PathBuf,
+pub(crate) struct TestServer {
+    pub(crate) base: String,
+    pub(crate) http: reqwest::Client,
+    pub(crate) state: AppState,
+    pub(crate) config_path: PathBuf,
     /// `kg_billing_…`: role `service`, scopes `orders:read orders:write`.
-    pub billing_key: String,
+    pub(crate) billing_key: String,
     shutdown: Option<oneshot::Sender<()>>,
-    pub handle: tokio::task::JoinHandle<std::io::Result<()>>,
+    pub(crate) handle: tokio::task::JoinHandle<std::io::Result<()>>,
     _dir: tempfile::TempDir,
 }
 
 /// The base configuration; `extra` is appended (more sections or entries), and
 /// `overrides` replaces whole lines of the base by key (`"failed_attempts = 3"`).
-pub fn config_text(billing_key: &str, user_hash: &str, extra: &str) -> String {
+pub(crate) fn config_text(billing_key: &str, user_hash: &str, extra: &str) -> String {
     format!(
         r#"[server]
 listen = "127.0.0.1:0"
@@ -73,7 +72,7 @@ scopes = ["orders:read"]
 }
 
 /// One argon2id hash for the whole test binary (hashing is slow on purpose).
-pub fn user_hash() -> &'static str {
+pub(crate) fn user_hash() -> &'static str {
     static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     HASH.get_or_init(|| {
         keygate::password::hash_password(USER_PASSWORD.as_bytes())
@@ -84,23 +83,23 @@ pub fn user_hash() -> &'static str {
 }
 
 impl TestServer {
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         Self::with_extra("").await
     }
 
     /// A server whose config has `extra` TOML added after `[limits]`.
-    pub async fn with_extra(extra: &str) -> Self {
+    pub(crate) async fn with_extra(extra: &str) -> Self {
         let billing_key = api_key::generate("billing").unwrap();
         let text = config_text(&billing_key, user_hash(), extra);
         Self::with_config(text, billing_key).await
     }
 
-    pub async fn with_config(text: String, billing_key: String) -> Self {
+    pub(crate) async fn with_config(text: String, billing_key: String) -> Self {
         Self::with_setup(text, billing_key, |_| {}).await
     }
 
     /// A server signing with `alg` (ES256, EdDSA, RS256) from a fresh key in `keys/`.
-    pub async fn signing_with(alg: &str) -> Self {
+    pub(crate) async fn signing_with(alg: &str) -> Self {
         let billing_key = api_key::generate("billing").unwrap();
         let text = config_text(&billing_key, user_hash(), "").replacen(
             "algorithm = \"HS256\"",
@@ -115,7 +114,7 @@ impl TestServer {
     }
 
     /// Runs `setup` in the server's folder before the server reads its configuration.
-    pub async fn with_setup(
+    pub(crate) async fn with_setup(
         text: String,
         billing_key: String,
         setup: impl FnOnce(&std::path::Path),
@@ -147,16 +146,16 @@ impl TestServer {
     }
 
     /// The folder holding the configuration (and `keys/`).
-    pub fn dir(&self) -> &std::path::Path {
+    pub(crate) fn dir(&self) -> &std::path::Path {
         self._dir.path()
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
     /// `POST /login` with the key in `X-API-Key`.
-    pub async fn login(&self, key: &str) -> reqwest::Response {
+    pub(crate) async fn login(&self, key: &str) -> reqwest::Response {
         self.http
             .post(self.url("/login"))
             .header("X-API-Key", key)
@@ -166,19 +165,19 @@ impl TestServer {
     }
 
     /// A fresh token for `billing`.
-    pub async fn token(&self) -> String {
+    pub(crate) async fn token(&self) -> String {
         let r = self.login(&self.billing_key).await;
         assert_eq!(r.status(), 200);
         let body: serde_json::Value = r.json().await.unwrap();
         body["access_token"].as_str().unwrap().to_owned()
     }
 
-    pub async fn verify(&self, token: &str) -> reqwest::Response {
+    pub(crate) async fn verify(&self, token: &str) -> reqwest::Response {
         self.get_with_token("/verify", token).await
     }
 
     /// `GET path` with `Authorization: Bearer <token>`.
-    pub async fn get_with_token(&self, path: &str, token: &str) -> reqwest::Response {
+    pub(crate) async fn get_with_token(&self, path: &str, token: &str) -> reqwest::Response {
         self.http
             .get(self.url(path))
             .bearer_auth(token)
@@ -188,7 +187,7 @@ impl TestServer {
     }
 
     /// `POST /token` with a form body.
-    pub async fn token_form(&self, form: &[(&str, &str)]) -> reqwest::Response {
+    pub(crate) async fn token_form(&self, form: &[(&str, &str)]) -> reqwest::Response {
         let body = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form)
             .finish();
@@ -202,12 +201,12 @@ impl TestServer {
     }
 
     /// Rewrites the config file and reloads it.
-    pub fn rewrite_config(&self, text: &str) -> Result<(), keygate_server::ConfigError> {
+    pub(crate) fn rewrite_config(&self, text: &str) -> Result<(), keygate_server::ConfigError> {
         std::fs::write(&self.config_path, text).unwrap();
         self.state.reload()
     }
 
-    pub async fn stop(mut self) -> std::io::Result<()> {
+    pub(crate) async fn stop(mut self) -> std::io::Result<()> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -216,18 +215,18 @@ impl TestServer {
 }
 
 /// The error code of an OAuth-shaped body.
-pub async fn error_of(r: reqwest::Response) -> String {
+pub(crate) async fn error_of(r: reqwest::Response) -> String {
     let body: serde_json::Value = r.json().await.unwrap();
     assert!(body["error_description"].is_string(), "{body}");
     body["error"].as_str().unwrap().to_owned()
 }
 
-pub fn b64(bytes: &[u8]) -> String {
+pub(crate) fn b64(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-pub fn unb64(s: &str) -> Vec<u8> {
+pub(crate) fn unb64(s: &str) -> Vec<u8> {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(s)
@@ -236,7 +235,7 @@ pub fn unb64(s: &str) -> Vec<u8> {
 
 /// HS256 over arbitrary header and payload JSON: an independent JWS implementation
 /// (hmac + sha2), used both to forge and to check tokens.
-pub fn sign_hs256(header: &str, payload: &str, key: &[u8]) -> String {
+pub(crate) fn sign_hs256(header: &str, payload: &str, key: &[u8]) -> String {
     use hmac::{Hmac, Mac};
     let input = format!("{}.{}", b64(header.as_bytes()), b64(payload.as_bytes()));
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
@@ -244,12 +243,12 @@ pub fn sign_hs256(header: &str, payload: &str, key: &[u8]) -> String {
     format!("{input}.{}", b64(&mac.finalize().into_bytes()))
 }
 
-pub fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     keygate::token::now_unix()
 }
 
 /// Valid claims for `billing`, with `overrides` merged in (`null` removes a claim).
-pub fn claims_with(overrides: serde_json::Value) -> String {
+pub(crate) fn claims_with(overrides: serde_json::Value) -> String {
     let n = now();
     let mut base = serde_json::json!({
         "iss": ISSUER, "sub": "billing", "aud": "orders-api", "exp": n + 600, "iat": n,
@@ -272,7 +271,7 @@ pub fn claims_with(overrides: serde_json::Value) -> String {
 /// A program of the Python virtualenv the tests use (`.venv` at the workspace root, which
 /// `.ci/run` creates; or the folder of `$KEYGATE_PYTHON`). Under CI a missing one fails the
 /// calling test; elsewhere this says so and returns `None`, and the test passes.
-pub fn venv_program(name: &str) -> Option<PathBuf> {
+pub(crate) fn venv_program(name: &str) -> Option<PathBuf> {
     let bin = std::env::var_os("KEYGATE_PYTHON").map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin"),
         |p| {
@@ -299,7 +298,7 @@ pub fn venv_program(name: &str) -> Option<PathBuf> {
 }
 
 /// A port nothing listens on right now.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -310,7 +309,7 @@ pub fn free_port() -> u16 {
 /// The first of `paths` that exists: a program from Debian's packages that `.ci/run`
 /// installs. Under CI a missing one fails the calling test; elsewhere this says so and
 /// returns `None`, and the test passes.
-pub fn system_program(paths: &[&str], package: &str) -> Option<PathBuf> {
+pub(crate) fn system_program(paths: &[&str], package: &str) -> Option<PathBuf> {
     let found = paths.iter().map(PathBuf::from).find(|p| p.exists());
     if found.is_none() {
         assert!(
@@ -324,7 +323,7 @@ pub fn system_program(paths: &[&str], package: &str) -> Option<PathBuf> {
 
 impl TestServer {
     /// `POST` a form to `path`, with HTTP Basic client credentials when given.
-    pub async fn post_form(
+    pub(crate) async fn post_form(
         &self,
         path: &str,
         auth: Option<(&str, &str)>,
@@ -345,19 +344,19 @@ impl TestServer {
     }
 
     /// The body of `GET path`.
-    pub async fn text(&self, path: &str) -> String {
+    pub(crate) async fn text(&self, path: &str) -> String {
         let r = self.http.get(self.url(path)).send().await.unwrap();
         r.text().await.unwrap()
     }
 
     /// The JSON body of `GET path`.
-    pub async fn json(&self, path: &str) -> serde_json::Value {
+    pub(crate) async fn json(&self, path: &str) -> serde_json::Value {
         let r = self.http.get(self.url(path)).send().await.unwrap();
         r.json().await.unwrap()
     }
 
     /// Lifts the failed-attempt limit, for tests whose requests fail on purpose.
-    pub fn lift_attempt_limit(&self) {
+    pub(crate) fn lift_attempt_limit(&self) {
         let text = std::fs::read_to_string(&self.config_path)
             .unwrap()
             .replace("failed_attempts = 5", "failed_attempts = 1000000");
@@ -365,7 +364,7 @@ impl TestServer {
     }
 
     /// `POST /logout` with `token`.
-    pub async fn logout(&self, token: &str) -> reqwest::Response {
+    pub(crate) async fn logout(&self, token: &str) -> reqwest::Response {
         self.http
             .post(self.url("/logout"))
             .bearer_auth(token)
@@ -376,7 +375,7 @@ impl TestServer {
 }
 
 /// The `Retry-After` seconds of a 429 or 503, checked to be within one `window` (1 minute).
-pub fn retry_after(r: &reqwest::Response) -> u64 {
+pub(crate) fn retry_after(r: &reqwest::Response) -> u64 {
     let secs: u64 = r.headers()["retry-after"]
         .to_str()
         .unwrap()
@@ -384,4 +383,21 @@ pub fn retry_after(r: &reqwest::Response) -> u64 {
         .unwrap();
     assert!((1..=60).contains(&secs), "Retry-After {secs}");
     secs
+}
+
+/// The challenge of a refused token.
+pub(crate) const INVALID_TOKEN_CHALLENGE: &str = "Bearer realm=\"keygate\", error=\"invalid_token\", error_description=\"the token is invalid, expired or revoked\"";
+
+/// `token` is refused by `/verify` and `/userinfo` with 401 `invalid_token`.
+pub(crate) async fn assert_invalid(s: &TestServer, token: &str, what: &str) {
+    for path in ["/verify", "/userinfo"] {
+        let r = s.get_with_token(path, token).await;
+        assert_eq!(r.status(), 401, "{what} on {path}");
+        assert_eq!(
+            r.headers()["www-authenticate"],
+            INVALID_TOKEN_CHALLENGE,
+            "{what}"
+        );
+        assert_eq!(error_of(r).await, "invalid_token", "{what}");
+    }
 }

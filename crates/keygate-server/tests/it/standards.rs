@@ -1,9 +1,7 @@
 //! Public-key signing, JWKS, rotation, discovery, revocation and introspection, over HTTP.
 
-mod util;
-
+use crate::util::*;
 use serde_json::{Value, json};
-use util::*;
 
 const ALGS: [&str; 3] = ["ES256", "EdDSA", "RS256"];
 

@@ -4,14 +4,12 @@
 //!
 //! Under CI a missing redis-server fails the test; elsewhere the test says so and passes.
 
-mod util;
-
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::util::*;
 use serde_json::Value;
-use util::*;
 
 fn redis_server() -> Option<PathBuf> {
     system_program(

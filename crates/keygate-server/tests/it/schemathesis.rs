@@ -9,11 +9,9 @@
 //! schema can say (two client-authentication methods at once are refused, RFC 6749 §2.3;
 //! a key must exist). Those refusals are asserted by the other test files.
 
-mod util;
-
 use std::process::Command;
 
-use util::*;
+use crate::util::*;
 
 #[tokio::test]
 async fn every_generated_request_gets_a_documented_answer_and_never_a_5xx() {
@@ -82,8 +80,13 @@ async fn every_generated_request_gets_a_documented_answer_and_never_a_5xx() {
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "schemathesis found failures:\n{report}"
+        "schemathesis found failures ({}):\n{report}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
     );
-    assert!(report.contains(" passed"), "{report}");
-    assert!(!report.contains("0 generated"), "{report}");
+    let generated: u32 = report
+        .lines()
+        .find_map(|l| l.trim().split_once(" generated,")?.0.parse().ok())
+        .unwrap_or(0);
+    assert!(generated >= 100, "too few cases generated: {report}");
 }

@@ -5,14 +5,12 @@
 //!
 //! The Python tools live in a virtualenv that `.ci/run` creates (see `util::venv_program`).
 
-mod util;
-
 use std::path::PathBuf;
 use std::process::Command;
 
+use crate::util::*;
 use keygate::api_key::KeyHash;
 use serde_json::json;
-use util::*;
 
 /// A client secret with the characters HTTP Basic must form-encode (RFC 6749 §2.3.1).
 const AWKWARD_SECRET: &str = "s3cret:with%odd+chars and spaces";

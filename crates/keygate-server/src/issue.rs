@@ -1,0 +1,109 @@
+//! Issuing: a token for an authenticated principal, and the RFC 6749 §5.1 response that
+//! carries it. The partner of `authorize.rs`, which checks the tokens issued here.
+
+use axum::Json;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use keygate::principal::Principal;
+use keygate::token::{Grant, IssuedToken};
+use serde::Serialize;
+
+use crate::config::Runtime;
+use crate::rejection::Rejection;
+
+/// The successful token response (RFC 6749 §5.1).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenResponse {
+    /// The JWT.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until expiry.
+    pub expires_in: u64,
+    /// Granted scopes, space-separated.
+    pub scope: String,
+}
+
+/// Builds the JSON token response with `Cache-Control: no-store` and `Pragma: no-cache`.
+pub(crate) fn token_response(issued: &IssuedToken, set_cookie: Option<HeaderValue>) -> Response {
+    let body = TokenResponse {
+        access_token: issued.token.clone(),
+        token_type: "Bearer",
+        expires_in: issued.expires_in(),
+        scope: issued.claims.scope.clone(),
+    };
+    let mut response = Json(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    if let Some(cookie) = set_cookie {
+        headers.insert(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// Signs a token for `principal` with the granted `scopes` and counts it.
+pub(crate) fn issue(
+    rt: &Runtime,
+    principal: &Principal,
+    scopes: &[String],
+    grant_type: &'static str,
+) -> Result<IssuedToken, Rejection> {
+    let grant = Grant {
+        subject: &principal.id,
+        client_id: &principal.id,
+        role: &principal.role,
+        scopes,
+    };
+    let issued = rt.issuer.issue(&grant).map_err(|e| {
+        tracing::error!(error = %e, "signing failed");
+        Rejection::Internal
+    })?;
+    metrics::counter!("keygate_tokens_issued_total", "grant" => grant_type).increment(1);
+    tracing::info!(sub = %principal.id, jti = %issued.claims.jti, grant = grant_type, "token issued");
+    Ok(issued)
+}
+
+/// The scopes to grant: all the principal has when none are asked for, else exactly
+/// those asked for, each of which must be allowed.
+pub(crate) fn narrow_scopes(
+    requested: Option<&str>,
+    allowed: &[String],
+) -> Result<Vec<String>, Rejection> {
+    let Some(requested) = requested else {
+        return Ok(allowed.to_vec());
+    };
+    let mut granted: Vec<String> = Vec::new();
+    for s in requested.split(' ').filter(|s| !s.is_empty()) {
+        if !allowed.iter().any(|a| a == s) {
+            return Err(Rejection::InvalidScope);
+        }
+        if !granted.iter().any(|g| g == s) {
+            granted.push(s.to_owned());
+        }
+    }
+    Ok(granted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_narrow_to_what_is_allowed() {
+        let allowed = vec!["a".to_owned(), "b".to_owned()];
+        assert_eq!(narrow_scopes(None, &allowed).unwrap(), allowed);
+        assert_eq!(
+            narrow_scopes(Some("b"), &allowed).unwrap(),
+            vec!["b".to_owned()]
+        );
+        assert_eq!(
+            narrow_scopes(Some("b  b a"), &allowed).unwrap(),
+            vec!["b".to_owned(), "a".to_owned()]
+        );
+        assert_eq!(
+            narrow_scopes(Some("c"), &allowed),
+            Err(Rejection::InvalidScope)
+        );
+    }
+}

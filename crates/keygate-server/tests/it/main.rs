@@ -1,0 +1,19 @@
+//! Black-box tests of keygate-server, one binary: the real server on 127.0.0.1:0 with a
+//! real configuration file, spoken to over HTTP, with real outside tools where a module
+//! says so (Python clients, schemathesis, Redis, nginx, Chromium).
+
+mod browser;
+mod forward_auth;
+mod interop;
+mod limits;
+mod login;
+mod logout;
+mod openapi;
+mod operations;
+mod reload;
+mod replicas;
+mod schemathesis;
+mod standards;
+mod token;
+mod util;
+mod verify;
