@@ -31,9 +31,10 @@ pub(super) struct TokenParam {
     /// The token.
     #[schema(required = true, value_type = String, min_length = 1)]
     token: Option<String>,
-    /// `access_token` (accepted and ignored: keygate has access tokens only).
-    #[allow(unused)]
-    token_type_hint: Option<String>,
+    /// `access_token` (accepted and ignored: keygate has access tokens only, and RFC 7009
+    /// §2.1 lets a server ignore the hint).
+    #[serde(rename = "token_type_hint")]
+    _token_type_hint: Option<String>,
     /// Client credentials in the body, instead of HTTP Basic.
     client_id: Option<String>,
     /// The client's API key, with `client_id`.

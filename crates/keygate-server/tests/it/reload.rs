@@ -63,3 +63,73 @@ async fn file_changes_are_picked_up_without_a_restart() {
     assert!(refused, "the removed client was still accepted after 5 s");
     assert_invalid(&s, &token, "token of a removed client").await;
 }
+
+/// A request is authenticated and signed under one configuration, whatever reload lands
+/// in between. The reload below removes a client and changes the secret while that
+/// client's key is being hashed: were the request to read the configuration twice, the
+/// removed client would get a token signed with the new secret, which every service
+/// holding the new secret would accept.
+#[tokio::test]
+async fn a_reload_mid_request_never_mixes_two_configurations() {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+
+    const NEW_SECRET: &str = "7c1e4b9f0a2d6c8e3f5a7b9d1c3e5f70a2b4c6d8e0f1a3b5c7d9e1f2a4b6c8d0";
+    // 256 MiB and 4 passes: a few hundred milliseconds of hashing, time enough to reload.
+    let slow_key = keygate::api_key::generate("slow").unwrap();
+    let params = argon2::Params::new(262_144, 4, 1, None).unwrap();
+    let hasher = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let salt = SaltString::encode_b64(b"a fixed test salt").unwrap();
+    let phc = hasher
+        .hash_password(slow_key.as_bytes(), &salt)
+        .unwrap()
+        .to_string();
+    let slow_client =
+        format!("[[clients]]\nid = \"slow\"\nkey_hash = \"{phc}\"\nrole = \"service\"\n");
+    let s = TestServer::with_extra(&slow_client).await;
+    let old_text = std::fs::read_to_string(&s.config_path).unwrap();
+    let new_text = old_text
+        .replace(&slow_client, "")
+        .replace(SECRET, NEW_SECRET);
+
+    let verifier = |secret: &str| {
+        let secret: keygate::token::HmacSecret = secret.parse().unwrap();
+        let mut policy = keygate::token::TokenPolicy::new(ISSUER);
+        policy.audience = vec!["orders-api".to_owned()];
+        keygate::token::Verifier::hmac(keygate::token::SigningAlgorithm::HS256, &secret, policy)
+            .unwrap()
+    };
+    let mut raced = false;
+    for _ in 0..5 {
+        s.rewrite_config(&old_text).unwrap();
+        let (http, url, key) = (s.http.clone(), s.url("/login"), slow_key.clone());
+        let login =
+            tokio::spawn(async move { http.post(url).header("X-API-Key", key).send().await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s.rewrite_config(&new_text).unwrap();
+        let r = login.await.unwrap().unwrap();
+        if r.status() != 200 {
+            // The reload came first: the client was already gone.
+            assert_eq!(r.status(), 401);
+            continue;
+        }
+        let token = r.json::<serde_json::Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            verifier(SECRET).verify(&token).is_ok(),
+            "signed under the configuration it was authenticated under"
+        );
+        assert!(
+            verifier(NEW_SECRET).verify(&token).is_err(),
+            "never signed with a key the old configuration did not know"
+        );
+        assert_invalid(&s, &token, "token of a client the new file removed").await;
+        raced = true;
+        break;
+    }
+    assert!(
+        raced,
+        "the reload never landed while the key was being checked"
+    );
+}

@@ -159,3 +159,49 @@ async fn userinfo_returns_the_claims() {
     assert_eq!(claims["role"], "service");
     assert_eq!(claims["iss"], ISSUER);
 }
+
+/// A service guarded by `keygate::axum::RequireAuthLayer` and keygate's own `/verify`
+/// refuse a token in the same bytes: status, challenge, headers and body.
+#[tokio::test]
+async fn a_service_and_keygate_refuse_a_token_in_the_same_words() {
+    use axum::routing::get;
+    use keygate::token::{HmacSecret, SigningAlgorithm, TokenPolicy, Verifier};
+
+    let s = TestServer::start().await;
+    let secret: HmacSecret = SECRET.parse().unwrap();
+    let mut policy = TokenPolicy::new(ISSUER);
+    policy.audience = vec!["orders-api".to_owned()];
+    let verifier = Verifier::hmac(SigningAlgorithm::HS256, &secret, policy).unwrap();
+    let service = axum::Router::new()
+        .route("/orders", get(|| async { "orders" }))
+        .layer(keygate::axum::RequireAuthLayer::new(verifier).scope("orders:admin"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let service_url = format!("http://{}/orders", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, service).await });
+
+    let good = s.token().await;
+    let forged = format!("{}A", &good[..good.len() - 1]);
+    let cases = [
+        ("no token", None),
+        ("a forged token", Some(forged.as_str())),
+        ("a token without the scope", Some(good.as_str())),
+    ];
+    for (what, token) in cases {
+        let mut at_service = s.http.get(&service_url);
+        let mut at_keygate = s.http.get(s.url("/verify?scope=orders:admin"));
+        if let Some(t) = token {
+            at_service = at_service.bearer_auth(t);
+            at_keygate = at_keygate.bearer_auth(t);
+        }
+        let (a, b) = (
+            at_service.send().await.unwrap(),
+            at_keygate.send().await.unwrap(),
+        );
+        assert_ne!(a.status(), 200, "{what}");
+        assert_eq!(a.status(), b.status(), "{what}");
+        for h in ["www-authenticate", "cache-control", "content-type"] {
+            assert_eq!(a.headers().get(h), b.headers().get(h), "{what}: {h}");
+        }
+        assert_eq!(a.bytes().await.unwrap(), b.bytes().await.unwrap(), "{what}");
+    }
+}
