@@ -3,20 +3,24 @@
 //!
 //! | module | holds |
 //! |---|---|
-//! | [`config`] | `keygate.toml`: [`Config`], validation into a [`Runtime`], and [`config::edit`] for the CLI |
-//! | [`state`] | [`AppState`]: the runtime (swapped on reload), revocation list, attempt counters, hashing pool |
+//! | [`config`] | `keygate.toml`: the model, the environment, validation into a [`Runtime`]; [`config::edit`] for the CLI |
+//! | [`state`] | [`AppState`]: the runtime (swapped whole on reload), revocation list, attempt counters, hashing pool |
 //! | [`routes`] | one file per endpoint group; `routes/mod.rs` shows the whole API |
-//! | [`rejection`] | [`Rejection`]: status, challenge and body of every refusal |
-//! | `authorize` | the bearer-token check shared by `/verify`, `/userinfo` and `/logout` |
-//! | `extract` | credentials (read by `keygate::axum`, as services read them), form bodies, the client address |
-//! | `credentials` | client authentication (Basic, form, API-key header) and failed-attempt bookkeeping |
-//! | [`limits`] | [`limits::FailedAttempts`]: 429 after too many failures |
+//! | [`form`] | [`form::Form`]: a form body into the struct its handler documents |
+//! | `extract` | credentials (read by `keygate::axum`, as services read them) and the client address |
+//! | `credentials` | API keys and client authentication (Basic, form, API-key header), failed-attempt bookkeeping |
+//! | `issue` | a token for an authenticated principal and its RFC 6749 §5.1 response |
+//! | `authorize` | the bearer-token check shared by `/verify`, `/userinfo`, `/logout` and `/introspect` |
+//! | [`rejection`] | [`Rejection`]: status, challenge and body of every refusal (token refusals in `keygate::axum`'s words) |
+//! | [`limits`] | [`limits::FailedAttempts`] and [`limits::Subject`]: 429 after too many failures |
 //! | [`store`] | Redis for the revocation list and attempt counters of several replicas |
 //! | [`metrics`] | Prometheus metrics |
 //! | [`reload`] | configuration reload on SIGHUP or file change |
 //!
-//! A request flows `routes/*` → `extract` → `keygate::principal::Directory` (credentials)
-//! or `authorize` (tokens) → `keygate::token::Issuer` → `routes::TokenResponse`.
+//! A handler loads the [`Runtime`] once (`state.runtime()`) and hands `&Runtime` to every
+//! helper, so a request never sees two configurations. `/login` flows `routes/login.rs` →
+//! `extract` → `credentials` → `keygate::principal::Directory` → `issue`; `/verify` flows
+//! `routes/verify.rs` → `authorize` → `keygate::token::Verifier` → the revocation list.
 
 mod authorize;
 pub mod config;
