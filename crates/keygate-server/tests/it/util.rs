@@ -269,9 +269,9 @@ pub(crate) fn claims_with(overrides: serde_json::Value) -> String {
 }
 
 /// A program of the Python virtualenv the tests use (`.venv` at the workspace root, which
-/// `.ci/run` creates; or the folder of `$KEYGATE_PYTHON`). Under CI a missing one fails the
-/// calling test; elsewhere this says so and returns `None`, and the test passes.
-pub(crate) fn venv_program(name: &str) -> Option<PathBuf> {
+/// `cargo xtask test` creates; or the folder of `$KEYGATE_PYTHON`). A missing one fails the
+/// calling test, naming the command that sets it up: a test never passes without running.
+pub(crate) fn venv_program(name: &str) -> PathBuf {
     let bin = std::env::var_os("KEYGATE_PYTHON").map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin"),
         |p| {
@@ -282,19 +282,12 @@ pub(crate) fn venv_program(name: &str) -> Option<PathBuf> {
         },
     );
     let path = bin.join(name);
-    if path.exists() {
-        return Some(path);
-    }
     assert!(
-        std::env::var_os("CI").is_none(),
-        "this test needs {} (.ci/run installs the Python tools)",
+        path.exists(),
+        "this test needs {}: run the tests with `cargo xtask test`, which creates the virtualenv",
         path.display()
     );
-    eprintln!(
-        "{name} not found at {}; create it with: python3 -m venv .venv && .venv/bin/pip install -r crates/keygate-server/tests/interop/requirements.txt",
-        path.display()
-    );
-    None
+    path
 }
 
 /// A port nothing listens on right now.
@@ -306,19 +299,13 @@ pub(crate) fn free_port() -> u16 {
         .port()
 }
 
-/// The first of `paths` that exists: a program from Debian's packages that `.ci/run`
-/// installs. Under CI a missing one fails the calling test; elsewhere this says so and
-/// returns `None`, and the test passes.
-pub(crate) fn system_program(paths: &[&str], package: &str) -> Option<PathBuf> {
+/// The first of `paths` that exists: a program from Debian's packages. A missing one fails
+/// the calling test, naming the package: a test never passes without running.
+pub(crate) fn system_program(paths: &[&str], package: &str) -> PathBuf {
     let found = paths.iter().map(PathBuf::from).find(|p| p.exists());
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "this test needs {package} (.ci/run installs it)"
-        );
-        eprintln!("{package} is not installed (apt-get install {package}); test not run");
-    }
-    found
+    found.unwrap_or_else(|| {
+        panic!("this test needs {package}: run the tests with `cargo xtask test` (as root it installs it; else: sudo apt-get install {package})")
+    })
 }
 
 impl TestServer {

@@ -1,0 +1,150 @@
+//! `cargo xtask test [ARGS…]`: the README's test command. It sets up what the tests need on
+//! this machine, then runs every test, so that a fresh machine either runs them all or
+//! stops saying what is missing — never a green run that tested less than it says.
+//!
+//! 1. Debian packages for the tests that drive real outside programs (redis-server, nginx,
+//!    chromium + chromium-driver, python3-venv). As root they are installed with apt-get;
+//!    otherwise a missing one stops here with the `apt-get install` line to run.
+//! 2. The Python virtualenv `.venv` from `crates/keygate-server/tests/interop/requirements.txt`,
+//!    created once and re-installed when that file changes.
+//! 3. `cargo test --workspace --all-features ARGS…`.
+//!
+//! Written with std only: it runs before anything else is built, and a task runner that
+//! needs its own dependency tree would slow every run of the test command.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+/// Programs the tests run, and the Debian package of each.
+const PACKAGES: &[(&[&str], &str)] = &[
+    (
+        &["/usr/bin/redis-server", "/usr/local/bin/redis-server"],
+        "redis-server",
+    ),
+    (&["/usr/sbin/nginx", "/usr/bin/nginx"], "nginx"),
+    (&["/usr/bin/chromium"], "chromium"),
+    (&["/usr/bin/chromedriver"], "chromium-driver"),
+];
+
+const REQUIREMENTS: &str = "crates/keygate-server/tests/interop/requirements.txt";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("test") => match test(&args[1..]) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("xtask test: {e}");
+                ExitCode::from(2)
+            }
+        },
+        _ => {
+            eprintln!("usage: cargo xtask test [ARGS passed to cargo test]");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn test(args: &[String]) -> Result<ExitCode, String> {
+    let root = workspace_root();
+    std::env::set_current_dir(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+    system_packages()?;
+    virtualenv(&root)?;
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["test", "--workspace", "--all-features"])
+        .args(args)
+        .status()
+        .map_err(|e| format!("cargo test: {e}"))?;
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Installs the missing packages as root; otherwise names them and stops.
+fn system_packages() -> Result<(), String> {
+    let mut missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(paths, _)| !paths.iter().any(|p| Path::new(p).exists()))
+        .map(|(_, package)| *package)
+        .collect();
+    if !venv_works() {
+        missing.push("python3-venv");
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let line = format!("apt-get install -y {}", missing.join(" "));
+    if !is_root() {
+        return Err(format!(
+            "the tests need Debian packages that are not installed: run `sudo apt-get update && sudo {line}`, then this again"
+        ));
+    }
+    eprintln!("xtask test: installing {}", missing.join(" "));
+    run(Command::new("apt-get").arg("update"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// Whether `python3 -m venv` can make a virtualenv (Debian needs python3-venv for it).
+fn venv_works() -> bool {
+    let probe = std::env::temp_dir().join(format!("keygate-venv-probe-{}", std::process::id()));
+    let ok = Command::new("python3")
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&probe)
+        .output()
+        .is_ok_and(|o| o.status.success())
+        && Command::new("python3")
+            .args(["-c", "import ensurepip"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    let _ = std::fs::remove_dir_all(&probe);
+    ok
+}
+
+/// `.venv` with the test requirements; re-installed when the requirements file changes.
+fn virtualenv(root: &Path) -> Result<(), String> {
+    let venv = root.join(".venv");
+    let requirements = std::fs::read_to_string(root.join(REQUIREMENTS))
+        .map_err(|e| format!("{REQUIREMENTS}: {e}"))?;
+    let stamp = venv.join(".installed-requirements");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == requirements) {
+        return Ok(());
+    }
+    if !venv.join("bin/python").exists() {
+        eprintln!("xtask test: creating .venv");
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    eprintln!("xtask test: installing the Python test tools into .venv");
+    run(Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+        .arg(root.join(REQUIREMENTS)))?;
+    std::fs::write(&stamp, requirements).map_err(|e| format!("{}: {e}", stamp.display()))
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.status.success() && o.stdout.trim_ascii() == b"0")
+}
+
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let status = cmd
+        .status()
+        .map_err(|e| format!("{:?}: {e}", cmd.get_program()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{:?} failed: {status}", cmd.get_program()))
+    }
+}
