@@ -56,7 +56,7 @@ pub enum ClientError {
         reason: String,
     },
     /// The server could not be reached or the connection failed.
-    #[error("cannot reach the server: {0}")]
+    #[error("cannot reach the server")]
     Transport(#[source] Arc<reqwest::Error>),
     /// keygate answered something that is not a token response (or too large to be one).
     #[error("keygate's answer is not a token response: {0}")]
@@ -92,25 +92,24 @@ impl ClientError {
 }
 
 /// The rustls certificate error somewhere in `e`'s chain. rustls's error reaches reqwest
-/// wrapped in an `io::Error`, whose `source()` skips the wrapped error itself, so each
-/// `io::Error` is also looked into.
+/// wrapped in `io::Error`s (two deep), whose `source()` skips the wrapped error itself, so
+/// an `io::Error` is followed into what it wraps.
 fn certificate_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = next {
-        let inner = err
+        if let Some(
+            tls @ (rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented),
+        ) = err.downcast_ref::<rustls::Error>()
+        {
+            return Some(tls.to_string());
+        }
+        next = match err
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
-            .map(|i| i as &(dyn std::error::Error + 'static));
-        for candidate in [Some(err), inner].into_iter().flatten() {
-            if let Some(
-                tls @ (rustls::Error::InvalidCertificate(_)
-                | rustls::Error::NoCertificatesPresented),
-            ) = candidate.downcast_ref::<rustls::Error>()
-            {
-                return Some(tls.to_string());
-            }
-        }
-        next = inner.and_then(|i| i.source()).or_else(|| err.source());
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
     }
     None
 }
