@@ -95,7 +95,7 @@ async fn respond(mut socket: TcpStream, answer: Answer) {
             unreachable!()
         }
         Answer::Endless => {
-            let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n{\"keys\": [";
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\nA\r\n{\"keys\": [\r\n";
             let _ = socket.write_all(head.as_bytes()).await;
             let chunk = format!("4000\r\n{}\r\n", " ".repeat(0x4000));
             while socket.write_all(chunk.as_bytes()).await.is_ok() {}
