@@ -1,25 +1,7 @@
 //! [`JwksVerifier`] (feature `jwks`): verification with the public keys keygate publishes
 //! at `/.well-known/jwks.json`, so a service holds no key at all.
 //!
-//! Verification reads a snapshot of the keys (an `ArcSwap`) and never waits for the
-//! network, with one exception: a token naming a `kid` the snapshot lacks (a rotation:
-//! keygate publishes a key before signing with it) waits for one re-fetch. In detail:
-//!
-//! - Keys are fetched once at start. Keys older than `max_age` (default 5 min) are
-//!   re-fetched in the background while verification goes on with the ones held.
-//! - An unknown `kid` triggers a re-fetch that every such token waits for together (one
-//!   request in flight), at most one per `min_refresh_interval` (default 10 s), so tokens
-//!   with made-up `kid`s cannot turn a service into a flood against keygate. A refetch
-//!   that fails or is refused by this floor leaves the token refused as `UnknownKeyId`.
-//! - A fetch is bounded: 5 s to connect, 10 s in all, 1 MiB of body, read incrementally
-//!   and abandoned past the cap. Redirects are not followed (a JWKS URL is configured,
-//!   and a redirect could point key material at another origin).
-//! - A bad answer never replaces good keys: a failed fetch, an error status, a body that
-//!   is too large or not a JWKS, or a set with no usable key keeps the keys held. Usable
-//!   means: of the configured algorithm, `use` absent or `sig`, `key_ops` absent or
-//!   including `verify`, RSA at least 2048 bits (the floor for local keys).
-//! - TLS by rustls, trusting the system's roots, `SSL_CERT_FILE`, and CAs added with
-//!   [`JwksVerifierBuilder::add_root_certificate`].
+//! See [`JwksVerifier`] for what it does when the JWKS server is slow, failing or hostile.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -39,6 +21,26 @@ use crate::error::{Error, Result};
 pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
 /// Verifies tokens with keys from a JWKS URL.
+///
+/// Verification reads a snapshot of the keys (an `ArcSwap`) and never waits for the
+/// network, with one exception: a token naming a `kid` the snapshot lacks (a rotation:
+/// keygate publishes a key before signing with it) waits for one re-fetch. In detail:
+///
+/// - Keys are fetched once at start. Keys older than `max_age` (default 5 min) are
+///   re-fetched in the background while verification goes on with the ones held.
+/// - An unknown `kid` triggers a re-fetch that every such token waits for together (one
+///   request in flight), at most one per `min_refresh_interval` (default 10 s), so tokens
+///   with made-up `kid`s cannot turn a service into a flood against keygate. A refetch
+///   that fails or is refused by this floor leaves the token refused as `UnknownKeyId`.
+/// - A fetch is bounded: 5 s to connect, 10 s in all, 1 MiB of body, read incrementally
+///   and abandoned past the cap. Redirects are refused, same origin or not: the JWKS URL
+///   is configured, and a redirect would let whoever answers it choose the keys.
+/// - A bad answer never replaces good keys: a failed fetch, an error status, a body that
+///   is too large or not a JWKS, or a set with no usable key keeps the keys held. Usable
+///   means: of the configured algorithm, `use` absent or `sig`, `key_ops` absent or
+///   including `verify`, RSA at least 2048 bits (the floor for local keys).
+/// - TLS by rustls, trusting the system's roots, `SSL_CERT_FILE`, and CAs added with
+///   [`JwksVerifierBuilder::add_root_certificate`].
 #[derive(Debug)]
 pub struct JwksVerifier {
     shared: Arc<Shared>,
