@@ -70,6 +70,10 @@ pub(crate) enum Command {
         /// Header keygate reads the key from
         #[arg(long, default_value = "X-API-Key")]
         key_header: String,
+        /// Also trust the CA certificate(s) in this PEM file (besides the system's roots
+        /// and $SSL_CERT_FILE)
+        #[arg(long, value_name = "PEM")]
+        cacert: Option<PathBuf>,
     },
     /// Call an API with a keygate token (renewed once on 401); prints the response body
     Call(CallArgs),
@@ -205,4 +209,8 @@ pub(crate) struct CallArgs {
     /// Extra header, `Name: value` (repeatable)
     #[arg(short = 'H', long = "header", value_name = "HEADER")]
     pub(crate) headers: Vec<String>,
+    /// Also trust the CA certificate(s) in this PEM file, for keygate and the API
+    /// (besides the system's roots and $SSL_CERT_FILE)
+    #[arg(long, value_name = "PEM")]
+    pub(crate) cacert: Option<PathBuf>,
 }

@@ -85,6 +85,13 @@ pub enum Error {
     /// The revocation store could not be reached.
     #[error("revocation store unavailable: {0}")]
     StoreUnavailable(String),
+    /// A JWKS could not be fetched, or its answer was refused (an error status, too
+    /// large, not a JWKS, no usable key); the keys held before stay in use.
+    #[error("{0}")]
+    JwksUnavailable(String),
+    /// A CA certificate given to trust is not PEM, or TLS could not be set up with it.
+    #[error("{0}")]
+    BadCertificate(String),
 }
 
 impl Error {
@@ -116,6 +123,8 @@ impl Error {
             Error::WeakSecret(_) => "weak_secret",
             Error::Signing(_) => "signing",
             Error::StoreUnavailable(_) => "store_unavailable",
+            Error::JwksUnavailable(_) => "jwks_unavailable",
+            Error::BadCertificate(_) => "bad_certificate",
         }
     }
 }

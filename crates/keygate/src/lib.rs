@@ -15,7 +15,7 @@
 //! | feature | adds |
 //! |---|---|
 //! | `axum` | `keygate::axum`: the `Authenticated` extractor, `RequireAuthLayer`, `AuthRejection`, for services that trust keygate tokens |
-//! | `jwks` | `token::JwksVerifier`: verification with keys fetched from keygate's JWKS, cached and refreshed on unknown `kid` |
+//! | `jwks` | `token::JwksVerifier`: verification with keys fetched from keygate's JWKS (HTTPS by rustls), cached, refreshed in the background and on unknown `kid`; bounded fetches that never replace good keys with bad ones |
 //! | `openapi` | `utoipa::ToSchema` for [`token::Claims`], for servers that publish an OpenAPI document |
 //!
 //! Verification is secure by default: the algorithm comes from configuration, never the

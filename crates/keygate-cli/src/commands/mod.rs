@@ -17,10 +17,16 @@ use anyhow::Context;
 
 use crate::cli::{Command, KeyCommand, SigningCommand, TokenCommand, UserCommand};
 
-/// A refused credential or invalid token: exit code 1.
+/// A refused credential or invalid token (or an untrusted certificate): exit code 1.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub(crate) struct Refused(pub String);
+
+/// keygate or the called API failed or could not be reached: exit code 3. No verdict on
+/// the credential; worth retrying later.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Unavailable(pub String);
 
 pub(crate) fn run(command: Command) -> anyhow::Result<()> {
     match command {
@@ -66,7 +72,8 @@ pub(crate) fn run(command: Command) -> anyhow::Result<()> {
             url,
             api_key,
             key_header,
-        } => call::login(&url, api_key, key_header),
+            cacert,
+        } => call::login(&url, api_key, key_header, cacert.as_deref()),
         Command::Call(args) => call::call(&args),
         Command::CheckConfig(c) => check_config::run(&c.path()),
     }

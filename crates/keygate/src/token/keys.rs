@@ -7,7 +7,7 @@
 //! token it can have signed has expired (`ttl + leeway` after retirement).
 
 use aws_lc_rs::encoding::AsDer;
-use jsonwebtoken::jwk::{Jwk, PublicKeyUse, ThumbprintHash};
+use jsonwebtoken::jwk::{Jwk, KeyOperations, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{DecodingKey, EncodingKey};
 
 use super::algorithm::SigningAlgorithm;
@@ -135,6 +135,36 @@ impl SigningKey {
             .key_id
             .clone()
             .ok_or_else(|| Error::BadKey("JWK without `kid`".into()))?;
+        // A key published for encryption is not a signing key (RFC 7517 §4.2, §4.3): using
+        // it to verify would let whoever encrypts to it also pass as the issuer.
+        if jwk
+            .common
+            .public_key_use
+            .as_ref()
+            .is_some_and(|u| *u != PublicKeyUse::Signature)
+        {
+            return Err(Error::BadKey(format!("JWK `{kid}` is not for signatures")));
+        }
+        if jwk
+            .common
+            .key_operations
+            .as_ref()
+            .is_some_and(|ops| !ops.contains(&KeyOperations::Verify))
+        {
+            return Err(Error::BadKey(format!(
+                "JWK `{kid}` has `key_ops` without `verify`"
+            )));
+        }
+        // The same floor as for local keys: a published key is no more trusted than one
+        // read from a file.
+        if let jsonwebtoken::jwk::AlgorithmParameters::RSA(rsa) = &jwk.algorithm {
+            let bits = rsa_modulus_bits(&rsa.n);
+            if bits < MIN_RSA_BITS {
+                return Err(Error::BadKey(format!(
+                    "JWK `{kid}`: RSA key of {bits} bits; at least {MIN_RSA_BITS} are required"
+                )));
+            }
+        }
         let decoding = DecodingKey::from_jwk(jwk)
             .map_err(|e| Error::BadKey(format!("unusable JWK `{kid}`: {e}")))?;
         Ok(Self {
@@ -201,6 +231,19 @@ impl SigningKey {
 
     pub(crate) fn decoding(&self) -> &DecodingKey {
         &self.decoding
+    }
+}
+
+/// The size in bits of a base64url big-endian RSA modulus (leading zero bits ignored; 0
+/// when it does not decode).
+fn rsa_modulus_bits(n: &str) -> usize {
+    use base64::Engine;
+    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(n) else {
+        return 0;
+    };
+    match bytes.iter().position(|b| *b != 0) {
+        Some(i) => (bytes.len() - i) * 8 - bytes[i].leading_zeros() as usize,
+        None => 0,
     }
 }
 
@@ -366,6 +409,47 @@ mod tests {
             KeySet::single(hs).jwks(0, 0),
             serde_json::json!({"keys": []})
         );
+    }
+
+    fn public_jwk_of(alg: SigningAlgorithm) -> serde_json::Value {
+        let (key, _) = SigningKey::generate(alg).unwrap();
+        serde_json::to_value(key.public_jwk().unwrap()).unwrap()
+    }
+
+    fn from_json(alg: SigningAlgorithm, jwk: &serde_json::Value) -> Result<SigningKey> {
+        SigningKey::from_public_jwk(alg, &serde_json::from_value(jwk.clone()).unwrap())
+    }
+
+    #[test]
+    fn a_published_key_for_encryption_never_verifies() {
+        let mut jwk = public_jwk_of(SigningAlgorithm::ES256);
+        assert!(from_json(SigningAlgorithm::ES256, &jwk).is_ok());
+        jwk["use"] = "enc".into();
+        assert!(from_json(SigningAlgorithm::ES256, &jwk).is_err());
+        jwk.as_object_mut().unwrap().remove("use");
+        jwk["key_ops"] = serde_json::json!(["encrypt", "wrapKey"]);
+        assert!(from_json(SigningAlgorithm::ES256, &jwk).is_err());
+        jwk["key_ops"] = serde_json::json!(["verify"]);
+        assert!(from_json(SigningAlgorithm::ES256, &jwk).is_ok());
+    }
+
+    #[test]
+    fn a_published_rsa_key_under_2048_bits_is_refused() {
+        use base64::Engine;
+        let mut jwk = public_jwk_of(SigningAlgorithm::RS256);
+        assert!(from_json(SigningAlgorithm::RS256, &jwk).is_ok());
+        let mut n = vec![0u8; 1 + 256];
+        n[1] = 0x80;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        assert_eq!(
+            rsa_modulus_bits(&b64(&n)),
+            2048,
+            "a leading zero byte is no bit"
+        );
+        jwk["n"] = b64(&n[1..129]).into();
+        assert_eq!(rsa_modulus_bits(jwk["n"].as_str().unwrap()), 1024);
+        let err = from_json(SigningAlgorithm::RS256, &jwk).unwrap_err();
+        assert!(err.to_string().contains("1024 bits"), "{err}");
     }
 
     #[test]

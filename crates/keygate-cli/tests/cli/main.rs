@@ -1,6 +1,8 @@
 //! The `keygate` binary end to end: init → key add → serve → login → verify → logout →
 //! refused, and the exit codes of every failure class.
 
+mod tls;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};

@@ -166,3 +166,48 @@ async fn refused_credentials_say_why() {
         Err(ClientError::Transport(_))
     ));
 }
+
+#[tokio::test]
+async fn an_api_refusing_every_token_costs_one_renewal_not_one_per_request() {
+    let s = server("30m").await;
+    // An API that answers 401 to everything, and remembers the tokens it was shown.
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let record = seen.clone();
+    let api = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+        let record = record.clone();
+        async move {
+            let bearer = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            record.lock().unwrap().push(bearer);
+            axum::http::StatusCode::UNAUTHORIZED
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_url = format!("http://{}/orders", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, api).await.unwrap() });
+
+    let client = TokenClient::with_api_key(&s.base, &s.key);
+    let http = reqwest::Client::new();
+    for _ in 0..5 {
+        let r = client.send(http.get(&api_url)).await.unwrap();
+        assert_eq!(r.status(), 401, "the API's answer reaches the caller");
+    }
+    let mut tokens = seen.lock().unwrap().clone();
+    assert_eq!(tokens.len(), 6, "one retry, after the only renewal");
+    tokens.sort();
+    tokens.dedup();
+    assert_eq!(tokens.len(), 2, "the first token and one renewal");
+}
+
+#[tokio::test]
+async fn debug_output_never_shows_the_cached_token() {
+    let s = server("30m").await;
+    let client = TokenClient::with_api_key(&s.base, &s.key);
+    let token = client.token().await.unwrap();
+    let shown = format!("{client:?}");
+    assert!(!shown.contains(&token), "{shown}");
+    assert!(!shown.contains(&s.key), "{shown}");
+}

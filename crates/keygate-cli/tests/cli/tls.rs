@@ -1,0 +1,314 @@
+//! `keygate login` and `keygate call` over HTTPS: a CA and a server certificate made here
+//! (rcgen), a TLS listener (rustls) answering like keygate's `/login`, `/token` and
+//! `/userinfo`, and the exit codes of servers that fail or cannot be reached.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use tokio_rustls::rustls;
+
+const KEY: &str = "kg_billing_tls-test-key";
+const TOKEN: &str = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJiaWxsaW5nIn0.c2ln";
+
+/// A keygate look-alike over HTTPS, with the PEM of the CA that signed its certificate.
+struct TlsKeygate {
+    base: String,
+    ca_pem: String,
+    _runtime: tokio::runtime::Runtime,
+}
+
+fn keygate_like() -> Router {
+    Router::new()
+        .route(
+            "/login",
+            post(|headers: HeaderMap| async move {
+                match headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+                    Some(KEY) => axum::Json(serde_json::json!({
+                        "access_token": TOKEN, "token_type": "Bearer", "expires_in": 1800
+                    }))
+                    .into_response(),
+                    Some("kg_overloaded") => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+                    _ => (
+                        StatusCode::UNAUTHORIZED,
+                        axum::Json(serde_json::json!({
+                            "error": "invalid_client", "error_description": "client authentication failed"
+                        })),
+                    )
+                        .into_response(),
+                }
+            }),
+        )
+        .route(
+            "/userinfo",
+            get(|headers: HeaderMap| async move {
+                let bearer = format!("Bearer {TOKEN}");
+                if headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(&bearer) {
+                    axum::Json(serde_json::json!({"sub": "billing"})).into_response()
+                } else {
+                    StatusCode::UNAUTHORIZED.into_response()
+                }
+            }),
+        )
+}
+
+/// Accepts TCP, completes the TLS handshake, hands the stream to axum. A failed handshake
+/// (a client that does not trust the certificate) is skipped.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+fn tls_keygate() -> TlsKeygate {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "keygate test CA");
+    ca.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let mut leaf =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap();
+    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![leaf_cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+    )
+    .unwrap();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let tcp = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let base = format!("https://{}", tcp.local_addr().unwrap());
+    let listener = TlsListener {
+        tcp,
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+    };
+    runtime.spawn(async move { axum::serve(listener, keygate_like()).await });
+    TlsKeygate {
+        base,
+        ca_pem: ca_cert.pem(),
+        _runtime: runtime,
+    }
+}
+
+/// `keygate ARGS` with no trust configured beyond what `env` adds.
+fn keygate(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR")
+        .env_remove("KEYGATE_API_KEY")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+#[test]
+fn login_and_call_trust_a_ca_given_with_cacert() {
+    let server = tls_keygate();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &server.ca_pem).unwrap();
+
+    let login = keygate(
+        dir.path(),
+        &[
+            "login",
+            "--url",
+            &server.base,
+            "--api-key",
+            KEY,
+            "--cacert",
+            "ca.pem",
+        ],
+        &[],
+    );
+    assert_eq!(login.status.code(), Some(0), "{}", stderr(&login));
+    assert_eq!(stdout(&login).trim(), TOKEN);
+
+    let call = keygate(
+        dir.path(),
+        &[
+            "call",
+            &format!("{}/userinfo", server.base),
+            "--auth-url",
+            &server.base,
+            "--cacert",
+            "ca.pem",
+        ],
+        &[("KEYGATE_API_KEY", KEY)],
+    );
+    assert_eq!(call.status.code(), Some(0), "{}", stderr(&call));
+    assert!(stdout(&call).contains("\"billing\""), "{}", stdout(&call));
+}
+
+#[test]
+fn login_trusts_a_ca_named_by_ssl_cert_file() {
+    let server = tls_keygate();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &server.ca_pem).unwrap();
+    let login = keygate(
+        dir.path(),
+        &["login", "--url", &server.base, "--api-key", KEY],
+        &[("SSL_CERT_FILE", ca.to_str().unwrap())],
+    );
+    assert_eq!(login.status.code(), Some(0), "{}", stderr(&login));
+    assert_eq!(stdout(&login).trim(), TOKEN);
+}
+
+#[test]
+fn an_untrusted_certificate_is_one_clear_line_and_exit_1() {
+    let server = tls_keygate();
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["login", "--url", &server.base, "--api-key", KEY],
+        vec![
+            "call",
+            &format!("{}/userinfo", server.base),
+            "--auth-url",
+            &server.base,
+            "--api-key",
+            KEY,
+        ],
+    ] {
+        let out = keygate(dir.path(), &args, &[]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with("keygate: the TLS certificate of https://127.0.0.1:"),
+            "{err}"
+        );
+        assert!(
+            err.contains("not trusted") && err.contains("--cacert"),
+            "{err}"
+        );
+        assert!(stdout(&out).is_empty());
+    }
+}
+
+#[test]
+fn a_cacert_that_is_not_pem_is_a_usage_error() {
+    let server = tls_keygate();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), "not a certificate").unwrap();
+    let out = keygate(
+        dir.path(),
+        &[
+            "login",
+            "--url",
+            &server.base,
+            "--api-key",
+            KEY,
+            "--cacert",
+            "ca.pem",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+}
+
+#[test]
+fn a_failing_or_unreachable_keygate_exits_3_not_as_a_refused_key() {
+    let server = tls_keygate();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &server.ca_pem).unwrap();
+    let tls = ["--cacert", "ca.pem"];
+
+    let refused = keygate(
+        dir.path(),
+        &[
+            &["login", "--url", &server.base, "--api-key", "kg_wrong"],
+            &tls[..],
+        ]
+        .concat(),
+        &[],
+    );
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("invalid_client"));
+
+    let failing = keygate(
+        dir.path(),
+        &[
+            &["login", "--url", &server.base, "--api-key", "kg_overloaded"],
+            &tls[..],
+        ]
+        .concat(),
+        &[],
+    );
+    assert_eq!(failing.status.code(), Some(3), "{}", stderr(&failing));
+    let err = stderr(&failing);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("answered 503"), "{err}");
+
+    // Nothing listens on port 1.
+    let unreachable = keygate(
+        dir.path(),
+        &["login", "--url", "http://127.0.0.1:1", "--api-key", KEY],
+        &[],
+    );
+    assert_eq!(
+        unreachable.status.code(),
+        Some(3),
+        "{}",
+        stderr(&unreachable)
+    );
+    let err = stderr(&unreachable);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("keygate: cannot reach the server"), "{err}");
+}
