@@ -8,6 +8,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+// Further tests, kept in this one test binary (one link, one set of helpers). The paths
+// are spelled out: `tests/fastapi.rs` would be built as a test binary of its own.
+#[path = "cli/ops.rs"]
+mod ops;
+
 fn keygate(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_keygate"))
         .args(args)
@@ -127,14 +132,20 @@ fn login(base: &str, key: &str) -> reqwest::blocking::Response {
 }
 
 /// Polls until `f` holds (the server reloads the file within about a second).
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..100 {
+fn eventually(what: &str, f: impl FnMut() -> bool) {
+    eventually_within(what, Duration::from_secs(5), f);
+}
+
+/// Polls every 50 ms until `f` holds; fails after `limit`.
+fn eventually_within(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
         if f() {
             return;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("{what} did not happen within 5 s");
+    panic!("{what} did not happen within {limit:?}");
 }
 
 #[test]

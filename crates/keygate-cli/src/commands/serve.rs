@@ -8,6 +8,8 @@ use keygate_server::{AppState, reload, serve};
 use tokio::signal::unix::{SignalKind, signal};
 
 pub(crate) fn run(path: PathBuf) -> anyhow::Result<()> {
+    // Before anything else: a bad KEYGATE_LOG_FORMAT must not leave a new config behind.
+    init_logging()?;
     let first_key = if path.exists() {
         None
     } else {
@@ -19,14 +21,6 @@ pub(crate) fn run(path: PathBuf) -> anyhow::Result<()> {
         println!("Its API key, shown only this once:\n  {key}");
         Some(key)
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
     let state = AppState::from_path(path)?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -52,6 +46,33 @@ pub(crate) fn run(path: PathBuf) -> anyhow::Result<()> {
             tracing::info!("stopped");
             Ok(())
         })
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG` (default `info`): human-readable text, or with
+/// `KEYGATE_LOG_FORMAT=json` one JSON object per line for log collectors. Each line of a
+/// request carries its `request_id` (the `request` span, flattened into the object).
+fn init_logging() -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match std::env::var("KEYGATE_LOG_FORMAT").as_deref() {
+        Err(std::env::VarError::NotPresent) | Ok("" | "text") => {
+            builder.with_ansi(std::io::stderr().is_terminal()).init()
+        }
+        Ok("json") => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        Ok(other) => anyhow::bail!("KEYGATE_LOG_FORMAT: `{other}` is neither `text` nor `json`"),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            anyhow::bail!("KEYGATE_LOG_FORMAT: is not UTF-8; expected `text` or `json`")
+        }
+    }
+    Ok(())
 }
 
 /// A future resolving on SIGTERM or SIGINT; the handlers are installed by this call.
