@@ -10,6 +10,8 @@ use serde_json::Value;
 
 // Further tests, kept in this one test binary (one link, one set of helpers). The paths
 // are spelled out: `tests/fastapi.rs` would be built as a test binary of its own.
+#[path = "cli/fastapi.rs"]
+mod fastapi;
 #[path = "cli/ops.rs"]
 mod ops;
 
