@@ -45,9 +45,10 @@ echo 'a long passphrase' | "$keygate" user add alice --role admin --config "$wor
 (cd "$work/run" && KEYGATE_SERVER_LISTEN=127.0.0.1:0 KEYGATE_LOG_FORMAT=json \
   exec strace -f -qq -o "$work/trace" "$keygate" serve --config keygate.toml > stdout 2> stderr) &
 server=$!
-for _ in $(seq 100); do grep -q '^keygate listening on ' "$work/run/stdout" 2>/dev/null && break; sleep 0.1; done
-base=$(sed -n 's/^keygate listening on //p' "$work/run/stdout")
-[ -n "$base" ] || { cat "$work/run/stderr"; exit 1; }
+# In JSON mode the address comes as a log line: {"message":"keygate listening","url":…}.
+for _ in $(seq 100); do grep -q '"keygate listening"' "$work/run/stderr" 2>/dev/null && break; sleep 0.1; done
+base=$(grep '"keygate listening"' "$work/run/stderr" | "$python" -c 'import json,sys; print(json.loads(sys.stdin.readline())["url"])') ||
+  { cat "$work/run/stderr"; exit 1; }
 key=$(tr -d ' ' < "$work/run/key")
 token=$(curl -sf -X POST -H "X-API-Key: $key" "$base/login" | "$python" -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
 curl -sf -X POST "$base/token" -d grant_type=password -d username=alice -d 'password=a long passphrase' > /dev/null

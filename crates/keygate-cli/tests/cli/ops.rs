@@ -3,12 +3,13 @@
 //! request id that the response echoes.
 
 use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use serde_json::{Value, json};
 
-use super::{http, init, keygate, login, serve, serve_with, stderr, stdout};
+use super::{http, init, keygate, login, serve, stderr, stdout};
 
 #[test]
 fn version_names_the_release_and_the_git_revision() {
@@ -245,18 +246,117 @@ fn healthcheck_exits_0_on_a_live_server_and_1_otherwise() {
     assert!(line.starts_with("keygate: unhealthy: "), "{line}");
 }
 
+/// `keygate serve` with `KEYGATE_LOG_FORMAT=json`, both output streams kept line by line.
+struct JsonServer {
+    child: Child,
+    base: String,
+    stdout: std::thread::JoinHandle<Vec<String>>,
+    stderr: std::thread::JoinHandle<Vec<String>>,
+}
+
+fn collect(stream: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        BufReader::new(stream)
+            .lines()
+            .map_while(Result::ok)
+            .collect()
+    })
+}
+
+fn serve_json(dir: &Path) -> JsonServer {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .arg("serve")
+        .current_dir(dir)
+        .env_remove("KEYGATE_CONFIG")
+        .env("KEYGATE_SERVER_LISTEN", "127.0.0.1:0")
+        .env("KEYGATE_LOG_FORMAT", "json")
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line)
+                && v["message"] == "keygate listening"
+            {
+                let _ = tx.send(v["url"].as_str().unwrap_or_default().to_owned());
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    let stdout = collect(child.stdout.take().unwrap());
+    let base = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("no JSON `keygate listening` line on stderr");
+    JsonServer {
+        child,
+        base,
+        stdout,
+        stderr,
+    }
+}
+
+impl JsonServer {
+    /// Kills the server; its stdout and stderr lines.
+    fn stop(mut self) -> (Vec<String>, Vec<String>) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        (self.stdout.join().unwrap(), self.stderr.join().unwrap())
+    }
+}
+
+fn parse_all(lines: &[String]) -> Vec<Value> {
+    lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+#[test]
+fn json_mode_first_run_puts_the_key_on_stdout_as_json_and_never_in_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_json(dir.path());
+    let base = server.base.clone();
+    let (stdout, stderr) = server.stop();
+    assert_eq!(stdout.len(), 1, "{stdout:?}");
+    let printed: Value = serde_json::from_str(&stdout[0]).unwrap();
+    assert_eq!(keys(&printed), BTreeSet::from(["client_id", "api_key"]));
+    assert_eq!(printed["client_id"], "my-service");
+    let key = printed["api_key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("kg_my-service_"), "{key}");
+    let logs = parse_all(&stderr);
+    let created = logs
+        .iter()
+        .find(|l| l["level"] == "WARN")
+        .expect("the creation is logged");
+    assert_eq!(created["client_id"], "my-service");
+    assert_eq!(created["path"], "keygate.toml");
+    assert!(
+        logs.iter()
+            .any(|l| l["message"] == "keygate listening" && l["url"] == base.as_str())
+    );
+    assert!(
+        !stderr.iter().any(|l| l.contains(&key)),
+        "the key is never logged"
+    );
+    // The printed key is the configuration's.
+    let server = serve_json(dir.path());
+    assert_eq!(login(&server.base, &key).status(), 200);
+    let (stdout, _) = server.stop();
+    assert!(stdout.is_empty(), "{stdout:?}");
+}
+
 #[test]
 fn json_logs_carry_the_request_id_which_the_response_echoes() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let key = init(d);
-    let log_path = d.join("server.log");
-    let server = serve_with(
-        d,
-        "debug",
-        Stdio::from(std::fs::File::create(&log_path).unwrap()),
-        &[("KEYGATE_LOG_FORMAT", "json")],
-    );
+    let server = serve_json(d);
     let base = server.base.clone();
 
     // A sane id from the caller is kept and echoed.
@@ -295,14 +395,12 @@ fn json_logs_carry_the_request_id_which_the_response_echoes() {
     let r = http().get(format!("{base}/nothing-here")).send().unwrap();
     assert_eq!(r.status(), 404);
     let not_found = r.headers()["x-request-id"].to_str().unwrap().to_owned();
-    drop(server);
+    let (stdout, stderr) = server.stop();
 
-    let text = std::fs::read_to_string(&log_path).unwrap();
-    let lines: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
-    assert!(!lines.is_empty());
+    // Every line, on both streams, is JSON; with a configuration in place stdout is silent.
+    assert!(stdout.is_empty(), "{stdout:?}");
+    let lines = parse_all(&stderr);
+    let text = stderr.join("\n");
     for l in &lines {
         assert!(l["timestamp"].is_string() && l["level"].is_string(), "{l}");
     }
@@ -341,11 +439,13 @@ fn json_logs_carry_the_request_id_which_the_response_echoes() {
     assert_eq!(of(&not_found)[0]["status"], 404);
 
     // Nothing else was logged (no reload, and the server was killed, not stopped): every
-    // line belongs to one of these requests.
+    // line but the start-up one belongs to one of these requests.
     let mut ids = vec!["req-7f3a.login:1", generated.as_str(), not_found.as_str()];
     ids.extend(replaced.iter().map(String::as_str));
     let total: usize = ids.iter().map(|id| of(id).len()).sum();
-    assert_eq!(total, lines.len(), "a line outside its request: {text}");
+    assert_eq!(lines[0]["message"], "keygate listening");
+    assert_eq!(lines[0]["url"], base.as_str());
+    assert_eq!(total + 1, lines.len(), "a line outside its request: {text}");
     assert!(
         !text.contains("two words"),
         "a refused id never reaches the log"
