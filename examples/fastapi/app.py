@@ -64,6 +64,9 @@ elif ALGORITHM == "ES256":
 else:
     raise SystemExit(f"KEYGATE_ALGORITHM={ALGORITHM}: this example speaks HS256 or ES256")
 
+# tokenUrl: where this API's OpenAPI document says tokens come from. Swagger UI's Authorize
+# button posts there from the browser, which works when the API and keygate share an origin
+# (keygate sends no CORS headers).
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl=f"{KEYGATE_URL}/token")
 
 app = FastAPI(title="blog")
