@@ -6,7 +6,9 @@
 #   the Dockerfile: hadolint;
 #   the compose file: `docker-compose config` (schema and interpolation), and every file it
 #     names exists once `keygate init` has written keygate.toml;
-#   nginx.conf: `nginx -t`.
+#   nginx.conf: `nginx -t`, then the stack itself: nginx.conf in a real nginx in front of
+#     two real replicas sharing a real Redis, each on its own loopback address
+#     (deploy/stack_test.py; needs root for the DNS port 53 that nginx.conf's resolver uses).
 # Usage: deploy/check.sh [path/to/keygate]   (default target/debug/keygate)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -102,4 +104,7 @@ PY
 echo "-- nginx: nginx -t -c deploy/nginx.conf"
 mkdir "$work/nginx"
 nginx -t -q -p "$work/nginx" -c "$PWD/deploy/nginx.conf"
+
+echo "-- the compose stack without containers: nginx.conf, two replicas, redis (deploy/stack_test.py)"
+"$python" deploy/stack_test.py "$keygate"
 echo "deploy checks passed"
