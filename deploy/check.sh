@@ -3,7 +3,7 @@
 #   the systemd unit: `systemd-analyze verify` (any warning fails), its exposure score, and
 #     that its system-call filter allows every call keygate makes (traced with strace while
 #     it serves logins, password grants, verifications, logouts, metrics and reloads);
-#   the Dockerfile: hadolint;
+#   the Dockerfile: hadolint, and its build context alone resolves as a workspace;
 #   the compose file: `docker-compose config` (schema and interpolation), and every file it
 #     names exists once `keygate init` has written keygate.toml;
 #   nginx.conf: `nginx -t`, then the stack itself: nginx.conf in a real nginx in front of
@@ -72,6 +72,18 @@ echo "$(wc -l < "$work/used") distinct system calls, all allowed"
 
 echo "-- Dockerfile: hadolint deploy/Dockerfile"
 "$hadolint" deploy/Dockerfile
+
+echo "-- Dockerfile: its build context (Cargo.toml, Cargo.lock, crates/) is a whole workspace"
+grep -qx '!Cargo.toml' deploy/Dockerfile.dockerignore
+grep -qx '!Cargo.lock' deploy/Dockerfile.dockerignore
+grep -qx '!crates/' deploy/Dockerfile.dockerignore
+mkdir "$work/context"
+cp Cargo.toml Cargo.lock "$work/context/"
+tar -C . --exclude='crates/*/target' -cf - crates | tar -C "$work/context" -xf -
+# --locked: the committed lock file resolves as it is, as `cargo build --locked` will;
+# the platform filter: offline, only the crates this (and the image's) platform uses exist.
+(cd "$work/context" && cargo metadata --locked --offline --format-version 1 \
+  --filter-platform x86_64-unknown-linux-gnu > /dev/null)
 
 echo "-- compose: docker-compose config, and every file it names"
 cp -r deploy "$work/deploy"
