@@ -201,7 +201,13 @@ fn the_seeds_contract_holds(python: &Path, dir: &Path, kg: &Server, blog: &Blog,
     );
     expect_refused(blog, Some(&elsewhere), "Invalid token", "another issuer");
 
-    let short = issued(dir, "1s", &[]);
+    // Accepted while it lives (so `issued` tokens are good, and the issuer above was the
+    // only fault), refused once it has expired.
+    let short = issued(dir, "3s", &[]);
+    assert_eq!(
+        posts(blog, Some(&short)),
+        (200, None, welcome("my-service"))
+    );
     let exp = serde_json::from_str::<Value>(&stdout(&keygate(dir, &["token", "decode", &short])))
         .unwrap()["claims"]["exp"]
         .as_u64()
