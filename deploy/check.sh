@@ -2,7 +2,8 @@
 # Checks deploy/ on a machine with neither a container runtime nor systemd running (CI):
 #   the systemd unit: `systemd-analyze verify` (any warning fails), its exposure score, and
 #     that its system-call filter allows every call keygate makes (traced with strace while
-#     it serves logins, password grants, verifications, logouts, metrics and reloads);
+#     it serves logins, password grants, verifications, logouts into Redis, metrics and
+#     reloads);
 #   the Dockerfile: hadolint, and its build context alone resolves as a workspace;
 #   the compose file: `docker-compose config` (schema and interpolation), and every file it
 #     names exists once `keygate init` has written keygate.toml;
@@ -17,8 +18,10 @@ hadolint=${HADOLINT:-.venv/bin/hadolint}
 python=${PYTHON:-.venv/bin/python}
 work=$(mktemp -d)
 server=
+redis=
 cleanup() {
   if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; fi
+  if [ -n "$redis" ]; then kill "$redis" 2>/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -44,7 +47,12 @@ grep -q '^SystemCallFilter=~@privileged @resources$' deploy/keygate.service
 mkdir "$work/run"
 (cd "$work/run" && "$keygate" init --config keygate.toml | tail -n 1 > key)
 echo 'a long passphrase' | "$keygate" user add alice --role admin --config "$work/run/keygate.toml" 2>/dev/null
+# With a Redis store, reached by host name, as a replica would: its calls count too.
+redis_port=$("$python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no > /dev/null &
+redis=$!
 (cd "$work/run" && KEYGATE_SERVER_LISTEN=127.0.0.1:0 KEYGATE_LOG_FORMAT=json \
+  KEYGATE_STORE_URL="redis://localhost:$redis_port" \
   exec strace -f -qq -o "$work/trace" "$keygate" serve --config keygate.toml > stdout 2> stderr) &
 server=$!
 # In JSON mode the address comes as a log line: {"message":"keygate listening","url":…}.
@@ -63,6 +71,8 @@ pid=$(pgrep -P "$server" -x keygate || echo "$server")
 kill -HUP "$pid"; sleep 0.5; kill -TERM "$pid"
 wait "$server" || true
 server=
+kill "$redis"; wait "$redis" || true
+redis=
 grep -q '"configuration reloaded"' "$work/run/stderr"
 grep -q '"stopped"' "$work/run/stderr"
 awk '$2 ~ /^[a-z_0-9]+\(/ { sub(/\(.*/, "", $2); print $2 }' "$work/trace" | sort -u > "$work/used"
