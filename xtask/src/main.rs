@@ -5,9 +5,12 @@
 //! 1. Debian packages for the tests that drive real outside programs (redis-server, nginx,
 //!    chromium + chromium-driver, python3-venv). As root they are installed with apt-get;
 //!    otherwise a missing one stops here with the `apt-get install` line to run.
-//! 2. The Python virtualenv `.venv` from `crates/keygate-server/tests/interop/requirements.txt`,
-//!    created once and re-installed when that file changes.
-//! 3. `cargo test --workspace --all-features ARGS…`.
+//!    (Also zsh and fish for the completion tests, and what `deploy/check.sh` needs: systemd,
+//!    strace, curl, docker-compose.)
+//! 2. The Python virtualenv `.venv` from the requirements files, created once and
+//!    re-installed when they change.
+//! 3. `cargo test --workspace --all-features ARGS…`, then (without ARGS) `deploy/check.sh`
+//!    on the binary the tests built.
 //!
 //! Written with std only: it runs before anything else is built, and a task runner that
 //! needs its own dependency tree would slow every run of the test command.
@@ -24,9 +27,22 @@ const PACKAGES: &[(&[&str], &str)] = &[
     (&["/usr/sbin/nginx", "/usr/bin/nginx"], "nginx"),
     (&["/usr/bin/chromium"], "chromium"),
     (&["/usr/bin/chromedriver"], "chromium-driver"),
+    (&["/usr/bin/zsh", "/bin/zsh"], "zsh"),
+    (&["/usr/bin/fish"], "fish"),
+    (&["/usr/bin/systemd-analyze"], "systemd"),
+    (&["/usr/bin/strace"], "strace"),
+    (&["/usr/bin/curl"], "curl"),
 ];
 
-const REQUIREMENTS: &str = "crates/keygate-server/tests/interop/requirements.txt";
+/// Installed without their recommends: docker-compose's bring a container engine this
+/// kind of machine cannot run (`deploy/check.sh` only validates the compose file).
+const BARE_PACKAGES: &[(&[&str], &str)] = &[(&["/usr/bin/docker-compose"], "docker-compose")];
+
+/// The Python tools of the tests and of `deploy/check.sh`, installed into `.venv`.
+const REQUIREMENTS: &[&str] = &[
+    "crates/keygate-server/tests/interop/requirements.txt",
+    "deploy/requirements.txt",
+];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -55,11 +71,21 @@ fn test(args: &[String]) -> Result<ExitCode, String> {
         .args(args)
         .status()
         .map_err(|e| format!("cargo test: {e}"))?;
-    Ok(if status.success() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    if !status.success() {
+        return Ok(ExitCode::FAILURE);
+    }
+    if args.is_empty() {
+        let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+        let status = Command::new("bash")
+            .arg("deploy/check.sh")
+            .arg(Path::new(&target).join("debug/keygate"))
+            .status()
+            .map_err(|e| format!("deploy/check.sh: {e}"))?;
+        if !status.success() {
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn workspace_root() -> PathBuf {
@@ -78,21 +104,36 @@ fn system_packages() -> Result<(), String> {
     if !venv_works() {
         missing.push("python3-venv");
     }
-    if missing.is_empty() {
+    let bare: Vec<&str> = BARE_PACKAGES
+        .iter()
+        .filter(|(paths, _)| !paths.iter().any(|p| Path::new(p).exists()))
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() && bare.is_empty() {
         return Ok(());
     }
-    let line = format!("apt-get install -y {}", missing.join(" "));
+    let line = [missing.as_slice(), bare.as_slice()].concat().join(" ");
+    let line = format!("apt-get install -y {line}");
     if !is_root() {
         return Err(format!(
             "the tests need Debian packages that are not installed: run `sudo apt-get update && sudo {line}`, then this again"
         ));
     }
-    eprintln!("xtask test: installing {}", missing.join(" "));
+    eprintln!("xtask test: {line}");
     run(Command::new("apt-get").arg("update"))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+    if !missing.is_empty() {
+        run(Command::new("apt-get")
+            .args(["install", "-y"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    if !bare.is_empty() {
+        run(Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&bare)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    Ok(())
 }
 
 /// Whether `python3 -m venv` can make a virtualenv (Debian needs python3-venv for it).
@@ -111,11 +152,14 @@ fn venv_works() -> bool {
     ok
 }
 
-/// `.venv` with the test requirements; re-installed when the requirements file changes.
+/// `.venv` with the test requirements; re-installed when a requirements file changes.
 fn virtualenv(root: &Path) -> Result<(), String> {
     let venv = root.join(".venv");
-    let requirements = std::fs::read_to_string(root.join(REQUIREMENTS))
-        .map_err(|e| format!("{REQUIREMENTS}: {e}"))?;
+    let mut requirements = String::new();
+    for file in REQUIREMENTS {
+        requirements +=
+            &std::fs::read_to_string(root.join(file)).map_err(|e| format!("{file}: {e}"))?;
+    }
     let stamp = venv.join(".installed-requirements");
     if std::fs::read_to_string(&stamp).is_ok_and(|s| s == requirements) {
         return Ok(());
@@ -125,9 +169,12 @@ fn virtualenv(root: &Path) -> Result<(), String> {
         run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
     }
     eprintln!("xtask test: installing the Python test tools into .venv");
-    run(Command::new(venv.join("bin/pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
-        .arg(root.join(REQUIREMENTS)))?;
+    let mut pip = Command::new(venv.join("bin/pip"));
+    pip.args(["install", "--quiet", "--disable-pip-version-check"]);
+    for file in REQUIREMENTS {
+        pip.arg("-r").arg(root.join(file));
+    }
+    run(&mut pip)?;
     std::fs::write(&stamp, requirements).map_err(|e| format!("{}: {e}", stamp.display()))
 }
 

@@ -5,9 +5,17 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+/// `keygate --version`: the release and the commit it was built from (see `build.rs`).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("KEYGATE_GIT_REV"),
+    ")"
+);
+
 /// Exchange API keys for short-lived JWTs, and verify them.
 #[derive(Debug, Parser)]
-#[command(name = "keygate", version, about, long_about = None)]
+#[command(name = "keygate", version = VERSION, about, long_about = None)]
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -27,6 +35,16 @@ impl ConfigArg {
             .clone()
             .unwrap_or_else(|| PathBuf::from("keygate.toml"))
     }
+}
+
+/// A listing's output format.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct ListArgs {
+    /// Print a JSON array of objects instead of a table
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) config: ConfigArg,
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,12 +97,27 @@ pub(crate) enum Command {
     Call(CallArgs),
     /// Validate the configuration and exit (0 valid, 2 invalid)
     CheckConfig(ConfigArg),
+    /// Exit 0 when a keygate answers 200 on its liveness URL, else 1 (container health checks)
+    Healthcheck {
+        /// The URL to probe
+        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+        /// How long to wait for the answer
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Print a shell completion script: `source <(keygate completions bash)`
+    Completions {
+        /// The shell
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum SigningCommand {
     /// List signing keys with their state (signing, pending, published, retired, expired)
-    List(ConfigArg),
+    List(ListArgs),
     /// Stop signing with a key; it stays published until its last token has expired
     Retire {
         /// Key id
@@ -113,7 +146,7 @@ pub(crate) enum KeyCommand {
         config: ConfigArg,
     },
     /// List clients and the state of their keys
-    List(ConfigArg),
+    List(ListArgs),
     /// Revoke a client's key: logins stop and keygate refuses its issued tokens
     Revoke {
         /// Client id

@@ -15,6 +15,7 @@
 //! | [`limits`] | [`limits::FailedAttempts`] and [`limits::Subject`]: 429 after too many failures |
 //! | [`store`] | Redis for the revocation list and attempt counters of several replicas |
 //! | [`metrics`] | Prometheus metrics |
+//! | `request_id` | `X-Request-Id`: a span per request, so its log lines name it; echoed |
 //! | [`reload`] | configuration reload on SIGHUP or file change |
 //!
 //! A handler loads the [`Runtime`] once (`state.runtime()`) and hands `&Runtime` to every
@@ -32,6 +33,7 @@ pub mod limits;
 pub mod metrics;
 pub mod rejection;
 pub mod reload;
+mod request_id;
 pub mod routes;
 pub mod state;
 pub mod store;

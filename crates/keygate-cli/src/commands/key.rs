@@ -35,28 +35,58 @@ pub(crate) fn add(
     Ok(())
 }
 
-pub(crate) fn list(path: &Path) -> anyhow::Result<()> {
+/// One client as `key list --json` prints it.
+#[derive(Debug, serde::Serialize)]
+struct ClientEntry<'a> {
+    id: &'a str,
+    role: &'a str,
+    /// `active`, `rotating` (an old key in its grace) or `revoked`.
+    state: &'static str,
+    scopes: &'a [String],
+    expires_at: Option<&'a str>,
+    /// When the old key of a rotation stops working.
+    previous_key_expires_at: Option<&'a str>,
+    revoked_at: Option<&'a str>,
+}
+
+pub(crate) fn list(path: &Path, json: bool) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
     let config: Config = toml::from_str(&text).with_context(|| path.display().to_string())?;
+    let entries: Vec<ClientEntry<'_>> = config
+        .clients
+        .iter()
+        .map(|c| ClientEntry {
+            id: &c.id,
+            role: &c.role,
+            state: if c.revoked_at.is_some() {
+                "revoked"
+            } else if c.previous_key_hash.is_some() {
+                "rotating"
+            } else {
+                "active"
+            },
+            scopes: &c.scopes,
+            expires_at: c.expires_at.as_deref(),
+            previous_key_expires_at: c.previous_key_expires_at.as_deref(),
+            revoked_at: c.revoked_at.as_deref(),
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+        return Ok(());
+    }
     println!(
         "{:<24} {:<12} {:<10} {:<22} SCOPES",
         "ID", "ROLE", "STATE", "EXPIRES"
     );
-    for c in &config.clients {
-        let state = if c.revoked_at.is_some() {
-            "revoked"
-        } else if c.previous_key_hash.is_some() {
-            "rotating"
-        } else {
-            "active"
-        };
+    for e in entries {
         println!(
             "{:<24} {:<12} {:<10} {:<22} {}",
-            c.id,
-            c.role,
-            state,
-            c.expires_at.as_deref().unwrap_or("-"),
-            c.scopes.join(" ")
+            e.id,
+            e.role,
+            e.state,
+            e.expires_at.unwrap_or("-"),
+            e.scopes.join(" ")
         );
     }
     Ok(())

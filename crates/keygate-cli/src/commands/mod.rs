@@ -2,7 +2,9 @@
 
 mod call;
 mod check_config;
+mod completions;
 mod hash;
+mod healthcheck;
 mod init;
 mod key;
 mod secret;
@@ -39,7 +41,7 @@ pub(crate) fn run(command: Command) -> anyhow::Result<()> {
             expires,
             config,
         }) => key::add(&config.path(), &id, &role, &scopes, expires),
-        Command::Key(KeyCommand::List(c)) => key::list(&c.path()),
+        Command::Key(KeyCommand::List(l)) => key::list(&l.config.path(), l.json),
         Command::Key(KeyCommand::Revoke { id, config }) => key::revoke(&config.path(), &id),
         Command::Key(KeyCommand::Rotate { id, grace, config }) => {
             key::rotate(&config.path(), &id, grace)
@@ -64,7 +66,7 @@ pub(crate) fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Token(TokenCommand::Decode { token }) => token::decode(token),
         Command::Keygen { alg, config } => signing::keygen(&config.path(), &alg),
-        Command::Signing(SigningCommand::List(c)) => signing::list(&c.path()),
+        Command::Signing(SigningCommand::List(l)) => signing::list(&l.config.path(), l.json),
         Command::Signing(SigningCommand::Retire { kid, config }) => {
             signing::retire(&config.path(), &kid)
         }
@@ -76,6 +78,11 @@ pub(crate) fn run(command: Command) -> anyhow::Result<()> {
         } => call::login(&url, api_key, key_header, cacert.as_deref()),
         Command::Call(args) => call::call(&args),
         Command::CheckConfig(c) => check_config::run(&c.path()),
+        Command::Healthcheck { url, timeout } => healthcheck::run(&url, timeout),
+        Command::Completions { shell } => {
+            completions::run(shell);
+            Ok(())
+        }
     }
 }
 

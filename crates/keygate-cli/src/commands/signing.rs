@@ -64,12 +64,28 @@ pub(crate) fn keygen(path: &Path, alg: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) fn list(path: &Path) -> anyhow::Result<()> {
+/// One signing key as `signing list --json` prints it.
+#[derive(Debug, serde::Serialize)]
+struct SigningEntry {
+    kid: String,
+    alg: String,
+    /// `signing`, `pending` (in its publish delay), `published`, `retired` or `expired`.
+    state: &'static str,
+    created_at: String,
+    retired_at: Option<String>,
+}
+
+pub(crate) fn list(path: &Path, json: bool) -> anyhow::Result<()> {
     let config = read_config(path)?;
     let Some(dir) = key_dir(path, &config) else {
-        println!(
-            "no signing keys: token.signing_keys is not set (HS* algorithms use token.secret)"
-        );
+        if json {
+            // HS* signs with token.secret: no key pairs to list.
+            println!("[]");
+        } else {
+            println!(
+                "no signing keys: token.signing_keys is not set (HS* algorithms use token.secret)"
+            );
+        }
         return Ok(());
     };
     let now = now_unix();
@@ -83,29 +99,42 @@ pub(crate) fn list(path: &Path) -> anyhow::Result<()> {
         .filter_map(|alg| keyring::load(&dir, alg, config.token.key_publish_delay).ok())
         .filter_map(|set| set.signer(now).map(|k| k.kid().to_owned()))
         .collect();
+    let unix = |t: &str| {
+        OffsetDateTime::parse(t, &Rfc3339)
+            .ok()
+            .and_then(|t| u64::try_from(t.unix_timestamp()).ok())
+            .unwrap_or(0)
+    };
+    let listed: Vec<SigningEntry> = entries
+        .into_iter()
+        .map(|e| SigningEntry {
+            state: match e.retired_at.as_deref().map(unix) {
+                Some(r) if r + keep <= now => "expired",
+                Some(_) => "retired",
+                None if signers.contains(&e.kid) => "signing",
+                None if unix(&e.created_at) + delay > now => "pending",
+                None => "published",
+            },
+            kid: e.kid,
+            alg: e.alg,
+            created_at: e.created_at,
+            retired_at: e.retired_at,
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&listed)?);
+        return Ok(());
+    }
     println!(
         "{:<44} {:<6} {:<10} {:<21} RETIRED",
         "KID", "ALG", "STATE", "CREATED"
     );
-    for e in entries {
-        let unix = |t: &str| {
-            OffsetDateTime::parse(t, &Rfc3339)
-                .ok()
-                .and_then(|t| u64::try_from(t.unix_timestamp()).ok())
-                .unwrap_or(0)
-        };
-        let state = match e.retired_at.as_deref().map(unix) {
-            Some(r) if r + keep <= now => "expired",
-            Some(_) => "retired",
-            None if signers.contains(&e.kid) => "signing",
-            None if unix(&e.created_at) + delay > now => "pending",
-            None => "published",
-        };
+    for e in listed {
         println!(
             "{:<44} {:<6} {:<10} {:<21} {}",
             e.kid,
             e.alg,
-            state,
+            e.state,
             e.created_at,
             e.retired_at.as_deref().unwrap_or("-")
         );

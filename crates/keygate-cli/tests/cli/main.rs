@@ -1,6 +1,8 @@
 //! The `keygate` binary end to end: init → key add → serve → login → verify → logout →
 //! refused, and the exit codes of every failure class.
 
+mod fastapi;
+mod ops;
 mod tls;
 
 use std::io::{BufRead, BufReader, Write};
@@ -129,14 +131,20 @@ fn login(base: &str, key: &str) -> reqwest::blocking::Response {
 }
 
 /// Polls until `f` holds (the server reloads the file within about a second).
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..100 {
+fn eventually(what: &str, f: impl FnMut() -> bool) {
+    eventually_within(what, Duration::from_secs(5), f);
+}
+
+/// Polls every 50 ms until `f` holds; fails after `limit`.
+fn eventually_within(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
         if f() {
             return;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("{what} did not happen within 5 s");
+    panic!("{what} did not happen within {limit:?}");
 }
 
 #[test]

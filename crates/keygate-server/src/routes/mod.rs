@@ -46,14 +46,15 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .fallback(not_found)
-        // Innermost first: a panic becomes a 500, oversized bodies a 413, and the metrics
-        // layer, outermost, counts both.
+        // Innermost first: a panic becomes a 500, oversized bodies a 413, the metrics
+        // layer counts both, and the request id, outermost, is on every answer.
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("a request handler panicked");
             axum::response::IntoResponse::into_response(Rejection::Internal)
         }))
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
         .layer(axum::middleware::from_fn(crate::metrics::track))
+        .layer(axum::middleware::from_fn(crate::request_id::propagate))
         .with_state(state)
 }
 

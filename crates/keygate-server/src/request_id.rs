@@ -1,0 +1,113 @@
+//! Request ids: every request runs inside a `request` span carrying `request_id`, so each
+//! log line it causes names it, and the response echoes it in `X-Request-Id`.
+//!
+//! The id is the caller's `X-Request-Id` when it is sane (what a proxy such as nginx's
+//! `$request_id` or a load balancer set, so one id follows the request across services),
+//! else 128 random bits in hex, the shape nginx uses.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use tracing::Instrument;
+
+/// The header read from requests and set on every response.
+pub(crate) const HEADER: &str = "x-request-id";
+
+/// Longest id taken from a request; longer ones are replaced, so a client cannot make
+/// every log line of its request arbitrarily large.
+pub(crate) const MAX_LEN: usize = 128;
+
+/// Whether a caller's id is kept: 1–128 characters a log line and a header carry
+/// verbatim (UUIDs, hex, base64, `Root=1-…;Parent=…` trace ids). Anything else (spaces,
+/// quotes, control characters that could forge a log line) is replaced by a fresh id.
+fn is_sane(id: &str) -> bool {
+    (1..=MAX_LEN).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:;=+/@".contains(&b))
+}
+
+fn generate() -> String {
+    let mut bytes = [0u8; 16];
+    // The id correlates log lines; it protects nothing. If the OS RNG fails, the
+    // time still gives distinct ids rather than failing the request.
+    if getrandom::fill(&mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes = nanos.to_le_bytes();
+    }
+    hex::encode(bytes)
+}
+
+/// Middleware: picks the id, runs the request in its span, logs its outcome at debug
+/// level and echoes the id.
+pub(crate) async fn propagate(req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_sane(v))
+        .map_or_else(generate, str::to_owned);
+    let span = tracing::info_span!("request", request_id = %id);
+    // The route template, not the raw URI: a query string (which may hold an API key when
+    // `api_key.query` is on) never reaches a log line.
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let method = req.method().clone();
+    let start = Instant::now();
+    let mut response = next.run(req).instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::debug!(
+            %method,
+            route,
+            status = response.status().as_u16(),
+            micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
+            "request finished"
+        );
+    });
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(HEADER, value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn common_id_shapes_are_kept() {
+        for id in [
+            "f3b1c2d4e5f60718293a4b5c6d7e8f90",
+            "123e4567-e89b-12d3-a456-426614174000",
+            "Root=1-67891233-abcdef012345678912345678;Parent=53995c3f42cd8ad8",
+            "dGVzdA==",
+        ] {
+            assert!(is_sane(id), "{id}");
+        }
+    }
+
+    #[test]
+    fn empty_long_or_log_forging_ids_are_replaced() {
+        let long = "a".repeat(MAX_LEN + 1);
+        for id in ["", long.as_str(), "a b", "x\"y", "line\nbreak", "é"] {
+            assert!(!is_sane(id), "{id:?}");
+        }
+        assert!(is_sane(&"a".repeat(MAX_LEN)));
+    }
+
+    #[test]
+    fn generated_ids_are_32_hex_digits_and_distinct() {
+        let (a, b) = (generate(), generate());
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+}
