@@ -163,7 +163,7 @@ pub(crate) async fn refuse(
     grant_type: &'static str,
     rejection: Rejection,
 ) -> Rejection {
-    metrics::counter!("keygate_tokens_refused_total", "grant" => grant_type, "reason" => error.reason())
+    metrics::counter!("keygate_tokens_refused_total", "grant" => grant_type, "reason" => refusal_label(error))
         .increment(1);
     match error {
         Error::HashingBusy => Rejection::Unavailable(std::time::Duration::from_secs(1)),
@@ -183,6 +183,16 @@ pub(crate) async fn refuse(
             );
             rejection
         }
+    }
+}
+
+/// The metric label of a refused credential. Wrong, unknown, expired and revoked
+/// credentials share one label: a per-reason count would tell an attacker watching
+/// `/metrics` that a guessed key once existed (`credential_expired`).
+fn refusal_label(error: &Error) -> &'static str {
+    match error {
+        Error::HashingBusy | Error::StoreUnavailable(_) | Error::Signing(_) => error.reason(),
+        _ => "invalid_credential",
     }
 }
 
