@@ -182,3 +182,96 @@ fn sigterm_drains_in_flight_requests_then_exits_0() {
         "no longer listening"
     );
 }
+
+/// `kill -9` of the server under load, then a restart: the configuration is untouched,
+/// it loads, and tokens issued before the crash still verify (SPEC §9, Faults).
+#[test]
+fn a_server_killed_under_load_restarts_on_the_same_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = init(dir.path());
+    let before = std::fs::read(dir.path().join("keygate.toml")).unwrap();
+    let mut server = serve(dir.path());
+    let token = login(&server.base, &key)
+        .json::<serde_json::Value>()
+        .unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let base = server.base.clone();
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (base, key) = (base.clone(), key.clone());
+            std::thread::spawn(move || {
+                // Until the server dies: every answer before that is a 200.
+                let client = http();
+                for _ in 0..10_000 {
+                    match client
+                        .post(format!("{base}/login"))
+                        .header("X-API-Key", &key)
+                        .send()
+                    {
+                        Ok(r) => assert_eq!(r.status(), 200),
+                        Err(_) => break,
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+    for t in load {
+        t.join().unwrap();
+    }
+    assert_eq!(
+        std::fs::read(dir.path().join("keygate.toml")).unwrap(),
+        before,
+        "the server never writes its configuration"
+    );
+    let check = keygate(dir.path(), &["check-config"]);
+    assert!(check.status.success(), "{}", stderr(&check));
+    let server = serve(dir.path());
+    let r = http()
+        .get(format!("{}/verify", server.base))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "a token from before the crash");
+    assert_eq!(login(&server.base, &key).status(), 200);
+}
+
+/// `kill -9` while the first `serve` writes its configuration: there is then either no
+/// file or a whole one that loads, never a torn one.
+#[test]
+fn a_first_run_killed_at_any_moment_leaves_no_torn_configuration() {
+    for i in 0..20u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_keygate"))
+            .arg("serve")
+            .current_dir(dir.path())
+            .env_remove("KEYGATE_CONFIG")
+            .env("KEYGATE_SERVER_LISTEN", "127.0.0.1:0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Spread the kill over the start: from before the write to after it.
+        std::thread::sleep(Duration::from_micros(i * 1_500));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let path = dir.path().join("keygate.toml");
+        if path.exists() {
+            let check = keygate(dir.path(), &["check-config"]);
+            assert!(check.status.success(), "run {i}: {}", stderr(&check));
+        }
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "keygate.toml")
+            .collect();
+        assert!(
+            leftovers.iter().all(|n| n.starts_with('.')),
+            "run {i}: {leftovers:?}"
+        );
+    }
+}
