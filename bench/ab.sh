@@ -71,7 +71,7 @@ wrk.headers["access_token"] = "$ANCHOR_API_KEY"
 LUA
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# measure PID URL [wrk args] -> "req/s cpu_us_per_request p99"
+# measure PID URL [wrk args] -> "req/s cpu_us_per_request p99" (all the server's threads)
 measure() {
   local pid=$1 url=$2; shift 2
   local before after out rps requests p99
@@ -99,6 +99,21 @@ for round in $(seq "$ROUNDS"); do
   add base_login  "$(measure $base_pid "http://127.0.0.1:$BASE_PORT/login"     -s "$work/login.lua")"
   add seed_login  "$(measure $seed_pid "http://127.0.0.1:$SEED_PORT/login"     -s "$work/login.lua")"
 done
+# /verify while 64 connections flood /token with wrong passwords (argon2id on the bounded
+# hashing pool, which shares the server's core): verification must keep most of its rate.
+echo 'bench-password-1' | "$BIN" user add bench --role user --config "$work/keygate.toml" >/dev/null 2>&1
+sleep 1.5 # picked up by the running server
+cat >"$work/password.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+wrk.body = "grant_type=password&username=bench&password=wrong-password"
+LUA
+taskset -c "$LOAD_CPU" wrk -t1 -c64 -d"$DURATION" -s "$work/password.lua" "http://127.0.0.1:$KG_PORT/token" >"$work/flood.out" 2>&1 &
+flood=$!
+sleep 1
+read -r flood_rps _ _ <<<"$(measure $kg_pid "http://127.0.0.1:$KG_PORT/verify" -H "Authorization: Bearer $kg_token")"
+wait "$flood"
+
 median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 table() {
@@ -114,6 +129,9 @@ table() {
     awk -v l="$label" -v k="$k" -v b="$b" -v s="$s" -v kc="$kc" -v bc="$bc" -v p="${P99[kg_$e]}" \
       'BEGIN { printf "| %s | %d | %d | %.2f× | %.1f | %.1f | %.2f× | %d | %s |\n", l, k, b, k/b, kc, bc, kc/bc, s, p }'
   done
+  echo
+  awk -v f="$flood_rps" -v i="$(median "${RPS[kg_verify]}")" \
+    'BEGIN { printf "keygate GET /verify during a wrong-password flood on /token (64 connections): %d req/s, %.0f%% of its idle rate\n", f, 100*f/i }'
 }
 result=$(table)
 echo "$result"

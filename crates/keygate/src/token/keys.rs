@@ -31,6 +31,37 @@ pub struct SigningKey {
     /// For HMAC, the key prepared once: verifying a token is then one MAC, not a key
     /// set-up per request.
     mac: Option<aws_lc_rs::hmac::Key>,
+    /// For ES256 and EdDSA, the public key parsed once (RSA goes through jsonwebtoken).
+    public: Option<aws_lc_rs::signature::ParsedPublicKey>,
+}
+
+/// The public key of an ES256 (P-256) or EdDSA (Ed25519) JWK, parsed for aws-lc-rs.
+fn parsed_public_key(
+    algorithm: SigningAlgorithm,
+    jwk: &Jwk,
+) -> Option<aws_lc_rs::signature::ParsedPublicKey> {
+    use jsonwebtoken::jwk::AlgorithmParameters;
+    let b64 = |s: &str| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(s)
+            .ok()
+    };
+    let (verification, bytes): (
+        &'static dyn aws_lc_rs::signature::VerificationAlgorithm,
+        Vec<u8>,
+    ) = match (algorithm, &jwk.algorithm) {
+        (SigningAlgorithm::ES256, AlgorithmParameters::EllipticCurve(ec)) => {
+            let mut point = vec![0x04];
+            point.extend(b64(&ec.x)?);
+            point.extend(b64(&ec.y)?);
+            (&aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED, point)
+        }
+        (SigningAlgorithm::EdDSA, AlgorithmParameters::OctetKeyPair(okp)) => {
+            (&aws_lc_rs::signature::ED25519, b64(&okp.x)?)
+        }
+        _ => return None,
+    };
+    aws_lc_rs::signature::ParsedPublicKey::new(verification, bytes).ok()
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -56,6 +87,7 @@ impl SigningKey {
             encoding: Some(EncodingKey::from_secret(secret.as_bytes())),
             decoding: DecodingKey::from_secret(secret.as_bytes()),
             public_jwk: None,
+            public: None,
             mac: Some(aws_lc_rs::hmac::Key::new(
                 match algorithm {
                     SigningAlgorithm::HS384 => aws_lc_rs::hmac::HMAC_SHA384,
@@ -116,6 +148,7 @@ impl SigningKey {
             algorithm,
             encoding: Some(encoding),
             decoding,
+            public: parsed_public_key(algorithm, &jwk),
             public_jwk: Some(jwk),
             mac: None,
         })
@@ -185,6 +218,7 @@ impl SigningKey {
             algorithm,
             encoding: None,
             decoding,
+            public: parsed_public_key(algorithm, jwk),
             public_jwk: Some(jwk.clone()),
             mac: None,
         })
@@ -263,6 +297,14 @@ impl SigningKey {
                 .map_err(|_| Error::Malformed("signature is not base64url"))?;
             // Constant time (aws-lc-rs compares the tags without short-circuit).
             return aws_lc_rs::hmac::verify(mac, signing_input, &bytes)
+                .map_err(|_| Error::InvalidSignature);
+        }
+        if let Some(public) = &self.public {
+            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(signature)
+                .map_err(|_| Error::Malformed("signature is not base64url"))?;
+            return public
+                .verify_sig(signing_input, &bytes)
                 .map_err(|_| Error::InvalidSignature);
         }
         match jsonwebtoken::crypto::verify(
@@ -550,5 +592,26 @@ mod tests {
         let all_retired =
             KeySet::new(vec![entry(SigningAlgorithm::EdDSA, 1000, 1000, Some(1500))]).unwrap();
         assert!(all_retired.signer(1500).is_none());
+    }
+
+    /// ES256 and EdDSA keys, ours and those read from a JWKS, verify with a public key
+    /// parsed once, not once per token.
+    #[test]
+    fn elliptic_keys_are_prepared_once() {
+        for alg in [SigningAlgorithm::ES256, SigningAlgorithm::EdDSA] {
+            let (key, pem) = SigningKey::generate(alg).unwrap();
+            assert!(key.public.is_some(), "{alg}");
+            let key = SigningKey::from_pem(alg, pem.as_bytes()).unwrap();
+            assert!(key.public.is_some(), "{alg} from PEM");
+            let published = SigningKey::from_public_jwk(alg, key.public_jwk().unwrap()).unwrap();
+            assert!(published.public.is_some(), "{alg} from a JWK");
+            let input = b"header.payload";
+            let signature = key.sign(input).unwrap();
+            published.verify_signature(input, &signature).unwrap();
+            let mut forged = signature.into_bytes();
+            forged[5] ^= 1;
+            let forged = String::from_utf8(forged).unwrap();
+            assert!(published.verify_signature(input, &forged).is_err());
+        }
     }
 }
