@@ -57,7 +57,7 @@ fn public_key_tokens(c: &mut Criterion) {
         let keys = Arc::new(KeySet::single(SigningKey::generate(alg).unwrap().0));
         let policy = TokenPolicy::new("https://keygate.test");
         let issuer = Issuer::new(keys.clone(), policy.clone());
-        let verifier = Verifier::new(alg, keys, policy);
+        let verifier = Verifier::new(alg, keys.clone(), policy);
         let token = issuer.issue(&grant).unwrap().token;
         c.bench_function(
             &format!("token/issue_{}", alg.as_str().to_lowercase()),
@@ -67,7 +67,53 @@ fn public_key_tokens(c: &mut Criterion) {
             &format!("token/verify_{}", alg.as_str().to_lowercase()),
             |b| b.iter(|| verifier.verify(black_box(&token)).unwrap()),
         );
+        // The primitive alone on the same bytes: keygate's verify should cost little more.
+        if let Some((public, input, signature)) = primitive(alg, &keys, &token) {
+            c.bench_function(
+                &format!(
+                    "token/verify_{}_primitive_only",
+                    alg.as_str().to_lowercase()
+                ),
+                |b| b.iter(|| public.verify_sig(black_box(&input), &signature).unwrap()),
+            );
+        }
     }
+}
+
+/// The aws-lc-rs public key of `keys`' signer, the signing input and the signature of
+/// `token`: what a bare verification of the same bytes needs.
+fn primitive(
+    alg: SigningAlgorithm,
+    keys: &KeySet,
+    token: &str,
+) -> Option<(aws_lc_rs::signature::ParsedPublicKey, Vec<u8>, Vec<u8>)> {
+    use base64::Engine as _;
+    use jsonwebtoken::jwk::AlgorithmParameters;
+    let b64 = |s: &str| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(s)
+            .unwrap()
+    };
+    let jwk = keys.signer(0)?.public_jwk()?;
+    let public = match (&jwk.algorithm, alg) {
+        (AlgorithmParameters::EllipticCurve(ec), SigningAlgorithm::ES256) => {
+            let mut point = vec![0x04];
+            point.extend(b64(&ec.x));
+            point.extend(b64(&ec.y));
+            aws_lc_rs::signature::ParsedPublicKey::new(
+                &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
+                point,
+            )
+            .ok()?
+        }
+        (AlgorithmParameters::OctetKeyPair(okp), SigningAlgorithm::EdDSA) => {
+            aws_lc_rs::signature::ParsedPublicKey::new(&aws_lc_rs::signature::ED25519, b64(&okp.x))
+                .ok()?
+        }
+        _ => return None,
+    };
+    let (input, signature) = token.rsplit_once('.')?;
+    Some((public, input.as_bytes().to_vec(), b64(signature)))
 }
 
 fn api_keys(c: &mut Criterion) {
