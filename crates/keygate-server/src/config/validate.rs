@@ -16,12 +16,13 @@ use time::format_description::well_known::Rfc3339;
 
 use super::model::{ClientConfig, SameSite, UserConfig};
 use super::{Config, ConfigError, keyring};
+use crate::tls::TlsFiles;
 
 impl Config {
     /// Checks every value and builds what the server runs on.
     pub fn validate(&self) -> Result<Runtime, ConfigError> {
-        let listen = self.check_server()?;
-        let (issuer, verifier, keys, keyring_dir) = self.token_keys()?;
+        let server = self.check_server()?;
+        let (issuer, verifier, keys, keyring_dir) = self.token_keys(&server.public_url)?;
         self.check_api_key()?;
         self.check_cookie()?;
         self.check_limits()?;
@@ -29,7 +30,10 @@ impl Config {
         let directory = self.directory()?;
         Ok(Runtime {
             config: self.clone(),
-            listen,
+            listen: server.listen,
+            public_url: server.public_url,
+            metrics_listen: server.metrics_listen,
+            tls: server.tls,
             api_key_sources: keygate::axum::ApiKeySources {
                 header: self.api_key.header.clone(),
                 query: self.api_key.query.clone(),
@@ -48,28 +52,83 @@ impl Config {
         })
     }
 
-    fn check_server(&self) -> Result<SocketAddr, ConfigError> {
-        let listen: SocketAddr = self.server.listen.parse().map_err(|_| {
+    fn check_server(&self) -> Result<ServerChecked, ConfigError> {
+        let s = &self.server;
+        let listen: SocketAddr = s.listen.parse().map_err(|_| {
             ConfigError::new("server.listen", "expected an address like 127.0.0.1:8080")
         })?;
-        if !(self.server.public_url.starts_with("http://")
-            || self.server.public_url.starts_with("https://"))
-        {
+        let metrics_listen = s
+            .metrics_listen
+            .as_deref()
+            .map(|m| {
+                m.parse::<SocketAddr>().map_err(|_| {
+                    ConfigError::new(
+                        "server.metrics_listen",
+                        "expected an address like 127.0.0.1:9464",
+                    )
+                })
+            })
+            .transpose()?;
+        let tls = match (&s.tls_cert, &s.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: self.base_dir.join(cert),
+                key: self.base_dir.join(key),
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "server.tls_key",
+                    "is required with server.tls_cert (both or neither)",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "server.tls_cert",
+                    "is required with server.tls_key (both or neither)",
+                ));
+            }
+        };
+        let public_url = match &s.public_url {
+            Some(url) => url.clone(),
+            None if tls.is_some() => format!("https://{listen}"),
+            None => "http://127.0.0.1:8080".to_owned(),
+        };
+        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
             return Err(ConfigError::new(
                 "server.public_url",
                 "expected an http:// or https:// URL",
             ));
         }
-        Ok(listen)
+        if s.header_timeout < Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "server.header_timeout",
+                "must be at least 1s",
+            ));
+        }
+        if s.max_connections == 0 {
+            return Err(ConfigError::new(
+                "server.max_connections",
+                "must be at least 1",
+            ));
+        }
+        Ok(ServerChecked {
+            listen,
+            public_url,
+            metrics_listen,
+            tls,
+        })
     }
 
     /// The token policy, the signing keys, and the issuer and verifier sharing them.
-    fn token_keys(&self) -> Result<(Issuer, Verifier, Arc<KeySet>, Option<PathBuf>), ConfigError> {
+    fn token_keys(
+        &self,
+        public_url: &str,
+    ) -> Result<(Issuer, Verifier, Arc<KeySet>, Option<PathBuf>), ConfigError> {
         let issuer = self
             .token
             .issuer
             .clone()
-            .unwrap_or_else(|| self.server.public_url.clone());
+            .unwrap_or_else(|| public_url.to_owned());
         if issuer.is_empty() {
             return Err(ConfigError::new("token.issuer", "must not be empty"));
         }
@@ -217,6 +276,14 @@ impl Config {
     }
 }
 
+/// `[server]` checked: what `Runtime` takes from it.
+struct ServerChecked {
+    listen: SocketAddr,
+    public_url: String,
+    metrics_listen: Option<SocketAddr>,
+    tls: Option<TlsFiles>,
+}
+
 /// What the server runs on: the validated configuration and what was built from it.
 #[derive(Debug)]
 pub struct Runtime {
@@ -224,6 +291,13 @@ pub struct Runtime {
     pub config: Config,
     /// `server.listen`, parsed.
     pub listen: SocketAddr,
+    /// `server.public_url`, or its default (`https://<listen>` with TLS).
+    pub public_url: String,
+    /// `server.metrics_listen`, parsed.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `server.tls_cert` and `server.tls_key`, resolved against the file's folder; read
+    /// when the server starts (see [`crate::tls::Certificates`]).
+    pub tls: Option<TlsFiles>,
     /// Where `/login` reads API keys (`[api_key]`).
     pub api_key_sources: keygate::axum::ApiKeySources,
     /// Where client authentication reads an API key: the header only (query and cookie
