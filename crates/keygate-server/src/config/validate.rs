@@ -52,73 +52,6 @@ impl Config {
         })
     }
 
-    fn check_server(&self) -> Result<ServerChecked, ConfigError> {
-        let s = &self.server;
-        let listen: SocketAddr = s.listen.parse().map_err(|_| {
-            ConfigError::new("server.listen", "expected an address like 127.0.0.1:8080")
-        })?;
-        let metrics_listen = s
-            .metrics_listen
-            .as_deref()
-            .map(|m| {
-                m.parse::<SocketAddr>().map_err(|_| {
-                    ConfigError::new(
-                        "server.metrics_listen",
-                        "expected an address like 127.0.0.1:9464",
-                    )
-                })
-            })
-            .transpose()?;
-        let tls = match (&s.tls_cert, &s.tls_key) {
-            (Some(cert), Some(key)) => Some(TlsFiles {
-                cert: self.base_dir.join(cert),
-                key: self.base_dir.join(key),
-            }),
-            (None, None) => None,
-            (Some(_), None) => {
-                return Err(ConfigError::new(
-                    "server.tls_key",
-                    "is required with server.tls_cert (both or neither)",
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(ConfigError::new(
-                    "server.tls_cert",
-                    "is required with server.tls_key (both or neither)",
-                ));
-            }
-        };
-        let public_url = match &s.public_url {
-            Some(url) => url.clone(),
-            None if tls.is_some() => format!("https://{listen}"),
-            None => "http://127.0.0.1:8080".to_owned(),
-        };
-        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
-            return Err(ConfigError::new(
-                "server.public_url",
-                "expected an http:// or https:// URL",
-            ));
-        }
-        if s.header_timeout < Duration::from_secs(1) {
-            return Err(ConfigError::new(
-                "server.header_timeout",
-                "must be at least 1s",
-            ));
-        }
-        if s.max_connections == 0 {
-            return Err(ConfigError::new(
-                "server.max_connections",
-                "must be at least 1",
-            ));
-        }
-        Ok(ServerChecked {
-            listen,
-            public_url,
-            metrics_listen,
-            tls,
-        })
-    }
-
     /// The token policy, the signing keys, and the issuer and verifier sharing them.
     fn token_keys(
         &self,
@@ -274,14 +207,6 @@ impl Config {
         let keys = keyring::load(&dir, algorithm, self.token.key_publish_delay)?;
         Ok((keys, Some(dir)))
     }
-}
-
-/// `[server]` checked: what `Runtime` takes from it.
-struct ServerChecked {
-    listen: SocketAddr,
-    public_url: String,
-    metrics_listen: Option<SocketAddr>,
-    tls: Option<TlsFiles>,
 }
 
 /// What the server runs on: the validated configuration and what was built from it.

@@ -50,9 +50,12 @@ async fn a_connection_without_complete_headers_is_closed_after_header_timeout() 
         let took = closed_within(conn, Duration::from_secs(3)).await;
         assert!(took <= Duration::from_millis(2500), "closed after {took:?}");
     }
-    // A client sending its headers in time is served.
+    // A client sending its headers in time is served; its connection, left idle, is closed
+    // after header_timeout too.
     let mut ok = TcpStream::connect(addr(&s)).await.unwrap();
     assert_eq!(get_on(&mut ok, "/healthz").await.0, 200);
+    let took = closed_within(&mut ok, Duration::from_secs(3)).await;
+    assert!(took <= Duration::from_millis(2500), "idle closed after {took:?}");
 }
 
 #[tokio::test]
