@@ -55,7 +55,34 @@ async fn a_connection_without_complete_headers_is_closed_after_header_timeout() 
     let mut ok = TcpStream::connect(addr(&s)).await.unwrap();
     assert_eq!(get_on(&mut ok, "/healthz").await.0, 200);
     let took = closed_within(&mut ok, Duration::from_secs(3)).await;
-    assert!(took <= Duration::from_millis(2500), "idle closed after {took:?}");
+    assert!(
+        took <= Duration::from_millis(2500),
+        "idle closed after {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_http2_connection_without_a_request_is_closed_after_header_timeout() {
+    let s = server_with("header_timeout = \"1s\"\n").await;
+    let mut idle = TcpStream::connect(addr(&s)).await.unwrap();
+    // The HTTP/2 preface and an empty SETTINGS frame: a valid connection, no request.
+    idle.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    // GOAWAY after header_timeout; closed a second later even though this client never
+    // answers the server's PING.
+    let took = closed_within(&mut idle, Duration::from_secs(4)).await;
+    assert!(took <= Duration::from_millis(3000), "closed after {took:?}");
+    // A client that uses its HTTP/2 connection is served.
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = client.get(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(
+        (r.version(), r.status().as_u16()),
+        (reqwest::Version::HTTP_2, 200)
+    );
 }
 
 #[tokio::test]

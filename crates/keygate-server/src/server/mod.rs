@@ -11,24 +11,18 @@
 //! HTTP/2 is chosen by ALPN under TLS and by the client's preface in plain HTTP (h2c with
 //! prior knowledge); everything else is HTTP/1.1.
 
+mod connection;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::ConnectInfo;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt as _;
 
 use crate::config::{ConfigError, Runtime};
 use crate::state::AppState;
@@ -119,21 +113,19 @@ pub async fn serve(
         .map(|c| c.watch(rt.config.server.reload_interval));
     drop(rt);
 
-    let graceful = GracefulShutdown::new();
     let (stop_tx, stop_rx) = watch::channel(false);
     let public = accept_loop(
         listeners.public,
         crate::routes::router(state.clone()),
         tls,
         limits,
-        &graceful,
         stop_rx.clone(),
     );
     let metrics = async {
         match listeners.metrics {
             Some(l) => {
                 let app = crate::routes::metrics_router(state.clone());
-                Some(accept_loop(l, app, None, limits, &graceful, stop_rx).await)
+                Some(accept_loop(l, app, None, limits, stop_rx).await)
             }
             None => None,
         }
@@ -144,11 +136,14 @@ pub async fn serve(
         tracing::info!("shutting down: draining in-flight requests");
         let _ = stop_tx.send(true);
     };
-    let ((), public_conns, metrics_conns) = tokio::join!(stopping, public, metrics);
-    if tokio::time::timeout(drain_for, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let ((), mut public_conns, metrics_conns) = tokio::join!(stopping, public, metrics);
+    // Every connection has been told to finish (idle ones close at once): wait for them.
+    let mut metrics_conns = metrics_conns.unwrap_or_default();
+    let drained = async {
+        while public_conns.join_next().await.is_some() {}
+        while metrics_conns.join_next().await.is_some() {}
+    };
+    if tokio::time::timeout(drain_for, drained).await.is_err() {
         tracing::warn!(timeout = ?drain_for, "in-flight requests did not finish in time");
     }
     // Dropping the sets aborts whatever is left.
@@ -165,6 +160,12 @@ struct Limits {
     max_connections: usize,
 }
 
+/// Resolves once `stop` says so (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns must not live across an await: it is dropped here.
+    let _ = stop.wait_for(|s| *s).await.is_ok();
+}
+
 /// Accepts until `stop`, one task per connection, never more than `max_connections`
 /// alive: the semaphore is taken before `accept`, so the excess waits in the kernel's
 /// queue. Returns the connections still running.
@@ -173,7 +174,6 @@ async fn accept_loop(
     app: Router,
     tls: Option<TlsAcceptor>,
     limits: Limits,
-    graceful: &GracefulShutdown,
     mut stop: watch::Receiver<bool>,
 ) -> JoinSet<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -197,119 +197,15 @@ async fn accept_loop(
             },
             () = stopped(&mut stop) => break,
         };
-        conns.spawn(connection(
+        conns.spawn(connection::serve(
             tcp,
             peer,
             app.clone(),
             tls.clone(),
             limits,
-            graceful.watcher(),
+            stop.clone(),
             permit,
         ));
     }
     conns
-}
-
-/// Resolves once `stop` says so (or its sender is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    // The guard `wait_for` returns must not live across an await: it is dropped here.
-    let _ = stop.wait_for(|s| *s).await.is_ok();
-}
-
-/// One connection, holding its slot until it closes.
-async fn connection(
-    tcp: TcpStream,
-    peer: SocketAddr,
-    app: Router,
-    tls: Option<TlsAcceptor>,
-    limits: Limits,
-    watcher: Watcher,
-    _slot: OwnedSemaphorePermit,
-) {
-    let _ = tcp.set_nodelay(true);
-    let service =
-        TowerToHyperService::new(app.map_request(move |req: hyper::Request<Incoming>| {
-            let mut req = req.map(Body::new);
-            req.extensions_mut().insert(ConnectInfo(peer));
-            req
-        }));
-    let outcome = match tls {
-        Some(acceptor) => {
-            let stream =
-                match tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
-            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            serve_connection(stream, h2, service, limits, watcher).await
-        }
-        None => {
-            let Ok(Ok(h2)) =
-                tokio::time::timeout(limits.header_timeout, sends_h2_preface(&tcp)).await
-            else {
-                return;
-            };
-            serve_connection(tcp, h2, service, limits, watcher).await
-        }
-    };
-    if let Err(e) = outcome {
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
-    }
-}
-
-async fn serve_connection<I, S>(
-    io: I,
-    h2: bool,
-    service: S,
-    limits: Limits,
-    watcher: Watcher,
-) -> Result<(), hyper::Error>
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<hyper::Request<Incoming>, Response = axum::response::Response>
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let io = TokioIo::new(io);
-    if h2 {
-        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-        builder.timer(TokioTimer::new());
-        watcher.watch(builder.serve_connection(io, service)).await
-    } else {
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout);
-        watcher.watch(builder.serve_connection(io, service)).await
-    }
-}
-
-/// The HTTP/2 connection preface (RFC 9113 §3.4).
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// Whether a plain-HTTP client opens with the HTTP/2 preface, looked at without consuming
-/// it. Decided at the first byte that differs; a client sending the preface slowly is
-/// bounded by the caller's timeout.
-async fn sends_h2_preface(tcp: &TcpStream) -> std::io::Result<bool> {
-    let mut buf = [0u8; H2_PREFACE.len()];
-    loop {
-        let n = tcp.peek(&mut buf).await?;
-        if n == 0 || buf[..n] != H2_PREFACE[..n] {
-            return Ok(false);
-        }
-        if n == H2_PREFACE.len() {
-            return Ok(true);
-        }
-        // A prefix of the preface: peek returns at once while no more has arrived.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
