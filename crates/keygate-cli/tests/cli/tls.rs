@@ -459,5 +459,12 @@ fn bad_tls_files_stop_serve_at_start_up_naming_the_setting() {
         assert_eq!(code, Some(2), "{env:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{env:?}: {err}");
         assert!(err.contains(expected), "{env:?}: {err}");
+        // `check-config` loads the pair as `serve` does.
+        let check = keygate(dir.path(), &["check-config"], env);
+        assert_eq!(check.status.code(), Some(2), "{env:?}");
+        assert!(stderr(&check).contains(expected), "{}", stderr(&check));
     }
+    let good = keygate(dir.path(), &["check-config"], &TLS_ENV);
+    assert_eq!(good.status.code(), Some(0), "{}", stderr(&good));
+    assert!(stdout(&good).contains("with TLS"), "{}", stdout(&good));
 }
