@@ -52,33 +52,28 @@ pub fn router(state: AppState) -> Router {
     } else {
         api
     };
-    api.fallback(not_found)
-        // Innermost first: a panic becomes a 500, oversized bodies a 413, the metrics
-        // layer counts both, and the request id, outermost, is on every answer.
+    api.fallback(|| async { Rejection::NotFound })
+        // Innermost first: a panic becomes a 500, oversized bodies a 413, both get the
+        // OAuth shape and nosniff (hardening), the metrics layer counts them, and the
+        // request id, outermost, is on every answer.
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("a request handler panicked");
             axum::response::IntoResponse::into_response(Rejection::Internal)
         }))
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
+        .layer(axum::middleware::from_fn(crate::hardening::harden))
         .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(axum::middleware::from_fn(crate::request_id::propagate))
         .with_state(state)
 }
 
-/// `/metrics` alone, for `server.metrics_listen`: every other path is 404.
+/// `/metrics` alone, for `server.metrics_listen`: every other path is 404, in the same
+/// shape and with the same headers as on the public listener.
 pub fn metrics_router(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(health::metrics))
-        .fallback(not_found)
+        .fallback(|| async { Rejection::NotFound })
+        .layer(axum::middleware::from_fn(crate::hardening::harden))
         .layer(axum::middleware::from_fn(crate::request_id::propagate))
         .with_state(state)
-}
-
-async fn not_found() -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
-    (
-        axum::http::StatusCode::NOT_FOUND,
-        axum::Json(
-            serde_json::json!({"error": "not_found", "error_description": "no such endpoint"}),
-        ),
-    )
 }

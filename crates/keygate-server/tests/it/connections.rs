@@ -200,10 +200,12 @@ async fn metrics_listen_serves_metrics_there_only() {
     let r = s.http.get(s.url("/metrics")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(r.headers()["content-type"], "application/json");
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
     assert_eq!(error_of(r).await, "not_found");
 
     let r = s.http.get(&metrics).send().await.unwrap();
     assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
     assert_eq!(
         r.headers()["content-type"],
         "text/plain; version=0.0.4; charset=utf-8"

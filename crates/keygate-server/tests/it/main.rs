@@ -5,6 +5,7 @@
 mod browser;
 mod connections;
 mod forward_auth;
+mod hardening;
 mod interop;
 mod limits;
 mod login;

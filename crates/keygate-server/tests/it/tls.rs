@@ -271,9 +271,23 @@ async fn metrics_listen_stays_plain_http_when_tls_is_on() {
     let s = https_server(&pair, "metrics_listen = \"127.0.0.1:0\"\n").await;
     let metrics = s.metrics_url.clone().unwrap();
     assert!(metrics.starts_with("http://127.0.0.1:"), "{metrics}");
+    let login = ca
+        .client()
+        .build()
+        .unwrap()
+        .post(s.url("/login"))
+        .header("X-API-Key", &s.billing_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
     let r = reqwest::get(&metrics).await.unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.text().await.unwrap().contains("# TYPE"));
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("keygate_tokens_issued_total{grant=\"api_key\"}"),
+        "{text}"
+    );
     let body = s.text_via(&ca, "/metrics").await;
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"],

@@ -7,6 +7,7 @@
 //! token it can have signed has expired (`ttl + leeway` after retirement).
 
 use aws_lc_rs::encoding::AsDer;
+use base64::Engine as _;
 use jsonwebtoken::jwk::{Jwk, KeyOperations, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{DecodingKey, EncodingKey};
 
@@ -27,6 +28,9 @@ pub struct SigningKey {
     decoding: DecodingKey,
     /// The public half as a JWK (`None` for HMAC: a secret is never published).
     public_jwk: Option<Jwk>,
+    /// For HMAC, the key prepared once: verifying a token is then one MAC, not a key
+    /// set-up per request.
+    mac: Option<aws_lc_rs::hmac::Key>,
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -52,6 +56,14 @@ impl SigningKey {
             encoding: Some(EncodingKey::from_secret(secret.as_bytes())),
             decoding: DecodingKey::from_secret(secret.as_bytes()),
             public_jwk: None,
+            mac: Some(aws_lc_rs::hmac::Key::new(
+                match algorithm {
+                    SigningAlgorithm::HS384 => aws_lc_rs::hmac::HMAC_SHA384,
+                    SigningAlgorithm::HS512 => aws_lc_rs::hmac::HMAC_SHA512,
+                    _ => aws_lc_rs::hmac::HMAC_SHA256,
+                },
+                secret.as_bytes(),
+            )),
         })
     }
 
@@ -105,6 +117,7 @@ impl SigningKey {
             encoding: Some(encoding),
             decoding,
             public_jwk: Some(jwk),
+            mac: None,
         })
     }
 
@@ -173,6 +186,7 @@ impl SigningKey {
             encoding: None,
             decoding,
             public_jwk: Some(jwk.clone()),
+            mac: None,
         })
     }
 
@@ -225,12 +239,42 @@ impl SigningKey {
         self.public_jwk.as_ref()
     }
 
-    pub(crate) fn encoding(&self) -> Option<&EncodingKey> {
-        self.encoding.as_ref()
+    /// The base64url signature of `signing_input` with this key's private half.
+    pub(crate) fn sign(&self, signing_input: &[u8]) -> Result<String> {
+        if let Some(mac) = &self.mac {
+            let tag = aws_lc_rs::hmac::sign(mac, signing_input);
+            return Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref()));
+        }
+        let encoding = self
+            .encoding
+            .as_ref()
+            .ok_or_else(|| Error::Signing("the key set holds public keys only".into()))?;
+        jsonwebtoken::crypto::sign(signing_input, encoding, self.algorithm.to_jsonwebtoken())
+            .map_err(|e| Error::Signing(e.to_string()))
     }
 
-    pub(crate) fn decoding(&self) -> &DecodingKey {
-        &self.decoding
+    /// Checks `signature` (base64url, no padding) over `signing_input` with this key.
+    pub(crate) fn verify_signature(&self, signing_input: &[u8], signature: &str) -> Result<()> {
+        if let Some(mac) = &self.mac {
+            // Canonical base64url only: a signature re-encoded with other trailing bits
+            // is not the signature keygate issued.
+            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(signature)
+                .map_err(|_| Error::Malformed("signature is not base64url"))?;
+            // Constant time (aws-lc-rs compares the tags without short-circuit).
+            return aws_lc_rs::hmac::verify(mac, signing_input, &bytes)
+                .map_err(|_| Error::InvalidSignature);
+        }
+        match jsonwebtoken::crypto::verify(
+            signature,
+            signing_input,
+            &self.decoding,
+            self.algorithm.to_jsonwebtoken(),
+        ) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::InvalidSignature),
+            Err(_) => Err(Error::Malformed("signature is not base64url")),
+        }
     }
 }
 
