@@ -51,7 +51,8 @@ pub(crate) struct ListArgs {
 pub(crate) enum Command {
     /// Write a new configuration with a fresh secret (mode 0600) and print the first API key once
     Init(ConfigArg),
-    /// Run the server (runs `init` first when there is no configuration)
+    /// Run the server: HTTP, or HTTPS with `server.tls_cert`/`tls_key` (runs `init` first
+    /// when there is no configuration)
     Serve(ConfigArg),
     /// Manage API keys of clients
     #[command(subcommand)]

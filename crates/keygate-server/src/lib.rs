@@ -1,5 +1,6 @@
 //! The keygate HTTP server as a library: [`router`] builds the axum router for an
-//! [`AppState`], [`serve`] runs it on a bound listener until a shutdown future resolves.
+//! [`AppState`], [`serve`] runs it on bound [`Listeners`] (or one `TcpListener`) until a
+//! shutdown future resolves.
 //!
 //! | module | holds |
 //! |---|---|
@@ -18,6 +19,8 @@
 //! | [`metrics`] | Prometheus metrics |
 //! | `request_id` | `X-Request-Id`: a span per request, so its log lines name it; echoed |
 //! | [`reload`] | configuration reload on SIGHUP or file change |
+//! | `server` | [`Listeners`] and [`serve`]: the connection loop, its header timeout and connection cap |
+//! | [`tls`] | HTTPS: the certificate pair, swapped without a restart when its files change |
 //!
 //! A handler loads the [`Runtime`] once (`state.runtime()`) and hands `&Runtime` to every
 //! helper, so a request never sees two configurations. `/login` flows `routes/login.rs` →
@@ -37,49 +40,13 @@ pub mod rejection;
 pub mod reload;
 mod request_id;
 pub mod routes;
+mod server;
 pub mod state;
 pub mod store;
-
-use std::future::Future;
-use std::net::SocketAddr;
+pub mod tls;
 
 pub use config::{Config, ConfigError, Runtime};
 pub use rejection::Rejection;
 pub use routes::router;
+pub use server::{Listeners, serve};
 pub use state::AppState;
-use tokio::net::TcpListener;
-
-/// Serves `state` on `listener` until `shutdown` resolves, then stops accepting, lets
-/// in-flight requests finish for up to `server.shutdown_timeout`, and returns.
-pub async fn serve(
-    listener: TcpListener,
-    state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let drain_for = state.runtime().config.server.shutdown_timeout;
-    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let draining_state = state.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        draining_state.start_draining();
-        tracing::info!("shutting down: draining in-flight requests");
-        let _ = stopping_tx.send(());
-    });
-    let mut server = tokio::spawn(async move { server.await });
-    let deadline = async {
-        if stopping_rx.await.is_ok() {
-            tokio::time::sleep(drain_for).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::select! {
-        joined = &mut server => joined.map_err(std::io::Error::other)?,
-        () = deadline => {
-            tracing::warn!(timeout = ?drain_for, "in-flight requests did not finish in time");
-            server.abort();
-            Ok(())
-        }
-    }
-}

@@ -2,7 +2,8 @@
 //! configuration file or the signing keyring changes (modification time or size, checked
 //! every `interval`). A file that does not validate is refused with a logged error and the
 //! running configuration keeps serving. Reading files and parsing keys runs on the
-//! blocking pool, never on the workers that answer requests.
+//! blocking pool, never on the workers that answer requests. The TLS certificate and key
+//! are watched the same way ([`crate::tls`]).
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -13,20 +14,38 @@ use crate::state::AppState;
 
 /// Starts watching (`interval` zero: SIGHUP only); the task ends with the runtime.
 pub fn spawn(state: AppState, interval: Duration) -> tokio::task::JoinHandle<()> {
+    if state.config_path().is_none() {
+        return tokio::spawn(async {});
+    }
+    let watched = state.clone();
+    watch_files(
+        interval,
+        move || watched.watched_paths(),
+        move || {
+            // The outcome is logged and counted by `reload`.
+            let _ = state.reload();
+        },
+    )
+}
+
+/// Runs `on_change` on the blocking pool on SIGHUP and whenever one of `paths()` changes
+/// (modification time or size, checked every `interval`; zero: SIGHUP only).
+pub(crate) fn watch_files(
+    interval: Duration,
+    paths: impl Fn() -> Vec<PathBuf> + Send + 'static,
+    on_change: impl Fn() + Clone + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
     // Registered before returning, so a SIGHUP sent once the server is up never meets the
     // default action (which ends the process).
     let mut hup = match signal(SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
-            tracing::warn!(error = %e, "SIGHUP reload unavailable; watching the file only");
+            tracing::warn!(error = %e, "SIGHUP reload unavailable; watching the files only");
             None
         }
     };
     tokio::spawn(async move {
-        if state.config_path().is_none() {
-            return;
-        }
-        let mut seen = stamp(&state.watched_paths());
+        let mut seen = stamp(&paths());
         let mut tick = (!interval.is_zero()).then(|| {
             let mut t = tokio::time::interval(interval);
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -47,12 +66,10 @@ pub fn spawn(state: AppState, interval: Duration) -> tokio::task::JoinHandle<()>
                     }
                 } => true,
             };
-            let now = stamp(&state.watched_paths());
+            let now = stamp(&paths());
             if by_signal || now != seen {
                 seen = now;
-                let state = state.clone();
-                // The outcome is logged and counted by `reload`.
-                let _ = tokio::task::spawn_blocking(move || state.reload()).await;
+                let _ = tokio::task::spawn_blocking(on_change.clone()).await;
             }
         }
     })

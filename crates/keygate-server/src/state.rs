@@ -84,6 +84,24 @@ impl AppState {
                 let restart_only = [
                     ("server.listen", was.server.listen != now.server.listen),
                     (
+                        "server.metrics_listen",
+                        was.server.metrics_listen != now.server.metrics_listen,
+                    ),
+                    // The files' contents are re-read by the TLS watcher; their names are not.
+                    (
+                        "server.tls_cert/tls_key",
+                        was.server.tls_cert != now.server.tls_cert
+                            || was.server.tls_key != now.server.tls_key,
+                    ),
+                    (
+                        "server.header_timeout",
+                        was.server.header_timeout != now.server.header_timeout,
+                    ),
+                    (
+                        "server.max_connections",
+                        was.server.max_connections != now.server.max_connections,
+                    ),
+                    (
                         "server.shutdown_timeout",
                         was.server.shutdown_timeout != now.server.shutdown_timeout,
                     ),

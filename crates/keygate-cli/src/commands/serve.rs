@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use keygate_server::config::FIRST_CLIENT;
-use keygate_server::{AppState, reload, serve};
+use keygate_server::{AppState, Listeners, reload, serve};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// How `serve` speaks: to a person, or to a log collector.
@@ -53,26 +53,30 @@ pub(crate) fn run(path: PathBuf) -> anyhow::Result<()> {
         .context("starting the async runtime")?
         .block_on(async move {
             let rt = state.runtime();
-            let listener = tokio::net::TcpListener::bind(rt.listen)
-                .await
-                .with_context(|| format!("server.listen: cannot bind {}", rt.listen))?;
-            let addr = listener.local_addr()?;
+            let listeners = Listeners::bind(&rt).await?;
+            let url = listeners.url()?;
             if let (Some(key), Format::Text) = (first_key, format) {
                 let header = &rt.config.api_key.header;
-                println!("Try it:\n  curl -s -X POST -H '{header}: {key}' http://{addr}/login");
+                println!("Try it:\n  curl -s -X POST -H '{header}: {key}' {url}/login");
             }
             // Signal handlers first: a SIGHUP or SIGTERM sent as soon as the server says it
             // listens must reach them, not the default action that ends the process.
             reload::spawn(state.clone(), rt.config.server.reload_interval);
             let shutdown = shutdown_signal()?;
+            let metrics = listeners.metrics_url();
             match format {
-                Format::Text => println!("keygate listening on http://{addr}"),
+                Format::Text => {
+                    if let Some(m) = &metrics {
+                        println!("keygate metrics on {m}");
+                    }
+                    println!("keygate listening on {url}");
+                }
                 Format::Json => {
-                    tracing::info!(url = %format_args!("http://{addr}"), "keygate listening");
+                    tracing::info!(url = %url, metrics = metrics.as_deref(), "keygate listening");
                 }
             }
             drop(rt);
-            serve(listener, state, shutdown).await?;
+            serve(listeners, state, shutdown).await?;
             tracing::info!("stopped");
             Ok(())
         })

@@ -83,7 +83,16 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
-fn tls_keygate() -> TlsKeygate {
+/// A CA and a certificate it signed for 127.0.0.1 and localhost, made fresh (rcgen).
+struct TestCerts {
+    ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+    cert_der: Vec<u8>,
+    key_der: Vec<u8>,
+}
+
+fn test_certs() -> TestCerts {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -102,7 +111,17 @@ fn tls_keygate() -> TlsKeygate {
             .unwrap();
     leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+    TestCerts {
+        ca_pem: ca_cert.pem(),
+        cert_pem: leaf_cert.pem(),
+        key_pem: leaf_key.serialize_pem(),
+        cert_der: leaf_cert.der().to_vec(),
+        key_der: leaf_key.serialize_der(),
+    }
+}
 
+fn tls_keygate() -> TlsKeygate {
+    let certs = test_certs();
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -110,8 +129,8 @@ fn tls_keygate() -> TlsKeygate {
     .unwrap()
     .with_no_client_auth()
     .with_single_cert(
-        vec![leaf_cert.der().clone()],
-        rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        vec![certs.cert_der.clone().into()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(certs.key_der.clone().into()),
     )
     .unwrap();
 
@@ -131,7 +150,7 @@ fn tls_keygate() -> TlsKeygate {
     runtime.spawn(async move { axum::serve(listener, keygate_like()).await });
     TlsKeygate {
         base,
-        ca_pem: ca_cert.pem(),
+        ca_pem: certs.ca_pem,
         _runtime: runtime,
     }
 }
@@ -311,4 +330,141 @@ fn a_failing_or_unreachable_keygate_exits_3_not_as_a_refused_key() {
     let err = stderr(&unreachable);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.starts_with("keygate: cannot reach the server"), "{err}");
+}
+
+/// TLS settings for `keygate serve`, by environment: the pair in `tls/` beside the config.
+const TLS_ENV: [(&str, &str); 2] = [
+    ("KEYGATE_SERVER_TLS_CERT", "tls/cert.pem"),
+    ("KEYGATE_SERVER_TLS_KEY", "tls/key.pem"),
+];
+
+/// `keygate init` in `dir`, the pair written to `dir/tls/`, the CA to `dir/ca.pem`.
+fn https_setup(dir: &Path, certs: &TestCerts) -> String {
+    let key = super::init(dir);
+    std::fs::create_dir_all(dir.join("tls")).unwrap();
+    std::fs::write(dir.join("tls/cert.pem"), &certs.cert_pem).unwrap();
+    std::fs::write(dir.join("tls/key.pem"), &certs.key_pem).unwrap();
+    std::fs::write(dir.join("ca.pem"), &certs.ca_pem).unwrap();
+    key
+}
+
+#[test]
+fn login_and_call_work_against_keygate_serve_over_https() {
+    let certs = test_certs();
+    let dir = tempfile::tempdir().unwrap();
+    let key = https_setup(dir.path(), &certs);
+    let server = super::serve_with(dir.path(), "warn", std::process::Stdio::null(), &TLS_ENV);
+    assert!(
+        server.base.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.base
+    );
+    let base = server.base.as_str();
+    let userinfo = format!("{base}/userinfo");
+    let ca = dir.path().join("ca.pem");
+    let ca = ca.to_str().unwrap();
+
+    // Trust by --cacert, then by SSL_CERT_FILE.
+    for (trust, env) in [
+        (&["--cacert", "ca.pem"][..], &[][..]),
+        (&[][..], &[("SSL_CERT_FILE", ca)][..]),
+    ] {
+        let login = keygate(
+            dir.path(),
+            &[&["login", "--url", base, "--api-key", &key][..], trust].concat(),
+            env,
+        );
+        assert_eq!(login.status.code(), Some(0), "{}", stderr(&login));
+        assert_eq!(stdout(&login).trim().split('.').count(), 3, "a JWT");
+
+        let call = keygate(
+            dir.path(),
+            &[&["call", &userinfo, "--auth-url", base][..], trust].concat(),
+            &[env, &[("KEYGATE_API_KEY", key.as_str())][..]].concat(),
+        );
+        assert_eq!(call.status.code(), Some(0), "{}", stderr(&call));
+        assert!(
+            stdout(&call).contains("\"my-service\""),
+            "{}",
+            stdout(&call)
+        );
+    }
+
+    // Trusting nothing but the system's roots: one line, exit 1.
+    let out = keygate(
+        dir.path(),
+        &["login", "--url", base, "--api-key", &key],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!("keygate: the TLS certificate of {base}")),
+        "{err}"
+    );
+}
+
+/// `keygate serve` that must fail at start-up: its exit code and stderr.
+fn serve_fails(dir: &Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .arg("serve")
+        .current_dir(dir)
+        .env_remove("KEYGATE_CONFIG")
+        .env("KEYGATE_SERVER_LISTEN", "127.0.0.1:0")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("keygate serve started with {env:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (out.status.code(), stderr(&out))
+}
+
+#[test]
+fn bad_tls_files_stop_serve_at_start_up_naming_the_setting() {
+    let certs = test_certs();
+    let other = test_certs();
+    let dir = tempfile::tempdir().unwrap();
+    https_setup(dir.path(), &certs);
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (
+            &[TLS_ENV[0]],
+            "keygate.toml: server.tls_key: is required with server.tls_cert (both or neither)",
+        ),
+        (
+            &[TLS_ENV[0], ("KEYGATE_SERVER_TLS_KEY", "tls/missing.pem")],
+            "keygate: server.tls_key: cannot read ",
+        ),
+        (
+            &[("KEYGATE_SERVER_TLS_CERT", "ca-missing.pem"), TLS_ENV[1]],
+            "keygate: server.tls_cert: cannot read ",
+        ),
+        (
+            &[TLS_ENV[0], ("KEYGATE_SERVER_TLS_KEY", "other-key.pem")],
+            "keygate: server.tls_key: ",
+        ),
+    ];
+    std::fs::write(dir.path().join("other-key.pem"), &other.key_pem).unwrap();
+    for (env, expected) in cases {
+        let (code, err) = serve_fails(dir.path(), env);
+        assert_eq!(code, Some(2), "{env:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{env:?}: {err}");
+        assert!(err.contains(expected), "{env:?}: {err}");
+        // `check-config` loads the pair as `serve` does.
+        let check = keygate(dir.path(), &["check-config"], env);
+        assert_eq!(check.status.code(), Some(2), "{env:?}");
+        assert!(stderr(&check).contains(expected), "{}", stderr(&check));
+    }
+    let good = keygate(dir.path(), &["check-config"], &TLS_ENV);
+    assert_eq!(good.status.code(), Some(0), "{}", stderr(&good));
+    assert!(stdout(&good).contains("with TLS"), "{}", stdout(&good));
 }

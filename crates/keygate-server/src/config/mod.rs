@@ -4,13 +4,15 @@
 //!
 //! Three rooms: `model.rs` (the sections, their defaults, serde), `env.rs` (`${VAR}`,
 //! `KEYGATE_*` overrides, humane durations) and `validate.rs` (every check, and the
-//! [`Runtime`] built from them). [`edit`] changes the file for the CLI, keeping comments
-//! and order; [`keyring`] is the folder of signing keys.
+//! [`Runtime`] built from them; the `[server]` checks are in `server.rs`). [`edit`] changes
+//! the file for the CLI, keeping comments and order; [`keyring`] is the folder of signing
+//! keys.
 
 pub mod edit;
 mod env;
 pub mod keyring;
 mod model;
+mod server;
 mod template;
 mod validate;
 

@@ -42,8 +42,29 @@ pub struct Config {
 pub struct ServerConfig {
     /// Address to listen on. Defaults to `127.0.0.1:8080`.
     pub listen: String,
-    /// Public base URL: the default issuer. Defaults to `http://127.0.0.1:8080`.
-    pub public_url: String,
+    /// Public base URL: the default issuer, and the base of the discovery documents.
+    /// Defaults to `http://127.0.0.1:8080`, or `https://<listen>` when TLS is on.
+    pub public_url: Option<String>,
+    /// PEM certificate chain (leaf first) to serve HTTPS with, relative to this file.
+    /// Needs `tls_key`. Re-read when it changes (checked every `reload_interval`, and on
+    /// SIGHUP), so an ACME client or cert-manager can rotate it without a restart.
+    /// Defaults to none: plain HTTP.
+    pub tls_cert: Option<String>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`, relative to this file.
+    /// Defaults to none.
+    pub tls_key: Option<String>,
+    /// Address to serve `/metrics` on, alone and in plain HTTP (it belongs on a private
+    /// address); `/metrics` on `listen` then answers 404. Defaults to none: `/metrics` is
+    /// on `listen`.
+    pub metrics_listen: Option<String>,
+    /// How long a new connection may take to send its request headers (TLS handshake
+    /// included) before it is closed: slow clients cannot hold connections. An idle
+    /// keep-alive connection is closed after it too. Defaults to `10s`.
+    #[serde(with = "humane")]
+    pub header_timeout: Duration,
+    /// Connections served at once; more wait in the kernel's accept queue until one
+    /// closes. Defaults to 10000.
+    pub max_connections: usize,
     /// Peers whose `X-Forwarded-For` is believed for the client address (rate limits).
     /// Defaults to none: the socket address is used.
     pub trusted_proxies: Vec<IpAddr>,
@@ -60,7 +81,12 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".into(),
-            public_url: "http://127.0.0.1:8080".into(),
+            public_url: None,
+            tls_cert: None,
+            tls_key: None,
+            metrics_listen: None,
+            header_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
             trusted_proxies: Vec::new(),
             shutdown_timeout: Duration::from_secs(30),
             reload_interval: Duration::from_secs(1),

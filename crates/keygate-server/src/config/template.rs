@@ -21,10 +21,16 @@ pub fn initial_config() -> Result<(String, String), ConfigError> {
 
 [server]
 listen = "127.0.0.1:8080"
-public_url = "http://127.0.0.1:8080"     # the default issuer
+# public_url = "https://auth.example.com"  # the default issuer; defaults to
+#                                          # http://127.0.0.1:8080, https://<listen> with TLS
+# tls_cert = "tls/cert.pem"              # serve HTTPS (HTTP/1.1 + HTTP/2); PEM files relative
+# tls_key = "tls/key.pem"                #   to this file, re-read when they change
+# metrics_listen = "127.0.0.1:9464"      # /metrics there only, plain HTTP (404 on listen)
 # trusted_proxies = ["127.0.0.1"]        # believe X-Forwarded-For from these peers only
+header_timeout = "10s"                   # request headers (and TLS handshake) must arrive within
+max_connections = 10000                  # served at once; more wait in the accept queue
 shutdown_timeout = "30s"
-reload_interval = "1s"                   # how often this file is checked; "0s": SIGHUP only
+reload_interval = "1s"                   # how often this file (and the TLS pair) is checked; "0s": SIGHUP only
 
 [token]
 algorithm = "HS256"                      # HS256 HS384 HS512

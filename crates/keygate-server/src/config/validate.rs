@@ -16,12 +16,13 @@ use time::format_description::well_known::Rfc3339;
 
 use super::model::{ClientConfig, SameSite, UserConfig};
 use super::{Config, ConfigError, keyring};
+use crate::tls::TlsFiles;
 
 impl Config {
     /// Checks every value and builds what the server runs on.
     pub fn validate(&self) -> Result<Runtime, ConfigError> {
-        let listen = self.check_server()?;
-        let (issuer, verifier, keys, keyring_dir) = self.token_keys()?;
+        let server = self.check_server()?;
+        let (issuer, verifier, keys, keyring_dir) = self.token_keys(&server.public_url)?;
         self.check_api_key()?;
         self.check_cookie()?;
         self.check_limits()?;
@@ -35,7 +36,10 @@ impl Config {
                 users: Vec::new(),
                 ..self.clone()
             },
-            listen,
+            listen: server.listen,
+            public_url: server.public_url,
+            metrics_listen: server.metrics_listen,
+            tls: server.tls,
             api_key_sources: keygate::axum::ApiKeySources {
                 header: self.api_key.header.clone(),
                 query: self.api_key.query.clone(),
@@ -54,28 +58,16 @@ impl Config {
         })
     }
 
-    fn check_server(&self) -> Result<SocketAddr, ConfigError> {
-        let listen: SocketAddr = self.server.listen.parse().map_err(|_| {
-            ConfigError::new("server.listen", "expected an address like 127.0.0.1:8080")
-        })?;
-        if !(self.server.public_url.starts_with("http://")
-            || self.server.public_url.starts_with("https://"))
-        {
-            return Err(ConfigError::new(
-                "server.public_url",
-                "expected an http:// or https:// URL",
-            ));
-        }
-        Ok(listen)
-    }
-
     /// The token policy, the signing keys, and the issuer and verifier sharing them.
-    fn token_keys(&self) -> Result<(Issuer, Verifier, Arc<KeySet>, Option<PathBuf>), ConfigError> {
+    fn token_keys(
+        &self,
+        public_url: &str,
+    ) -> Result<(Issuer, Verifier, Arc<KeySet>, Option<PathBuf>), ConfigError> {
         let issuer = self
             .token
             .issuer
             .clone()
-            .unwrap_or_else(|| self.server.public_url.clone());
+            .unwrap_or_else(|| public_url.to_owned());
         if issuer.is_empty() {
             return Err(ConfigError::new("token.issuer", "must not be empty"));
         }
@@ -230,6 +222,13 @@ pub struct Runtime {
     pub config: Config,
     /// `server.listen`, parsed.
     pub listen: SocketAddr,
+    /// `server.public_url`, or its default (`https://<listen>` with TLS).
+    pub public_url: String,
+    /// `server.metrics_listen`, parsed.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `server.tls_cert` and `server.tls_key`, resolved against the file's folder; read
+    /// when the server starts (see [`crate::tls::Certificates`]).
+    pub tls: Option<TlsFiles>,
     /// Where `/login` reads API keys (`[api_key]`).
     pub api_key_sources: keygate::axum::ApiKeySources,
     /// Where client authentication reads an API key: the header only (query and cookie

@@ -35,7 +35,7 @@ pub(super) async fn jwks(State(state): State<AppState>) -> Response {
 }
 
 fn metadata(rt: &Runtime) -> Value {
-    let base = rt.config.server.public_url.trim_end_matches('/');
+    let base = rt.public_url.trim_end_matches('/');
     let mut grants = vec!["client_credentials"];
     if rt.directory.has_users() {
         grants.push("password");

@@ -65,7 +65,7 @@ pub(super) async fn logout(State(state): State<AppState>, headers: HeaderMap) ->
         .flatten();
     let outcome = async {
         let authorized = authorize(&state, &rt, &headers).await?;
-        if authorized.source == TokenSource::Cookie && is_cross_site(&headers, &rt.config) {
+        if authorized.source == TokenSource::Cookie && is_cross_site(&headers, &rt.public_url) {
             return Err(Rejection::CrossSite);
         }
         revoke(&state, &rt, &authorized.claims, "logout").await
@@ -101,15 +101,13 @@ fn token_cookie(config: &Config, token: &str, max_age: u64) -> Option<HeaderValu
 /// A state-changing request that arrives with only the cookie must come from our own
 /// origin (ASVS 3.5.1, 3.5.3): `Sec-Fetch-Site: cross-site`, or an `Origin` other than
 /// `server.public_url`, is refused.
-fn is_cross_site(headers: &HeaderMap, config: &Config) -> bool {
+fn is_cross_site(headers: &HeaderMap, public_url: &str) -> bool {
     let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
     if fetch_site.is_some_and(|s| s.eq_ignore_ascii_case("cross-site")) {
         return true;
     }
     match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        Some(origin) => {
-            origin.trim_end_matches('/') != config.server.public_url.trim_end_matches('/')
-        }
+        Some(origin) => origin.trim_end_matches('/') != public_url.trim_end_matches('/'),
         None => false,
     }
 }

@@ -21,9 +21,12 @@ pub use crate::issue::TokenResponse;
 /// Bodies larger than this are refused with 413 before they are read.
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// The router with every endpoint and the layers around them.
+/// The router with every endpoint and the layers around them. With
+/// `server.metrics_listen` set, `/metrics` is not among them (it answers 404 here) and is
+/// served by [`metrics_router`] on its own listener.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let metrics_here = state.runtime().metrics_listen.is_none();
+    let api = Router::new()
         .route("/login", post(login::login))
         .route("/logout", post(login::logout))
         .route("/token", post(token::token))
@@ -43,9 +46,13 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi::openapi_json))
         .merge(openapi::swagger_ui())
         .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
-        .fallback(|| async { Rejection::NotFound })
+        .route("/readyz", get(health::readyz));
+    let api = if metrics_here {
+        api.route("/metrics", get(health::metrics))
+    } else {
+        api
+    };
+    api.fallback(|| async { Rejection::NotFound })
         // Innermost first: a panic becomes a 500, oversized bodies a 413, both get the
         // OAuth shape and nosniff (hardening), the metrics layer counts them, and the
         // request id, outermost, is on every answer.
@@ -56,6 +63,17 @@ pub fn router(state: AppState) -> Router {
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
         .layer(axum::middleware::from_fn(crate::hardening::harden))
         .layer(axum::middleware::from_fn(crate::metrics::track))
+        .layer(axum::middleware::from_fn(crate::request_id::propagate))
+        .with_state(state)
+}
+
+/// `/metrics` alone, for `server.metrics_listen`: every other path is 404, in the same
+/// shape and with the same headers as on the public listener.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(health::metrics))
+        .fallback(|| async { Rejection::NotFound })
+        .layer(axum::middleware::from_fn(crate::hardening::harden))
         .layer(axum::middleware::from_fn(crate::request_id::propagate))
         .with_state(state)
 }

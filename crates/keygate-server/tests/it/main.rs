@@ -3,6 +3,7 @@
 //! says so (Python clients, schemathesis, Redis, nginx, Chromium).
 
 mod browser;
+mod connections;
 mod forward_auth;
 mod hardening;
 mod interop;
@@ -15,6 +16,7 @@ mod reload;
 mod replicas;
 mod schemathesis;
 mod standards;
+mod tls;
 mod token;
 mod util;
 mod verify;

@@ -14,7 +14,10 @@ pub(crate) const USER_PASSWORD: &str = "correct horse battery";
 
 /// A running server and what it was configured with.
 pub(crate) struct TestServer {
+    /// `http://127.0.0.1:<port>`, or `https://…` when the configuration has a TLS pair.
     pub(crate) base: String,
+    /// `http://…/metrics` when the configuration has `server.metrics_listen`.
+    pub(crate) metrics_url: Option<String>,
     pub(crate) http: reqwest::Client,
     pub(crate) state: AppState,
     pub(crate) config_path: PathBuf,
@@ -124,14 +127,20 @@ impl TestServer {
         let config_path = dir.path().join("keygate.toml");
         std::fs::write(&config_path, text).unwrap();
         let state = AppState::from_path(config_path.clone()).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        // Bound as `keygate serve` binds: `server.listen` (127.0.0.1:0), and
+        // `server.metrics_listen` and the TLS pair when the configuration has them.
+        let listeners = keygate_server::Listeners::bind(&state.runtime())
+            .await
+            .unwrap();
+        let base = listeners.url().unwrap();
+        let metrics_url = listeners.metrics_url();
         let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(keygate_server::serve(listener, state.clone(), async {
+        let handle = tokio::spawn(keygate_server::serve(listeners, state.clone(), async {
             let _ = rx.await;
         }));
         Self {
             base,
+            metrics_url,
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
@@ -406,4 +415,91 @@ pub(crate) async fn assert_invalid(s: &TestServer, token: &str, what: &str) {
         );
         assert_eq!(error_of(r).await, "invalid_token", "{what}");
     }
+}
+
+/// A private CA, made fresh for a test (rcgen).
+pub(crate) struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    /// The CA certificate, PEM: what clients are told to trust.
+    pub(crate) pem: String,
+}
+
+/// A server certificate signed by a [`TestCa`]: PEM chain and key, and the leaf's DER (to
+/// tell which certificate a server presented).
+pub(crate) struct TestCert {
+    pub(crate) cert_pem: String,
+    pub(crate) key_pem: String,
+    pub(crate) der: Vec<u8>,
+}
+
+impl TestCa {
+    pub(crate) fn new() -> Self {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "keygate test CA");
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params.self_signed(&key).unwrap();
+        Self {
+            pem: cert.pem(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A certificate for 127.0.0.1 and localhost, with `name` as its common name.
+    pub(crate) fn server_cert(&self, name: &str) -> TestCert {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+                .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        TestCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().to_vec(),
+        }
+    }
+
+    /// A reqwest client trusting this CA only.
+    pub(crate) fn client(&self) -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(self.pem.as_bytes()).unwrap())
+            .redirect(reqwest::redirect::Policy::none())
+    }
+}
+
+impl TestCert {
+    /// Writes the pair where the configuration below expects it: `tls/cert.pem` and
+    /// `tls/key.pem` in `dir`, each replaced by a rename (as ACME clients do).
+    pub(crate) fn install(&self, dir: &std::path::Path) {
+        let tls = dir.join("tls");
+        std::fs::create_dir_all(&tls).unwrap();
+        for (name, text) in [("key.pem", &self.key_pem), ("cert.pem", &self.cert_pem)] {
+            let tmp = tls.join(format!(".{name}.new"));
+            std::fs::write(&tmp, text).unwrap();
+            std::fs::rename(&tmp, tls.join(name)).unwrap();
+        }
+    }
+}
+
+/// `[server]` lines serving HTTPS from the pair [`TestCert::install`] writes.
+pub(crate) const TLS_SETTINGS: &str = "tls_cert = \"tls/cert.pem\"\ntls_key = \"tls/key.pem\"\n";
+
+/// The base configuration with `server_lines` added to `[server]`.
+pub(crate) fn config_with_server(billing_key: &str, server_lines: &str, extra: &str) -> String {
+    config_text(billing_key, user_hash(), extra).replacen(
+        "shutdown_timeout = \"5s\"\n",
+        &format!("shutdown_timeout = \"5s\"\n{server_lines}"),
+        1,
+    )
 }
