@@ -11,6 +11,7 @@ use keygate::Error;
 use keygate::principal::Principal;
 use time::OffsetDateTime;
 
+use crate::audit::{AuditEvent, AuditKind};
 use crate::config::Runtime;
 use crate::limits::Subject;
 use crate::rejection::Rejection;
@@ -165,6 +166,7 @@ pub(crate) async fn refuse(
 ) -> Rejection {
     metrics::counter!("keygate_tokens_refused_total", "grant" => grant_type, "reason" => error.reason())
         .increment(1);
+    audit_refusal(state, subjects, grant_type, error.reason());
     match error {
         Error::HashingBusy => Rejection::Unavailable(std::time::Duration::from_secs(1)),
         Error::StoreUnavailable(_) | Error::Signing(_) => {
@@ -195,10 +197,25 @@ pub(crate) async fn check_limits(
     match state.attempts().blocked(subjects, Instant::now()).await {
         Some(after) => {
             metrics::counter!("keygate_rate_limited_total", "grant" => grant_type).increment(1);
+            audit_refusal(state, subjects, grant_type, "too_many_attempts");
             Err(Rejection::TooManyAttempts(after))
         }
         None => Ok(()),
     }
+}
+
+/// `token.refused`, naming what the attempt named: the address, and the client id or
+/// username it claimed (the caller's words, bounded by the audit log; never the secret).
+fn audit_refusal(state: &AppState, subjects: &[Subject], grant_type: &str, reason: &str) {
+    let mut event = AuditEvent::new(AuditKind::TokenRefused).reason(reason);
+    for s in subjects {
+        event = match s {
+            Subject::Address(ip) => event.address(Some(*ip)),
+            Subject::Principal(id) if grant_type == "password" => event.username(id),
+            Subject::Principal(id) => event.client_id(id),
+        };
+    }
+    state.audit().record(&event);
 }
 
 #[cfg(test)]

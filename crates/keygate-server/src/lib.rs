@@ -13,6 +13,8 @@
 //! | `authorize` | the bearer-token check shared by `/verify`, `/userinfo`, `/logout` and `/introspect` |
 //! | [`rejection`] | [`Rejection`]: status, challenge and body of every refusal (token refusals in `keygate::axum`'s words) |
 //! | [`limits`] | [`limits::FailedAttempts`] and [`limits::Subject`]: 429 after too many failures |
+//! | [`quota`] | per-client quotas (GCRA, burst N) and their RateLimit header fields |
+//! | [`audit`] | the audit log: security events as JSON lines, written off the request path |
 //! | [`store`] | Redis for the revocation list and attempt counters of several replicas |
 //! | [`metrics`] | Prometheus metrics |
 //! | `request_id` | `X-Request-Id`: a span per request, so its log lines name it; echoed |
@@ -23,6 +25,7 @@
 //! `extract` → `credentials` → `keygate::principal::Directory` → `issue`; `/verify` flows
 //! `routes/verify.rs` → `authorize` → `keygate::token::Verifier` → the revocation list.
 
+pub mod audit;
 mod authorize;
 pub mod config;
 mod credentials;
@@ -31,6 +34,7 @@ pub mod form;
 mod issue;
 pub mod limits;
 pub mod metrics;
+pub mod quota;
 pub mod rejection;
 pub mod reload;
 mod request_id;

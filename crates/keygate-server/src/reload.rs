@@ -47,12 +47,17 @@ pub fn spawn(state: AppState, interval: Duration) -> tokio::task::JoinHandle<()>
                     }
                 } => true,
             };
+            if by_signal {
+                // logrotate sends SIGHUP after moving the audit file away.
+                state.audit().reopen();
+            }
             let now = stamp(&state.watched_paths());
             if by_signal || now != seen {
                 seen = now;
                 let state = state.clone();
-                // The outcome is logged and counted by `reload`.
-                let _ = tokio::task::spawn_blocking(move || state.reload()).await;
+                let cause = if by_signal { "sighup" } else { "file_changed" };
+                // The outcome is logged, counted and audited by `reload_because`.
+                let _ = tokio::task::spawn_blocking(move || state.reload_because(cause)).await;
             }
         }
     })

@@ -88,6 +88,26 @@ impl RedisStore {
         }
     }
 
+    /// Runs a Lua script (`EVAL`) on `keys` and `args` under the store's deadline: the
+    /// hook for state that must be decided and changed in one atomic step (quotas).
+    pub async fn eval(
+        &self,
+        script: &'static str,
+        keys: Vec<String>,
+        args: Vec<u64>,
+    ) -> Result<Vec<i64>, Error> {
+        self.run(|mut c| async move {
+            redis::cmd("EVAL")
+                .arg(script)
+                .arg(keys.len())
+                .arg(keys)
+                .arg(args)
+                .query_async::<Vec<i64>>(&mut c)
+                .await
+        })
+        .await
+    }
+
     /// True when Redis answers `PING`.
     pub async fn ping(&self) -> bool {
         self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })
