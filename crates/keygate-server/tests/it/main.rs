@@ -9,6 +9,7 @@ mod limits;
 mod login;
 mod logout;
 mod openapi;
+mod quota;
 mod operations;
 mod reload;
 mod replicas;
