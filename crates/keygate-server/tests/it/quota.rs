@@ -12,7 +12,9 @@ use serde_json::{Value, json};
 pub(crate) fn quota_config(key: &str, billing_quota: &str, extra: &str) -> String {
     config_text(key, user_hash(), extra).replacen(
         "scopes = [\"orders:read\", \"orders:write\"]\n",
-        &format!("scopes = [\"orders:read\", \"orders:write\"]\nrate_limit = \"{billing_quota}\"\n"),
+        &format!(
+            "scopes = [\"orders:read\", \"orders:write\"]\nrate_limit = \"{billing_quota}\"\n"
+        ),
         1,
     )
 }
@@ -129,9 +131,9 @@ async fn a_concurrent_burst_never_gets_more_than_the_quota() {
     let mut tasks = Vec::new();
     for _ in 0..200 {
         let (s, token) = (s.clone(), token.clone());
-        tasks.push(tokio::spawn(
-            async move { s.verify(&token).await.status().as_u16() },
-        ));
+        tasks.push(tokio::spawn(async move {
+            s.verify(&token).await.status().as_u16()
+        }));
     }
     let mut ok = 0;
     let mut limited = 0;
@@ -199,13 +201,21 @@ async fn zero_or_malformed_quotas_are_refused_naming_the_setting() {
         ("0/1m", "", "clients[0].rate_limit"),
         ("ten/1m", "", "clients[0].rate_limit"),
         ("10/0s", "", "clients[0].rate_limit"),
-        ("10/1m", "default_rate_limit = \"5\"", "limits.default_rate_limit"),
+        (
+            "10/1m",
+            "default_rate_limit = \"5\"",
+            "limits.default_rate_limit",
+        ),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keygate.toml");
         std::fs::write(&path, quota_config(&key, quota, extra)).unwrap();
         let err = keygate_server::AppState::from_path(path).unwrap_err();
-        assert_eq!(err.setting, format!("{}: {setting}", dir.path().join("keygate.toml").display()), "{err}");
+        assert_eq!(
+            err.setting,
+            format!("{}: {setting}", dir.path().join("keygate.toml").display()),
+            "{err}"
+        );
     }
 }
 
@@ -227,7 +237,10 @@ impl Redis {
             .unwrap();
         let redis = Self(child, port);
         for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
                 return redis;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -263,7 +276,9 @@ async fn two_replicas_share_one_quota_through_redis() {
     for i in 0..100 {
         let s = if i % 2 == 0 { a.clone() } else { b.clone() };
         let token = token.clone();
-        tasks.push(tokio::spawn(async move { s.verify(&token).await.status().as_u16() }));
+        tasks.push(tokio::spawn(async move {
+            s.verify(&token).await.status().as_u16()
+        }));
     }
     let mut ok = 0;
     for t in tasks {
@@ -276,4 +291,150 @@ async fn two_replicas_share_one_quota_through_redis() {
     assert_eq!(ok, 18);
     assert_eq!(a.login(&a.billing_key).await.status(), 429);
     assert_eq!(b.login(&b.billing_key).await.status(), 429);
+}
+
+/// The README's nginx configuration: `auth_request` answers 500 for any status but 2xx, 401
+/// and 403, so the 429 is turned back into a 429 with keygate's fields.
+const NGINX_QUOTA_LOCATIONS: &str = r#"
+        location = /_auth {
+            internal;
+            proxy_pass KEYGATE/verify;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+        }
+        location /orders/ {
+            auth_request /_auth;
+            auth_request_set $auth_status $upstream_status;
+            auth_request_set $ratelimit $upstream_http_ratelimit;
+            auth_request_set $ratelimit_policy $upstream_http_ratelimit_policy;
+            auth_request_set $retry_after $upstream_http_retry_after;
+            add_header RateLimit $ratelimit always;
+            add_header RateLimit-Policy $ratelimit_policy always;
+            error_page 500 = @keygate_error;
+            proxy_pass UPSTREAM;
+        }
+        location @keygate_error {
+            default_type application/json;
+            if ($auth_status = 429) {
+                add_header Retry-After $retry_after always;
+                add_header RateLimit $ratelimit always;
+                add_header RateLimit-Policy $ratelimit_policy always;
+                return 429 '{"error":"rate_limited","error_description":"the client\'s quota is used up; retry later"}';
+            }
+            return 500 '{"error":"server_error","error_description":"internal error"}';
+        }
+"#;
+
+/// nginx in the foreground in `dir`; killed on drop.
+struct Nginx(std::process::Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_nginx(dir: &std::path::Path, port: u16, locations: &str) -> Nginx {
+    let bin = system_program(&["/usr/sbin/nginx", "/usr/bin/nginx"], "nginx");
+    let d = dir.display();
+    let conf = format!(
+        "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+         events {{ worker_connections 64; }}\nhttp {{\n    access_log off;\n\
+         client_body_temp_path {d}/body;\n    proxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/fastcgi;\n    uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;\n\
+         server {{\n        listen 127.0.0.1:{port};\n{locations}\n    }}\n}}\n"
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    let child = std::process::Command::new(bin)
+        .arg("-c")
+        .arg(&path)
+        .arg("-p")
+        .arg(dir)
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    Nginx(child)
+}
+
+#[tokio::test]
+async fn nginx_auth_request_passes_the_429_and_its_fields_on() {
+    let s = server_with_quota("2/1h", "").await;
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    let app = axum::Router::new().route(
+        "/orders/{id}",
+        axum::routing::get(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { "order" }
+        }),
+    );
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_url = format!("http://{}", upstream.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(upstream, app).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let locations = NGINX_QUOTA_LOCATIONS
+        .replace("KEYGATE", &s.base)
+        .replace("UPSTREAM", &upstream_url);
+    let _nginx = start_nginx(dir.path(), port, &locations);
+    let front = format!("http://127.0.0.1:{port}/orders/42");
+    let http = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..100 {
+        if http.get(&front).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        up,
+        "nginx did not start: {}",
+        std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+    );
+
+    let token = s.token().await; // one of the two
+    let r = http.get(&front).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        header(&r, "ratelimit-policy").as_deref(),
+        Some("\"default\";q=2;w=3600")
+    );
+    assert_eq!(
+        header(&r, "ratelimit").as_deref(),
+        Some("\"default\";r=0;t=3600")
+    );
+    assert_eq!(r.text().await.unwrap(), "order");
+
+    let r = http.get(&front).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(header(&r, "retry-after").as_deref(), Some("1800"));
+    assert_eq!(
+        header(&r, "ratelimit-policy").as_deref(),
+        Some("\"default\";q=2;w=3600")
+    );
+    assert_eq!(
+        header(&r, "ratelimit").as_deref(),
+        Some("\"default\";r=0;t=3600")
+    );
+    assert_eq!(error_of(r).await, "rate_limited");
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the refused request never reached the API"
+    );
+    // A token keygate refuses is still a 401, not mistaken for the quota.
+    let r = http
+        .get(&front)
+        .bearer_auth("not-a-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
 }
