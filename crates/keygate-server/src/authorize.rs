@@ -109,6 +109,8 @@ pub(crate) async fn revoke(
     } else {
         event.client_id(&claims.client_id)
     };
-    state.audit().record(&event.jti(&claims.jti).reason(by));
+    // `by` is "logout", or the id of the client that called /revoke.
+    let reason = if by == "logout" { "logout" } else { "revoke" };
+    state.audit().record(&event.jti(&claims.jti).reason(reason));
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! real configuration file, spoken to over HTTP, with real outside tools where a module
 //! says so (Python clients, schemathesis, Redis, nginx, Chromium).
 
+mod audit;
 mod browser;
 mod forward_auth;
 mod interop;
