@@ -15,10 +15,11 @@
 //! The CLI appends its own events with [`append_now`] (synchronously, fsynced per line: it
 //! writes one event and exits).
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -203,18 +204,50 @@ pub fn destination(config: &Config) -> Option<Destination> {
     })
 }
 
-fn open_append(path: &PathBuf) -> std::io::Result<File> {
+fn open_append(path: &Path) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
-/// Appends one event now, fsynced (the CLI's way: one event, then exit). `-` writes to
-/// standard error. Nothing happens when the audit log is off.
-pub fn append_now(config: &Config, event: &AuditEvent) -> std::io::Result<()> {
-    match destination(config) {
-        None => Ok(()),
-        Some(Destination::Stdio) => std::io::stderr().lock().write_all(event.line().as_bytes()),
-        Some(Destination::File(path)) => {
-            let mut file = open_append(&path)?;
+/// Where the configuration file at `config_path` sends audit lines, for the CLI: read with
+/// the environment (`${VAR}`, `KEYGATE_AUDIT_PATH`) when the file parses so, else the bare
+/// `[audit] path` (an edit must not lose its event to an unset variable elsewhere).
+pub fn destination_of_file(config_path: &Path) -> Result<Option<Destination>, String> {
+    let text = std::fs::read_to_string(config_path)
+        .map_err(|e| format!("{}: {e}", config_path.display()))?;
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let mut config = match Config::parse(&text, &env) {
+        Ok(config) => config,
+        Err(_) => {
+            let table: toml::Table = toml::from_str(&text).map_err(|e| {
+                format!(
+                    "{}: {}",
+                    config_path.display(),
+                    crate::config::toml_error(&e)
+                )
+            })?;
+            let mut config = Config::default();
+            config.audit.path = table
+                .get("audit")
+                .and_then(|a| a.get("path"))
+                .and_then(|p| p.as_str())
+                .map(str::to_owned);
+            config
+        }
+    };
+    config.base_dir = config_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    Ok(destination(&config))
+}
+
+/// Appends one event now, fsynced (the CLI's way: one event, then exit). `Stdio` is
+/// standard error here: the CLI's standard output carries what it prints (a new key).
+pub fn append_now(destination: &Destination, event: &AuditEvent) -> std::io::Result<()> {
+    match destination {
+        Destination::Stdio => std::io::stderr().lock().write_all(event.line().as_bytes()),
+        Destination::File(path) => {
+            let mut file = open_append(path)?;
             file.write_all(event.line().as_bytes())?;
             file.sync_data()
         }

@@ -17,6 +17,7 @@ mod validate;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+pub(crate) use env::toml_error;
 pub use model::{
     ApiKeyConfig, AuditConfig, ClientConfig, Config, CookieConfig, LimitsConfig, OnUnavailable,
     SameSite, ServerConfig, StoreConfig, TokenConfig, UserConfig,
