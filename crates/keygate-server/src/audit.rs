@@ -204,8 +204,15 @@ pub fn destination(config: &Config) -> Option<Destination> {
     })
 }
 
+/// Opens for appending; a new file is made mode 0600: the log names clients, users and
+/// their addresses.
 fn open_append(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
 }
 
 /// Where the configuration file at `config_path` sends audit lines, for the CLI: read with

@@ -84,6 +84,9 @@ fn cli_edits_append_their_events_and_tail_filters_them() {
     ok(&keygate(d, &["user", "remove", "bob"]));
 
     let audit = d.join("audit.jsonl");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&audit).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the log names clients and users");
     assert_eq!(
         events(&audit),
         vec![
