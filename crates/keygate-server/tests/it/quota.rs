@@ -438,3 +438,37 @@ async fn nginx_auth_request_passes_the_429_and_its_fields_on() {
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+#[tokio::test]
+async fn an_unreachable_store_follows_on_unavailable_for_quotas() {
+    let mut redis = Redis::start().await;
+    let key = keygate::api_key::generate("billing").unwrap();
+    let store = |policy: &str| {
+        format!(
+            "[store]\nurl = \"redis://127.0.0.1:{}\"\non_unavailable = \"{policy}\"\n",
+            redis.1
+        )
+    };
+    let deny =
+        TestServer::with_config(quota_config(&key, "5/1h", &store("deny")), key.clone()).await;
+    let allow = TestServer::with_config(quota_config(&key, "5/1h", &store("allow")), key).await;
+    let token = allow.token().await;
+    let _ = redis.0.kill();
+    let _ = redis.0.wait();
+
+    // deny: a quota that cannot be counted is not granted.
+    let r = deny.login(&deny.billing_key).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(error_of(r).await, "temporarily_unavailable");
+    // allow: this replica counts alone, from a whole quota, and still answers with the fields.
+    let r = allow.verify(&token).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        header(&r, "ratelimit").as_deref(),
+        Some("\"default\";r=4;t=720")
+    );
+    for _ in 0..4 {
+        assert_eq!(allow.verify(&token).await.status(), 200);
+    }
+    assert_eq!(allow.verify(&token).await.status(), 429);
+}
