@@ -62,6 +62,24 @@ impl Metrics {
     }
 }
 
+/// The `method` label: one of the standard methods, or `other`, so that requests with
+/// made-up methods cannot add series (SPEC §9: labels from fixed sets).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
 /// Counts and times every request by its route template (`/verify`, not the raw URI,
 /// so query strings never reach a label).
 pub(crate) async fn track(req: Request, next: Next) -> Response {
@@ -69,11 +87,11 @@ pub(crate) async fn track(req: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let start = Instant::now();
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();
-    metrics::histogram!("keygate_http_request_duration_seconds", "route" => route.clone(), "method" => method.clone())
+    metrics::histogram!("keygate_http_request_duration_seconds", "route" => route.clone(), "method" => method)
         .record(start.elapsed().as_secs_f64());
     metrics::counter!("keygate_http_requests_total", "route" => route, "method" => method, "status" => status)
         .increment(1);

@@ -214,7 +214,12 @@ fn the_server_and_the_cli_share_one_file_and_sighup_reopens_it() {
     });
 
     std::fs::rename(&audit, d.join("audit.jsonl.1")).unwrap();
-    signal(&server, "HUP");
+    let hup = Command::new("kill")
+        .arg("-HUP")
+        .arg(server.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(hup.success());
     eventually("SIGHUP reopens the audit file", || {
         events(&audit)
             .iter()

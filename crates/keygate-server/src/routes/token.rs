@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use crate::config::Runtime;
-use crate::credentials::{FormSecret, authenticate_client, check_limits, refuse};
+use crate::credentials::{Claimed, FormSecret, authenticate_client, begin_attempt, finish_attempt};
 use crate::extract::{Peer, client_ip};
 use crate::form::Form;
 use crate::issue::{issue, narrow_scopes, token_response};
@@ -92,19 +92,25 @@ async fn password(
             "username and password are required",
         ));
     };
-    let subjects = [Subject::Address(ip), Subject::Principal(username.clone())];
-    check_limits(state, &subjects, "password").await?;
+    // A username's attempts count per address and per (username, address): guessing
+    // from one address is bounded, and nobody elsewhere can lock the user out.
+    let subjects = [Subject::Address(ip), Subject::UserAt(username.clone(), ip)];
+    let claimed = Claimed::User(username);
+    begin_attempt(state, &subjects, "password", claimed).await?;
     let now = OffsetDateTime::now_utc();
-    let user = match rt
+    let outcome = rt
         .directory
         .authenticate_user(username, password, state.passwords(), now)
-        .await
-    {
-        Ok(user) => user,
-        Err(e) => {
-            return Err(refuse(state, &e, &subjects, "password", Rejection::InvalidGrant).await);
-        }
-    };
+        .await;
+    let user = finish_attempt(
+        state,
+        &subjects,
+        "password",
+        claimed,
+        outcome,
+        Rejection::InvalidGrant,
+    )
+    .await?;
     let scopes = narrow_scopes(form.scope.as_deref(), &user.scopes)?;
     let issued = issue(state, rt, &user, &scopes, "password", ip)?;
     Ok(token_response(&issued, None))

@@ -6,6 +6,8 @@
 //! theoretical arrival time (TAT) in microseconds and expires when the bucket is full again,
 //! so an idle client costs no memory. Keys are `keygate:quota:<sha256(client id)>`.
 
+use std::sync::LazyLock;
+
 use keygate::Error;
 use sha2::{Digest, Sha256};
 
@@ -17,7 +19,7 @@ use crate::quota::Gcra;
 ///
 /// Redis numbers are doubles: microseconds since 1970 (~1.8e15) are exact below 2^53.
 /// `TIME` before a write is allowed since Redis 5 (effects replication).
-const SCRIPT: &str = r"
+const SOURCE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
@@ -31,6 +33,9 @@ local new = tat + interval
 redis.call('SET', KEYS[1], string.format('%.0f', new), 'PX', math.ceil((new - now) / 1000) + 1)
 return {1, new - now, 0}
 ";
+
+/// Loaded once per process; sent by its SHA-1 (`EVALSHA`) after Redis has seen it once.
+static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(SOURCE));
 
 /// The quota counters of every replica, in Redis.
 #[derive(Debug, Clone)]
@@ -49,7 +54,11 @@ impl RedisQuota {
         );
         let row = self
             .0
-            .eval(SCRIPT, vec![key], vec![gcra.interval_us, gcra.tolerance_us])
+            .eval(
+                &SCRIPT,
+                vec![key],
+                vec![gcra.interval_us, gcra.tolerance_us],
+            )
             .await?;
         match row.as_slice() {
             [allowed, debt, wait] => Ok(crate::quota::Outcome {

@@ -88,22 +88,24 @@ impl RedisStore {
         }
     }
 
-    /// Runs a Lua script (`EVAL`) on `keys` and `args` under the store's deadline: the
-    /// hook for state that must be decided and changed in one atomic step (quotas).
+    /// Runs a Lua script (`EVALSHA`, loading it on first use) on `keys` and `args` under
+    /// the store's deadline: the hook for state that must be decided and changed in one
+    /// atomic step (quotas).
     pub async fn eval(
         &self,
-        script: &'static str,
+        script: &'static redis::Script,
         keys: Vec<String>,
         args: Vec<u64>,
     ) -> Result<Vec<i64>, Error> {
         self.run(|mut c| async move {
-            redis::cmd("EVAL")
-                .arg(script)
-                .arg(keys.len())
-                .arg(keys)
-                .arg(args)
-                .query_async::<Vec<i64>>(&mut c)
-                .await
+            let mut call = script.prepare_invoke();
+            for k in &keys {
+                call.key(k);
+            }
+            for a in &args {
+                call.arg(a);
+            }
+            call.invoke_async(&mut c).await
         })
         .await
     }
@@ -170,64 +172,74 @@ impl RevocationStore for RedisRevocationStore {
 pub struct RedisAttempts(pub RedisStore);
 
 impl RedisAttempts {
-    /// The longest time any of `subjects` is still blocked with `limit` failures allowed.
-    pub async fn blocked(
+    /// Checks and counts one attempt against every subject in one script, so no two
+    /// replicas can both see the last free attempt: `Ok(Err(retry_after))` when one is
+    /// used up (and nothing is counted). A counter always has its window as its TTL.
+    pub async fn begin(
         &self,
         subjects: &[crate::limits::Subject],
         limit: u32,
-    ) -> Result<Option<Duration>, Error> {
-        let keys: Vec<String> = subjects
-            .iter()
-            .map(|s| key("attempts", &[&s.to_string()]))
-            .collect();
-        let rows: Vec<(Option<u32>, i64)> = self
+        window: Duration,
+    ) -> Result<Result<(), Duration>, Error> {
+        const BEGIN: &str = r"
+            local longest = 0
+            for _, k in ipairs(KEYS) do
+              if tonumber(redis.call('GET', k) or '0') >= tonumber(ARGV[1]) then
+                local ttl = redis.call('PTTL', k)
+                if ttl > longest then longest = ttl end
+              end
+            end
+            if longest > 0 then return longest end
+            for _, k in ipairs(KEYS) do
+              redis.call('INCR', k)
+              if redis.call('PTTL', k) < 0 then redis.call('PEXPIRE', k, ARGV[2]) end
+            end
+            return 0";
+        let keys = attempt_keys(subjects);
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        let retry_ms: u64 = self
             .0
             .run(|mut c| async move {
-                let mut pipe = redis::pipe();
+                let script = redis::Script::new(BEGIN);
+                let mut call = script.prepare_invoke();
                 for k in &keys {
-                    pipe.get(k).pttl(k);
+                    call.key(k);
                 }
-                pipe.query_async(&mut c).await
+                call.arg(limit).arg(window_ms).invoke_async(&mut c).await
             })
             .await?;
-        Ok(rows
-            .into_iter()
-            .filter(|(count, _)| count.is_some_and(|n| n >= limit))
-            .filter_map(|(_, pttl)| u64::try_from(pttl).ok())
-            .map(Duration::from_millis)
-            .filter(|d| !d.is_zero())
-            .max())
+        Ok(match retry_ms {
+            0 => Ok(()),
+            ms => Err(Duration::from_millis(ms)),
+        })
     }
 
-    /// Counts one failure against each of `subjects`.
-    pub async fn record_failure(
-        &self,
-        subjects: &[crate::limits::Subject],
-        window: Duration,
-    ) -> Result<(), Error> {
-        let keys: Vec<String> = subjects
-            .iter()
-            .map(|s| key("attempts", &[&s.to_string()]))
-            .collect();
-        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+    /// Takes back an attempt that turned out good.
+    pub async fn refund(&self, subjects: &[crate::limits::Subject]) -> Result<(), Error> {
+        const REFUND: &str = r"
+            for _, k in ipairs(KEYS) do
+              if redis.call('DECR', k) <= 0 then redis.call('DEL', k) end
+            end
+            return 0";
+        let keys = attempt_keys(subjects);
         self.0
             .run(|mut c| async move {
-                let mut pipe = redis::pipe();
+                let script = redis::Script::new(REFUND);
+                let mut call = script.prepare_invoke();
                 for k in &keys {
-                    // Creates the window on the first failure only, then counts.
-                    pipe.cmd("SET")
-                        .arg(k)
-                        .arg(0)
-                        .arg("PX")
-                        .arg(window_ms)
-                        .arg("NX")
-                        .ignore();
-                    pipe.incr(k, 1).ignore();
+                    call.key(k);
                 }
-                pipe.query_async::<()>(&mut c).await
+                call.invoke_async::<()>(&mut c).await
             })
             .await
     }
+}
+
+fn attempt_keys(subjects: &[crate::limits::Subject]) -> Vec<String> {
+    subjects
+        .iter()
+        .map(|s| key("attempts", &[&s.to_string()]))
+        .collect()
 }
 
 #[cfg(test)]

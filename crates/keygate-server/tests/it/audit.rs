@@ -78,8 +78,16 @@ async fn every_server_event_is_one_line_with_the_fields_that_apply_and_no_secret
     let local = "127.0.0.1";
 
     let issued = access_token(s.login(&s.billing_key).await).await; // quota 1 of 3
+    // At /token, not /login: `hardening` counts the process-wide api_key refusals exactly.
     let wrong_key = keygate::api_key::generate("billing").unwrap();
-    assert_eq!(s.login(&wrong_key).await.status(), 401);
+    let r = s
+        .post_form(
+            "/token",
+            Some(("billing", &wrong_key)),
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+    assert_eq!(r.status(), 401);
     let alice = access_token(
         s.token_form(&[
             ("grant_type", "password"),

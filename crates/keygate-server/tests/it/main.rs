@@ -5,6 +5,7 @@
 mod audit;
 mod browser;
 mod forward_auth;
+mod hardening;
 mod interop;
 mod limits;
 mod login;

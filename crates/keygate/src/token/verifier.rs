@@ -168,6 +168,11 @@ impl Verifier {
         if claims.jti.is_empty() {
             return Err(Error::BadClaim("jti".into()));
         }
+        // With no audience configured, jsonwebtoken skips `aud` altogether; a token meant
+        // for some audience is then not meant for us (RFC 8725 §3.9, SPEC §9).
+        if self.policy.audience.is_empty() && claims.aud.is_some() {
+            return Err(Error::BadClaim("aud".into()));
+        }
         Ok(claims)
     }
 }
