@@ -4,13 +4,16 @@
 #   bench/http-load.sh            # 10 s per endpoint, 32 connections, 2 wrk threads
 #   DURATION=30s CONNECTIONS=64 bench/http-load.sh
 #   ALG=ES256 bench/http-load.sh  # keygate signing with ES256, EdDSA or RS256 instead of HS256
-#   STORE_URL=redis://127.0.0.1:6379 bench/http-load.sh  # revocations and counters in Redis
+#   STORE_URL=redis://127.0.0.1:6379 bench/http-load.sh  # revocations, counters and quotas in Redis
+# A second keygate with a quota no run reaches (limits.default_rate_limit) measures what
+# counting /verify against a quota costs: compare "keygate GET /verify" with its "(quota)" row.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-2}
 KG_PORT=${KG_PORT:-18480}
+KGQ_PORT=${KGQ_PORT:-18481}
 STORE_URL=${STORE_URL:-}
 BASE_PORT=${BASE_PORT:-18490}
 ALG=${ALG:-HS256}
@@ -20,7 +23,7 @@ cargo build --release -q -p keygate-cli -p keygate-server --bin keygate --exampl
 BIN=target/release/keygate
 
 work=$(mktemp -d)
-cleanup() { kill "${kg_pid:-}" "${base_pid:-}" 2>/dev/null || true; rm -rf "$work"; }
+cleanup() { kill "${kg_pid:-}" "${kgq_pid:-}" "${base_pid:-}" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
 key=$("$BIN" init --config "$work/keygate.toml" | tail -n 1)
@@ -34,10 +37,14 @@ if [ -n "$STORE_URL" ]; then export KEYGATE_STORE_URL=$STORE_URL; fi
 KEYGATE_SERVER_LISTEN=127.0.0.1:$KG_PORT KEYGATE_LIMITS_FAILED_ATTEMPTS=1000000 RUST_LOG=warn \
   "$BIN" serve --config "$work/keygate.toml" >"$work/kg.out" 2>"$work/kg.err" &
 kg_pid=$!
+KEYGATE_SERVER_LISTEN=127.0.0.1:$KGQ_PORT KEYGATE_LIMITS_FAILED_ATTEMPTS=1000000 RUST_LOG=warn \
+  KEYGATE_LIMITS_DEFAULT_RATE_LIMIT=3000000000/1h \
+  "$BIN" serve --config "$work/keygate.toml" >"$work/kgq.out" 2>"$work/kgq.err" &
+kgq_pid=$!
 target/release/examples/baseline 127.0.0.1:$BASE_PORT >"$work/base.out" &
 base_pid=$!
 for _ in $(seq 50); do
-  curl -sf "http://127.0.0.1:$KG_PORT/healthz" >/dev/null 2>&1 && curl -sf "http://127.0.0.1:$BASE_PORT/healthz" >/dev/null 2>&1 && break
+  curl -sf "http://127.0.0.1:$KG_PORT/healthz" >/dev/null 2>&1 && curl -sf "http://127.0.0.1:$KGQ_PORT/healthz" >/dev/null 2>&1 && curl -sf "http://127.0.0.1:$BASE_PORT/healthz" >/dev/null 2>&1 && break
   sleep 0.1
 done
 token=$(curl -sf -X POST -H "X-API-Key: $key" "http://127.0.0.1:$KG_PORT/login" | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
@@ -70,6 +77,7 @@ echo "| endpoint                     |      req/s |      p50 |      p99 | non-2x
 echo "|------------------------------|-----------:|---------:|---------:|-------:|"
 run "baseline GET /verify"       "http://127.0.0.1:$BASE_PORT/verify" -H "Authorization: Bearer $token"
 run "keygate GET /verify"        "http://127.0.0.1:$KG_PORT/verify"   -H "Authorization: Bearer $token"
+run "keygate GET /verify (quota)" "http://127.0.0.1:$KGQ_PORT/verify"  -H "Authorization: Bearer $token"
 run "keygate GET /verify?role="  "http://127.0.0.1:$KG_PORT/verify?role=service" -H "Authorization: Bearer $token"
 run "baseline POST /login"       "http://127.0.0.1:$BASE_PORT/login"  -s "$work/login.lua"
 run "keygate POST /login"        "http://127.0.0.1:$KG_PORT/login"    -s "$work/login.lua"

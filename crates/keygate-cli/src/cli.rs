@@ -98,6 +98,9 @@ pub(crate) enum Command {
     Call(CallArgs),
     /// Validate the configuration and exit (0 valid, 2 invalid)
     CheckConfig(ConfigArg),
+    /// Read the audit log ([audit] path)
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Exit 0 when a keygate answers 200 on its liveness URL, else 1 (container health checks)
     Healthcheck {
         /// The URL to probe
@@ -112,6 +115,28 @@ pub(crate) enum Command {
         /// The shell
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Print the last lines of the audit log (JSON, one event a line), then with --follow
+    /// every new one
+    Tail {
+        /// Keep printing events as they are appended (follows logrotate)
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Only this event, like token.issued or key.revoked
+        #[arg(long, value_name = "EVENT")]
+        event: Option<String>,
+        /// Only events of this client id or username
+        #[arg(long, value_name = "ID")]
+        principal: Option<String>,
+        /// How many past lines to print first
+        #[arg(long, short = 'n', default_value_t = 10)]
+        lines: usize,
+        #[command(flatten)]
+        config: ConfigArg,
     },
 }
 

@@ -7,6 +7,7 @@ use axum::http::HeaderMap;
 use keygate::token::Claims;
 use time::OffsetDateTime;
 
+use crate::audit::{AuditEvent, AuditKind};
 use crate::config::{OnUnavailable, Runtime};
 use crate::extract::{TokenSource, bearer_token};
 use crate::rejection::Rejection;
@@ -98,5 +99,18 @@ pub(crate) async fn revoke(
             Rejection::Unavailable(Duration::from_secs(1))
         })?;
     tracing::info!(sub = %claims.sub, jti = %claims.jti, by, "token revoked");
+    let event = AuditEvent::new(AuditKind::TokenRevoked);
+    let event = if rt
+        .directory
+        .get(&claims.sub)
+        .is_some_and(|p| p.kind == keygate::principal::PrincipalKind::User)
+    {
+        event.username(&claims.sub)
+    } else {
+        event.client_id(&claims.client_id)
+    };
+    // `by` is "logout", or the id of the client that called /revoke.
+    let reason = if by == "logout" { "logout" } else { "revoke" };
+    state.audit().record(&event.jti(&claims.jti).reason(reason));
     Ok(())
 }

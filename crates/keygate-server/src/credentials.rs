@@ -11,6 +11,7 @@ use keygate::Error;
 use keygate::principal::Principal;
 use time::OffsetDateTime;
 
+use crate::audit::{AuditEvent, AuditKind};
 use crate::config::Runtime;
 use crate::limits::Subject;
 use crate::rejection::Rejection;
@@ -71,7 +72,8 @@ pub(crate) async fn authenticate_client(
     };
     // A client secret is an API key: its failures count against the address only.
     let subjects = [Subject::Address(ip)];
-    begin_attempt(state, &subjects, label).await?;
+    let claimed = Claimed::Client(Some(candidates[0].0.as_str()));
+    begin_attempt(state, &subjects, label, claimed).await?;
     let now = OffsetDateTime::now_utc();
     let mut outcome = Err(Error::WrongCredential);
     for (client_id, secret) in &candidates {
@@ -84,7 +86,7 @@ pub(crate) async fn authenticate_client(
         }
     }
     let refusal = Rejection::InvalidClient { basic: true };
-    finish_attempt(state, &subjects, label, outcome, refusal).await
+    finish_attempt(state, &subjects, label, claimed, outcome, refusal).await
 }
 
 /// Authenticates an API key (`/login`, or client authentication by the key header).
@@ -100,14 +102,15 @@ pub(crate) async fn authenticate_api_key(
     // Keys carry 256 random bits: their failures count against the sending address
     // only, so that no stranger can lock a genuine client out (SPEC §9).
     let subjects = [Subject::Address(ip)];
-    begin_attempt(state, &subjects, label).await?;
+    let claimed = Claimed::Client(key_client_id(key));
+    begin_attempt(state, &subjects, label, claimed).await?;
     let now = OffsetDateTime::now_utc();
     let outcome = rt
         .directory
         .authenticate_key(key, state.passwords(), now)
         .await;
     let refusal = Rejection::InvalidClient { basic };
-    finish_attempt(state, &subjects, label, outcome, refusal).await
+    finish_attempt(state, &subjects, label, claimed, outcome, refusal).await
 }
 
 /// The id and secret of a Basic header: first as RFC 6749 §2.3.1 says (each part
@@ -141,6 +144,7 @@ pub(crate) async fn begin_attempt(
     state: &AppState,
     subjects: &[Subject],
     grant_type: &'static str,
+    claimed: Claimed<'_>,
 ) -> Result<(), Rejection> {
     state
         .attempts()
@@ -148,6 +152,7 @@ pub(crate) async fn begin_attempt(
         .await
         .map_err(|after| {
             metrics::counter!("keygate_rate_limited_total", "grant" => grant_type).increment(1);
+            audit_refusal(state, subjects, claimed, "too_many_attempts");
             Rejection::TooManyAttempts(after)
         })
 }
@@ -159,6 +164,7 @@ pub(crate) async fn finish_attempt<T>(
     state: &AppState,
     subjects: &[Subject],
     grant_type: &'static str,
+    claimed: Claimed<'_>,
     outcome: Result<T, Error>,
     rejection: Rejection,
 ) -> Result<T, Rejection> {
@@ -171,6 +177,8 @@ pub(crate) async fn finish_attempt<T>(
     };
     metrics::counter!("keygate_tokens_refused_total", "grant" => grant_type, "reason" => refusal_label(&error))
         .increment(1);
+    // The operator's own log tells the true reason (expired, revoked), unlike the metric.
+    audit_refusal(state, subjects, claimed, error.reason());
     match error {
         Error::HashingBusy => {
             state.attempts().succeeded(subjects).await;
@@ -203,6 +211,39 @@ fn refusal_label(error: &Error) -> &'static str {
         | Error::Signing(_)
         | Error::PasswordTooLong(_) => error.reason(),
         _ => "invalid_credential",
+    }
+}
+
+/// Who an attempt said it was, for the audit log: the client id it named (a `kg_` key's,
+/// or the id sent with a secret), or the username. Never the secret.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Claimed<'a> {
+    /// A client, when the attempt named one.
+    Client(Option<&'a str>),
+    /// A user of the password grant.
+    User(&'a str),
+}
+
+/// `token.refused`, naming the address and who the attempt claimed to be (the caller's
+/// words, bounded by the audit log).
+fn audit_refusal(state: &AppState, subjects: &[Subject], claimed: Claimed<'_>, reason: &str) {
+    let mut event = AuditEvent::new(AuditKind::TokenRefused).reason(reason);
+    if let Some(Subject::Address(ip)) = subjects.first() {
+        event = event.address(Some(*ip));
+    }
+    event = match claimed {
+        Claimed::Client(Some(id)) => event.client_id(id),
+        Claimed::Client(None) => event,
+        Claimed::User(name) => event.username(name),
+    };
+    state.audit().record(&event);
+}
+
+/// The client id a `kg_` key names (readable without any lookup); hand-made keys name none.
+fn key_client_id(key: &str) -> Option<&str> {
+    match keygate::api_key::classify(key) {
+        Ok(keygate::api_key::PresentedKey::Generated { id }) => Some(id),
+        _ => None,
     }
 }
 

@@ -8,8 +8,10 @@ use keygate::principal::Principal;
 use keygate::token::{Grant, IssuedToken};
 use serde::Serialize;
 
+use crate::audit::{AuditEvent, AuditKind};
 use crate::config::Runtime;
 use crate::rejection::Rejection;
+use crate::state::AppState;
 
 /// The successful token response (RFC 6749 §5.1).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -42,12 +44,14 @@ pub(crate) fn token_response(issued: &IssuedToken, set_cookie: Option<HeaderValu
     response
 }
 
-/// Signs a token for `principal` with the granted `scopes` and counts it.
+/// Signs a token for `principal` with the granted `scopes`, counts it and audits it.
 pub(crate) fn issue(
+    state: &AppState,
     rt: &Runtime,
     principal: &Principal,
     scopes: &[String],
     grant_type: &'static str,
+    ip: std::net::IpAddr,
 ) -> Result<IssuedToken, Rejection> {
     let grant = Grant {
         subject: &principal.id,
@@ -61,7 +65,22 @@ pub(crate) fn issue(
     })?;
     metrics::counter!("keygate_tokens_issued_total", "grant" => grant_type).increment(1);
     tracing::info!(sub = %principal.id, jti = %issued.claims.jti, grant = grant_type, "token issued");
+    state.audit().record(
+        &principal_event(AuditKind::TokenIssued, principal)
+            .address(Some(ip))
+            .jti(&issued.claims.jti)
+            .reason(grant_type),
+    );
     Ok(issued)
+}
+
+/// An audit event naming `principal` as a client or as a user.
+pub(crate) fn principal_event(kind: AuditKind, principal: &Principal) -> AuditEvent {
+    let event = AuditEvent::new(kind);
+    match principal.kind {
+        keygate::principal::PrincipalKind::User => event.username(&principal.id),
+        _ => event.client_id(&principal.id),
+    }
 }
 
 /// The scopes to grant: all the principal has when none are asked for, else exactly

@@ -15,6 +15,8 @@
 //! | `hardening` | nosniff on every response, the OAuth shape for 404/405/413, CSP on `/docs` |
 //! | [`rejection`] | [`Rejection`]: status, challenge and body of every refusal (token refusals in `keygate::axum`'s words) |
 //! | [`limits`] | [`limits::FailedAttempts`] and [`limits::Subject`]: 429 after too many failures |
+//! | [`quota`] | per-client quotas (GCRA, burst N) and their RateLimit header fields |
+//! | [`audit`] | the audit log: security events as JSON lines, written off the request path |
 //! | [`store`] | Redis for the revocation list and attempt counters of several replicas |
 //! | [`metrics`] | Prometheus metrics |
 //! | `request_id` | `X-Request-Id`: a span per request, so its log lines name it; echoed |
@@ -27,6 +29,7 @@
 //! `extract` → `credentials` → `keygate::principal::Directory` → `issue`; `/verify` flows
 //! `routes/verify.rs` → `authorize` → `keygate::token::Verifier` → the revocation list.
 
+pub mod audit;
 mod authorize;
 pub mod config;
 mod credentials;
@@ -36,6 +39,7 @@ mod hardening;
 mod issue;
 pub mod limits;
 pub mod metrics;
+pub mod quota;
 pub mod rejection;
 pub mod reload;
 mod request_id;

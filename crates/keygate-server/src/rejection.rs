@@ -46,6 +46,8 @@ pub enum Rejection {
     PayloadTooLarge,
     /// 429 with `Retry-After`.
     TooManyAttempts(Duration),
+    /// 429 `rate_limited`: over the client's quota; `Retry-After` and the RateLimit fields.
+    RateLimited(Box<crate::quota::Decision>),
     /// 503 `temporarily_unavailable` with `Retry-After`.
     Unavailable(Duration),
     /// 500 `server_error`; details go to the log only.
@@ -77,7 +79,9 @@ impl Rejection {
             Rejection::NotFound => StatusCode::NOT_FOUND,
             Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Rejection::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Rejection::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
+            Rejection::TooManyAttempts(_) | Rejection::RateLimited(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Rejection::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -124,6 +128,9 @@ impl Rejection {
             Rejection::PayloadTooLarge => ("invalid_request", "the request body is too large"),
             Rejection::TooManyAttempts(_) => {
                 ("too_many_attempts", "too many failed attempts; retry later")
+            }
+            Rejection::RateLimited(_) => {
+                ("rate_limited", "the client's quota is used up; retry later")
             }
             Rejection::Unavailable(_) => (
                 "temporarily_unavailable",
@@ -174,7 +181,15 @@ impl IntoResponse for Rejection {
         {
             headers.insert(header::WWW_AUTHENTICATE, c);
         }
-        if let Rejection::TooManyAttempts(after) | Rejection::Unavailable(after) = &self {
+        let retry_after = match &self {
+            Rejection::TooManyAttempts(after) | Rejection::Unavailable(after) => Some(*after),
+            Rejection::RateLimited(decision) => {
+                decision.apply(headers);
+                Some(decision.retry_after())
+            }
+            _ => None,
+        };
+        if let Some(after) = retry_after {
             let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }

@@ -21,19 +21,25 @@ pub fn spawn(state: AppState, interval: Duration) -> tokio::task::JoinHandle<()>
     watch_files(
         interval,
         move || watched.watched_paths(),
-        move || {
-            // The outcome is logged and counted by `reload`.
-            let _ = state.reload();
+        move |by_signal| {
+            if by_signal {
+                // logrotate sends SIGHUP after moving the audit file away.
+                state.audit().reopen();
+            }
+            let cause = if by_signal { "sighup" } else { "file_changed" };
+            // The outcome is logged, counted and audited by `reload_because`.
+            let _ = state.reload_because(cause);
         },
     )
 }
 
-/// Runs `on_change` on the blocking pool on SIGHUP and whenever one of `paths()` changes
-/// (modification time or size, checked every `interval`; zero: SIGHUP only).
+/// Runs `on_change(by_signal)` on the blocking pool on SIGHUP and whenever one of
+/// `paths()` changes (modification time or size, checked every `interval`; zero: SIGHUP
+/// only).
 pub(crate) fn watch_files(
     interval: Duration,
     paths: impl Fn() -> Vec<PathBuf> + Send + 'static,
-    on_change: impl Fn() + Clone + Send + 'static,
+    on_change: impl Fn(bool) + Clone + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
     // Registered before returning, so a SIGHUP sent once the server is up never meets the
     // default action (which ends the process).
@@ -69,7 +75,8 @@ pub(crate) fn watch_files(
             let now = stamp(&paths());
             if by_signal || now != seen {
                 seen = now;
-                let _ = tokio::task::spawn_blocking(on_change.clone()).await;
+                let on_change = on_change.clone();
+                let _ = tokio::task::spawn_blocking(move || on_change(by_signal)).await;
             }
         }
     })

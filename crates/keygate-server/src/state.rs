@@ -9,10 +9,12 @@ use arc_swap::ArcSwap;
 use keygate::password::PasswordVerifier;
 use keygate::revocation::{MemoryRevocationStore, RevocationStore};
 
+use crate::audit::{AuditEvent, AuditKind, AuditLog};
 use crate::config::{Config, ConfigError, Runtime};
 use crate::limits::FailedAttempts;
 use crate::metrics::Metrics;
-use crate::store::{RedisAttempts, RedisRevocationStore, RedisStore};
+use crate::quota::Quotas;
+use crate::store::{RedisAttempts, RedisQuota, RedisRevocationStore, RedisStore};
 
 /// Shared server state.
 #[derive(Clone, Debug)]
@@ -26,6 +28,8 @@ struct Inner {
     config_path: Option<PathBuf>,
     revocations: Arc<dyn RevocationStore>,
     attempts: FailedAttempts,
+    quotas: Quotas,
+    audit: AuditLog,
     passwords: PasswordVerifier,
     metrics: Metrics,
     draining: AtomicBool,
@@ -38,20 +42,26 @@ impl AppState {
         let passwords = PasswordVerifier::new(limits.hashing_concurrency, limits.hashing_queue)
             .map_err(|e| ConfigError::new("limits", e))?;
         let mut attempts = FailedAttempts::new(limits.failed_attempts, limits.window);
+        let mut quotas = Quotas::new(None);
         let revocations: Arc<dyn RevocationStore> = match &runtime.config.store.url {
             Some(url) => {
                 let redis = RedisStore::open(url).map_err(|e| ConfigError::new("store.url", e))?;
                 attempts = attempts.shared(RedisAttempts(redis.clone()));
+                quotas = Quotas::new(Some(RedisQuota(redis.clone())));
                 Arc::new(RedisRevocationStore(redis))
             }
             None => Arc::new(MemoryRevocationStore::new()),
         };
+        let audit =
+            AuditLog::start(&runtime.config).map_err(|e| ConfigError::new("audit.path", e))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 runtime: ArcSwap::from_pointee(runtime),
                 config_path,
                 revocations,
                 attempts,
+                quotas,
+                audit,
                 passwords,
                 metrics: Metrics::install(),
                 draining: AtomicBool::new(false),
@@ -73,6 +83,11 @@ impl AppState {
     /// Re-reads the configuration file. A file that does not validate is refused and
     /// the running configuration stays.
     pub fn reload(&self) -> Result<(), ConfigError> {
+        self.reload_because("requested")
+    }
+
+    /// [`AppState::reload`], saying why in the audit log (`file_changed`, `sighup`).
+    pub fn reload_because(&self, cause: &str) -> Result<(), ConfigError> {
         let Some(path) = &self.inner.config_path else {
             return Ok(());
         };
@@ -111,6 +126,10 @@ impl AppState {
                     ),
                     ("store.url", was.store.url != now.store.url),
                     (
+                        "audit",
+                        was.audit.path != now.audit.path || was.audit.buffer != now.audit.buffer,
+                    ),
+                    (
                         "limits.hashing_*",
                         was.limits.hashing_concurrency != now.limits.hashing_concurrency
                             || was.limits.hashing_queue != now.limits.hashing_queue,
@@ -125,12 +144,17 @@ impl AppState {
                     .reconfigure(limits.failed_attempts, limits.window);
                 self.inner.runtime.store(Arc::new(runtime));
                 metrics::counter!("keygate_config_reloads_total", "result" => "ok").increment(1);
+                self.audit()
+                    .record(&AuditEvent::new(AuditKind::ConfigReloaded).reason(cause));
                 tracing::info!(path = %path.display(), "configuration reloaded");
                 Ok(())
             }
             Err(e) => {
                 metrics::counter!("keygate_config_reloads_total", "result" => "refused")
                     .increment(1);
+                // The setting's name only: a message could quote a value.
+                self.audit()
+                    .record(&AuditEvent::new(AuditKind::ConfigRefused).reason(&e.setting));
                 tracing::error!(error = %e, "configuration reload refused; the previous configuration keeps serving");
                 Err(e)
             }
@@ -158,6 +182,15 @@ impl AppState {
 
     pub(crate) fn attempts(&self) -> &FailedAttempts {
         &self.inner.attempts
+    }
+
+    pub(crate) fn quotas(&self) -> &Quotas {
+        &self.inner.quotas
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> &AuditLog {
+        &self.inner.audit
     }
 
     pub(crate) fn passwords(&self) -> &PasswordVerifier {

@@ -84,7 +84,7 @@ impl Certificates {
         crate::reload::watch_files(
             interval,
             move || vec![files.cert.clone(), files.key.clone()],
-            move || {
+            move |_| {
                 let _ = this.reload();
             },
         )

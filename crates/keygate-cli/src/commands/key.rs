@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use keygate::api_key::{self, KeyHash};
 use keygate_server::Config;
+use keygate_server::audit::{AuditEvent, AuditKind};
 use keygate_server::config::edit::{ConfigFile, NewClient};
 use time::OffsetDateTime;
 
@@ -31,6 +32,7 @@ pub(crate) fn add(
         expires_at,
     })?;
     file.save()?;
+    super::audit::record(path, &AuditEvent::new(AuditKind::KeyAdded).client_id(id));
     println!("{key}");
     Ok(())
 }
@@ -96,6 +98,7 @@ pub(crate) fn revoke(path: &Path, id: &str) -> anyhow::Result<()> {
     let mut file = ConfigFile::open(path)?;
     file.revoke_client(id, OffsetDateTime::now_utc())?;
     file.save()?;
+    super::audit::record(path, &AuditEvent::new(AuditKind::KeyRevoked).client_id(id));
     eprintln!("revoked the key of `{id}`; a running server picks this up within a second");
     Ok(())
 }
@@ -106,6 +109,13 @@ pub(crate) fn rotate(path: &Path, id: &str, grace: Duration) -> anyhow::Result<(
     let mut file = ConfigFile::open(path)?;
     file.rotate_client_key(id, &hash, OffsetDateTime::now_utc() + grace)?;
     file.save()?;
+    let grace_text = humantime::format_duration(grace).to_string();
+    super::audit::record(
+        path,
+        &AuditEvent::new(AuditKind::KeyRotated)
+            .client_id(id)
+            .reason(&format!("grace {grace_text}")),
+    );
     eprintln!(
         "the old key of `{id}` stays valid for {}",
         humantime::format_duration(grace)

@@ -1,5 +1,6 @@
 //! One file per command; each calls library code and reports.
 
+mod audit;
 mod call;
 mod check_config;
 mod completions;
@@ -17,7 +18,7 @@ use std::io::Read;
 
 use anyhow::Context;
 
-use crate::cli::{Command, KeyCommand, SigningCommand, TokenCommand, UserCommand};
+use crate::cli::{AuditCommand, Command, KeyCommand, SigningCommand, TokenCommand, UserCommand};
 
 /// A refused credential or invalid token (or an untrusted certificate): exit code 1.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +79,18 @@ pub(crate) fn run(command: Command) -> anyhow::Result<()> {
         } => call::login(&url, api_key, key_header, cacert.as_deref()),
         Command::Call(args) => call::call(&args),
         Command::CheckConfig(c) => check_config::run(&c.path()),
+        Command::Audit(AuditCommand::Tail {
+            follow,
+            event,
+            principal,
+            lines,
+            config,
+        }) => audit::tail(
+            &config.path(),
+            &audit::Filter { event, principal },
+            lines,
+            follow,
+        ),
         Command::Healthcheck { url, timeout } => healthcheck::run(&url, timeout),
         Command::Completions { shell } => {
             completions::run(shell);

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use keygate::api_key;
 use keygate::password::{MAX_PASSWORD, hash_password};
+use keygate_server::audit::{AuditEvent, AuditKind};
 use keygate_server::config::edit::ConfigFile;
 
 /// ASVS 6.2.1: at least 8 characters.
@@ -34,6 +35,7 @@ pub(crate) fn add(path: &Path, name: &str, role: &str, scopes: &[String]) -> any
     let mut file = ConfigFile::open(path)?;
     file.add_user(name, hash.as_str(), role, scopes)?;
     file.save()?;
+    super::audit::record(path, &AuditEvent::new(AuditKind::UserAdded).username(name));
     eprintln!("added user `{name}`");
     Ok(())
 }
@@ -42,6 +44,10 @@ pub(crate) fn remove(path: &Path, name: &str) -> anyhow::Result<()> {
     let mut file = ConfigFile::open(path)?;
     file.remove_user(name)?;
     file.save()?;
+    super::audit::record(
+        path,
+        &AuditEvent::new(AuditKind::UserRemoved).username(name),
+    );
     eprintln!("removed user `{name}`");
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The `keygate` binary end to end: init → key add → serve → login → verify → logout →
 //! refused, and the exit codes of every failure class.
 
+mod audit;
 mod fastapi;
 mod ops;
 mod serve;

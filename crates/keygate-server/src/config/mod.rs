@@ -19,9 +19,10 @@ mod validate;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+pub(crate) use env::toml_error;
 pub use model::{
-    ApiKeyConfig, ClientConfig, Config, CookieConfig, LimitsConfig, OnUnavailable, SameSite,
-    ServerConfig, StoreConfig, TokenConfig, UserConfig,
+    ApiKeyConfig, AuditConfig, ClientConfig, Config, CookieConfig, LimitsConfig, OnUnavailable,
+    SameSite, ServerConfig, StoreConfig, TokenConfig, UserConfig,
 };
 pub use template::{FIRST_CLIENT, initial_config};
 pub use validate::Runtime;

@@ -26,6 +26,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[store]`
     pub store: StoreConfig,
+    /// `[audit]`: the audit log (off when `path` is unset).
+    pub audit: AuditConfig,
     /// `[[clients]]`: machines with API keys.
     pub clients: Vec<ClientConfig>,
     /// `[[users]]`: people with passwords.
@@ -199,6 +201,9 @@ pub struct LimitsConfig {
     pub hashing_concurrency: usize,
     /// Password checks allowed to wait for a hashing thread before `503`. Defaults to 64.
     pub hashing_queue: usize,
+    /// The quota of every client without its own `rate_limit`: `N/DURATION`, like
+    /// `1000/1m` (SPEC §10). Defaults to none: such clients are not limited.
+    pub default_rate_limit: Option<String>,
 }
 
 impl Default for LimitsConfig {
@@ -208,6 +213,7 @@ impl Default for LimitsConfig {
             window: Duration::from_secs(60),
             hashing_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
             hashing_queue: 64,
+            default_rate_limit: None,
         }
     }
 }
@@ -257,6 +263,11 @@ pub struct ClientConfig {
     /// Set by `keygate key revoke` (RFC 3339).
     #[serde(default)]
     pub revoked_at: Option<String>,
+    /// This client's quota, `N/DURATION` (like `100/1s`): `/login`, `/token`, and
+    /// `/verify` and `/userinfo` for its tokens, counted together. Defaults to
+    /// `limits.default_rate_limit`.
+    #[serde(default)]
+    pub rate_limit: Option<String>,
 }
 
 /// `[[users]]`
@@ -275,8 +286,32 @@ pub struct UserConfig {
     pub scopes: Vec<String>,
 }
 
+/// `[audit]`: security events as JSON lines (SPEC §10).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// The file events are appended to, relative to this file's folder; `-` is standard
+    /// output for the server and standard error for the CLI. Defaults to none: no audit log.
+    /// Read at start: a change takes effect on restart.
+    pub path: Option<String>,
+    /// Events waiting for the writer; when full, new events are dropped and counted in
+    /// `keygate_audit_dropped_total` rather than delaying a request. Defaults to 1024.
+    pub buffer: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            path: None,
+            buffer: 1024,
+        }
+    }
+}
+
 /// The sections that `KEYGATE_<SECTION>_<KEY>` can override.
-pub(super) const SECTIONS: &[&str] = &["server", "token", "api_key", "cookie", "limits", "store"];
+pub(super) const SECTIONS: &[&str] = &[
+    "server", "token", "api_key", "cookie", "limits", "store", "audit",
+];
 
 /// `cookie.same_site`: the token cookie's `SameSite` attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

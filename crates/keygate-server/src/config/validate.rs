@@ -28,6 +28,7 @@ impl Config {
         self.check_limits()?;
         self.check_store()?;
         let directory = self.directory()?;
+        let quotas = crate::quota::quota_table(self)?;
         Ok(Runtime {
             // Clients and users live on in `directory`, indexed: a second copy of a
             // million entries would double the memory for nothing.
@@ -55,6 +56,7 @@ impl Config {
             keyring_dir,
             issuer,
             verifier,
+            quotas,
         })
     }
 
@@ -244,6 +246,8 @@ pub struct Runtime {
     pub issuer: Issuer,
     /// Verifies tokens.
     pub verifier: Verifier,
+    /// The quota of each client that has one (`rate_limit`, or `limits.default_rate_limit`).
+    pub quotas: std::collections::HashMap<String, crate::quota::RateLimit>,
 }
 
 fn client_principal(i: usize, c: &ClientConfig) -> Result<Principal, ConfigError> {

@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::credentials::authenticate_api_key;
 use crate::extract::{Peer, TokenSource, api_key, client_ip};
 use crate::issue::{issue, token_response};
+use crate::quota::{charge, with_headers};
 use crate::rejection::Rejection;
 use crate::state::AppState;
 
@@ -20,7 +21,7 @@ use crate::state::AppState;
         (status = 200, description = "A token", body = crate::issue::TokenResponse, headers(("cache-control" = String, description = "`no-store`"))),
         (status = 400, description = "Two different keys presented", body = crate::rejection::ErrorBody),
         (status = 401, description = "No key, or a wrong, expired or revoked one: `invalid_client`", body = crate::rejection::ErrorBody),
-        (status = 429, description = "Too many failed attempts", body = crate::rejection::ErrorBody, headers(("retry-after" = u64))),
+        (status = 429, description = "Too many failed attempts (`too_many_attempts`), or the client's quota is used up (`rate_limited`, with `RateLimit-Policy` and `RateLimit`)", body = crate::rejection::ErrorBody, headers(("retry-after" = u64))),
     ),
     security(("api_key_header" = []), ("api_key_query" = []), ("api_key_cookie" = []))
 )]
@@ -35,14 +36,21 @@ pub(super) async fn login(
         .ok_or(Rejection::InvalidClient { basic: false })?;
     let ip = client_ip(peer, &headers, &rt.config);
     let client = authenticate_api_key(&state, &rt, ip, &key, "api_key", false).await?;
-    let issued = issue(&rt, &client, &client.scopes, "api_key")?;
+    let quota = charge(&state, &rt, &client.id, "/login", Some(ip), None).await?;
+    let issued = match issue(&state, &rt, &client, &client.scopes, "api_key", ip) {
+        Ok(issued) => issued,
+        Err(e) => return Ok(with_headers(quota.as_ref(), e.into_response())),
+    };
     let cookie = rt
         .config
         .cookie
         .enabled
         .then(|| token_cookie(&rt.config, &issued.token, issued.expires_in()))
         .flatten();
-    Ok(token_response(&issued, cookie))
+    Ok(with_headers(
+        quota.as_ref(),
+        token_response(&issued, cookie),
+    ))
 }
 
 #[utoipa::path(

@@ -2,17 +2,18 @@
 
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use crate::config::Runtime;
-use crate::credentials::{FormSecret, authenticate_client, begin_attempt, finish_attempt};
+use crate::credentials::{Claimed, FormSecret, authenticate_client, begin_attempt, finish_attempt};
 use crate::extract::{Peer, client_ip};
 use crate::form::Form;
 use crate::issue::{issue, narrow_scopes, token_response};
 use crate::limits::Subject;
+use crate::quota::{charge, with_headers};
 use crate::rejection::Rejection;
 use crate::state::AppState;
 
@@ -43,7 +44,7 @@ pub(super) struct TokenForm {
         (status = 200, description = "A token", body = crate::issue::TokenResponse, headers(("cache-control" = String, description = "`no-store`"))),
         (status = 400, description = "`invalid_request`, `unsupported_grant_type`, `invalid_grant` or `invalid_scope`", body = crate::rejection::ErrorBody),
         (status = 401, description = "`invalid_client`", body = crate::rejection::ErrorBody, headers(("www-authenticate" = String, description = "`Basic realm=\"keygate\"`"))),
-        (status = 429, description = "Too many failed attempts", body = crate::rejection::ErrorBody, headers(("retry-after" = u64))),
+        (status = 429, description = "Too many failed attempts (`too_many_attempts`), or the client's quota is used up (`rate_limited`, with `RateLimit-Policy` and `RateLimit`)", body = crate::rejection::ErrorBody, headers(("retry-after" = u64))),
         (status = 503, description = "Password hashing queue full", body = crate::rejection::ErrorBody, headers(("retry-after" = u64))),
     ),
     security((), ("client_basic" = []), ("api_key_header" = []))
@@ -66,9 +67,14 @@ pub(super) async fn token(
             let client =
                 authenticate_client(&state, &rt, ip, &headers, secret, "client_credentials")
                     .await?;
-            let scopes = narrow_scopes(form.scope.as_deref(), &client.scopes)?;
-            let issued = issue(&rt, &client, &scopes, "client_credentials")?;
-            Ok(token_response(&issued, None))
+            let quota = charge(&state, &rt, &client.id, "/token", Some(ip), None).await?;
+            let issued = narrow_scopes(form.scope.as_deref(), &client.scopes)
+                .and_then(|scopes| issue(&state, &rt, &client, &scopes, "client_credentials", ip));
+            let response = match issued {
+                Ok(issued) => token_response(&issued, None),
+                Err(e) => e.into_response(),
+            };
+            Ok(with_headers(quota.as_ref(), response))
         }
         Some("password") if rt.directory.has_users() => password(&state, &rt, &form, ip).await,
         Some(_) => Err(Rejection::UnsupportedGrantType),
@@ -89,7 +95,8 @@ async fn password(
     // A username's attempts count per address and per (username, address): guessing
     // from one address is bounded, and nobody elsewhere can lock the user out.
     let subjects = [Subject::Address(ip), Subject::UserAt(username.clone(), ip)];
-    begin_attempt(state, &subjects, "password").await?;
+    let claimed = Claimed::User(username);
+    begin_attempt(state, &subjects, "password", claimed).await?;
     let now = OffsetDateTime::now_utc();
     let outcome = rt
         .directory
@@ -99,11 +106,12 @@ async fn password(
         state,
         &subjects,
         "password",
+        claimed,
         outcome,
         Rejection::InvalidGrant,
     )
     .await?;
     let scopes = narrow_scopes(form.scope.as_deref(), &user.scopes)?;
-    let issued = issue(rt, &user, &scopes, "password")?;
+    let issued = issue(state, rt, &user, &scopes, "password", ip)?;
     Ok(token_response(&issued, None))
 }

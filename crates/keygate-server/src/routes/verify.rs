@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::authorize::authorize;
+use crate::quota::{charge, with_headers};
 use crate::rejection::Rejection;
 use crate::state::AppState;
 
@@ -27,6 +28,7 @@ use crate::state::AppState;
         )),
         (status = 401, description = "No token, or a bad, expired or revoked one", body = crate::rejection::ErrorBody, headers(("www-authenticate" = String, description = "`Bearer realm=\"keygate\"`, with `error=\"invalid_token\"` for a bad token"))),
         (status = 403, description = "Role or scope unmet: `insufficient_scope`", body = crate::rejection::ErrorBody),
+        (status = 429, description = "The token's client is over its quota: `rate_limited`, with `Retry-After`, `RateLimit-Policy` and `RateLimit`", body = crate::rejection::ErrorBody, headers(("retry-after" = u64))),
     ),
     security(("bearer" = []), ("token_cookie" = []), ("oauth2" = []))
 )]
@@ -37,9 +39,27 @@ pub(super) async fn verify(
 ) -> Result<Response, Rejection> {
     let rt = state.runtime();
     let claims = authorize(&state, &rt, &headers).await?.claims;
+    let quota = charge(
+        &state,
+        &rt,
+        &claims.client_id,
+        "/verify",
+        None,
+        Some(&claims.jti),
+    )
+    .await?;
+    Ok(with_headers(
+        quota.as_ref(),
+        demands(&claims, query.as_deref()).unwrap_or_else(IntoResponse::into_response),
+    ))
+}
+
+/// The `?role=` and `?scope=` demands of a verified token: 200 with the identity
+/// headers, or 403.
+fn demands(claims: &keygate::token::Claims, query: Option<&str>) -> Result<Response, Rejection> {
     let mut roles: Vec<String> = Vec::new();
     let mut scopes: Vec<String> = Vec::new();
-    for (k, v) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         let items = v
             .split([',', ' '])
             .filter(|s| !s.is_empty())
@@ -79,6 +99,7 @@ pub(super) async fn verify(
     responses(
         (status = 200, description = "The verified claims", body = keygate::token::Claims),
         (status = 401, description = "No token, or a bad, expired or revoked one", body = crate::rejection::ErrorBody, headers(("www-authenticate" = String, description = "`Bearer realm=\"keygate\"`, with `error=\"invalid_token\"` for a bad token"))),
+        (status = 429, description = "The token's client is over its quota: `rate_limited`", body = crate::rejection::ErrorBody, headers(("retry-after" = u64))),
     ),
     security(("bearer" = []), ("token_cookie" = []), ("oauth2" = []))
 )]
@@ -88,9 +109,18 @@ pub(super) async fn userinfo(
 ) -> Result<Response, Rejection> {
     let rt = state.runtime();
     let claims = authorize(&state, &rt, &headers).await?.claims;
+    let quota = charge(
+        &state,
+        &rt,
+        &claims.client_id,
+        "/userinfo",
+        None,
+        Some(&claims.jti),
+    )
+    .await?;
     let mut response = Json(claims).into_response();
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    Ok(with_headers(quota.as_ref(), response))
 }

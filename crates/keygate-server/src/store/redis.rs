@@ -88,6 +88,28 @@ impl RedisStore {
         }
     }
 
+    /// Runs a Lua script (`EVALSHA`, loading it on first use) on `keys` and `args` under
+    /// the store's deadline: the hook for state that must be decided and changed in one
+    /// atomic step (quotas).
+    pub async fn eval(
+        &self,
+        script: &'static redis::Script,
+        keys: Vec<String>,
+        args: Vec<u64>,
+    ) -> Result<Vec<i64>, Error> {
+        self.run(|mut c| async move {
+            let mut call = script.prepare_invoke();
+            for k in &keys {
+                call.key(k);
+            }
+            for a in &args {
+                call.arg(a);
+            }
+            call.invoke_async(&mut c).await
+        })
+        .await
+    }
+
     /// True when Redis answers `PING`.
     pub async fn ping(&self) -> bool {
         self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })

@@ -2,6 +2,7 @@
 //! real configuration file, spoken to over HTTP, with real outside tools where a module
 //! says so (Python clients, schemathesis, Redis, nginx, Chromium).
 
+mod audit;
 mod browser;
 mod connections;
 mod forward_auth;
@@ -12,6 +13,7 @@ mod login;
 mod logout;
 mod openapi;
 mod operations;
+mod quota;
 mod reload;
 mod replicas;
 mod schemathesis;
