@@ -11,10 +11,11 @@ use keygate::Error;
 use keygate::principal::Principal;
 use time::OffsetDateTime;
 
-use crate::config::Runtime;
+use crate::config::{OnUnavailable, Runtime};
 use crate::limits::Subject;
 use crate::rejection::Rejection;
 use crate::state::AppState;
+use crate::store::Verdict;
 
 /// Client credentials sent in a form body (RFC 6749 §2.3.1: `client_id` + `client_secret`).
 #[derive(Debug, Clone, Copy, Default)]
@@ -87,7 +88,7 @@ pub(crate) async fn authenticate_client(
     }
     let refusal = Rejection::InvalidClient { basic: true };
     match outcome {
-        Ok(client) => Ok(client),
+        Ok(client) => not_revoked_in_store(state, rt, client, refusal, label),
         Err(e) => Err(refuse(state, &e, &subjects, label, refusal).await),
     }
 }
@@ -111,7 +112,9 @@ pub(crate) async fn authenticate_api_key(
         .authenticate_key(key, state.passwords(), now)
         .await
     {
-        Ok(client) => Ok(client),
+        Ok(client) => {
+            not_revoked_in_store(state, rt, client, Rejection::InvalidClient { basic }, label)
+        }
         Err(e) => {
             let refusal = Rejection::InvalidClient { basic };
             Err(refuse(state, &e, &subjects, label, refusal).await)
@@ -153,6 +156,34 @@ fn decode_basic(creds: &str) -> Result<Vec<(String, String)>, Rejection> {
     } else {
         vec![encoded, raw]
     })
+}
+
+/// A principal whose credential the store lists as revoked (by `keygate key revoke` or
+/// `user remove` on another copy of the file) is refused as if the credential were wrong,
+/// whatever this replica's file says. While the local copy of the list is not in sync,
+/// `store.on_unavailable` decides.
+pub(crate) fn not_revoked_in_store(
+    state: &AppState,
+    rt: &Runtime,
+    principal: Arc<Principal>,
+    refusal: Rejection,
+    grant_type: &'static str,
+) -> Result<Arc<Principal>, Rejection> {
+    let hashes = principal.credentials.iter().map(|c| &c.hash);
+    match state.revocations().credentials(&principal.id, hashes) {
+        Verdict::Clear => Ok(principal),
+        Verdict::Revoked => {
+            metrics::counter!("keygate_tokens_refused_total", "grant" => grant_type, "reason" => "revoked")
+                .increment(1);
+            tracing::info!(grant = grant_type, "credential refused: revoked in the store");
+            Err(refusal)
+        }
+        Verdict::Unknown if rt.config.store.on_unavailable == OnUnavailable::Allow => Ok(principal),
+        Verdict::Unknown => {
+            tracing::error!("revocation list not in sync with the store; refusing (store.on_unavailable = deny)");
+            Err(Rejection::Unavailable(std::time::Duration::from_secs(1)))
+        }
+    }
 }
 
 /// Maps a failed credential check to its answer, counting the failure against `subjects`.

@@ -81,8 +81,8 @@ impl FailedAttempts {
     /// by this replica's own when Redis cannot be reached.
     pub async fn blocked(&self, subjects: &[Subject], now: Instant) -> Option<Duration> {
         if let Some(shared) = &self.shared {
-            let limit = self.lock().limit;
-            match shared.blocked(subjects, limit).await {
+            let (limit, window) = self.limits();
+            match shared.blocked(subjects, limit, window).await {
                 Ok(blocked) => return blocked,
                 Err(e) => {
                     tracing::warn!(error = %e, "attempt counters: Redis unavailable, counting locally")
@@ -96,8 +96,8 @@ impl FailedAttempts {
     pub async fn record_failure(&self, subjects: &[Subject], now: Instant) {
         self.record_locally(subjects, now);
         if let Some(shared) = &self.shared {
-            let window = self.lock().window;
-            if let Err(e) = shared.record_failure(subjects, window).await {
+            let (limit, window) = self.limits();
+            if let Err(e) = shared.record_failure(subjects, limit, window).await {
                 tracing::warn!(error = %e, "attempt counters: Redis unavailable, counted locally");
             }
         }
@@ -142,6 +142,11 @@ impl FailedAttempts {
             }
             w.failures = w.failures.saturating_add(1);
         }
+    }
+
+    fn limits(&self) -> (u32, Duration) {
+        let inner = self.lock();
+        (inner.limit, inner.window)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

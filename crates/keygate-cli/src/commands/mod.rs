@@ -10,6 +10,7 @@ mod key;
 mod secret;
 mod serve;
 mod signing;
+mod store_revocation;
 mod token;
 mod user;
 

@@ -39,9 +39,11 @@ pub(crate) fn add(path: &Path, name: &str, role: &str, scopes: &[String]) -> any
 }
 
 pub(crate) fn remove(path: &Path, name: &str) -> anyhow::Result<()> {
+    let pending = super::store_revocation::prepare(path, name);
+    let now = time::OffsetDateTime::now_utc();
     let mut file = ConfigFile::open(path)?;
     file.remove_user(name)?;
     file.save()?;
     eprintln!("removed user `{name}`");
-    Ok(())
+    super::store_revocation::publish(pending, now)
 }

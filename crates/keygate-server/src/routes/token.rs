@@ -8,7 +8,9 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use crate::config::Runtime;
-use crate::credentials::{FormSecret, authenticate_client, check_limits, refuse};
+use crate::credentials::{
+    FormSecret, authenticate_client, check_limits, not_revoked_in_store, refuse,
+};
 use crate::extract::{Peer, client_ip};
 use crate::form::Form;
 use crate::issue::{issue, narrow_scopes, token_response};
@@ -94,7 +96,7 @@ async fn password(
         .authenticate_user(username, password, state.passwords(), now)
         .await
     {
-        Ok(user) => user,
+        Ok(user) => not_revoked_in_store(state, rt, user, Rejection::InvalidGrant, "password")?,
         Err(e) => {
             return Err(refuse(state, &e, &subjects, "password", Rejection::InvalidGrant).await);
         }
