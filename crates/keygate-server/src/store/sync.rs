@@ -206,7 +206,7 @@ async fn follow(shared: &Weak<Shared>, mut sink: PubSubSink, mut stream: PubSubS
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .prune(now_unix());
                 drop(s);
-                let pong = tokio::time::timeout(timeout, sink.ping::<String>()).await;
+                let pong = tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await;
                 if !matches!(pong, Ok(Ok(_))) {
                     return;
                 }

@@ -10,6 +10,7 @@ mod login;
 mod logout;
 mod openapi;
 mod operations;
+mod redis_servers;
 mod reload;
 mod replicas;
 mod schemathesis;
