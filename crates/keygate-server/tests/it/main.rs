@@ -15,6 +15,7 @@ mod reload;
 mod replicas;
 mod schemathesis;
 mod standards;
+mod store_faults;
 mod token;
 mod util;
 mod verify;
