@@ -16,6 +16,7 @@ mod replicas;
 mod schemathesis;
 mod standards;
 mod store_faults;
+mod store_topologies;
 mod token;
 mod util;
 mod verify;

@@ -57,6 +57,27 @@ impl Redis {
         Self::start_with(free_port_pair(), args).await
     }
 
+    /// A server speaking only TLS (`rediss://`), with `cert` and `key` (PEM files), not
+    /// asking clients for certificates.
+    pub(crate) async fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Self {
+        let port = free_port_pair();
+        let args = vec![
+            "--save".into(),
+            "".into(),
+            "--port".into(),
+            "0".into(),
+            "--tls-port".into(),
+            port.to_string(),
+            "--tls-cert-file".into(),
+            cert.display().to_string(),
+            "--tls-key-file".into(),
+            key.display().to_string(),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ];
+        Self::start_with(port, args).await
+    }
+
     async fn start_with(port: u16, args: Vec<String>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut redis = Self {
