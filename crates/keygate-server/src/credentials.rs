@@ -160,7 +160,9 @@ fn decode_basic(creds: &str) -> Result<Vec<(String, String)>, Rejection> {
 
 /// A principal whose credential the store lists as revoked (by `keygate key revoke` or
 /// `user remove` on another copy of the file) is refused as if the credential were wrong,
-/// whatever this replica's file says. While the local copy of the list is not in sync,
+/// whatever this replica's file says. (The directory does not say which credential
+/// matched, so a principal is refused while any of its live credentials is revoked.)
+/// While the local copy of the list is not in sync,
 /// `store.on_unavailable` decides.
 pub(crate) fn not_revoked_in_store(
     state: &AppState,
@@ -169,7 +171,14 @@ pub(crate) fn not_revoked_in_store(
     refusal: Rejection,
     grant_type: &'static str,
 ) -> Result<Arc<Principal>, Rejection> {
-    let hashes = principal.credentials.iter().map(|c| &c.hash);
+    // Only credentials still valid by this replica's file: a rotated-out key past its
+    // grace stays in the file for a while and must not refuse its successor.
+    let now = OffsetDateTime::now_utc();
+    let hashes = principal
+        .credentials
+        .iter()
+        .filter(|c| c.valid_until.is_none_or(|until| until > now))
+        .map(|c| &c.hash);
     match state.revocations().credentials(&principal.id, hashes) {
         Verdict::Clear => Ok(principal),
         Verdict::Revoked => {

@@ -3,6 +3,7 @@
 
 mod fastapi;
 mod ops;
+mod store;
 mod tls;
 
 use std::io::{BufRead, BufReader, Write};
