@@ -74,11 +74,15 @@ pub(crate) fn store_verdict(rt: &Runtime, verdict: Verdict) -> Result<(), Reject
             Err(Rejection::InvalidToken)
         }
         Verdict::Unknown if rt.config.store.on_unavailable == OnUnavailable::Allow => {
-            tracing::warn!("revocation list not in sync with the store; answered from the local copy (store.on_unavailable = allow)");
+            tracing::warn!(
+                "revocation list not in sync with the store; answered from the local copy (store.on_unavailable = allow)"
+            );
             Ok(())
         }
         Verdict::Unknown => {
-            tracing::error!("revocation list not in sync with the store; refusing (store.on_unavailable = deny)");
+            tracing::error!(
+                "revocation list not in sync with the store; refusing (store.on_unavailable = deny)"
+            );
             Err(Rejection::Unavailable(Duration::from_secs(1)))
         }
     }

@@ -184,12 +184,17 @@ pub(crate) fn not_revoked_in_store(
         Verdict::Revoked => {
             metrics::counter!("keygate_tokens_refused_total", "grant" => grant_type, "reason" => "revoked")
                 .increment(1);
-            tracing::info!(grant = grant_type, "credential refused: revoked in the store");
+            tracing::info!(
+                grant = grant_type,
+                "credential refused: revoked in the store"
+            );
             Err(refusal)
         }
         Verdict::Unknown if rt.config.store.on_unavailable == OnUnavailable::Allow => Ok(principal),
         Verdict::Unknown => {
-            tracing::error!("revocation list not in sync with the store; refusing (store.on_unavailable = deny)");
+            tracing::error!(
+                "revocation list not in sync with the store; refusing (store.on_unavailable = deny)"
+            );
             Err(Rejection::Unavailable(std::time::Duration::from_secs(1)))
         }
     }

@@ -39,8 +39,8 @@ impl AppState {
             .map_err(|e| ConfigError::new("limits", e))?;
         let mut attempts = FailedAttempts::new(limits.failed_attempts, limits.window);
         let issuer = runtime.issuer.policy().issuer.clone();
-        let store =
-            RedisStore::from_config(&runtime.config.store).map_err(|e| ConfigError::new("store", e))?;
+        let store = RedisStore::from_config(&runtime.config.store)
+            .map_err(|e| ConfigError::new("store", e))?;
         let revocations = match store {
             Some(redis) => {
                 attempts = attempts.shared(RedisAttempts::new(redis.clone(), &issuer));

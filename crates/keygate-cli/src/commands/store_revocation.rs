@@ -24,7 +24,10 @@ pub(crate) fn prepare(path: &Path, id: &str) -> Option<PendingRevocation> {
 }
 
 /// Writes the prepared revocation, effective from `at`.
-pub(crate) fn publish(pending: Option<PendingRevocation>, at: OffsetDateTime) -> anyhow::Result<()> {
+pub(crate) fn publish(
+    pending: Option<PendingRevocation>,
+    at: OffsetDateTime,
+) -> anyhow::Result<()> {
     let Some(pending) = pending else {
         return Ok(());
     };

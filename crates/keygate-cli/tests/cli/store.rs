@@ -27,10 +27,23 @@ struct Redis {
 
 impl Redis {
     fn start(extra: &[&str]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let dir = tempfile::tempdir().unwrap();
         let child = Command::new(redis_server())
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .arg("--dir")
             .arg(dir.path())
             .args(extra)
@@ -38,8 +51,14 @@ impl Redis {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        eventually("redis-server listening", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
-        Self { child, port, _dir: dir }
+        eventually("redis-server listening", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
     }
 }
 
@@ -82,7 +101,11 @@ fn verify(base: &str, token: &str) -> u16 {
 fn password_token(base: &str, user: &str, password: &str) -> reqwest::blocking::Response {
     http()
         .post(format!("{base}/token"))
-        .form(&[("grant_type", "password"), ("username", user), ("password", password)])
+        .form(&[
+            ("grant_type", "password"),
+            ("username", user),
+            ("password", password),
+        ])
         .send()
         .unwrap()
 }
@@ -105,13 +128,22 @@ fn cli_revocations_reach_replicas_with_other_copies_of_the_file() {
     let add = keygate(a, &["key", "add", "billing", "--role", "service"]);
     assert_eq!(add.status.code(), Some(0), "{}", stderr(&add));
     let billing = stdout(&add).trim().to_owned();
-    let add = keygate_stdin(a, &["user", "add", "alice", "--role", "admin"], "correct horse battery\n");
+    let add = keygate_stdin(
+        a,
+        &["user", "add", "alice", "--role", "admin"],
+        "correct horse battery\n",
+    );
     assert_eq!(add.status.code(), Some(0), "{}", stderr(&add));
     std::fs::copy(a.join("keygate.toml"), b.join("keygate.toml")).unwrap();
     let (sa, sb) = (serve(a), serve(b));
     for s in [&sa, &sb] {
         eventually("in sync with the store", || {
-            http().get(format!("{}/readyz", s.base)).send().unwrap().status() == 200
+            http()
+                .get(format!("{}/readyz", s.base))
+                .send()
+                .unwrap()
+                .status()
+                == 200
         });
     }
 
@@ -120,10 +152,17 @@ fn cli_revocations_reach_replicas_with_other_copies_of_the_file() {
     let b_file = std::fs::read_to_string(b.join("keygate.toml")).unwrap();
     let revoke = keygate(a, &["key", "revoke", "my-service"]);
     assert_eq!(revoke.status.code(), Some(0), "{}", stderr(&revoke));
-    assert!(stderr(&revoke).contains("written to the store"), "{}", stderr(&revoke));
+    assert!(
+        stderr(&revoke).contains("written to the store"),
+        "{}",
+        stderr(&revoke)
+    );
     refused_everywhere("key revoke", [&sa, &sb], Some(&first), &token);
     let b_now = std::fs::read_to_string(b.join("keygate.toml")).unwrap();
-    assert_eq!(b_now, b_file, "B's copy is untouched and still lists the key");
+    assert_eq!(
+        b_now, b_file,
+        "B's copy is untouched and still lists the key"
+    );
     assert!(!b_now.contains("revoked_at"));
 
     // user remove on A's copy.
@@ -144,7 +183,9 @@ fn cli_revocations_reach_replicas_with_other_copies_of_the_file() {
     refused_everywhere("key rotate --grace 0s", [&sa, &sb], Some(&billing), &token);
     // A token from the second of the rotation may predate it and is refused; later ones pass.
     std::thread::sleep(Duration::from_millis(1100));
-    eventually("the new key works on A", || login(&sa.base, &new_key).status() == 200);
+    eventually("the new key works on A", || {
+        login(&sa.base, &new_key).status() == 200
+    });
     let fresh = token_of(login(&sa.base, &new_key));
     assert_eq!(verify(&sa.base, &fresh), 200);
     assert_eq!(verify(&sb.base, &fresh), 200);
@@ -165,14 +206,21 @@ fn an_unreachable_store_fails_the_revocation_loudly_after_the_file_edit() {
     let d = dir.path();
     init(d);
     let path = d.join("keygate.toml");
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replacen("# url = \"redis://127.0.0.1:6379\"", "url = \"redis://127.0.0.1:1\"", 1);
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        "# url = \"redis://127.0.0.1:6379\"",
+        "url = \"redis://127.0.0.1:1\"",
+        1,
+    );
     std::fs::write(&path, text).unwrap();
     let revoke = keygate(d, &["key", "revoke", "my-service"]);
     assert_eq!(revoke.status.code(), Some(3), "{}", stderr(&revoke));
     assert!(stderr(&revoke).contains("writing the revocation to the store failed"));
-    assert!(std::fs::read_to_string(&path).unwrap().contains("revoked_at"), "the file edit stays");
+    assert!(
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("revoked_at"),
+        "the file edit stays"
+    );
 }
 
 /// Starts `keygate serve` on a store at `redis`, returns what it logged in its first second.
@@ -180,7 +228,11 @@ fn startup_warnings(redis: &Redis) -> String {
     let dir = tempfile::tempdir().unwrap();
     init_with_store(dir.path(), redis);
     let log = dir.path().join("serve.log");
-    let server = serve_logging(dir.path(), "warn", Stdio::from(std::fs::File::create(&log).unwrap()));
+    let server = serve_logging(
+        dir.path(),
+        "warn",
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
     let mut text = String::new();
     eventually("the store check is logged", || {
         text = std::fs::read_to_string(&log).unwrap();
@@ -205,8 +257,22 @@ fn start_up_names_the_redis_settings_keygate_needs() {
     let dir = tempfile::tempdir().unwrap();
     init_with_store(dir.path(), &good);
     let log = dir.path().join("serve.log");
-    let server = serve_logging(dir.path(), "warn", Stdio::from(std::fs::File::create(&log).unwrap()));
-    eventually("in sync", || http().get(format!("{}/readyz", server.base)).send().unwrap().status() == 200);
+    let server = serve_logging(
+        dir.path(),
+        "warn",
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    eventually("in sync", || {
+        http()
+            .get(format!("{}/readyz", server.base))
+            .send()
+            .unwrap()
+            .status()
+            == 200
+    });
     drop(server);
-    assert!(!std::fs::read_to_string(&log).unwrap().contains("store: "), "no warning when all is set");
+    assert!(
+        !std::fs::read_to_string(&log).unwrap().contains("store: "),
+        "no warning when all is set"
+    );
 }

@@ -183,11 +183,11 @@ impl Config {
                     format!("`{}` is not a redis:// or rediss:// URL", redact_url(url)),
                 ));
             }
-            redis::Client::open(url.as_str()).map_err(|e| {
-                ConfigError::new(setting, format!("`{}`: {e}", redact_url(url)))
-            })?;
+            redis::Client::open(url.as_str())
+                .map_err(|e| ConfigError::new(setting, format!("`{}`: {e}", redact_url(url))))?;
         }
-        if !store.sentinels.is_empty() && store.sentinel_master.as_deref().is_none_or(str::is_empty) {
+        if !store.sentinels.is_empty() && store.sentinel_master.as_deref().is_none_or(str::is_empty)
+        {
             return Err(ConfigError::new(
                 "store.sentinel_master",
                 "is required with store.sentinels: the name the sentinels monitor",

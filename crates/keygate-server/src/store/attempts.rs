@@ -76,9 +76,7 @@ impl RedisAttempts {
             .iter()
             .map(|s| self.layout.attempts(&s.to_string()))
             .collect();
-        let window_ms = u64::try_from(window.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
         let ms: u64 = self
             .store
             .run(|mut c| async move {

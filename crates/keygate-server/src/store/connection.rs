@@ -44,7 +44,7 @@ enum Topology {
         tls: Option<Vec<u8>>,
     },
     Cluster {
-        client: redis::cluster::ClusterClient,
+        client: Box<redis::cluster::ClusterClient>,
         /// Each seed node on its own, for pub/sub (a cluster broadcasts PUBLISH to every node).
         nodes: Vec<redis::Client>,
     },
@@ -154,7 +154,7 @@ impl RedisStore {
                 });
             }
             Topology::Cluster {
-                client: builder.build().map_err(|e| e.to_string())?,
+                client: Box::new(builder.build().map_err(|e| e.to_string())?),
                 nodes: config
                     .cluster
                     .iter()
@@ -238,7 +238,9 @@ impl RedisStore {
             Ok(Ok(v)) => return Ok(v),
             Ok(Err(e)) if !drops_connection(&e) => return Err(unavailable(&e)),
             Ok(Err(e)) => unavailable(&e),
-            Err(_) => Error::StoreUnavailable("the store did not answer within store.timeout".into()),
+            Err(_) => {
+                Error::StoreUnavailable("the store did not answer within store.timeout".into())
+            }
         };
         if let Some(g) = generation {
             self.forget(g);
@@ -287,8 +289,13 @@ impl RedisStore {
                     .query_async(&mut c)
                     .await?;
                 let url = with_address(template, &host, port);
-                let primary = client(&url, tls.as_ref())
-                    .map_err(|e| redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "primary URL", e)))?;
+                let primary = client(&url, tls.as_ref()).map_err(|e| {
+                    redis::RedisError::from((
+                        redis::ErrorKind::InvalidClientConfig,
+                        "primary URL",
+                        e,
+                    ))
+                })?;
                 let mut p = primary
                     .get_multiplexed_async_connection_with_config(&self.connection_config())
                     .await?;

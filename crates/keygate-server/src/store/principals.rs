@@ -93,7 +93,11 @@ impl PendingRevocation {
             store,
             layout: Layout::for_issuer(runtime.issuer.policy().issuer.as_str()),
             id: id.to_owned(),
-            hashes: principal.credentials.iter().map(|c| c.hash.clone()).collect(),
+            hashes: principal
+                .credentials
+                .iter()
+                .map(|c| c.hash.clone())
+                .collect(),
         }))
     }
 

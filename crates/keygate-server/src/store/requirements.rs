@@ -46,7 +46,12 @@ pub(crate) async fn findings(store: &RedisStore) -> Vec<String> {
             )];
         }
     };
-    let value = |i: usize| -> &str { settings.get(i).and_then(|v| v.get(1)).map_or("", String::as_str) };
+    let value = |i: usize| -> &str {
+        settings
+            .get(i)
+            .and_then(|v| v.get(1))
+            .map_or("", String::as_str)
+    };
     let mut out = Vec::new();
     let policy = value(0);
     if policy.starts_with("allkeys") {

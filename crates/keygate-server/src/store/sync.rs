@@ -105,11 +105,14 @@ async fn subscribe(s: &Shared) -> Result<(PubSubSink, PubSubStream), String> {
         .map_err(|_| "no answer within store.timeout".to_owned())?
 }
 
+/// Sorted-set members with their scores.
+type Scored = Vec<(String, u64)>;
+
 /// Reads the store's whole list into the copy and writes back what the store lacks.
 async fn resync(s: &Shared) -> Result<(), keygate::Error> {
     let (revoked, principals) = (s.layout.revoked(), s.layout.principals());
     let now = now_unix();
-    let (tokens, entries): (Vec<(String, u64)>, Vec<(String, u64)>) = s
+    let (tokens, entries): (Scored, Scored) = s
         .store
         .run(|mut c| async move {
             redis::pipe()
@@ -129,7 +132,10 @@ async fn resync(s: &Shared) -> Result<(), keygate::Error> {
         })
         .await?;
     let missing = {
-        let mut copy = s.copy.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut copy = s
+            .copy
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         copy.prune(now);
         let in_store: std::collections::HashSet<&str> = tokens
             .iter()
@@ -176,7 +182,7 @@ async fn resync(s: &Shared) -> Result<(), keygate::Error> {
     Ok(())
 }
 
-fn merge(copy: &mut Copy, tokens: Vec<(String, u64)>, entries: Vec<(String, u64)>) {
+fn merge(copy: &mut Copy, tokens: Scored, entries: Scored) {
     for (member, until) in tokens {
         copy.add_token(member, until);
     }
@@ -188,7 +194,12 @@ fn merge(copy: &mut Copy, tokens: Vec<(String, u64)>, entries: Vec<(String, u64)
 }
 
 /// Applies published changes until the subscription fails or stalls.
-async fn follow(shared: &Weak<Shared>, mut sink: PubSubSink, mut stream: PubSubStream, timeout: Duration) {
+async fn follow(
+    shared: &Weak<Shared>,
+    mut sink: PubSubSink,
+    mut stream: PubSubStream,
+    timeout: Duration,
+) {
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.tick().await;
     loop {
@@ -217,7 +228,10 @@ async fn follow(shared: &Weak<Shared>, mut sink: PubSubSink, mut stream: PubSubS
 
 /// One published change: `t <until> <token digest>` or `p <at ms> <fingerprint> <id>`.
 fn apply(s: &Arc<Shared>, text: &str) {
-    let mut copy = s.copy.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut copy = s
+        .copy
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     match text.split_once(' ') {
         Some(("t", rest)) => {
             if let Some((until, member)) = rest.split_once(' ')
@@ -237,4 +251,3 @@ fn apply(s: &Arc<Shared>, text: &str) {
         _ => tracing::debug!("unknown message on the store channel ignored"),
     }
 }
-

@@ -16,7 +16,10 @@ pub(crate) fn redis_server() -> PathBuf {
 }
 
 fn redis_cli() -> PathBuf {
-    system_program(&["/usr/bin/redis-cli", "/usr/local/bin/redis-cli"], "redis-tools")
+    system_program(
+        &["/usr/bin/redis-cli", "/usr/local/bin/redis-cli"],
+        "redis-tools",
+    )
 }
 
 /// A port `p` free now, with `p + 10000` free too (a cluster node's bus port).
@@ -31,7 +34,10 @@ fn free_port_pair() -> u16 {
 
 async fn wait_for_port(port: u16) {
     for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -221,7 +227,11 @@ impl SentinelSet {
         let mut r = replica.connection().await;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let info: String = redis::cmd("INFO").arg("replication").query_async(&mut r).await.unwrap();
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query_async(&mut r)
+                .await
+                .unwrap();
             if info.contains("master_link_status:up") {
                 break;
             }
@@ -284,19 +294,30 @@ impl Cluster {
                 .await,
             );
         }
-        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
         let out = Command::new(redis_cli())
             .args(["--cluster", "create"])
             .args(&addrs)
             .args(["--cluster-replicas", "0", "--cluster-yes"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         let deadline = Instant::now() + Duration::from_secs(15);
         for n in &nodes {
             let mut c = n.connection().await;
             loop {
-                let info: String = redis::cmd("CLUSTER").arg("INFO").query_async(&mut c).await.unwrap();
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query_async(&mut c)
+                    .await
+                    .unwrap();
                 if info.contains("cluster_state:ok") {
                     break;
                 }
@@ -308,7 +329,11 @@ impl Cluster {
     }
 
     pub(crate) fn store_toml(&self) -> String {
-        let urls: Vec<String> = self.nodes.iter().map(|n| format!("\"{}\"", n.url())).collect();
+        let urls: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("\"{}\"", n.url()))
+            .collect();
         format!("[store]\ncluster = [{}]\n", urls.join(", "))
     }
 }
@@ -332,10 +357,19 @@ impl TestServer {
     /// Waits (up to 10 s) for `/readyz` to say the store copy is in sync.
     pub(crate) async fn wait_in_sync(&self) {
         let waited = eventually(Duration::from_secs(10), || async {
-            self.http.get(self.url("/readyz")).send().await.unwrap().status() == 200
+            self.http
+                .get(self.url("/readyz"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                == 200
         })
         .await;
-        assert!(waited.is_some(), "the replica never got in sync with the store");
+        assert!(
+            waited.is_some(),
+            "the replica never got in sync with the store"
+        );
     }
 }
 

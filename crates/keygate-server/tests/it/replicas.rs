@@ -30,9 +30,17 @@ async fn a_revocation_on_one_replica_is_honoured_by_the_other() {
     let redis = Redis::start(&[]).await;
     let (a, b) = replicas(&redis, "deny").await;
     let token = a.token().await;
-    assert_eq!(b.verify(&token).await.status(), 200, "tokens need no shared state");
+    assert_eq!(
+        b.verify(&token).await.status(),
+        200,
+        "tokens need no shared state"
+    );
     assert_eq!(a.logout(&token).await.status(), 204);
-    assert_eq!(a.verify(&token).await.status(), 401, "refused at once where revoked");
+    assert_eq!(
+        a.verify(&token).await.status(),
+        401,
+        "refused at once where revoked"
+    );
     let took = eventually(Duration::from_secs(1), || async {
         b.verify(&token).await.status() == 401
     })
@@ -43,7 +51,11 @@ async fn a_revocation_on_one_replica_is_honoured_by_the_other() {
     // RFC 7009 revocation on B, honoured by A.
     let second = b.token().await;
     let r = b
-        .post_form("/revoke", Some(("billing", &b.billing_key)), &[("token", &second)])
+        .post_form(
+            "/revoke",
+            Some(("billing", &b.billing_key)),
+            &[("token", &second)],
+        )
         .await;
     assert_eq!(r.status(), 200);
     let took = eventually(Duration::from_secs(1), || async {
@@ -52,13 +64,20 @@ async fn a_revocation_on_one_replica_is_honoured_by_the_other() {
     .await;
     assert!(took.is_some());
     let introspected: Value = a
-        .post_form("/introspect", Some(("billing", &a.billing_key)), &[("token", &second)])
+        .post_form(
+            "/introspect",
+            Some(("billing", &a.billing_key)),
+            &[("token", &second)],
+        )
         .await
         .json()
         .await
         .unwrap();
     assert_eq!(introspected, serde_json::json!({"active": false}));
-    assert_eq!(a.http.get(a.url("/readyz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        a.http.get(a.url("/readyz")).send().await.unwrap().status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -68,9 +87,11 @@ async fn verify_makes_no_redis_round_trip() {
     let token = a.token().await;
     let revoked = a.token().await;
     assert_eq!(a.logout(&revoked).await.status(), 204);
-    eventually(Duration::from_secs(1), || async { b.verify(&revoked).await.status() == 401 })
-        .await
-        .unwrap();
+    eventually(Duration::from_secs(1), || async {
+        b.verify(&revoked).await.status() == 401
+    })
+    .await
+    .unwrap();
 
     let before = redis.command_calls().await;
     let started = Instant::now();
@@ -92,7 +113,11 @@ async fn verify_makes_no_redis_round_trip() {
         let (_, pings) = sent.remove(i);
         assert!(pings <= heartbeats, "{pings} pings in {elapsed:?}");
     }
-    assert_eq!(sent, vec![], "1 500 token checks sent these commands to Redis");
+    assert_eq!(
+        sent,
+        vec![],
+        "1 500 token checks sent these commands to Redis"
+    );
 }
 
 #[tokio::test]
@@ -108,7 +133,10 @@ async fn a_thousand_revocations_reach_the_other_replica_within_a_second() {
         let started = Instant::now();
         assert_eq!(a.logout(token).await.status(), 204);
         while b.verify(token).await.status() != 401 {
-            assert!(started.elapsed() < Duration::from_secs(5), "never refused on B");
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "never refused on B"
+            );
         }
         took.push(started.elapsed());
     }
@@ -116,7 +144,9 @@ async fn a_thousand_revocations_reach_the_other_replica_within_a_second() {
     let at = |q: f64| took[((took.len() as f64 * q) as usize).min(took.len() - 1)];
     let (p50, p99, max) = (at(0.5), at(0.99), took[took.len() - 1]);
     // The figures for docs/benchmarks.md (debug build, both replicas in this process).
-    eprintln!("revocation A → refused on B, 1000 revocations: p50 {p50:?}, p99 {p99:?}, max {max:?}");
+    eprintln!(
+        "revocation A → refused on B, 1000 revocations: p50 {p50:?}, p99 {p99:?}, max {max:?}"
+    );
     assert!(p99 <= Duration::from_secs(1), "p99 {p99:?}");
 }
 
@@ -156,12 +186,22 @@ async fn a_dead_redis_fails_closed_and_recovers() {
     assert_eq!(error_of(r).await, "temporarily_unavailable");
     let r = a.http.get(a.url("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 503);
-    assert_eq!(r.json::<Value>().await.unwrap()["status"], "store_unavailable");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["status"],
+        "store_unavailable"
+    );
     let r = a.logout(&token).await;
-    assert_eq!(r.status(), 503, "a revocation that cannot be checked or stored is refused");
+    assert_eq!(
+        r.status(),
+        503,
+        "a revocation that cannot be checked or stored is refused"
+    );
     // Logins need the list too (a credential may be revoked in the store): deny says 503.
     assert_eq!(a.login(&a.billing_key).await.status(), 503);
-    assert_eq!(a.http.get(a.url("/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        a.http.get(a.url("/healthz")).send().await.unwrap().status(),
+        200
+    );
 
     redis.restart().await;
     let fresh = eventually(Duration::from_secs(5), || async {
@@ -169,7 +209,10 @@ async fn a_dead_redis_fails_closed_and_recovers() {
     })
     .await;
     assert!(fresh.is_some(), "back within 5 s");
-    assert_eq!(a.http.get(a.url("/readyz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        a.http.get(a.url("/readyz")).send().await.unwrap().status(),
+        200
+    );
     assert_eq!(a.verify(&token).await.status(), 200);
 }
 
@@ -180,9 +223,11 @@ async fn allow_answers_from_the_copy_while_redis_is_down() {
     let revoked = a.token().await;
     let token = a.token().await;
     assert_eq!(a.logout(&revoked).await.status(), 204);
-    eventually(Duration::from_secs(1), || async { b.verify(&revoked).await.status() == 401 })
-        .await
-        .unwrap();
+    eventually(Duration::from_secs(1), || async {
+        b.verify(&revoked).await.status() == 401
+    })
+    .await
+    .unwrap();
     redis.kill();
     eventually(Duration::from_secs(2), || async {
         b.http.get(b.url("/readyz")).send().await.unwrap().status() == 503
@@ -190,9 +235,17 @@ async fn allow_answers_from_the_copy_while_redis_is_down() {
     .await
     .expect("the outage is noticed");
     assert_eq!(b.verify(&token).await.status(), 200);
-    assert_eq!(b.verify(&revoked).await.status(), 401, "the copy still refuses what it holds");
+    assert_eq!(
+        b.verify(&revoked).await.status(),
+        401,
+        "the copy still refuses what it holds"
+    );
     let forged = format!("{}x", &token[..token.len() - 1]);
-    assert_eq!(b.verify(&forged).await.status(), 401, "signatures are still checked");
+    assert_eq!(
+        b.verify(&forged).await.status(),
+        401,
+        "signatures are still checked"
+    );
 }
 
 #[tokio::test]
@@ -212,9 +265,27 @@ async fn a_silent_redis_costs_a_deadline_not_a_hang() {
     let started = Instant::now();
     let r = a.login(&a.billing_key).await;
     assert_eq!(r.status(), 503, "never in sync, so deny");
-    let r = a.post_form("/token", None, &[("grant_type", "password"), ("username", "alice"), ("password", "wrong")]).await;
-    assert_eq!(r.status(), 400, "the attempt limiter falls back to local counts after store.timeout");
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    let r = a
+        .post_form(
+            "/token",
+            None,
+            &[
+                ("grant_type", "password"),
+                ("username", "alice"),
+                ("password", "wrong"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        r.status(),
+        400,
+        "the attempt limiter falls back to local counts after store.timeout"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -223,9 +294,11 @@ async fn the_local_copy_survives_a_store_restart_and_writes_back() {
     let (a, b) = replicas(&redis, "deny").await;
     let token = a.token().await;
     assert_eq!(a.logout(&token).await.status(), 204);
-    eventually(Duration::from_secs(1), || async { b.verify(&token).await.status() == 401 })
-        .await
-        .unwrap();
+    eventually(Duration::from_secs(1), || async {
+        b.verify(&token).await.status() == 401
+    })
+    .await
+    .unwrap();
 
     // Restarted without persistence: Redis comes back empty.
     redis.restart().await;
@@ -248,7 +321,11 @@ async fn revocations_outlive_every_token_they_cover() {
     assert_eq!(a.logout(&token).await.status(), 204);
     let exp = claims(&token)["exp"].as_u64().unwrap();
     let mut c = redis.connection().await;
-    let keys: Vec<String> = redis::cmd("KEYS").arg("keygate:*:revoked").query_async(&mut c).await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("keygate:*:revoked")
+        .query_async(&mut c)
+        .await
+        .unwrap();
     assert_eq!(keys.len(), 1);
     let entries: Vec<(String, u64)> = redis::cmd("ZRANGE")
         .arg(&keys[0])
@@ -261,15 +338,24 @@ async fn revocations_outlive_every_token_they_cover() {
     // The verifier accepts up to and including exp + leeway (30 s): one second more.
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].1, exp + 30 + 1);
-    let ttl: i64 = redis::cmd("PTTL").arg(&keys[0]).query_async(&mut c).await.unwrap();
-    assert_eq!(ttl, -1, "the list itself never expires (or gets evicted under volatile-*)");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&keys[0])
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(
+        ttl, -1,
+        "the list itself never expires (or gets evicted under volatile-*)"
+    );
 }
 
 #[tokio::test]
 async fn attempt_counters_always_expire() {
     let redis = Redis::start(&[]).await;
     let (a, _b) = replicas(&redis, "deny").await;
-    let text = std::fs::read_to_string(&a.config_path).unwrap().replace("window = \"1m\"", "window = \"1s\"");
+    let text = std::fs::read_to_string(&a.config_path)
+        .unwrap()
+        .replace("window = \"1m\"", "window = \"1s\"");
     a.rewrite_config(&text).unwrap();
     let wrong = keygate::api_key::generate("billing").unwrap();
     let mut c = redis.connection().await;
@@ -277,9 +363,17 @@ async fn attempt_counters_always_expire() {
     let mut checked = 0;
     while started.elapsed() < Duration::from_secs(3) {
         let _ = a.login(&wrong).await;
-        let keys: Vec<String> = redis::cmd("KEYS").arg("keygate:*:attempts:*").query_async(&mut c).await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("keygate:*:attempts:*")
+            .query_async(&mut c)
+            .await
+            .unwrap();
         for k in keys {
-            let ttl: i64 = redis::cmd("PTTL").arg(&k).query_async(&mut c).await.unwrap();
+            let ttl: i64 = redis::cmd("PTTL")
+                .arg(&k)
+                .query_async(&mut c)
+                .await
+                .unwrap();
             assert!(ttl != -1, "a counter without expiry: {k}");
             checked += 1;
         }
@@ -290,13 +384,25 @@ async fn attempt_counters_always_expire() {
     for _ in 0..5 {
         let _ = a.login(&wrong).await;
     }
-    let keys: Vec<String> = redis::cmd("KEYS").arg("keygate:*:attempts:*").query_async(&mut c).await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("keygate:*:attempts:*")
+        .query_async(&mut c)
+        .await
+        .unwrap();
     for k in &keys {
-        let _: () = redis::cmd("PERSIST").arg(k).query_async(&mut c).await.unwrap();
+        let _: () = redis::cmd("PERSIST")
+            .arg(k)
+            .query_async(&mut c)
+            .await
+            .unwrap();
     }
     assert_eq!(a.login(&a.billing_key).await.status(), 429);
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert_eq!(a.login(&a.billing_key).await.status(), 200, "the window ended");
+    assert_eq!(
+        a.login(&a.billing_key).await.status(),
+        200,
+        "the window ended"
+    );
 }
 
 #[tokio::test]
@@ -307,7 +413,10 @@ async fn two_deployments_share_one_redis_without_colliding() {
     let text = config_text(&key, user_hash(), &store);
     let one = TestServer::with_config(text.clone(), key.clone()).await;
     let other = TestServer::with_config(
-        text.replace("issuer = \"https://keygate.test\"", "issuer = \"https://other.test\""),
+        text.replace(
+            "issuer = \"https://keygate.test\"",
+            "issuer = \"https://other.test\"",
+        ),
         key.clone(),
     )
     .await;
@@ -318,5 +427,9 @@ async fn two_deployments_share_one_redis_without_colliding() {
         assert_eq!(one.login(&wrong).await.status(), 401);
     }
     assert_eq!(one.login(&key).await.status(), 429);
-    assert_eq!(other.login(&key).await.status(), 200, "another deployment's counters");
+    assert_eq!(
+        other.login(&key).await.status(),
+        200,
+        "another deployment's counters"
+    );
 }

@@ -17,7 +17,11 @@ struct Outcome {
 }
 
 /// Requests from 6 tasks (verify, login, a wrong key in turn) until `stop` is set.
-fn load(servers: Arc<Vec<TestServer>>, token: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<Outcome>> {
+fn load(
+    servers: Arc<Vec<TestServer>>,
+    token: String,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<Outcome>> {
     tokio::spawn(async move {
         let mut tasks = Vec::new();
         for n in 0..6usize {
@@ -56,14 +60,25 @@ fn check(outcomes: &[Outcome], timeout: Duration) {
     assert!(outcomes.len() > 50, "the load ran: {}", outcomes.len());
     for o in outcomes {
         assert!(
-            matches!((o.what, o.status), ("verify" | "login", 200 | 503) | ("wrong key", 401 | 429 | 503)),
+            matches!(
+                (o.what, o.status),
+                ("verify" | "login", 200 | 503) | ("wrong key", 401 | 429 | 503)
+            ),
             "{} answered {}",
             o.what,
             o.status
         );
-        assert!(o.took <= timeout + Duration::from_secs(1), "{} took {:?}", o.what, o.took);
+        assert!(
+            o.took <= timeout + Duration::from_secs(1),
+            "{} took {:?}",
+            o.what,
+            o.took
+        );
     }
-    assert!(outcomes.iter().any(|o| o.status == 503), "deny answered 503 during the outage");
+    assert!(
+        outcomes.iter().any(|o| o.status == 503),
+        "deny answered 503 during the outage"
+    );
 }
 
 fn slowest(outcomes: &[Outcome]) -> Duration {
@@ -106,7 +121,11 @@ async fn a_stalled_redis_under_load_costs_at_most_the_timeout() {
     stop.store(true, Ordering::Relaxed);
     let outcomes = running.await.unwrap();
     check(&outcomes, Duration::from_millis(250));
-    eprintln!("SIGSTOP 3 s: {} requests, slowest {:?}, back {back:?} after SIGCONT", outcomes.len(), slowest(&outcomes));
+    eprintln!(
+        "SIGSTOP 3 s: {} requests, slowest {:?}, back {back:?} after SIGCONT",
+        outcomes.len(),
+        slowest(&outcomes)
+    );
 }
 
 #[tokio::test]
@@ -123,5 +142,9 @@ async fn redis_killed_and_restarted_under_load() {
     stop.store(true, Ordering::Relaxed);
     let outcomes = running.await.unwrap();
     check(&outcomes, Duration::from_millis(250));
-    eprintln!("killed 2 s: {} requests, slowest {:?}, back {back:?} after restart", outcomes.len(), slowest(&outcomes));
+    eprintln!(
+        "killed 2 s: {} requests, slowest {:?}, back {back:?} after restart",
+        outcomes.len(),
+        slowest(&outcomes)
+    );
 }

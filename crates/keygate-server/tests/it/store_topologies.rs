@@ -7,17 +7,28 @@ use crate::redis_servers::*;
 use crate::util::*;
 
 async fn refused_within_a_second(s: &TestServer, token: &str) {
-    let took = eventually(Duration::from_secs(1), || async { s.verify(token).await.status() == 401 }).await;
+    let took = eventually(Duration::from_secs(1), || async {
+        s.verify(token).await.status() == 401
+    })
+    .await;
     assert!(took.is_some(), "refused within a second");
 }
 
 /// Entries of the revocation list on one node.
 async fn revocations_on(node: &Redis) -> usize {
     let mut c = node.connection().await;
-    let keys: Vec<String> = redis::cmd("KEYS").arg("keygate:*:revoked").query_async(&mut c).await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("keygate:*:revoked")
+        .query_async(&mut c)
+        .await
+        .unwrap();
     let mut n = 0;
     for k in keys {
-        let count: usize = redis::cmd("ZCARD").arg(&k).query_async(&mut c).await.unwrap();
+        let count: usize = redis::cmd("ZCARD")
+            .arg(&k)
+            .query_async(&mut c)
+            .await
+            .unwrap();
         n += count;
     }
     n
@@ -31,7 +42,10 @@ async fn a_sentinel_failover_is_followed_without_a_restart() {
     let before = a.token().await;
     assert_eq!(a.logout(&before).await.status(), 204);
     refused_within_a_second(b, &before).await;
-    let replicated = eventually(Duration::from_secs(2), || async { revocations_on(&set.replica).await == 1 }).await;
+    let replicated = eventually(Duration::from_secs(2), || async {
+        revocations_on(&set.replica).await == 1
+    })
+    .await;
     assert!(replicated.is_some());
 
     set.primary.kill();
@@ -52,11 +66,19 @@ async fn a_sentinel_failover_is_followed_without_a_restart() {
     assert_eq!(b.verify(&after).await.status(), 200);
     assert_eq!(b.logout(&after).await.status(), 204);
     refused_within_a_second(a, &after).await;
-    assert_eq!(revocations_on(&set.replica).await, 2, "written to the promoted replica");
+    assert_eq!(
+        revocations_on(&set.replica).await,
+        2,
+        "written to the promoted replica"
+    );
     let text = std::fs::read_to_string(&a.config_path).unwrap();
     let c = TestServer::with_config(text, a.billing_key.clone()).await;
     c.wait_in_sync().await;
-    assert_eq!(c.verify(&before).await.status(), 401, "a replica started after the failover");
+    assert_eq!(
+        c.verify(&before).await.status(),
+        401,
+        "a replica started after the failover"
+    );
 }
 
 #[tokio::test]
@@ -86,11 +108,16 @@ async fn a_redis_cluster_holds_revocations_and_counters() {
 }
 
 /// A CA and a certificate for 127.0.0.1 signed by it, as PEM files in `dir`.
-fn tls_files(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+fn tls_files(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
+    ca.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
     let ca_cert = ca.self_signed(&ca_key).unwrap();
     let issuer = rcgen::Issuer::new(ca, ca_key);
     let key = rcgen::KeyPair::generate().unwrap();
@@ -98,7 +125,11 @@ fn tls_files(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, 
         .unwrap()
         .signed_by(&key, &issuer)
         .unwrap();
-    let paths = (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"));
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
     std::fs::write(&paths.0, ca_cert.pem()).unwrap();
     std::fs::write(&paths.1, cert.pem()).unwrap();
     std::fs::write(&paths.2, key.serialize_pem()).unwrap();
@@ -119,7 +150,11 @@ async fn rediss_with_a_private_ca() {
 
     // Without the CA the server is not trusted: never in sync, so deny answers 503.
     let billing = keygate::api_key::generate("billing").unwrap();
-    let text = config_text(&billing, user_hash(), &format!("[store]\nurl = \"{url}\"\n"));
+    let text = config_text(
+        &billing,
+        user_hash(),
+        &format!("[store]\nurl = \"{url}\"\n"),
+    );
     let untrusting = TestServer::with_config(text, billing.clone()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(untrusting.login(&billing).await.status(), 503);
