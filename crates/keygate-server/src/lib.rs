@@ -40,6 +40,7 @@ pub mod store;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 pub use config::{Config, ConfigError, Runtime};
 pub use rejection::Rejection;
@@ -55,6 +56,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     state.start_store_sync();
+    // Connections wait in the listen queue meanwhile; a store that is down costs a
+    // second of start-up, then on_unavailable answers.
+    if !state.wait_store_sync(Duration::from_secs(1)).await {
+        tracing::warn!(
+            "the revocation list is not in sync with the store yet; store.on_unavailable applies until it is"
+        );
+    }
     let drain_for = state.runtime().config.server.shutdown_timeout;
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();

@@ -165,6 +165,16 @@ impl AppState {
         }
     }
 
+    /// Waits, at most `limit`, for the local copy of the store's revocation list to be in
+    /// sync, so that the first requests after start-up find it complete rather than
+    /// answering by `store.on_unavailable`. True at once without a store.
+    pub async fn wait_store_sync(&self, limit: std::time::Duration) -> bool {
+        match &self.inner.revocations {
+            Revocations::Shared(shared) => shared.wait_synced(limit).await,
+            Revocations::Memory(_) => true,
+        }
+    }
+
     pub(crate) fn attempts(&self) -> &FailedAttempts {
         &self.inner.attempts
     }

@@ -435,6 +435,7 @@ mod tests {
         assert!(!c.cookie.enabled);
         assert_eq!(c.limits.failed_attempts, 10);
         assert_eq!(c.store.on_unavailable, OnUnavailable::Deny);
+        assert_eq!(c.store.timeout, Duration::from_millis(250));
         assert_eq!(rt.verifier.policy().issuer, "http://127.0.0.1:8080");
     }
 
@@ -564,5 +565,14 @@ mod tests {
         let err = check(&bad).unwrap_err().to_string();
         assert!(err.starts_with("store.url"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
+        let store = |t: &str| check(&format!("{}[store]\n{t}\n", minimal()));
+        let fails = |t: &str| store(t).unwrap_err().to_string();
+        store("sentinels = [\"rediss://10.0.0.1:26379\"]\nsentinel_master = \"kg\"").unwrap();
+        store("cluster = [\"redis://10.0.0.1:7000\"]\ntimeout = \"1s\"").unwrap();
+        assert!(fails("url = \"redis://a\"\ncluster = [\"redis://b\"]").starts_with("store:"));
+        assert!(fails("sentinels = [\"redis://a\"]").starts_with("store.sentinel_master"));
+        assert!(fails("cluster = [\"http://a\"]").starts_with("store.cluster"));
+        assert!(fails("timeout = \"0s\"").starts_with("store.timeout"));
+        assert!(fails("ca_file = \"/nonexistent.pem\"").starts_with("store.ca_file"));
     }
 }

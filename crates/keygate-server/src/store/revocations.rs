@@ -172,6 +172,15 @@ impl SharedRevocations {
         }
     }
 
+    /// Waits until the copy is in sync, for at most `limit`; true when it is.
+    pub async fn wait_synced(&self, limit: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.is_synced() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        self.is_synced()
+    }
+
     /// True while the copy is complete: subscribed, and resynchronised since.
     pub fn is_synced(&self) -> bool {
         self.inner.synced.load(Ordering::Acquire)
