@@ -18,32 +18,58 @@ pub(crate) async fn check(store: &RedisStore) {
     }
 }
 
-/// The warnings [`check`] logs.
+/// The warnings [`check`] logs: for each node keygate writes to (the one Redis, the
+/// primary, or every listed cluster node).
 pub(crate) async fn findings(store: &RedisStore) -> Vec<String> {
-    let settings = store
-        .run(|mut c| async move {
-            redis::pipe()
-                .cmd("CONFIG")
-                .arg("GET")
-                .arg("maxmemory-policy")
-                .cmd("CONFIG")
-                .arg("GET")
-                .arg("appendonly")
-                .cmd("CONFIG")
-                .arg("GET")
-                .arg("save")
-                .query_async::<Vec<Vec<String>>>(&mut c)
-                .await
-        })
-        .await;
-    let settings = match settings {
-        Ok(s) => s,
+    let nodes = match store.pubsub_clients().await {
+        Ok(nodes) => nodes,
         Err(e) => {
+            return vec![format!(
+                "store: could not check the Redis settings keygate relies on: {e}"
+            )];
+        }
+    };
+    let mut out = Vec::new();
+    for node in nodes {
+        for finding in node_findings(store, &node).await {
+            if !out.contains(&finding) {
+                out.push(finding);
+            }
+        }
+    }
+    out
+}
+
+async fn node_findings(store: &RedisStore, node: &redis::Client) -> Vec<String> {
+    let query = async {
+        let mut c = node.get_multiplexed_async_connection().await?;
+        redis::pipe()
+            .cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .cmd("CONFIG")
+            .arg("GET")
+            .arg("appendonly")
+            .cmd("CONFIG")
+            .arg("GET")
+            .arg("save")
+            .query_async::<Vec<Vec<String>>>(&mut c)
+            .await
+    };
+    let settings = match tokio::time::timeout(store.timeout() * 4, query).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
             return vec![format!(
                 "store: could not check the Redis settings keygate relies on (CONFIG GET refused: {e}); \
                  make sure persistence is on (appendonly yes, or save) and maxmemory-policy is \
                  noeviction or volatile-*"
             )];
+        }
+        Err(_) => {
+            return vec![
+                "store: could not check the Redis settings keygate relies on (no answer in time)"
+                    .to_owned(),
+            ];
         }
     };
     let value = |i: usize| -> &str {

@@ -56,6 +56,7 @@ pub(super) async fn run(shared: Weak<Shared>) {
                 match resync(&s).await {
                     Ok(()) => {
                         s.synced.store(true, Ordering::Release);
+                        metrics::gauge!("keygate_store_in_sync").set(1.0);
                         tracing::info!("revocation list in sync with the store");
                         backoff = Duration::from_millis(50);
                         let timeout = s.store.timeout();
@@ -64,6 +65,7 @@ pub(super) async fn run(shared: Weak<Shared>) {
                         if let Some(s) = shared.upgrade() {
                             s.synced.store(false, Ordering::Release);
                         }
+                        metrics::gauge!("keygate_store_in_sync").set(0.0);
                         tracing::warn!("store subscription lost; resynchronising");
                     }
                     Err(e) => tracing::warn!(error = %e, "store resynchronisation failed"),
@@ -71,6 +73,7 @@ pub(super) async fn run(shared: Weak<Shared>) {
             }
             Err(e) => {
                 s.synced.store(false, Ordering::Release);
+                metrics::gauge!("keygate_store_in_sync").set(0.0);
                 tracing::warn!(error = %e, "store unreachable; retrying");
                 drop(s);
             }
