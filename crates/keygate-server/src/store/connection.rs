@@ -34,15 +34,18 @@ struct Inner {
     generation: AtomicU64,
 }
 
+/// The sentinels of a Sentinel-managed primary.
+struct Sentinels {
+    sentinels: Vec<redis::Client>,
+    master: String,
+    /// A sentinel URL, whose scheme and credentials the primary's URL reuses.
+    template: String,
+    tls: Option<Vec<u8>>,
+}
+
 enum Topology {
     Single(redis::Client),
-    Sentinel {
-        sentinels: Vec<redis::Client>,
-        master: String,
-        /// A sentinel URL, whose scheme and credentials the primary's URL reuses.
-        template: String,
-        tls: Option<Vec<u8>>,
-    },
+    Sentinel(Sentinels),
     Cluster {
         client: Box<redis::cluster::ClusterClient>,
         /// Each seed node on its own, for pub/sub (a cluster broadcasts PUBLISH to every node).
@@ -90,7 +93,7 @@ impl fmt::Debug for RedisStore {
         // URLs may carry a password: only the shape and host parts are shown.
         match &self.inner.topology {
             Topology::Single(c) => write!(f, "RedisStore({:?})", c.get_connection_info().addr()),
-            Topology::Sentinel { master, .. } => write!(f, "RedisStore(sentinel {master:?})"),
+            Topology::Sentinel(s) => write!(f, "RedisStore(sentinel {:?})", s.master),
             Topology::Cluster { nodes, .. } => write!(f, "RedisStore(cluster of {})", nodes.len()),
         }
     }
@@ -136,12 +139,12 @@ impl RedisStore {
                 .iter()
                 .map(|u| client(u, ca.as_ref()))
                 .collect::<Result<_, _>>()?;
-            Topology::Sentinel {
+            Topology::Sentinel(Sentinels {
                 sentinels,
                 master,
                 template: config.sentinels[0].clone(),
                 tls: ca,
-            }
+            })
         } else if !config.cluster.is_empty() {
             let mut builder = redis::cluster::ClusterClientBuilder::new(config.cluster.clone())
                 .connection_timeout(config.timeout)
@@ -196,8 +199,8 @@ impl RedisStore {
                 c.get_multiplexed_async_connection_with_config(&self.connection_config())
                     .await?,
             ),
-            Topology::Sentinel { .. } => Connection::Single(
-                self.primary()
+            Topology::Sentinel(sentinels) => Connection::Single(
+                self.primary(sentinels)
                     .await?
                     .get_multiplexed_async_connection_with_config(&self.connection_config())
                     .await?,
@@ -260,23 +263,20 @@ impl RedisStore {
     pub(crate) async fn pubsub_clients(&self) -> redis::RedisResult<Vec<redis::Client>> {
         match &self.inner.topology {
             Topology::Single(c) => Ok(vec![c.clone()]),
-            Topology::Sentinel { .. } => Ok(vec![self.primary().await?]),
+            Topology::Sentinel(sentinels) => Ok(vec![self.primary(sentinels).await?]),
             Topology::Cluster { nodes, .. } => Ok(nodes.clone()),
         }
     }
 
     /// Asks each sentinel in turn where the primary is, and checks that it says so itself
     /// (`ROLE`), so a demoted or stale address is never written to.
-    async fn primary(&self) -> redis::RedisResult<redis::Client> {
-        let Topology::Sentinel {
+    async fn primary(&self, s: &Sentinels) -> redis::RedisResult<redis::Client> {
+        let Sentinels {
             sentinels,
             master,
             template,
             tls,
-        } = &self.inner.topology
-        else {
-            unreachable!("primary() is only called for Sentinel");
-        };
+        } = s;
         let mut last = None;
         for sentinel in sentinels {
             let found = async {
