@@ -13,7 +13,7 @@
 //! | `authorize` | the bearer-token check shared by `/verify`, `/userinfo`, `/logout` and `/introspect` |
 //! | [`rejection`] | [`Rejection`]: status, challenge and body of every refusal (token refusals in `keygate::axum`'s words) |
 //! | [`limits`] | [`limits::FailedAttempts`] and [`limits::Subject`]: 429 after too many failures |
-//! | [`store`] | Redis for the revocation list and attempt counters of several replicas |
+//! | [`store`] | Redis (one server, Sentinel or Cluster) for several replicas: each replica's local copy of the revocation list, credential revocations from the CLI, attempt counters |
 //! | [`metrics`] | Prometheus metrics |
 //! | `request_id` | `X-Request-Id`: a span per request, so its log lines name it; echoed |
 //! | [`reload`] | configuration reload on SIGHUP or file change |

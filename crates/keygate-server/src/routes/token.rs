@@ -46,7 +46,7 @@ pub(super) struct TokenForm {
         (status = 400, description = "`invalid_request`, `unsupported_grant_type`, `invalid_grant` or `invalid_scope`", body = crate::rejection::ErrorBody),
         (status = 401, description = "`invalid_client`", body = crate::rejection::ErrorBody, headers(("www-authenticate" = String, description = "`Basic realm=\"keygate\"`"))),
         (status = 429, description = "Too many failed attempts", body = crate::rejection::ErrorBody, headers(("retry-after" = u64))),
-        (status = 503, description = "Password hashing queue full", body = crate::rejection::ErrorBody, headers(("retry-after" = u64))),
+        (status = 503, description = "Password hashing queue full; or, with a store and `store.on_unavailable = \"deny\"`, the revocation list is not in sync with the store", body = crate::rejection::ErrorBody, headers(("retry-after" = u64))),
     ),
     security((), ("client_basic" = []), ("api_key_header" = []))
 )]
