@@ -1,11 +1,11 @@
-//! [`Revocations`]: the revocation list every check reads, and [`SharedRevocations`], this
+//! `Revocations`: the revocation list every check reads, and [`SharedRevocations`], this
 //! replica's copy of the list kept in the store.
 //!
 //! With a store, `/verify`, `/userinfo` and `/introspect` read only the local copy: no
 //! network round trip per request. The copy is kept current by the store's pub/sub
 //! channel and fully resynchronised, both ways, after every (re)connect (see
-//! [`super::sync`]). While it is not in sync, a token the copy does not list is
-//! [`Verdict::Unknown`], and `store.on_unavailable` decides: `deny` answers 503, `allow`
+//! `sync.rs`). While it is not in sync, a token the copy does not list is
+//! `Verdict::Unknown`, and `store.on_unavailable` decides: `deny` answers 503, `allow`
 //! answers from the copy.
 
 use std::collections::{HashMap, HashSet};
