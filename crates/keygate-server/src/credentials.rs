@@ -70,11 +70,9 @@ pub(crate) async fn authenticate_client(
             ));
         }
     };
-    let subjects = [
-        Subject::Address(ip),
-        Subject::Principal(candidates[0].0.clone()),
-    ];
-    check_limits(state, &subjects, label).await?;
+    // A client secret is an API key: its failures count against the address only.
+    let subjects = [Subject::Address(ip)];
+    begin_attempt(state, &subjects, label).await?;
     let now = OffsetDateTime::now_utc();
     let mut outcome = Err(Error::WrongCredential);
     for (client_id, secret) in &candidates {
@@ -87,10 +85,14 @@ pub(crate) async fn authenticate_client(
         }
     }
     let refusal = Rejection::InvalidClient { basic: true };
-    match outcome {
-        Ok(client) => not_revoked_in_store(state, rt, client, refusal, label),
-        Err(e) => Err(refuse(state, &e, &subjects, label, refusal).await),
-    }
+    let client = finish_attempt(state, &subjects, label, outcome, refusal).await?;
+    not_revoked_in_store(
+        state,
+        rt,
+        client,
+        Rejection::InvalidClient { basic: true },
+        label,
+    )
 }
 
 /// Authenticates an API key (`/login`, or client authentication by the key header).
@@ -103,34 +105,18 @@ pub(crate) async fn authenticate_api_key(
     label: &'static str,
     basic: bool,
 ) -> Result<Arc<Principal>, Rejection> {
-    let mut subjects = vec![Subject::Address(ip)];
-    subjects.extend(key_subject(key));
-    check_limits(state, &subjects, label).await?;
+    // Keys carry 256 random bits: their failures count against the sending address
+    // only, so that no stranger can lock a genuine client out (SPEC §9).
+    let subjects = [Subject::Address(ip)];
+    begin_attempt(state, &subjects, label).await?;
     let now = OffsetDateTime::now_utc();
-    match rt
+    let outcome = rt
         .directory
         .authenticate_key(key, state.passwords(), now)
-        .await
-    {
-        Ok(client) => {
-            not_revoked_in_store(state, rt, client, Rejection::InvalidClient { basic }, label)
-        }
-        Err(e) => {
-            let refusal = Rejection::InvalidClient { basic };
-            Err(refuse(state, &e, &subjects, label, refusal).await)
-        }
-    }
-}
-
-/// The attempt-counter subject of an API key: the client id of a `kg_` key (readable
-/// without any lookup); hand-made keys have none, only the address counts.
-fn key_subject(key: &str) -> Option<Subject> {
-    match keygate::api_key::classify(key) {
-        Ok(keygate::api_key::PresentedKey::Generated { id }) => {
-            Some(Subject::Principal(id.to_owned()))
-        }
-        _ => None,
-    }
+        .await;
+    let refusal = Rejection::InvalidClient { basic };
+    let client = finish_attempt(state, &subjects, label, outcome, refusal).await?;
+    not_revoked_in_store(state, rt, client, Rejection::InvalidClient { basic }, label)
 }
 
 /// The id and secret of a Basic header: first as RFC 6749 §2.3.1 says (each part
@@ -200,49 +186,74 @@ pub(crate) fn not_revoked_in_store(
     }
 }
 
-/// Maps a failed credential check to its answer, counting the failure against `subjects`.
-pub(crate) async fn refuse(
+/// Counts an attempt against `subjects` before its credential is checked, in one step
+/// with the check of the limit: 429 when one of them has used up its attempts.
+pub(crate) async fn begin_attempt(
     state: &AppState,
-    error: &Error,
     subjects: &[Subject],
     grant_type: &'static str,
+) -> Result<(), Rejection> {
+    state
+        .attempts()
+        .begin(subjects, Instant::now())
+        .await
+        .map_err(|after| {
+            metrics::counter!("keygate_rate_limited_total", "grant" => grant_type).increment(1);
+            Rejection::TooManyAttempts(after)
+        })
+}
+
+/// Ends an attempt begun with [`begin_attempt`]: a good credential takes the attempt back;
+/// a refused one stays counted and answers `rejection`; a busy hashing queue or a failing
+/// store is no failure of the caller's and is taken back too.
+pub(crate) async fn finish_attempt<T>(
+    state: &AppState,
+    subjects: &[Subject],
+    grant_type: &'static str,
+    outcome: Result<T, Error>,
     rejection: Rejection,
-) -> Rejection {
-    metrics::counter!("keygate_tokens_refused_total", "grant" => grant_type, "reason" => error.reason())
+) -> Result<T, Rejection> {
+    let error = match outcome {
+        Ok(value) => {
+            state.attempts().succeeded(subjects).await;
+            return Ok(value);
+        }
+        Err(e) => e,
+    };
+    metrics::counter!("keygate_tokens_refused_total", "grant" => grant_type, "reason" => refusal_label(&error))
         .increment(1);
     match error {
-        Error::HashingBusy => Rejection::Unavailable(std::time::Duration::from_secs(1)),
+        Error::HashingBusy => {
+            state.attempts().succeeded(subjects).await;
+            Err(Rejection::Unavailable(std::time::Duration::from_secs(1)))
+        }
         Error::StoreUnavailable(_) | Error::Signing(_) => {
+            state.attempts().succeeded(subjects).await;
             tracing::error!(error = %error, "credential check failed");
-            Rejection::Internal
+            Err(Rejection::Internal)
         }
         _ => {
-            state
-                .attempts()
-                .record_failure(subjects, Instant::now())
-                .await;
             tracing::info!(
                 reason = error.reason(),
                 grant = grant_type,
                 "credential refused"
             );
-            rejection
+            Err(rejection)
         }
     }
 }
 
-/// 429 when any of `subjects` has used up its failed attempts.
-pub(crate) async fn check_limits(
-    state: &AppState,
-    subjects: &[Subject],
-    grant_type: &'static str,
-) -> Result<(), Rejection> {
-    match state.attempts().blocked(subjects, Instant::now()).await {
-        Some(after) => {
-            metrics::counter!("keygate_rate_limited_total", "grant" => grant_type).increment(1);
-            Err(Rejection::TooManyAttempts(after))
-        }
-        None => Ok(()),
+/// The metric label of a refused credential. Wrong, unknown, expired and revoked
+/// credentials share one label: a per-reason count would tell an attacker watching
+/// `/metrics` that a guessed key once existed (`credential_expired`). What is about the
+/// request alone (a password over the length limit) or the server keeps its own label.
+fn refusal_label(error: &Error) -> &'static str {
+    match error {
+        Error::HashingBusy
+        | Error::StoreUnavailable(_)
+        | Error::Signing(_)
+        | Error::PasswordTooLong(_) => error.reason(),
+        _ => "invalid_credential",
     }
 }
 

@@ -11,6 +11,7 @@
 //! | `credentials` | API keys and client authentication (Basic, form, API-key header), failed-attempt bookkeeping |
 //! | `issue` | a token for an authenticated principal and its RFC 6749 §5.1 response |
 //! | `authorize` | the bearer-token check shared by `/verify`, `/userinfo`, `/logout` and `/introspect` |
+//! | `hardening` | nosniff on every response, the OAuth shape for 404/405/413, CSP on `/docs` |
 //! | [`rejection`] | [`Rejection`]: status, challenge and body of every refusal (token refusals in `keygate::axum`'s words) |
 //! | [`limits`] | [`limits::FailedAttempts`] and [`limits::Subject`]: 429 after too many failures |
 //! | [`store`] | Redis (one server, Sentinel or Cluster) for several replicas: each replica's local copy of the revocation list, credential revocations from the CLI, attempt counters |
@@ -28,6 +29,7 @@ pub mod config;
 mod credentials;
 mod extract;
 pub mod form;
+mod hardening;
 mod issue;
 pub mod limits;
 pub mod metrics;

@@ -1,44 +1,70 @@
-//! [`FailedAttempts`]: counts failed credential checks per client address and per key id,
-//! and answers 429 once a count reaches `limits.failed_attempts` within `limits.window`.
+//! [`FailedAttempts`]: counts credential attempts per [`Subject`] and answers 429 once a
+//! count reaches `limits.failed_attempts` within `limits.window`.
 //!
-//! Fixed windows that start at the first failure: a blocked address or id is free again
-//! when its window ends, so an attacker can delay a victim's logins by at most one window
-//! at a time but never lock the account for good (ASVS 6.1.1).
+//! Checking and counting are one step, taken *before* any hashing ([`FailedAttempts::begin`]):
+//! every attempt counts while its credential is checked and stays counted only when it
+//! failed ([`FailedAttempts::succeeded`] takes a good one back). So N concurrent wrong
+//! passwords get at most `failed_attempts` answers other than 429, however they interleave
+//! (SPEC §9).
 //!
-//! With `[store] url`, the counts live in Redis and every replica sees them; this
-//! replica's own counts are kept too and answer while Redis cannot be reached.
+//! Fixed windows that start at the first attempt: a blocked subject is free again when its
+//! window ends, so an attacker can delay a victim by at most one window at a time but never
+//! lock it out for good (ASVS 6.1.1). Who counts against what:
+//! - an API key (or a client secret, which is one): the sending address only. Keys carry
+//!   256 random bits and cannot be guessed, so nobody gains from counting them per client,
+//!   and a stranger who could must not be able to lock a genuine client out.
+//! - a username: the address, and the (username, address) pair.
+//!
+//! In memory the counters are bounded ([`MAX_SUBJECTS`]) and keyed by a digest, so neither
+//! the number nor the size of what requests send grows them. With `[store] url` the counts
+//! live in Redis and every replica sees them; this replica's own counts answer while Redis
+//! cannot be reached.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use sha2::{Digest, Sha256};
+
 use crate::store::RedisAttempts;
 
-/// What a failed attempt counts against.
+/// Subjects counted in memory at once; past it, the oldest windows make room.
+pub const MAX_SUBJECTS: usize = 100_000;
+
+/// What an attempt counts against.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Subject {
     /// A client address.
     Address(IpAddr),
-    /// A principal named in the attempt (a `kg_` key's client id, a client id, a username).
-    Principal(String),
+    /// A username tried from an address.
+    UserAt(String, IpAddr),
 }
 
 impl fmt::Display for Subject {
-    /// The counter's key: `ip:<address>` or `id:<principal>` (hashed again by the Redis store).
+    /// The counter's key: `ip:<address>` or `user:<name>@<address>` (hashed before it is
+    /// stored, here and in Redis).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Subject::Address(ip) => write!(f, "ip:{ip}"),
-            Subject::Principal(id) => write!(f, "id:{id}"),
+            Subject::UserAt(name, ip) => write!(f, "user:{name}@{ip}"),
         }
     }
 }
 
-/// Entries kept before expired windows are swept out.
-const SWEEP_AT: usize = 10_000;
+impl Subject {
+    /// The fixed-size key a counter is stored under: a username of 64 KiB costs what one
+    /// of 5 bytes costs.
+    fn digest(&self) -> [u8; 16] {
+        let full = Sha256::digest(self.to_string().as_bytes());
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&full[..16]);
+        key
+    }
+}
 
-/// Failed-attempt counters.
+/// Attempt counters.
 #[derive(Debug)]
 pub struct FailedAttempts {
     inner: Mutex<Inner>,
@@ -49,57 +75,74 @@ pub struct FailedAttempts {
 struct Inner {
     limit: u32,
     window: Duration,
-    counters: HashMap<Subject, Window>,
+    counters: HashMap<[u8; 16], Window>,
+    /// Windows in the order they started, to expire and evict the oldest first without
+    /// scanning the map. An entry whose window restarted since is skipped when popped.
+    order: VecDeque<([u8; 16], Instant)>,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Window {
     started: Instant,
-    failures: u32,
+    attempts: u32,
 }
 
 impl FailedAttempts {
-    /// `limit` failures per `window`, counted in this process only.
+    /// `limit` attempts per `window`, counted in this process only.
     pub fn new(limit: u32, window: Duration) -> Self {
         Self {
             inner: Mutex::new(Inner {
                 limit,
                 window,
                 counters: HashMap::new(),
+                order: VecDeque::new(),
             }),
             shared: None,
         }
     }
 
-    /// Counts in Redis as well, so every replica sees every failure.
+    /// Counts in Redis as well, so every replica sees every attempt.
     pub fn shared(mut self, redis: RedisAttempts) -> Self {
         self.shared = Some(redis);
         self
     }
 
-    /// `Some(retry_after)` when any of `subjects` is blocked now: by the shared counts, or
-    /// by this replica's own when Redis cannot be reached.
-    pub async fn blocked(&self, subjects: &[Subject], now: Instant) -> Option<Duration> {
+    /// Checks and counts one attempt against every subject, as one step: `Err(retry_after)`
+    /// (and nothing counted) when one of them has used up its attempts.
+    pub async fn begin(&self, subjects: &[Subject], now: Instant) -> Result<(), Duration> {
         if let Some(shared) = &self.shared {
-            let (limit, window) = self.limits();
-            match shared.blocked(subjects, limit, window).await {
-                Ok(blocked) => return blocked,
+            let (limit, window) = {
+                let inner = self.lock();
+                (inner.limit, inner.window)
+            };
+            match shared.begin(subjects, limit, window).await {
+                Ok(outcome) => {
+                    if outcome.is_ok() {
+                        // Kept here too, to answer from while Redis cannot be reached.
+                        self.lock().add(subjects, now);
+                    }
+                    return outcome;
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "attempt counters: Redis unavailable, counting locally")
+                    tracing::warn!(error = %e, "attempt counters: Redis unavailable, counting locally");
                 }
             }
         }
-        self.blocked_locally(subjects, now)
+        let mut inner = self.lock();
+        if let Some(after) = inner.blocked(subjects, now) {
+            return Err(after);
+        }
+        inner.add(subjects, now);
+        Ok(())
     }
 
-    /// Counts one failure against each of `subjects`, here and in Redis.
-    pub async fn record_failure(&self, subjects: &[Subject], now: Instant) {
-        self.record_locally(subjects, now);
-        if let Some(shared) = &self.shared {
-            let (limit, window) = self.limits();
-            if let Err(e) = shared.record_failure(subjects, limit, window).await {
-                tracing::warn!(error = %e, "attempt counters: Redis unavailable, counted locally");
-            }
+    /// The attempt begun for `subjects` was good: it is taken back.
+    pub async fn succeeded(&self, subjects: &[Subject]) {
+        self.lock().refund(subjects);
+        if let Some(shared) = &self.shared
+            && let Err(e) = shared.refund(subjects).await
+        {
+            tracing::warn!(error = %e, "attempt counters: Redis unavailable, refund not shared");
         }
     }
 
@@ -110,50 +153,95 @@ impl FailedAttempts {
         inner.window = window;
     }
 
-    /// `Some(retry_after)` when any of `subjects` is blocked by this replica's counts.
-    pub fn blocked_locally(&self, subjects: &[Subject], now: Instant) -> Option<Duration> {
-        let inner = self.lock();
+    /// How many subjects are counted in memory now.
+    pub fn len(&self) -> usize {
+        self.lock().counters.len()
+    }
+
+    /// Whether no subject is counted in memory.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // Every update leaves the map consistent; a poisoned lock holds good data.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Inner {
+    /// How long the longest-blocked of `subjects` stays blocked, if any is.
+    fn blocked(&mut self, subjects: &[Subject], now: Instant) -> Option<Duration> {
+        self.expire(now);
         subjects
             .iter()
-            .filter_map(|s| inner.counters.get(s))
-            .filter(|w| w.failures >= inner.limit)
-            .filter_map(|w| (w.started + inner.window).checked_duration_since(now))
+            .filter_map(|s| self.counters.get(&s.digest()))
+            .filter(|w| w.attempts >= self.limit)
+            .filter_map(|w| (w.started + self.window).checked_duration_since(now))
             .filter(|d| !d.is_zero())
             .max()
     }
 
-    /// Counts one failure against each of `subjects` in this replica.
-    pub fn record_locally(&self, subjects: &[Subject], now: Instant) {
-        let mut inner = self.lock();
-        let window = inner.window;
-        if inner.counters.len() >= SWEEP_AT {
-            inner.counters.retain(|_, w| w.started + window > now);
-        }
-        for s in subjects {
-            let w = inner.counters.entry(s.clone()).or_insert(Window {
+    /// Counts an attempt against each of `subjects`.
+    fn add(&mut self, subjects: &[Subject], now: Instant) {
+        self.expire(now);
+        for key in subjects.iter().map(Subject::digest) {
+            let window = self.window;
+            let fresh = Window {
                 started: now,
-                failures: 0,
-            });
-            if w.started + window <= now {
-                *w = Window {
-                    started: now,
-                    failures: 0,
-                };
+                attempts: 0,
+            };
+            let w = self.counters.entry(key).or_insert(fresh);
+            if w.attempts == 0 || w.started + window <= now {
+                *w = fresh;
+                self.order.push_back((key, now));
             }
-            w.failures = w.failures.saturating_add(1);
+            let w = self.counters.entry(key).or_insert(fresh);
+            w.attempts = w.attempts.saturating_add(1);
+        }
+        while self.counters.len() > MAX_SUBJECTS {
+            self.evict_oldest();
         }
     }
 
-    fn limits(&self) -> (u32, Duration) {
-        let inner = self.lock();
-        (inner.limit, inner.window)
+    fn refund(&mut self, subjects: &[Subject]) {
+        for key in subjects.iter().map(Subject::digest) {
+            if let Some(w) = self.counters.get_mut(&key) {
+                w.attempts = w.attempts.saturating_sub(1);
+            }
+        }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // Every update is a single entry write; a poisoned lock holds consistent data.
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Drops windows that have ended, oldest first; stops at the first live one.
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(key, started)) = self.order.front() {
+            if started + self.window > now {
+                break;
+            }
+            self.order.pop_front();
+            if self
+                .counters
+                .get(&key)
+                .is_some_and(|w| w.started == started)
+            {
+                self.counters.remove(&key);
+            }
+        }
+    }
+
+    fn evict_oldest(&mut self) {
+        while let Some((key, started)) = self.order.pop_front() {
+            if self
+                .counters
+                .get(&key)
+                .is_some_and(|w| w.started == started)
+            {
+                self.counters.remove(&key);
+                return;
+            }
+        }
     }
 }
 
@@ -161,36 +249,66 @@ impl FailedAttempts {
 mod tests {
     use super::*;
 
-    #[test]
-    fn blocks_after_the_limit_until_the_window_ends() {
-        let ip = |n: u8| Subject::Address(IpAddr::from([10, 0, 0, n]));
-        let id = |s: &str| Subject::Principal(s.to_owned());
+    fn ip(n: u8) -> Subject {
+        Subject::Address(IpAddr::from([10, 0, 0, n]))
+    }
+
+    fn user(name: &str, n: u8) -> Subject {
+        Subject::UserAt(name.to_owned(), IpAddr::from([10, 0, 0, n]))
+    }
+
+    #[tokio::test]
+    async fn blocks_after_the_limit_until_the_window_ends() {
         let limits = FailedAttempts::new(3, Duration::from_secs(60));
         let t0 = Instant::now();
-        for _ in 0..2 {
-            limits.record_locally(&[ip(1), id("a")], t0);
+        for _ in 0..3 {
+            limits.begin(&[ip(1), user("a", 1)], t0).await.unwrap();
         }
-        assert_eq!(limits.blocked_locally(&[ip(1)], t0), None);
-        limits.record_locally(&[ip(1), id("a")], t0);
         let later = t0 + Duration::from_secs(20);
         assert_eq!(
-            limits.blocked_locally(&[ip(1)], later),
-            Some(Duration::from_secs(40))
+            limits.begin(&[ip(1)], later).await,
+            Err(Duration::from_secs(40))
         );
         assert_eq!(
-            limits.blocked_locally(&[id("a")], later),
-            Some(Duration::from_secs(40))
+            limits.begin(&[user("a", 1), ip(2)], later).await,
+            Err(Duration::from_secs(40)),
+            "the pair is blocked too, and nothing is counted for ip 2"
         );
-        assert_eq!(limits.blocked_locally(&[ip(2), id("b")], later), None);
+        limits.begin(&[ip(2), user("b", 2)], later).await.unwrap();
         assert_eq!(
-            limits.blocked_locally(&[ip(1)], t0 + Duration::from_secs(60)),
-            None
+            limits.begin(&[ip(1)], t0 + Duration::from_secs(60)).await,
+            Ok(())
         );
-        limits.record_locally(&[ip(1)], t0 + Duration::from_secs(61));
-        assert_eq!(
-            limits.blocked_locally(&[ip(1)], t0 + Duration::from_secs(61)),
-            None
-        );
+    }
+
+    #[tokio::test]
+    async fn good_attempts_are_taken_back() {
+        let limits = FailedAttempts::new(2, Duration::from_secs(60));
+        let now = Instant::now();
+        for _ in 0..10 {
+            limits.begin(&[ip(1)], now).await.unwrap();
+            limits.succeeded(&[ip(1)]).await;
+        }
+        limits.begin(&[ip(1)], now).await.unwrap();
+        limits.begin(&[ip(1)], now).await.unwrap();
+        assert!(limits.begin(&[ip(1)], now).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn memory_is_bounded_by_subjects_not_by_what_they_send() {
+        let limits = FailedAttempts::new(3, Duration::from_secs(60));
+        let now = Instant::now();
+        let long = "x".repeat(4 * 1024);
+        for i in 0..(MAX_SUBJECTS + 5_000) {
+            let addr = IpAddr::from(std::net::Ipv6Addr::from(i as u128));
+            limits
+                .begin(&[Subject::UserAt(long.clone(), addr)], now)
+                .await
+                .unwrap();
+        }
+        assert_eq!(limits.len(), MAX_SUBJECTS);
+        let inner = limits.lock();
+        assert!(inner.order.len() <= MAX_SUBJECTS + 1);
     }
 
     #[test]
@@ -199,6 +317,7 @@ mod tests {
             Subject::Address(IpAddr::from([127, 0, 0, 1])).to_string(),
             "ip:127.0.0.1"
         );
-        assert_eq!(Subject::Principal("bob".into()).to_string(), "id:bob");
+        assert_eq!(user("bob", 1).to_string(), "user:bob@10.0.0.1");
+        assert_ne!(user("bob", 1).digest(), user("bob", 2).digest());
     }
 }

@@ -62,18 +62,80 @@ impl Metrics {
     }
 }
 
+/// The `method` label: one of the standard methods, or `other`, so that requests with
+/// made-up methods cannot add series (SPEC §9: labels from fixed sets).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+/// The `route` label: the matched route template, from the router's fixed set, as a
+/// `&'static str` so that no label is allocated per request.
+fn route_label(path: Option<&MatchedPath>) -> &'static str {
+    const ROUTES: &[&str] = &[
+        "/login",
+        "/logout",
+        "/token",
+        "/revoke",
+        "/introspect",
+        "/verify",
+        "/userinfo",
+        "/.well-known/jwks.json",
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/openid-configuration",
+        "/openapi.json",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ];
+    match path.map(MatchedPath::as_str) {
+        None => "unmatched",
+        Some(p) => ROUTES
+            .iter()
+            .find(|r| **r == p)
+            .copied()
+            .unwrap_or(if p.starts_with("/docs") {
+                "/docs"
+            } else {
+                "other"
+            }),
+    }
+}
+
+/// The `status` label: the three digits, from a table made once.
+fn status_label(status: axum::http::StatusCode) -> &'static str {
+    static LABELS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    let labels = LABELS.get_or_init(|| {
+        (100..1000u16)
+            .map(|s| &*Box::leak(s.to_string().into_boxed_str()))
+            .collect()
+    });
+    labels
+        .get(usize::from(status.as_u16().saturating_sub(100)))
+        .copied()
+        .unwrap_or("other")
+}
+
 /// Counts and times every request by its route template (`/verify`, not the raw URI,
 /// so query strings never reach a label).
 pub(crate) async fn track(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().as_str().to_owned();
+    let route = route_label(req.extensions().get::<MatchedPath>());
+    let method = method_label(req.method());
     let start = Instant::now();
     let response = next.run(req).await;
-    let status = response.status().as_u16().to_string();
-    metrics::histogram!("keygate_http_request_duration_seconds", "route" => route.clone(), "method" => method.clone())
+    let status = status_label(response.status());
+    metrics::histogram!("keygate_http_request_duration_seconds", "route" => route, "method" => method)
         .record(start.elapsed().as_secs_f64());
     metrics::counter!("keygate_http_requests_total", "route" => route, "method" => method, "status" => status)
         .increment(1);

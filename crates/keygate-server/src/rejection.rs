@@ -38,6 +38,10 @@ pub enum Rejection {
     InsufficientScope(String),
     /// 403 `access_denied`: a cross-site request carrying only the cookie.
     CrossSite,
+    /// 404 `not_found`: no such endpoint.
+    NotFound,
+    /// 405 `method_not_allowed`: the endpoint exists, the method does not.
+    MethodNotAllowed,
     /// 413 `invalid_request`: a body over the limit.
     PayloadTooLarge,
     /// 429 with `Retry-After`.
@@ -70,6 +74,8 @@ impl Rejection {
                 StatusCode::UNAUTHORIZED
             }
             Rejection::InsufficientScope(_) | Rejection::CrossSite => StatusCode::FORBIDDEN,
+            Rejection::NotFound => StatusCode::NOT_FOUND,
+            Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Rejection::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
             Rejection::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -110,6 +116,11 @@ impl Rejection {
             ),
             Rejection::InvalidClient { .. } => ("invalid_client", "client authentication failed"),
             Rejection::CrossSite => ("access_denied", "cross-site request refused"),
+            Rejection::NotFound => ("not_found", "no such endpoint"),
+            Rejection::MethodNotAllowed => (
+                "method_not_allowed",
+                "the endpoint does not take this method",
+            ),
             Rejection::PayloadTooLarge => ("invalid_request", "the request body is too large"),
             Rejection::TooManyAttempts(_) => {
                 ("too_many_attempts", "too many failed attempts; retry later")

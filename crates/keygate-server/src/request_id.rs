@@ -3,7 +3,7 @@
 //!
 //! The id is the caller's `X-Request-Id` when it is sane (what a proxy such as nginx's
 //! `$request_id` or a load balancer set, so one id follows the request across services),
-//! else 128 random bits in hex, the shape nginx uses.
+//! else 32 hex digits (a random per-process prefix and a counter), the shape nginx uses.
 
 use std::time::Instant;
 
@@ -31,16 +31,23 @@ fn is_sane(id: &str) -> bool {
 }
 
 fn generate() -> String {
-    let mut bytes = [0u8; 16];
-    // The id correlates log lines; it protects nothing. If the OS RNG fails, the
-    // time still gives distinct ids rather than failing the request.
-    if getrandom::fill(&mut bytes).is_err() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        bytes = nanos.to_le_bytes();
-    }
-    hex::encode(bytes)
+    // The id correlates log lines; it protects nothing. A random prefix per process and a
+    // counter make ids unique across replicas and restarts without a system call per
+    // request (this runs on every request of the hot path).
+    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        let mut bytes = [0u8; 8];
+        if getrandom::fill(&mut bytes).is_err() {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            bytes = (nanos as u64).to_le_bytes();
+        }
+        u64::from_le_bytes(bytes)
+    });
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix:016x}{n:016x}")
 }
 
 /// Middleware: picks the id, runs the request in its span, logs its outcome at debug
@@ -55,23 +62,27 @@ pub(crate) async fn propagate(req: Request, next: Next) -> Response {
     let span = tracing::info_span!("request", request_id = %id);
     // The route template, not the raw URI: a query string (which may hold an API key when
     // `api_key.query` is on) never reaches a log line.
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_owned();
-    let method = req.method().clone();
-    let start = Instant::now();
-    let mut response = next.run(req).instrument(span.clone()).await;
-    span.in_scope(|| {
-        tracing::debug!(
-            %method,
-            route,
-            status = response.status().as_u16(),
-            micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
-            "request finished"
-        );
+    // Only gathered when the line will be written: this runs on every request.
+    let finished_line = tracing::enabled!(tracing::Level::DEBUG).then(|| {
+        let route = req
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", MatchedPath::as_str)
+            .to_owned();
+        (route, req.method().clone(), Instant::now())
     });
+    let mut response = next.run(req).instrument(span.clone()).await;
+    if let Some((route, method, start)) = finished_line {
+        span.in_scope(|| {
+            tracing::debug!(
+                %method,
+                route,
+                status = response.status().as_u16(),
+                micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
+                "request finished"
+            );
+        });
+    }
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(HEADER, value);
     }

@@ -21,9 +21,17 @@ use crate::error::{Error, Result};
 pub const BCRYPT_MAX_PASSWORD: usize = 72;
 /// Longest password accepted by any scheme (bounds the work an attacker can ask for).
 pub const MAX_PASSWORD: usize = 1024;
-/// Largest argon2 memory cost accepted in a stored hash, in KiB (a guard against
-/// a configured hash that would allocate gigabytes per check).
-const ARGON2_MAX_M_COST: u32 = 256 * 1024;
+/// Largest argon2 memory cost accepted in a stored hash, in KiB (1 GiB: a guard against
+/// a configured hash that would allocate gigabytes per check). With the limits below, no
+/// accepted hash costs much over a second to check (SPEC §9).
+const ARGON2_MAX_M_COST: u32 = 1024 * 1024;
+/// Largest argon2 iteration count accepted (a `t=100000` hash would stall a hashing thread
+/// for minutes).
+const ARGON2_MAX_T_COST: u32 = 10;
+/// Largest argon2 parallelism accepted.
+const ARGON2_MAX_P_COST: u32 = 16;
+/// Largest bcrypt cost accepted: 2^16 rounds, about a second on one core.
+const BCRYPT_MAX_COST: u32 = 16;
 /// OWASP's argon2id rows (m=47104/t=1 … m=7168/t=5) all spend at least this much m·t.
 const ARGON2_MIN_M_T: u64 = 7168 * 5;
 
@@ -71,6 +79,13 @@ impl FromStr for PasswordHash {
                     params.m_cost()
                 )));
             }
+            if params.t_cost() > ARGON2_MAX_T_COST || params.p_cost() > ARGON2_MAX_P_COST {
+                return Err(Error::BadHash(format!(
+                    "argon2 parameters t={},p={} are above the limits t<={ARGON2_MAX_T_COST}, p<={ARGON2_MAX_P_COST}: one check would take over a second",
+                    params.t_cost(),
+                    params.p_cost()
+                )));
+            }
             if u64::from(params.m_cost()) * u64::from(params.t_cost()) < ARGON2_MIN_M_T {
                 return Err(Error::BadHash(format!(
                     "argon2 parameters m={},t={} are weaker than OWASP's minimum (m=19456,t=2)",
@@ -100,9 +115,9 @@ impl FromStr for PasswordHash {
             if !alphabet_ok {
                 return Err(Error::BadHash("malformed bcrypt hash".into()));
             }
-            if !(10..=31).contains(&cost) {
+            if !(10..=BCRYPT_MAX_COST).contains(&cost) {
                 return Err(Error::BadHash(format!(
-                    "bcrypt cost {cost} is outside 10..=31"
+                    "bcrypt cost {cost} is outside 10..={BCRYPT_MAX_COST} (above {BCRYPT_MAX_COST}, one check takes over a second)"
                 )));
             }
             return Ok(PasswordHash::Bcrypt(s.to_owned()));
@@ -122,21 +137,6 @@ impl PasswordHash {
     pub fn as_str(&self) -> &str {
         match self {
             PasswordHash::Argon2id(s) | PasswordHash::Bcrypt(s) => s,
-        }
-    }
-
-    /// A rough ordering of how long a check takes: bcrypt by its cost (each step doubles
-    /// the work), argon2id by memory × iterations.
-    pub fn cost_rank(&self) -> u64 {
-        match self {
-            PasswordHash::Bcrypt(s) => s
-                .get(4..6)
-                .and_then(|c| c.parse::<u32>().ok())
-                .map_or(0, |cost| 1u64 << cost.min(40)),
-            PasswordHash::Argon2id(s) => argon2::PasswordHash::new(s)
-                .ok()
-                .and_then(|parsed| Params::try_from(&parsed).ok())
-                .map_or(0, |p| u64::from(p.m_cost()) * u64::from(p.t_cost()) / 64),
         }
     }
 
@@ -326,14 +326,31 @@ mod tests {
         }
     }
 
+    /// SPEC §9: a hash whose check would take over a second is refused at load, so a
+    /// configuration cannot stall the hashing threads (`t=100000` used to load).
     #[test]
-    fn cost_rank_orders_slow_hashes_above_fast_ones() {
-        let bcrypt12: PasswordHash = PASSLIB_BCRYPT.parse().unwrap();
-        let bcrypt10: PasswordHash = bcrypt::hash("x", 10).unwrap().parse().unwrap();
-        let argon = hash_password(b"x").unwrap();
-        assert!(bcrypt12.cost_rank() > bcrypt10.cost_rank());
-        assert!(bcrypt12.cost_rank() > argon.cost_rank());
-        assert!(argon.cost_rank() > 0);
+    fn hashes_costing_over_a_second_are_refused() {
+        let salt_and_output = "c29tZXNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
+        let argon = |params: &str| format!("$argon2id$v=19${params}${salt_and_output}");
+        for params in [
+            "m=19456,t=100000,p=1",
+            "m=19456,t=11,p=1",
+            "m=19456,t=2,p=17",
+            "m=1048577,t=2,p=1",
+        ] {
+            let err = argon(params).parse::<PasswordHash>().unwrap_err();
+            assert!(matches!(err, Error::BadHash(_)), "{params}: {err}");
+        }
+        for params in ["m=19456,t=10,p=16", "m=1048576,t=2,p=1"] {
+            assert!(argon(params).parse::<PasswordHash>().is_ok(), "{params}");
+        }
+        let bcrypt = |cost: &str| {
+            format!("$2b${cost}$EixZaYVK1fsbw1ZfbX3OXePaWxn96p36WQoeG6Lruj3vjPGga31lW")
+        };
+        assert!(bcrypt("16").parse::<PasswordHash>().is_ok());
+        for cost in ["17", "31"] {
+            assert!(bcrypt(cost).parse::<PasswordHash>().is_err(), "{cost}");
+        }
     }
 
     #[tokio::test]

@@ -65,9 +65,14 @@ impl Principal {
 pub struct Directory {
     by_id: HashMap<String, Arc<Principal>>,
     by_digest: HashMap<[u8; 32], Arc<Principal>>,
-    /// A real user's password hash, checked (and always refused) for unknown usernames so
-    /// that they cost what a known name costs, bcrypt or argon2, at any cost setting.
-    stand_in: Option<PasswordHash>,
+    /// Real users' password hashes. An unknown username is checked (and always refused)
+    /// against one of them, picked by the name: a given name always costs the same, and
+    /// unknown names cost what known names cost, in the same proportions, whatever mix of
+    /// schemes and cost settings the users have (a stand-in that were always the costliest
+    /// hash would make every fast answer a known name).
+    stand_ins: Vec<PasswordHash>,
+    /// Keys that pick, so which stand-in a name gets cannot be worked out from outside.
+    stand_in_key: std::hash::RandomState,
 }
 
 /// A second principal with an id already taken (clients and users share one namespace,
@@ -97,17 +102,21 @@ impl Directory {
                 }
             }
         }
-        // The most expensive user hash: the slowest answer a known name can take.
-        dir.stand_in = dir
+        let mut users: Vec<&Arc<Principal>> = dir
             .by_id
             .values()
             .filter(|p| p.kind == PrincipalKind::User)
-            .flat_map(|p| &p.credentials)
-            .filter_map(|c| match &c.hash {
-                KeyHash::Password(h) => Some(h.clone()),
-                KeyHash::Sha256(_) => None,
+            .collect();
+        users.sort_by(|a, b| a.id.cmp(&b.id));
+        dir.stand_ins = users
+            .iter()
+            .filter_map(|u| {
+                u.credentials.iter().find_map(|c| match &c.hash {
+                    KeyHash::Password(h) => Some(h.clone()),
+                    KeyHash::Sha256(_) => None,
+                })
             })
-            .max_by_key(PasswordHash::cost_rank);
+            .collect();
         Ok(dir)
     }
 
@@ -196,7 +205,7 @@ impl Directory {
                 KeyHash::Sha256(_) => None,
             })
         });
-        match (hash, &self.stand_in) {
+        match (hash, self.stand_in(username)) {
             (Some(h), _) => passwords.verify(Some(h), password.as_bytes()).await?,
             (None, Some(stand_in)) => {
                 passwords
@@ -210,6 +219,16 @@ impl Directory {
             return Err(Error::WrongCredential);
         }
         Ok(user.clone())
+    }
+
+    /// The real user's hash an unknown `username` is checked against.
+    fn stand_in(&self, username: &str) -> Option<&PasswordHash> {
+        use std::hash::BuildHasher;
+        if self.stand_ins.is_empty() {
+            return None;
+        }
+        let pick = self.stand_in_key.hash_one(username) % self.stand_ins.len() as u64;
+        self.stand_ins.get(usize::try_from(pick).ok()?)
     }
 
     fn client(&self, id: &str) -> Option<&Arc<Principal>> {
@@ -441,6 +460,54 @@ mod tests {
             dir.authenticate_user("ALICE", "wonderland", &v, now)
                 .await
                 .is_err()
+        );
+    }
+
+    /// Unknown usernames are checked against the users' own hashes in their proportions
+    /// (each name always against the same one), not always against the costliest: with
+    /// one bcrypt user among argon2 users, a fast answer must not mean "a known name".
+    #[test]
+    fn unknown_names_stand_in_for_every_kind_of_user() {
+        let user = |id: &str, hash: PasswordHash| Principal {
+            id: id.into(),
+            kind: PrincipalKind::User,
+            role: "user".into(),
+            scopes: vec![],
+            credentials: vec![Credential {
+                hash: KeyHash::Password(hash),
+                valid_until: None,
+            }],
+            revoked_at: None,
+        };
+        let argon = hash_password(b"argon user password").unwrap();
+        let bcrypt: PasswordHash = "$2b$12$EixZaYVK1fsbw1ZfbX3OXePaWxn96p36WQoeG6Lruj3vjPGga31lW"
+            .parse()
+            .unwrap();
+        let dir = Directory::new([
+            user("alice", argon.clone()),
+            user("bob", argon.clone()),
+            user("carol", bcrypt.clone()),
+        ])
+        .unwrap();
+        let (mut as_argon, mut as_bcrypt) = (0, 0);
+        for i in 0..300 {
+            let name = format!("unknown-{i}");
+            let pick = dir.stand_in(&name).unwrap();
+            assert_eq!(
+                pick,
+                dir.stand_in(&name).unwrap(),
+                "a name keeps its stand-in"
+            );
+            if *pick == bcrypt {
+                as_bcrypt += 1;
+            } else {
+                assert_eq!(*pick, argon);
+                as_argon += 1;
+            }
+        }
+        assert!(
+            as_argon > 120 && as_bcrypt > 50,
+            "{as_argon} argon2, {as_bcrypt} bcrypt"
         );
     }
 }

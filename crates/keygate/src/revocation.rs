@@ -5,13 +5,15 @@
 //! base64 padding bits, a re-ordered header) without changing its meaning, and a list
 //! keyed by bytes would miss the copy (OWASP JWT cheat sheet, "denylist").
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use sha2::{Digest, Sha256};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::token::now_unix;
 
 /// Where revoked token ids are kept. In memory for one replica; shared stores (Redis)
@@ -30,49 +32,111 @@ pub trait RevocationStore: Send + Sync + fmt::Debug {
 
 /// A revocation list in this process's memory. Entries are dropped once their token has
 /// expired, so the list holds at most the tokens revoked within one token lifetime.
-#[derive(Debug, Default)]
+/// Revoked ids kept in memory until they expire, at most [`MAX_REVOKED`] at once.
+///
+/// Bounded by configuration, never by input (SPEC §9): an entry is a fixed-size digest of
+/// `iss` + `jti` and its expiry, expired entries leave in expiry order without a scan,
+/// and a full list refuses new revocations (the caller answers 503) rather than grow.
+#[derive(Debug)]
 pub struct MemoryRevocationStore {
-    entries: Mutex<HashMap<(String, String), u64>>,
+    inner: Mutex<Entries>,
+    capacity: usize,
+}
+
+impl Default for MemoryRevocationStore {
+    fn default() -> Self {
+        Self::bounded(MAX_REVOKED)
+    }
+}
+
+/// Revocations held at once; with tokens of 30 minutes, a sustained 500 revocations a
+/// second per replica.
+pub const MAX_REVOKED: usize = 1_000_000;
+
+#[derive(Debug, Default)]
+struct Entries {
+    until: HashMap<[u8; 32], u64>,
+    by_expiry: BinaryHeap<Reverse<(u64, [u8; 32])>>,
+}
+
+fn id(issuer: &str, jti: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update((issuer.len() as u64).to_be_bytes());
+    h.update(issuer.as_bytes());
+    h.update(jti.as_bytes());
+    h.finalize().into()
 }
 
 impl MemoryRevocationStore {
-    /// An empty list.
+    /// An empty list holding at most [`MAX_REVOKED`] entries.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Number of entries still held.
-    pub fn len(&self) -> usize {
-        self.lock().len()
+    /// An empty list holding at most `capacity` entries.
+    pub fn bounded(capacity: usize) -> Self {
+        Self {
+            inner: Mutex::default(),
+            capacity,
+        }
     }
 
-    /// True when nothing is revoked.
+    /// Entries held now, expired ones not yet swept included.
+    pub fn len(&self) -> usize {
+        self.lock().until.len()
+    }
+
+    /// True when nothing is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), u64>> {
-        // A panic while holding the lock cannot leave the map half-written (each
-        // operation is a single insert or lookup), so a poisoned lock is still usable.
-        self.entries
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
+        self.inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Entries {
+    fn sweep(&mut self, now: u64) {
+        while let Some(Reverse((exp, key))) = self.by_expiry.peek().copied() {
+            if exp >= now {
+                break;
+            }
+            self.by_expiry.pop();
+            if self.until.get(&key) == Some(&exp) {
+                self.until.remove(&key);
+            }
+        }
     }
 }
 
 #[async_trait]
 impl RevocationStore for MemoryRevocationStore {
     async fn revoke(&self, issuer: &str, jti: &str, expires_at: u64) -> Result<()> {
-        let now = now_unix();
+        let key = id(issuer, jti);
         let mut entries = self.lock();
-        entries.retain(|_, exp| *exp >= now);
-        entries.insert((issuer.to_owned(), jti.to_owned()), expires_at);
+        entries.sweep(now_unix());
+        if entries.until.len() >= self.capacity && !entries.until.contains_key(&key) {
+            return Err(Error::StoreUnavailable(
+                "the revocation list is full".into(),
+            ));
+        }
+        let exp = entries.until.entry(key).or_insert(0);
+        if expires_at > *exp {
+            *exp = expires_at;
+            entries.by_expiry.push(Reverse((expires_at, key)));
+        }
         Ok(())
     }
 
     async fn is_revoked(&self, issuer: &str, jti: &str) -> Result<bool> {
         let entries = self.lock();
-        Ok(entries.contains_key(&(issuer.to_owned(), jti.to_owned())))
+        Ok(entries
+            .until
+            .get(&id(issuer, jti))
+            .is_some_and(|exp| *exp >= now_unix()))
     }
 }
 
@@ -90,5 +154,27 @@ mod tests {
         store.revoke("iss", "old", 1).await.unwrap();
         store.revoke("iss", "b", now_unix() + 60).await.unwrap();
         assert_eq!(store.len(), 2, "the expired entry was pruned");
+    }
+
+    #[tokio::test]
+    async fn a_full_list_refuses_rather_than_grows_and_frees_as_entries_expire() {
+        let store = MemoryRevocationStore::bounded(3);
+        let later = now_unix() + 60;
+        for jti in ["a", "b", "c"] {
+            store.revoke("iss", jti, later).await.unwrap();
+        }
+        assert!(matches!(
+            store.revoke("iss", "d", later).await,
+            Err(Error::StoreUnavailable(_))
+        ));
+        store.revoke("iss", "a", later + 5).await.unwrap();
+        assert_eq!(store.len(), 3, "an id already held may be extended");
+        let long_jti = "j".repeat(8 * 1024);
+        let store = MemoryRevocationStore::bounded(2);
+        store.revoke("iss", "soon", now_unix() - 1).await.unwrap();
+        store.revoke("iss", &long_jti, later).await.unwrap();
+        store.revoke("iss", "e", later).await.unwrap();
+        assert!(store.is_revoked("iss", &long_jti).await.unwrap());
+        assert_eq!(store.len(), 2, "the expired entry made room");
     }
 }

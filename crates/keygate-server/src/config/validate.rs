@@ -28,7 +28,13 @@ impl Config {
         self.check_store()?;
         let directory = self.directory()?;
         Ok(Runtime {
-            config: self.clone(),
+            // Clients and users live on in `directory`, indexed: a second copy of a
+            // million entries would double the memory for nothing.
+            config: Config {
+                clients: Vec::new(),
+                users: Vec::new(),
+                ..self.clone()
+            },
             listen,
             api_key_sources: keygate::axum::ApiKeySources {
                 header: self.api_key.header.clone(),
@@ -261,7 +267,7 @@ impl Config {
 /// What the server runs on: the validated configuration and what was built from it.
 #[derive(Debug)]
 pub struct Runtime {
-    /// The configuration as read.
+    /// The configuration as read, without its clients and users (see `directory`).
     pub config: Config,
     /// `server.listen`, parsed.
     pub listen: SocketAddr,

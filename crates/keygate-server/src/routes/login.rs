@@ -74,7 +74,8 @@ pub(super) async fn logout(State(state): State<AppState>, headers: HeaderMap) ->
     .await;
     let mut response = match outcome {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(r) => r.into_response(),
+        // A refused logout changes nothing, the cookie included (SPEC §9).
+        Err(r) => return r.into_response(),
     };
     if let Some(clear) = clear {
         response.headers_mut().insert(header::SET_COOKIE, clear);

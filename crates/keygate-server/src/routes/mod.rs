@@ -45,24 +45,17 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .fallback(not_found)
-        // Innermost first: a panic becomes a 500, oversized bodies a 413, the metrics
-        // layer counts both, and the request id, outermost, is on every answer.
+        .fallback(|| async { Rejection::NotFound })
+        // Innermost first: a panic becomes a 500, oversized bodies a 413, both get the
+        // OAuth shape and nosniff (hardening), the metrics layer counts them, and the
+        // request id, outermost, is on every answer.
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("a request handler panicked");
             axum::response::IntoResponse::into_response(Rejection::Internal)
         }))
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
+        .layer(axum::middleware::from_fn(crate::hardening::harden))
         .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(axum::middleware::from_fn(crate::request_id::propagate))
         .with_state(state)
-}
-
-async fn not_found() -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
-    (
-        axum::http::StatusCode::NOT_FOUND,
-        axum::Json(
-            serde_json::json!({"error": "not_found", "error_description": "no such endpoint"}),
-        ),
-    )
 }

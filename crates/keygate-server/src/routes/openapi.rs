@@ -56,10 +56,14 @@ use crate::state::AppState;
 )]
 struct ApiDoc;
 
-/// The OpenAPI document for `config`.
-pub fn document(config: &Config, has_users: bool) -> Value {
+/// The OpenAPI document for `config`, offering `scopes` in the OAuth2 flows.
+pub fn document<'a>(
+    config: &Config,
+    scopes: impl IntoIterator<Item = &'a str>,
+    has_users: bool,
+) -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or(Value::Null);
-    let schemes = security_schemes(config, has_users);
+    let schemes = security_schemes(config, scopes, has_users);
     if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
         for operation in paths
             .values_mut()
@@ -81,7 +85,11 @@ pub fn document(config: &Config, has_users: bool) -> Value {
     doc
 }
 
-fn security_schemes(config: &Config, has_users: bool) -> Map<String, Value> {
+fn security_schemes<'a>(
+    config: &Config,
+    scopes: impl IntoIterator<Item = &'a str>,
+    has_users: bool,
+) -> Map<String, Value> {
     let mut s = Map::new();
     let key = &config.api_key;
     if !key.header.is_empty() {
@@ -113,12 +121,9 @@ fn security_schemes(config: &Config, has_users: bool) -> Map<String, Value> {
         "client_basic".into(),
         json!({"type": "http", "scheme": "basic", "description": "`client_id:api_key`"}),
     );
-    let scopes: Map<String, Value> = config
-        .clients
-        .iter()
-        .flat_map(|c| &c.scopes)
-        .chain(config.users.iter().flat_map(|u| &u.scopes))
-        .map(|s| (s.clone(), Value::String(String::new())))
+    let scopes: Map<String, Value> = scopes
+        .into_iter()
+        .map(|s| (s.to_owned(), Value::String(String::new())))
         .collect();
     let mut flows = Map::new();
     flows.insert(
@@ -141,7 +146,11 @@ fn security_schemes(config: &Config, has_users: bool) -> Map<String, Value> {
 
 pub(super) async fn openapi_json(State(state): State<AppState>) -> Json<Value> {
     let rt = state.runtime();
-    Json(document(&rt.config, rt.directory.has_users()))
+    let scopes = rt
+        .directory
+        .iter()
+        .flat_map(|p| p.scopes.iter().map(String::as_str));
+    Json(document(&rt.config, scopes, rt.directory.has_users()))
 }
 
 /// Swagger UI at `/docs`, reading `/openapi.json`.
@@ -160,7 +169,7 @@ mod tests {
     fn committed_openapi_json_matches_the_code() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
         let generated =
-            serde_json::to_string_pretty(&document(&Config::default(), true)).unwrap() + "\n";
+            serde_json::to_string_pretty(&document(&Config::default(), [], true)).unwrap() + "\n";
         if std::env::var_os("KEYGATE_WRITE_OPENAPI").is_some() {
             std::fs::write(&path, &generated).unwrap();
         }
@@ -173,7 +182,7 @@ mod tests {
 
     #[test]
     fn the_document_is_openapi_3_1_with_the_seeds_security_schemes() {
-        let doc = document(&Config::default(), true);
+        let doc = document(&Config::default(), [], true);
         assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
         let schemes = &doc["components"]["securitySchemes"];
         assert_eq!(schemes["api_key_header"]["name"], "X-API-Key");
@@ -202,7 +211,7 @@ mod tests {
         config.api_key.header = "access_token".into();
         config.api_key.query = "api_key".into();
         config.cookie.enabled = true;
-        let doc = document(&config, false);
+        let doc = document(&config, ["orders:read"], false);
         let schemes = &doc["components"]["securitySchemes"];
         assert_eq!(schemes["api_key_header"]["name"], "access_token");
         assert_eq!(schemes["api_key_query"]["in"], "query");

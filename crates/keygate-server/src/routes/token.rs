@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use crate::config::Runtime;
 use crate::credentials::{
-    FormSecret, authenticate_client, check_limits, not_revoked_in_store, refuse,
+    FormSecret, authenticate_client, begin_attempt, finish_attempt, not_revoked_in_store,
 };
 use crate::extract::{Peer, client_ip};
 use crate::form::Form;
@@ -88,19 +88,24 @@ async fn password(
             "username and password are required",
         ));
     };
-    let subjects = [Subject::Address(ip), Subject::Principal(username.clone())];
-    check_limits(state, &subjects, "password").await?;
+    // A username's attempts count per address and per (username, address): guessing
+    // from one address is bounded, and nobody elsewhere can lock the user out.
+    let subjects = [Subject::Address(ip), Subject::UserAt(username.clone(), ip)];
+    begin_attempt(state, &subjects, "password").await?;
     let now = OffsetDateTime::now_utc();
-    let user = match rt
+    let outcome = rt
         .directory
         .authenticate_user(username, password, state.passwords(), now)
-        .await
-    {
-        Ok(user) => not_revoked_in_store(state, rt, user, Rejection::InvalidGrant, "password")?,
-        Err(e) => {
-            return Err(refuse(state, &e, &subjects, "password", Rejection::InvalidGrant).await);
-        }
-    };
+        .await;
+    let user = finish_attempt(
+        state,
+        &subjects,
+        "password",
+        outcome,
+        Rejection::InvalidGrant,
+    )
+    .await?;
+    let user = not_revoked_in_store(state, rt, user, Rejection::InvalidGrant, "password")?;
     let scopes = narrow_scopes(form.scope.as_deref(), &user.scopes)?;
     let issued = issue(rt, &user, &scopes, "password")?;
     Ok(token_response(&issued, None))

@@ -242,12 +242,22 @@ impl SharedRevocations {
     async fn revoke(&self, iss: &str, jti: &str, until: u64) -> Result<(), Error> {
         let member = digest(&[iss, jti]);
         // Refused here at once, and kept even if the store cannot take it now: the next
-        // resynchronisation writes it to the store.
-        self.inner
-            .copy
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .add_token(member.clone(), until);
+        // resynchronisation writes it to the store. Bounded like the in-memory list
+        // (SPEC §9): a full copy refuses new revocations (503) rather than grow.
+        {
+            let mut copy = self
+                .inner
+                .copy
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // (Expired entries leave at the next heartbeat, twice a second.)
+            if copy.tokens.len() >= keygate::revocation::MAX_REVOKED {
+                return Err(Error::StoreUnavailable(
+                    "the revocation list is full".into(),
+                ));
+            }
+            copy.add_token(member.clone(), until);
+        }
         let key = self.inner.layout.revoked();
         let channel = self.inner.layout.channel();
         let message = format!("t {until} {member}");

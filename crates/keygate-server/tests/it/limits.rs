@@ -19,54 +19,133 @@ async fn failed_attempts_from_one_address_get_429_with_retry_after() {
     );
 }
 
-#[tokio::test]
-async fn failed_attempts_against_one_key_id_are_limited_across_addresses() {
-    let s = TestServer::start().await;
-    // Re-write with a trusted proxy so X-Forwarded-For sets the client address.
+/// Trusts 127.0.0.1 as a proxy, so `X-Forwarded-For` sets the client address.
+fn behind_a_proxy(s: &TestServer) {
     let text = std::fs::read_to_string(&s.config_path).unwrap().replacen(
         "shutdown_timeout = \"5s\"",
         "shutdown_timeout = \"5s\"\ntrusted_proxies = [\"127.0.0.1\"]",
         1,
     );
     s.rewrite_config(&text).unwrap();
-    let wrong = keygate::api_key::generate("billing").unwrap();
-    for i in 0..5 {
+}
+
+/// The checksum of a `kg_` key is public, so anyone can make well-formed wrong keys for a
+/// client; from however many addresses, they must not lock the genuine key out (SPEC §9).
+#[tokio::test]
+async fn strangers_cannot_lock_a_client_out() {
+    let s = TestServer::start().await;
+    behind_a_proxy(&s);
+    for i in 0..50 {
+        let wrong = keygate::api_key::generate("billing").unwrap();
+        let addr = format!("198.51.100.{}", i % 10);
         let r = s
             .http
             .post(s.url("/login"))
             .header("X-API-Key", &wrong)
-            .header("X-Forwarded-For", format!("198.51.100.{i}"))
+            .header("X-Forwarded-For", &addr)
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 401);
+        assert!([401, 429].contains(&r.status().as_u16()), "{}", r.status());
     }
     let r = s
         .http
         .post(s.url("/login"))
         .header("X-API-Key", &s.billing_key)
-        .header("X-Forwarded-For", "198.51.100.77")
+        .header("X-Forwarded-For", "203.0.113.9")
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        r.status(),
-        429,
-        "the key id is blocked from a fresh address"
-    );
+    assert_eq!(r.status(), 200, "the genuine key from its own address");
     let r = s
-        .http
-        .post(s.url("/login"))
-        .header("X-API-Key", SEED_KEY)
-        .header("X-Forwarded-For", "198.51.100.78")
-        .send()
-        .await
-        .unwrap();
+        .token_form_from(
+            "203.0.113.9",
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "billing"),
+                ("client_secret", &s.billing_key),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 200, "and as a client secret");
+}
+
+/// A username's failures count per (username, address): a stranger guessing alice's
+/// password from elsewhere does not block alice; the guessing address is blocked.
+#[tokio::test]
+async fn a_username_is_limited_per_address() {
+    let s = TestServer::start().await;
+    behind_a_proxy(&s);
+    let guess = |i: usize| {
+        [
+            ("grant_type", "password"),
+            ("username", "alice"),
+            (
+                "password",
+                if i == usize::MAX {
+                    USER_PASSWORD
+                } else {
+                    "wrong guess"
+                },
+            ),
+        ]
+    };
+    for _ in 0..5 {
+        assert_eq!(
+            s.token_form_from("198.51.100.1", &guess(0)).await.status(),
+            400
+        );
+    }
     assert_eq!(
-        r.status(),
-        200,
-        "other clients from fresh addresses are not"
+        s.token_form_from("198.51.100.1", &guess(0)).await.status(),
+        429
     );
+    assert_eq!(
+        s.token_form_from("198.51.100.1", &guess(usize::MAX))
+            .await
+            .status(),
+        429,
+        "the guessing address stays blocked for its window"
+    );
+    assert_eq!(
+        s.token_form_from("203.0.113.5", &guess(usize::MAX))
+            .await
+            .status(),
+        200,
+        "alice from her own address"
+    );
+}
+
+/// Check and count are one step, before any hashing: concurrent wrong passwords from one
+/// address get at most `failed_attempts` answers other than 429 (SPEC §9).
+#[tokio::test]
+async fn concurrent_wrong_passwords_never_exceed_the_limit() {
+    let s = std::sync::Arc::new(TestServer::start().await);
+    let mut guesses = tokio::task::JoinSet::new();
+    for i in 0..60 {
+        let s = s.clone();
+        guesses.spawn(async move {
+            s.token_form(&[
+                ("grant_type", "password"),
+                ("username", "alice"),
+                ("password", &format!("guess-{i}")),
+            ])
+            .await
+            .status()
+            .as_u16()
+        });
+    }
+    let mut answered = std::collections::BTreeMap::new();
+    while let Some(status) = guesses.join_next().await {
+        *answered.entry(status.unwrap()).or_insert(0) += 1;
+    }
+    let checked: u32 = answered
+        .iter()
+        .filter(|(status, _)| **status != 429 && **status != 503)
+        .map(|(_, n)| *n)
+        .sum();
+    assert!(checked <= 5, "failed_attempts = 5, yet: {answered:?}");
+    assert_eq!(answered.get(&400), Some(&5), "{answered:?}");
 }
 
 #[tokio::test]

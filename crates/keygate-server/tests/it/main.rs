@@ -4,6 +4,7 @@
 
 mod browser;
 mod forward_auth;
+mod hardening;
 mod interop;
 mod limits;
 mod login;

@@ -29,7 +29,7 @@ async fn health_readiness_and_metrics() {
         "keygate_http_requests_total{route=\"/login\",method=\"POST\",status=\"200\"}",
         "keygate_http_requests_total{route=\"/login\",method=\"POST\",status=\"401\"}",
         "keygate_tokens_issued_total{grant=\"api_key\"}",
-        "keygate_tokens_refused_total{grant=\"api_key\",reason=\"wrong_credential\"}",
+        "keygate_tokens_refused_total{grant=\"api_key\",reason=\"invalid_credential\"}",
         "keygate_token_verifications_total{result=\"valid\",reason=\"\"}",
         "keygate_http_request_duration_seconds_bucket{route=\"/verify\",method=\"GET\",le=\"0.001\"}",
     ] {

@@ -200,6 +200,25 @@ impl TestServer {
             .unwrap()
     }
 
+    /// `POST /token` with `form`, as if from `addr` (needs 127.0.0.1 as a trusted proxy).
+    pub(crate) async fn token_form_from(
+        &self,
+        addr: &str,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        self.http
+            .post(self.url("/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-forwarded-for", addr)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Rewrites the config file and reloads it.
     pub(crate) fn rewrite_config(&self, text: &str) -> Result<(), keygate_server::ConfigError> {
         std::fs::write(&self.config_path, text).unwrap();

@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use jsonwebtoken::Header;
 
 use super::algorithm::SigningAlgorithm;
 use super::claims::{Audience, Claims};
@@ -120,21 +119,28 @@ impl Issuer {
             .keys
             .signer(now)
             .ok_or_else(|| Error::Signing("no signing key is active (all are retired)".into()))?;
-        let mut header = Header::new(key.algorithm().to_jsonwebtoken());
-        header.typ = Some("at+jwt".to_owned());
-        header.kid = Some(key.kid().to_owned());
-        let encoding = key
-            .encoding()
-            .ok_or_else(|| Error::Signing("the key set holds public keys only".into()))?;
-        let token = jsonwebtoken::encode(&header, &claims, encoding)
-            .map_err(|e| Error::Signing(e.to_string()))?;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = serde_json::json!({
+            "alg": key.algorithm().as_str(),
+            "typ": "at+jwt",
+            "kid": key.kid(),
+        });
+        let header = serde_json::to_vec(&header).map_err(|e| Error::Signing(e.to_string()))?;
+        let payload = serde_json::to_vec(&claims).map_err(|e| Error::Signing(e.to_string()))?;
+        let mut token = b64.encode(header);
+        token.push('.');
+        b64.encode_string(payload, &mut token);
+        let signature = key.sign(token.as_bytes())?;
+        token.push('.');
+        token.push_str(&signature);
         Ok(IssuedToken { token, claims })
     }
 }
 
-/// 128 bits from the OS RNG, base64url (ASVS 11.5.1: no UUIDs for unguessable values).
+/// 128 bits from aws-lc's CSPRNG (seeded from the OS, no system call per token),
+/// base64url (ASVS 11.5.1: no UUIDs for unguessable values).
 fn new_jti() -> Result<String> {
     let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(|e| Error::Signing(format!("OS RNG failed: {e}")))?;
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| Error::Signing("the CSPRNG failed".into()))?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }

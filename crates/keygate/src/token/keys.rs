@@ -7,6 +7,7 @@
 //! token it can have signed has expired (`ttl + leeway` after retirement).
 
 use aws_lc_rs::encoding::AsDer;
+use base64::Engine as _;
 use jsonwebtoken::jwk::{Jwk, KeyOperations, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{DecodingKey, EncodingKey};
 
@@ -27,6 +28,40 @@ pub struct SigningKey {
     decoding: DecodingKey,
     /// The public half as a JWK (`None` for HMAC: a secret is never published).
     public_jwk: Option<Jwk>,
+    /// For HMAC, the key prepared once: verifying a token is then one MAC, not a key
+    /// set-up per request.
+    mac: Option<aws_lc_rs::hmac::Key>,
+    /// For ES256 and EdDSA, the public key parsed once (RSA goes through jsonwebtoken).
+    public: Option<aws_lc_rs::signature::ParsedPublicKey>,
+}
+
+/// The public key of an ES256 (P-256) or EdDSA (Ed25519) JWK, parsed for aws-lc-rs.
+fn parsed_public_key(
+    algorithm: SigningAlgorithm,
+    jwk: &Jwk,
+) -> Option<aws_lc_rs::signature::ParsedPublicKey> {
+    use jsonwebtoken::jwk::AlgorithmParameters;
+    let b64 = |s: &str| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(s)
+            .ok()
+    };
+    let (verification, bytes): (
+        &'static dyn aws_lc_rs::signature::VerificationAlgorithm,
+        Vec<u8>,
+    ) = match (algorithm, &jwk.algorithm) {
+        (SigningAlgorithm::ES256, AlgorithmParameters::EllipticCurve(ec)) => {
+            let mut point = vec![0x04];
+            point.extend(b64(&ec.x)?);
+            point.extend(b64(&ec.y)?);
+            (&aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED, point)
+        }
+        (SigningAlgorithm::EdDSA, AlgorithmParameters::OctetKeyPair(okp)) => {
+            (&aws_lc_rs::signature::ED25519, b64(&okp.x)?)
+        }
+        _ => return None,
+    };
+    aws_lc_rs::signature::ParsedPublicKey::new(verification, bytes).ok()
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -52,6 +87,15 @@ impl SigningKey {
             encoding: Some(EncodingKey::from_secret(secret.as_bytes())),
             decoding: DecodingKey::from_secret(secret.as_bytes()),
             public_jwk: None,
+            public: None,
+            mac: Some(aws_lc_rs::hmac::Key::new(
+                match algorithm {
+                    SigningAlgorithm::HS384 => aws_lc_rs::hmac::HMAC_SHA384,
+                    SigningAlgorithm::HS512 => aws_lc_rs::hmac::HMAC_SHA512,
+                    _ => aws_lc_rs::hmac::HMAC_SHA256,
+                },
+                secret.as_bytes(),
+            )),
         })
     }
 
@@ -104,7 +148,9 @@ impl SigningKey {
             algorithm,
             encoding: Some(encoding),
             decoding,
+            public: parsed_public_key(algorithm, &jwk),
             public_jwk: Some(jwk),
+            mac: None,
         })
     }
 
@@ -172,7 +218,9 @@ impl SigningKey {
             algorithm,
             encoding: None,
             decoding,
+            public: parsed_public_key(algorithm, jwk),
             public_jwk: Some(jwk.clone()),
+            mac: None,
         })
     }
 
@@ -225,12 +273,50 @@ impl SigningKey {
         self.public_jwk.as_ref()
     }
 
-    pub(crate) fn encoding(&self) -> Option<&EncodingKey> {
-        self.encoding.as_ref()
+    /// The base64url signature of `signing_input` with this key's private half.
+    pub(crate) fn sign(&self, signing_input: &[u8]) -> Result<String> {
+        if let Some(mac) = &self.mac {
+            let tag = aws_lc_rs::hmac::sign(mac, signing_input);
+            return Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref()));
+        }
+        let encoding = self
+            .encoding
+            .as_ref()
+            .ok_or_else(|| Error::Signing("the key set holds public keys only".into()))?;
+        jsonwebtoken::crypto::sign(signing_input, encoding, self.algorithm.to_jsonwebtoken())
+            .map_err(|e| Error::Signing(e.to_string()))
     }
 
-    pub(crate) fn decoding(&self) -> &DecodingKey {
-        &self.decoding
+    /// Checks `signature` (base64url, no padding) over `signing_input` with this key.
+    pub(crate) fn verify_signature(&self, signing_input: &[u8], signature: &str) -> Result<()> {
+        if let Some(mac) = &self.mac {
+            // Canonical base64url only: a signature re-encoded with other trailing bits
+            // is not the signature keygate issued.
+            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(signature)
+                .map_err(|_| Error::Malformed("signature is not base64url"))?;
+            // Constant time (aws-lc-rs compares the tags without short-circuit).
+            return aws_lc_rs::hmac::verify(mac, signing_input, &bytes)
+                .map_err(|_| Error::InvalidSignature);
+        }
+        if let Some(public) = &self.public {
+            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(signature)
+                .map_err(|_| Error::Malformed("signature is not base64url"))?;
+            return public
+                .verify_sig(signing_input, &bytes)
+                .map_err(|_| Error::InvalidSignature);
+        }
+        match jsonwebtoken::crypto::verify(
+            signature,
+            signing_input,
+            &self.decoding,
+            self.algorithm.to_jsonwebtoken(),
+        ) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::InvalidSignature),
+            Err(_) => Err(Error::Malformed("signature is not base64url")),
+        }
     }
 }
 
@@ -506,5 +592,26 @@ mod tests {
         let all_retired =
             KeySet::new(vec![entry(SigningAlgorithm::EdDSA, 1000, 1000, Some(1500))]).unwrap();
         assert!(all_retired.signer(1500).is_none());
+    }
+
+    /// ES256 and EdDSA keys, ours and those read from a JWKS, verify with a public key
+    /// parsed once, not once per token.
+    #[test]
+    fn elliptic_keys_are_prepared_once() {
+        for alg in [SigningAlgorithm::ES256, SigningAlgorithm::EdDSA] {
+            let (key, pem) = SigningKey::generate(alg).unwrap();
+            assert!(key.public.is_some(), "{alg}");
+            let key = SigningKey::from_pem(alg, pem.as_bytes()).unwrap();
+            assert!(key.public.is_some(), "{alg} from PEM");
+            let published = SigningKey::from_public_jwk(alg, key.public_jwk().unwrap()).unwrap();
+            assert!(published.public.is_some(), "{alg} from a JWK");
+            let input = b"header.payload";
+            let signature = key.sign(input).unwrap();
+            published.verify_signature(input, &signature).unwrap();
+            let mut forged = signature.into_bytes();
+            forged[5] ^= 1;
+            let forged = String::from_utf8(forged).unwrap();
+            assert!(published.verify_signature(input, &forged).is_err());
+        }
     }
 }

@@ -306,6 +306,30 @@ fn issuer_and_audience_must_match_exactly() {
     verifier.verify(&t).unwrap();
 }
 
+/// SPEC §9: with no audience configured, a token that names one is meant for someone
+/// else and is refused; a token without `aud` is accepted.
+#[test]
+fn with_no_audience_configured_tokens_naming_one_are_refused() {
+    let secret: HmacSecret = SECRET.parse().unwrap();
+    let mut policy = policy();
+    policy.audience.clear();
+    let verifier = Verifier::hmac(SigningAlgorithm::HS256, &secret, policy).unwrap();
+    let now = now_unix();
+    for aud in [r#"{"aud":"api"}"#, r#"{"aud":["api"]}"#, r#"{"aud":[]}"#] {
+        let t = forge(HS256_HEADER, &payload_with(now, aud), SECRET.as_bytes());
+        assert!(
+            matches!(verifier.verify(&t), Err(Error::BadClaim(_))),
+            "{aud}"
+        );
+    }
+    let t = forge(
+        HS256_HEADER,
+        &payload_with(now, r#"{"aud":null}"#),
+        SECRET.as_bytes(),
+    );
+    verifier.verify(&t).unwrap();
+}
+
 #[test]
 fn wrongly_typed_or_missing_claims_are_refused() {
     let (_, verifier) = pair();
