@@ -12,6 +12,7 @@ use crate::config::{OnUnavailable, Runtime};
 use crate::extract::{TokenSource, bearer_token};
 use crate::rejection::Rejection;
 use crate::state::AppState;
+use crate::store::Verdict;
 
 /// A request whose token passed every check.
 #[derive(Debug)]
@@ -42,24 +43,12 @@ pub(crate) async fn check_token(
         tracing::debug!(reason = e.reason(), "token refused");
         Rejection::InvalidToken
     })?;
-    match state
-        .revocations()
-        .is_revoked(&claims.iss, &claims.jti)
-        .await
-    {
-        Ok(false) => {}
-        Ok(true) => {
-            refused("revoked");
-            return Err(Rejection::InvalidToken);
-        }
-        Err(e) if rt.config.store.on_unavailable == OnUnavailable::Allow => {
-            tracing::warn!(error = %e, "revocation store unavailable; allowed by store.on_unavailable");
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "revocation store unavailable; refusing (store.on_unavailable = deny)");
-            return Err(Rejection::Unavailable(Duration::from_secs(1)));
-        }
-    }
+    let revocations = state.revocations();
+    let verdict = match revocations.token(&claims.iss, &claims.jti).await {
+        Verdict::Clear => revocations.principal_token(&claims.sub, claims.iat),
+        other => other,
+    };
+    store_verdict(rt, verdict)?;
     // A removed or revoked principal's tokens stop working at once here (ASVS 7.4.2),
     // even though services verifying offline honour them until they expire.
     let now = OffsetDateTime::now_utc();
@@ -76,13 +65,39 @@ pub(crate) async fn check_token(
     Ok(claims)
 }
 
+/// The answer to a revocation-list verdict: `Unknown` (the local copy is not in sync
+/// with the store) follows `store.on_unavailable`.
+pub(crate) fn store_verdict(rt: &Runtime, verdict: Verdict) -> Result<(), Rejection> {
+    match verdict {
+        Verdict::Clear => Ok(()),
+        Verdict::Revoked => {
+            refused("revoked");
+            Err(Rejection::InvalidToken)
+        }
+        Verdict::Unknown if rt.config.store.on_unavailable == OnUnavailable::Allow => {
+            tracing::warn!(
+                "revocation list not in sync with the store; answered from the local copy (store.on_unavailable = allow)"
+            );
+            Ok(())
+        }
+        Verdict::Unknown => {
+            tracing::error!(
+                "revocation list not in sync with the store; refusing (store.on_unavailable = deny)"
+            );
+            Err(Rejection::Unavailable(Duration::from_secs(1)))
+        }
+    }
+}
+
 fn refused(reason: &'static str) {
     metrics::counter!("keygate_token_verifications_total", "result" => "invalid", "reason" => reason)
         .increment(1);
 }
 
-/// Puts the token on the revocation list until it would be refused anyway: its `exp`
-/// plus the leeway verification allows. `by` says who asked, for the log.
+/// Puts the token on the revocation list until it would be refused anyway: strictly
+/// longer than its `exp` plus the leeway verification allows (the verifier still accepts
+/// at exactly `exp + leeway`; one more second covers that and clock steps between
+/// replicas). `by` says who asked, for the log.
 pub(crate) async fn revoke(
     state: &AppState,
     rt: &Runtime,
@@ -92,7 +107,11 @@ pub(crate) async fn revoke(
     let leeway = rt.verifier.policy().leeway.as_secs();
     state
         .revocations()
-        .revoke(&claims.iss, &claims.jti, claims.exp.saturating_add(leeway))
+        .revoke(
+            &claims.iss,
+            &claims.jti,
+            claims.exp.saturating_add(leeway).saturating_add(1),
+        )
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "revocation failed");

@@ -12,10 +12,11 @@ use keygate::principal::Principal;
 use time::OffsetDateTime;
 
 use crate::audit::{AuditEvent, AuditKind};
-use crate::config::Runtime;
+use crate::config::{OnUnavailable, Runtime};
 use crate::limits::Subject;
 use crate::rejection::Rejection;
 use crate::state::AppState;
+use crate::store::Verdict;
 
 /// Client credentials sent in a form body (RFC 6749 §2.3.1: `client_id` + `client_secret`).
 #[derive(Debug, Clone, Copy, Default)]
@@ -86,7 +87,14 @@ pub(crate) async fn authenticate_client(
         }
     }
     let refusal = Rejection::InvalidClient { basic: true };
-    finish_attempt(state, &subjects, label, claimed, outcome, refusal).await
+    let client = finish_attempt(state, &subjects, label, claimed, outcome, refusal).await?;
+    not_revoked_in_store(
+        state,
+        rt,
+        client,
+        Rejection::InvalidClient { basic: true },
+        label,
+    )
 }
 
 /// Authenticates an API key (`/login`, or client authentication by the key header).
@@ -110,7 +118,8 @@ pub(crate) async fn authenticate_api_key(
         .authenticate_key(key, state.passwords(), now)
         .await;
     let refusal = Rejection::InvalidClient { basic };
-    finish_attempt(state, &subjects, label, claimed, outcome, refusal).await
+    let client = finish_attempt(state, &subjects, label, claimed, outcome, refusal).await?;
+    not_revoked_in_store(state, rt, client, Rejection::InvalidClient { basic }, label)
 }
 
 /// The id and secret of a Basic header: first as RFC 6749 §2.3.1 says (each part
@@ -136,6 +145,48 @@ fn decode_basic(creds: &str) -> Result<Vec<(String, String)>, Rejection> {
     } else {
         vec![encoded, raw]
     })
+}
+
+/// A principal whose credential the store lists as revoked (by `keygate key revoke` or
+/// `user remove` on another copy of the file) is refused as if the credential were wrong,
+/// whatever this replica's file says. (The directory does not say which credential
+/// matched, so a principal is refused while any of its live credentials is revoked.)
+/// While the local copy of the list is not in sync,
+/// `store.on_unavailable` decides.
+pub(crate) fn not_revoked_in_store(
+    state: &AppState,
+    rt: &Runtime,
+    principal: Arc<Principal>,
+    refusal: Rejection,
+    grant_type: &'static str,
+) -> Result<Arc<Principal>, Rejection> {
+    // Only credentials still valid by this replica's file: a rotated-out key past its
+    // grace stays in the file for a while and must not refuse its successor.
+    let now = OffsetDateTime::now_utc();
+    let hashes = principal
+        .credentials
+        .iter()
+        .filter(|c| c.valid_until.is_none_or(|until| until > now))
+        .map(|c| &c.hash);
+    match state.revocations().credentials(&principal.id, hashes) {
+        Verdict::Clear => Ok(principal),
+        Verdict::Revoked => {
+            metrics::counter!("keygate_tokens_refused_total", "grant" => grant_type, "reason" => "revoked")
+                .increment(1);
+            tracing::info!(
+                grant = grant_type,
+                "credential refused: revoked in the store"
+            );
+            Err(refusal)
+        }
+        Verdict::Unknown if rt.config.store.on_unavailable == OnUnavailable::Allow => Ok(principal),
+        Verdict::Unknown => {
+            tracing::error!(
+                "revocation list not in sync with the store; refusing (store.on_unavailable = deny)"
+            );
+            Err(Rejection::Unavailable(std::time::Duration::from_secs(1)))
+        }
+    }
 }
 
 /// Counts an attempt against `subjects` before its credential is checked, in one step

@@ -17,7 +17,7 @@
 //! | [`limits`] | [`limits::FailedAttempts`] and [`limits::Subject`]: 429 after too many failures |
 //! | [`quota`] | per-client quotas (GCRA, burst N) and their RateLimit header fields |
 //! | [`audit`] | the audit log: security events as JSON lines, written off the request path |
-//! | [`store`] | Redis for the revocation list and attempt counters of several replicas |
+//! | [`store`] | Redis (one server, Sentinel or Cluster) for several replicas: each replica's local copy of the revocation list, credential revocations from the CLI, attempt counters, quotas |
 //! | [`metrics`] | Prometheus metrics |
 //! | `request_id` | `X-Request-Id`: a span per request, so its log lines name it; echoed |
 //! | [`reload`] | configuration reload on SIGHUP or file change |

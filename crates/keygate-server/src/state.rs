@@ -7,14 +7,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 use keygate::password::PasswordVerifier;
-use keygate::revocation::{MemoryRevocationStore, RevocationStore};
+use keygate::revocation::MemoryRevocationStore;
 
 use crate::audit::{AuditEvent, AuditKind, AuditLog};
 use crate::config::{Config, ConfigError, Runtime};
 use crate::limits::FailedAttempts;
 use crate::metrics::Metrics;
 use crate::quota::Quotas;
-use crate::store::{RedisAttempts, RedisQuota, RedisRevocationStore, RedisStore};
+use crate::store::{RedisAttempts, RedisQuota, RedisStore, Revocations, SharedRevocations};
 
 /// Shared server state.
 #[derive(Clone, Debug)]
@@ -26,7 +26,7 @@ pub struct AppState {
 struct Inner {
     runtime: ArcSwap<Runtime>,
     config_path: Option<PathBuf>,
-    revocations: Arc<dyn RevocationStore>,
+    revocations: Revocations,
     attempts: FailedAttempts,
     quotas: Quotas,
     audit: AuditLog,
@@ -43,14 +43,20 @@ impl AppState {
             .map_err(|e| ConfigError::new("limits", e))?;
         let mut attempts = FailedAttempts::new(limits.failed_attempts, limits.window);
         let mut quotas = Quotas::new(None);
-        let revocations: Arc<dyn RevocationStore> = match &runtime.config.store.url {
-            Some(url) => {
-                let redis = RedisStore::open(url).map_err(|e| ConfigError::new("store.url", e))?;
-                attempts = attempts.shared(RedisAttempts(redis.clone()));
-                quotas = Quotas::new(Some(RedisQuota(redis.clone())));
-                Arc::new(RedisRevocationStore(redis))
+        let issuer = runtime.issuer.policy().issuer.clone();
+        let store = RedisStore::from_config(&runtime.config.store)
+            .map_err(|e| ConfigError::new("store", e))?;
+        let revocations = match store {
+            Some(redis) => {
+                attempts = attempts.shared(RedisAttempts::new(redis.clone(), &issuer));
+                quotas = Quotas::new(Some(RedisQuota::new(redis.clone(), &issuer)));
+                let shared = SharedRevocations::new(redis, &issuer);
+                if tokio::runtime::Handle::try_current().is_ok() {
+                    shared.start();
+                }
+                Revocations::Shared(shared)
             }
-            None => Arc::new(MemoryRevocationStore::new()),
+            None => Revocations::Memory(MemoryRevocationStore::new()),
         };
         let audit =
             AuditLog::start(&runtime.config).map_err(|e| ConfigError::new("audit.path", e))?;
@@ -124,7 +130,20 @@ impl AppState {
                         "server.reload_interval",
                         was.server.reload_interval != now.server.reload_interval,
                     ),
-                    ("store.url", was.store.url != now.store.url),
+                    (
+                        "store.*",
+                        was.store.url != now.store.url
+                            || was.store.sentinels != now.store.sentinels
+                            || was.store.sentinel_master != now.store.sentinel_master
+                            || was.store.cluster != now.store.cluster
+                            || was.store.ca_file != now.store.ca_file
+                            || was.store.timeout != now.store.timeout,
+                    ),
+                    (
+                        "token.issuer (the store's namespace)",
+                        was.store.is_shared()
+                            && old.issuer.policy().issuer != runtime.issuer.policy().issuer,
+                    ),
                     (
                         "audit",
                         was.audit.path != now.audit.path || was.audit.buffer != now.audit.buffer,
@@ -176,8 +195,26 @@ impl AppState {
         self.inner.config_path.as_ref()
     }
 
-    pub(crate) fn revocations(&self) -> &dyn RevocationStore {
-        self.inner.revocations.as_ref()
+    pub(crate) fn revocations(&self) -> &Revocations {
+        &self.inner.revocations
+    }
+
+    /// Starts keeping the local copy of the store's revocation list in sync (done by
+    /// [`crate::serve`]; needs a Tokio runtime). Does nothing without a store, or twice.
+    pub fn start_store_sync(&self) {
+        if let Revocations::Shared(shared) = &self.inner.revocations {
+            shared.start();
+        }
+    }
+
+    /// Waits, at most `limit`, for the local copy of the store's revocation list to be in
+    /// sync, so that the first requests after start-up find it complete rather than
+    /// answering by `store.on_unavailable`. True at once without a store.
+    pub async fn wait_store_sync(&self, limit: std::time::Duration) -> bool {
+        match &self.inner.revocations {
+            Revocations::Shared(shared) => shared.wait_synced(limit).await,
+            Revocations::Memory(_) => true,
+        }
     }
 
     pub(crate) fn attempts(&self) -> &FailedAttempts {

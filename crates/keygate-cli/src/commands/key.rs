@@ -10,6 +10,8 @@ use keygate_server::audit::{AuditEvent, AuditKind};
 use keygate_server::config::edit::{ConfigFile, NewClient};
 use time::OffsetDateTime;
 
+use super::store_revocation;
+
 pub(crate) fn add(
     path: &Path,
     id: &str,
@@ -95,19 +97,27 @@ pub(crate) fn list(path: &Path, json: bool) -> anyhow::Result<()> {
 }
 
 pub(crate) fn revoke(path: &Path, id: &str) -> anyhow::Result<()> {
+    let pending = store_revocation::prepare(path, id);
+    let now = OffsetDateTime::now_utc();
     let mut file = ConfigFile::open(path)?;
-    file.revoke_client(id, OffsetDateTime::now_utc())?;
+    file.revoke_client(id, now)?;
     file.save()?;
     super::audit::record(path, &AuditEvent::new(AuditKind::KeyRevoked).client_id(id));
     eprintln!("revoked the key of `{id}`; a running server picks this up within a second");
-    Ok(())
+    store_revocation::publish(pending, now)
 }
 
 pub(crate) fn rotate(path: &Path, id: &str, grace: Duration) -> anyhow::Result<()> {
     let key = api_key::generate(id)?;
     let hash = KeyHash::sha256_of(&key).to_string();
+    // Without a grace the old key is revoked at once: on every replica, through the store.
+    let pending = grace
+        .is_zero()
+        .then(|| store_revocation::prepare(path, id))
+        .flatten();
+    let now = OffsetDateTime::now_utc();
     let mut file = ConfigFile::open(path)?;
-    file.rotate_client_key(id, &hash, OffsetDateTime::now_utc() + grace)?;
+    file.rotate_client_key(id, &hash, now + grace)?;
     file.save()?;
     let grace_text = humantime::format_duration(grace).to_string();
     super::audit::record(
@@ -116,6 +126,7 @@ pub(crate) fn rotate(path: &Path, id: &str, grace: Duration) -> anyhow::Result<(
             .client_id(id)
             .reason(&format!("grace {grace_text}")),
     );
+    store_revocation::publish(pending, now)?;
     eprintln!(
         "the old key of `{id}` stays valid for {}",
         humantime::format_duration(grace)

@@ -11,6 +11,7 @@ mod key;
 mod secret;
 mod serve;
 mod signing;
+mod store_revocation;
 mod token;
 mod user;
 

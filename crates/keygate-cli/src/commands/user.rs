@@ -41,6 +41,8 @@ pub(crate) fn add(path: &Path, name: &str, role: &str, scopes: &[String]) -> any
 }
 
 pub(crate) fn remove(path: &Path, name: &str) -> anyhow::Result<()> {
+    let pending = super::store_revocation::prepare(path, name);
+    let now = time::OffsetDateTime::now_utc();
     let mut file = ConfigFile::open(path)?;
     file.remove_user(name)?;
     file.save()?;
@@ -49,5 +51,5 @@ pub(crate) fn remove(path: &Path, name: &str) -> anyhow::Result<()> {
         &AuditEvent::new(AuditKind::UserRemoved).username(name),
     );
     eprintln!("removed user `{name}`");
-    Ok(())
+    super::store_revocation::publish(pending, now)
 }

@@ -5,6 +5,7 @@ mod audit;
 mod fastapi;
 mod ops;
 mod serve;
+mod store;
 mod tls;
 
 use std::io::{BufRead, BufReader, Write};

@@ -218,22 +218,51 @@ impl Default for LimitsConfig {
     }
 }
 
-/// `[store]`: shared state for several replicas.
+/// `[store]`: shared state for several replicas: one Redis (`url`), a Sentinel-managed
+/// primary (`sentinels` + `sentinel_master`) or a Redis Cluster (`cluster`); at most one
+/// of the three. Unset keeps state in this process's memory.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// `redis://…`; unset keeps state in memory.
+    /// `redis://…` or `rediss://…` (TLS). Defaults to unset.
     pub url: Option<String>,
+    /// Sentinel addresses (`redis://host:26379`, `rediss://…`) asked where the primary
+    /// named `sentinel_master` is; a failover is followed without a restart. Their
+    /// scheme, user and password are also used for the primary. Defaults to none.
+    pub sentinels: Vec<String>,
+    /// The name the sentinels monitor the primary under. Required with `sentinels`.
+    pub sentinel_master: Option<String>,
+    /// Redis Cluster nodes (`redis://host:7000`, …); the rest are discovered. Defaults to none.
+    pub cluster: Vec<String>,
+    /// A PEM file of the CA that signed the Redis servers' certificates, for `rediss://`
+    /// servers not signed by a CA the system trusts. Defaults to the system's roots.
+    pub ca_file: Option<PathBuf>,
     /// What a check that needs the store does when it cannot be reached. Defaults to `deny`.
     pub on_unavailable: OnUnavailable,
+    /// The longest one store call may take; beyond it the store counts as unavailable
+    /// and `on_unavailable` applies. Defaults to `250ms`.
+    #[serde(with = "humane")]
+    pub timeout: Duration,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             url: None,
+            sentinels: Vec::new(),
+            sentinel_master: None,
+            cluster: Vec::new(),
+            ca_file: None,
             on_unavailable: OnUnavailable::Deny,
+            timeout: Duration::from_millis(250),
         }
+    }
+}
+
+impl StoreConfig {
+    /// True when a shared store is configured.
+    pub fn is_shared(&self) -> bool {
+        self.url.is_some() || !self.sentinels.is_empty() || !self.cluster.is_empty()
     }
 }
 

@@ -57,9 +57,13 @@ same_site = "Lax"
 failed_attempts = 10                     # per client address and per key id, per window
 window = "1m"                            # then 429 until the window passes
 
-[store]                                  # shared state for several replicas
+[store]                                  # shared state for several replicas (docs/scale-out.md)
 # url = "redis://127.0.0.1:6379"         # revocations and attempt counters; in memory when unset
+# sentinels = ["redis://10.0.0.1:26379"] # or a Sentinel-managed primary (rediss:// for TLS)
+# sentinel_master = "keygate"
+# cluster = ["redis://10.0.0.1:7000"]    # or a Redis Cluster
 on_unavailable = "deny"                  # deny | allow, when Redis cannot be reached
+timeout = "250ms"                        # one store call; then on_unavailable applies
 
 [[clients]]
 id = "{FIRST_CLIENT}"

@@ -155,16 +155,57 @@ impl Config {
     }
 
     fn check_store(&self) -> Result<(), ConfigError> {
-        if let Some(url) = &self.store.url {
-            if !url.starts_with("redis://") && !url.starts_with("unix://") {
+        let store = &self.store;
+        let kinds = [
+            store.url.is_some(),
+            !store.sentinels.is_empty(),
+            !store.cluster.is_empty(),
+        ];
+        if kinds.iter().filter(|k| **k).count() > 1 {
+            return Err(ConfigError::new(
+                "store",
+                "set one of store.url, store.sentinels or store.cluster, not several",
+            ));
+        }
+        let named = store
+            .url
+            .iter()
+            .map(|u| ("store.url", u))
+            .chain(store.sentinels.iter().map(|u| ("store.sentinels", u)))
+            .chain(store.cluster.iter().map(|u| ("store.cluster", u)));
+        for (setting, url) in named {
+            let scheme_ok = url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || (setting == "store.url" && url.starts_with("unix://"));
+            if !scheme_ok {
                 return Err(ConfigError::new(
-                    "store.url",
-                    format!("`{}` is not a redis:// URL", redact_url(url)),
+                    setting,
+                    format!("`{}` is not a redis:// or rediss:// URL", redact_url(url)),
                 ));
             }
-            crate::store::RedisStore::open(url).map_err(|e| {
-                ConfigError::new("store.url", format!("`{}`: {e}", redact_url(url)))
-            })?;
+            redis::Client::open(url.as_str())
+                .map_err(|e| ConfigError::new(setting, format!("`{}`: {e}", redact_url(url))))?;
+        }
+        if !store.sentinels.is_empty() && store.sentinel_master.as_deref().is_none_or(str::is_empty)
+        {
+            return Err(ConfigError::new(
+                "store.sentinel_master",
+                "is required with store.sentinels: the name the sentinels monitor",
+            ));
+        }
+        if store.timeout.is_zero() || store.timeout > Duration::from_secs(10) {
+            return Err(ConfigError::new(
+                "store.timeout",
+                "must be between 1ms and 10s",
+            ));
+        }
+        if let Some(ca) = &store.ca_file
+            && let Err(e) = std::fs::read(ca)
+        {
+            return Err(ConfigError::new(
+                "store.ca_file",
+                format!("`{}`: {e}", ca.display()),
+            ));
         }
         Ok(())
     }
@@ -403,6 +444,7 @@ mod tests {
         assert!(!c.cookie.enabled);
         assert_eq!(c.limits.failed_attempts, 10);
         assert_eq!(c.store.on_unavailable, OnUnavailable::Deny);
+        assert_eq!(c.store.timeout, Duration::from_millis(250));
         assert_eq!(rt.verifier.policy().issuer, "http://127.0.0.1:8080");
     }
 
@@ -532,5 +574,14 @@ mod tests {
         let err = check(&bad).unwrap_err().to_string();
         assert!(err.starts_with("store.url"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
+        let store = |t: &str| check(&format!("{}[store]\n{t}\n", minimal()));
+        let fails = |t: &str| store(t).unwrap_err().to_string();
+        store("sentinels = [\"rediss://10.0.0.1:26379\"]\nsentinel_master = \"kg\"").unwrap();
+        store("cluster = [\"redis://10.0.0.1:7000\"]\ntimeout = \"1s\"").unwrap();
+        assert!(fails("url = \"redis://a\"\ncluster = [\"redis://b\"]").starts_with("store:"));
+        assert!(fails("sentinels = [\"redis://a\"]").starts_with("store.sentinel_master"));
+        assert!(fails("cluster = [\"http://a\"]").starts_with("store.cluster"));
+        assert!(fails("timeout = \"0s\"").starts_with("store.timeout"));
+        assert!(fails("ca_file = \"/nonexistent.pem\"").starts_with("store.ca_file"));
     }
 }

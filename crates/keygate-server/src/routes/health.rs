@@ -29,7 +29,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
         )
             .into_response();
     }
-    if !state.revocations().is_available().await {
+    if !state.revocations().is_available() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "store_unavailable"})),

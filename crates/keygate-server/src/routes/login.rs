@@ -22,6 +22,7 @@ use crate::state::AppState;
         (status = 400, description = "Two different keys presented", body = crate::rejection::ErrorBody),
         (status = 401, description = "No key, or a wrong, expired or revoked one: `invalid_client`", body = crate::rejection::ErrorBody),
         (status = 429, description = "Too many failed attempts (`too_many_attempts`), or the client's quota is used up (`rate_limited`, with `RateLimit-Policy` and `RateLimit`)", body = crate::rejection::ErrorBody, headers(("retry-after" = u64))),
+        (status = 503, description = "With a store and `store.on_unavailable = \"deny\"`: the revocation list is not in sync with the store", body = crate::rejection::ErrorBody, headers(("retry-after" = u64))),
     ),
     security(("api_key_header" = []), ("api_key_query" = []), ("api_key_cookie" = []))
 )]

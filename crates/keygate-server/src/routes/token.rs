@@ -8,7 +8,9 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use crate::config::Runtime;
-use crate::credentials::{Claimed, FormSecret, authenticate_client, begin_attempt, finish_attempt};
+use crate::credentials::{
+    Claimed, FormSecret, authenticate_client, begin_attempt, finish_attempt, not_revoked_in_store,
+};
 use crate::extract::{Peer, client_ip};
 use crate::form::Form;
 use crate::issue::{issue, narrow_scopes, token_response};
@@ -45,7 +47,7 @@ pub(super) struct TokenForm {
         (status = 400, description = "`invalid_request`, `unsupported_grant_type`, `invalid_grant` or `invalid_scope`", body = crate::rejection::ErrorBody),
         (status = 401, description = "`invalid_client`", body = crate::rejection::ErrorBody, headers(("www-authenticate" = String, description = "`Basic realm=\"keygate\"`"))),
         (status = 429, description = "Too many failed attempts (`too_many_attempts`), or the client's quota is used up (`rate_limited`, with `RateLimit-Policy` and `RateLimit`)", body = crate::rejection::ErrorBody, headers(("retry-after" = u64))),
-        (status = 503, description = "Password hashing queue full", body = crate::rejection::ErrorBody, headers(("retry-after" = u64))),
+        (status = 503, description = "Password hashing queue full; or, with a store and `store.on_unavailable = \"deny\"`, the revocation list is not in sync with the store", body = crate::rejection::ErrorBody, headers(("retry-after" = u64))),
     ),
     security((), ("client_basic" = []), ("api_key_header" = []))
 )]
@@ -111,6 +113,7 @@ async fn password(
         Rejection::InvalidGrant,
     )
     .await?;
+    let user = not_revoked_in_store(state, rt, user, Rejection::InvalidGrant, "password")?;
     let scopes = narrow_scopes(form.scope.as_deref(), &user.scopes)?;
     let issued = issue(state, rt, &user, &scopes, "password", ip)?;
     Ok(token_response(&issued, None))

@@ -29,6 +29,7 @@ use crate::state::AppState;
         (status = 401, description = "No token, or a bad, expired or revoked one", body = crate::rejection::ErrorBody, headers(("www-authenticate" = String, description = "`Bearer realm=\"keygate\"`, with `error=\"invalid_token\"` for a bad token"))),
         (status = 403, description = "Role or scope unmet: `insufficient_scope`", body = crate::rejection::ErrorBody),
         (status = 429, description = "The token's client is over its quota: `rate_limited`, with `Retry-After`, `RateLimit-Policy` and `RateLimit`", body = crate::rejection::ErrorBody, headers(("retry-after" = u64))),
+        (status = 503, description = "With a store and `store.on_unavailable = \"deny\"`: the revocation list is not in sync with the store", body = crate::rejection::ErrorBody, headers(("retry-after" = u64))),
     ),
     security(("bearer" = []), ("token_cookie" = []), ("oauth2" = []))
 )]
@@ -100,6 +101,7 @@ fn demands(claims: &keygate::token::Claims, query: Option<&str>) -> Result<Respo
         (status = 200, description = "The verified claims", body = keygate::token::Claims),
         (status = 401, description = "No token, or a bad, expired or revoked one", body = crate::rejection::ErrorBody, headers(("www-authenticate" = String, description = "`Bearer realm=\"keygate\"`, with `error=\"invalid_token\"` for a bad token"))),
         (status = 429, description = "The token's client is over its quota: `rate_limited`", body = crate::rejection::ErrorBody, headers(("retry-after" = u64))),
+        (status = 503, description = "With a store and `store.on_unavailable = \"deny\"`: the revocation list is not in sync with the store", body = crate::rejection::ErrorBody, headers(("retry-after" = u64))),
     ),
     security(("bearer" = []), ("token_cookie" = []), ("oauth2" = []))
 )]

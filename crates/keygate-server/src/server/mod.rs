@@ -97,6 +97,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listeners = listeners.into();
+    state.start_store_sync();
+    // Connections wait in the listen queue meanwhile; a store that is down costs a
+    // second of start-up, then store.on_unavailable answers.
+    if !state
+        .wait_store_sync(std::time::Duration::from_secs(1))
+        .await
+    {
+        tracing::warn!(
+            "the revocation list is not in sync with the store yet; store.on_unavailable applies until it is"
+        );
+    }
     let rt = state.runtime();
     let limits = Limits {
         header_timeout: rt.config.server.header_timeout,

@@ -4,14 +4,13 @@
 //!
 //! The script is the same GCRA as [`crate::quota::gcra`]: the key holds the client's
 //! theoretical arrival time (TAT) in microseconds and expires when the bucket is full again,
-//! so an idle client costs no memory. Keys are `keygate:quota:<sha256(client id)>`.
-
-use std::sync::LazyLock;
+//! so an idle client costs no memory. Keys are namespaced by deployment like every other
+//! (`keygate:{<issuer hash>}:quota:<client id hash>`), one hash tag per deployment.
 
 use keygate::Error;
-use sha2::{Digest, Sha256};
 
 use super::RedisStore;
+use super::layout::Layout;
 use crate::quota::Gcra;
 
 /// KEYS[1]: the client's TAT. ARGV[1]: emission interval (µs), ARGV[2]: burst tolerance (µs).
@@ -34,31 +33,41 @@ redis.call('SET', KEYS[1], string.format('%.0f', new), 'PX', math.ceil((new - no
 return {1, new - now, 0}
 ";
 
-/// Loaded once per process; sent by its SHA-1 (`EVALSHA`) after Redis has seen it once.
-static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(SOURCE));
-
 /// The quota counters of every replica, in Redis.
 #[derive(Debug, Clone)]
-pub struct RedisQuota(pub RedisStore);
+pub struct RedisQuota {
+    store: RedisStore,
+    layout: Layout,
+}
 
 impl RedisQuota {
+    /// Quotas of the deployment issuing as `issuer`.
+    pub fn new(store: RedisStore, issuer: &str) -> Self {
+        Self {
+            store,
+            layout: Layout::for_issuer(issuer),
+        }
+    }
+
     /// Counts one request of `client_id` against `gcra`, in one atomic step.
     pub async fn charge(
         &self,
         client_id: &str,
         gcra: Gcra,
     ) -> Result<crate::quota::Outcome, Error> {
-        let key = format!(
-            "keygate:quota:{}",
-            hex::encode(Sha256::digest(client_id.as_bytes()))
-        );
-        let row = self
-            .0
-            .eval(
-                &SCRIPT,
-                vec![key],
-                vec![gcra.interval_us, gcra.tolerance_us],
-            )
+        let key = self.layout.quota(client_id);
+        let args = [gcra.interval_us, gcra.tolerance_us];
+        let row: Vec<i64> = self
+            .store
+            .run(|mut c| async move {
+                redis::cmd("EVAL")
+                    .arg(SOURCE)
+                    .arg(1)
+                    .arg(&key)
+                    .arg(&args[..])
+                    .query_async(&mut c)
+                    .await
+            })
             .await?;
         match row.as_slice() {
             [allowed, debt, wait] => Ok(crate::quota::Outcome {

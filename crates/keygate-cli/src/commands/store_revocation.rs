@@ -1,0 +1,42 @@
+//! With `[store]` configured, `key revoke`, `user remove` and `key rotate --grace 0s` also
+//! write the revocation to the store once the file edit has succeeded, so replicas reading
+//! other copies of the file refuse the credential within a second (SPEC §8).
+
+use std::path::Path;
+
+use keygate_server::store::PendingRevocation;
+use time::OffsetDateTime;
+
+use super::Unavailable;
+
+/// Reads what the revocation of `id` needs from the file before it is edited: `None`
+/// without a store. A file that does not load is edited anyway, with a warning.
+pub(crate) fn prepare(path: &Path, id: &str) -> Option<PendingRevocation> {
+    match PendingRevocation::prepare(path, id) {
+        Ok(pending) => pending,
+        Err(e) => {
+            eprintln!(
+                "keygate: warning: {e}; the revocation is written to the file only, not to the store"
+            );
+            None
+        }
+    }
+}
+
+/// Writes the prepared revocation, effective from `at`.
+pub(crate) fn publish(
+    pending: Option<PendingRevocation>,
+    at: OffsetDateTime,
+) -> anyhow::Result<()> {
+    let Some(pending) = pending else {
+        return Ok(());
+    };
+    pending.publish(at).map_err(|e| {
+        anyhow::Error::new(Unavailable(format!(
+            "the file is changed, but writing the revocation to the store failed ({e}); \
+             replicas reading other copies of the file accept the credential until their copy changes"
+        )))
+    })?;
+    eprintln!("revocation written to the store: every replica refuses it within a second");
+    Ok(())
+}

@@ -1,0 +1,161 @@
+//! The store on each topology, real servers started by the test: a Sentinel set whose
+//! primary is killed mid-test, a three-node Redis Cluster, and Redis over TLS.
+
+use std::time::{Duration, Instant};
+
+use crate::redis_servers::*;
+use crate::util::*;
+
+async fn refused_within_a_second(s: &TestServer, token: &str) {
+    let took = eventually(Duration::from_secs(1), || async {
+        s.verify(token).await.status() == 401
+    })
+    .await;
+    assert!(took.is_some(), "refused within a second");
+}
+
+/// Entries of the revocation list on one node.
+async fn revocations_on(node: &Redis) -> usize {
+    let mut c = node.connection().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("keygate:*:revoked")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let mut n = 0;
+    for k in keys {
+        let count: usize = redis::cmd("ZCARD")
+            .arg(&k)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        n += count;
+    }
+    n
+}
+
+#[tokio::test]
+async fn a_sentinel_failover_is_followed_without_a_restart() {
+    let mut set = SentinelSet::start().await;
+    let servers = replicas_with(&set.store_toml(), 2).await;
+    let (a, b) = (&servers[0], &servers[1]);
+    let before = a.token().await;
+    assert_eq!(a.logout(&before).await.status(), 204);
+    refused_within_a_second(b, &before).await;
+    let replicated = eventually(Duration::from_secs(2), || async {
+        revocations_on(&set.replica).await == 1
+    })
+    .await;
+    assert!(replicated.is_some());
+
+    set.primary.kill();
+    let killed = Instant::now();
+    for s in &servers {
+        let back = eventually(Duration::from_secs(10), || async {
+            s.http.get(s.url("/readyz")).send().await.unwrap().status() == 200
+                && s.login(&s.billing_key).await.status() == 200
+        })
+        .await;
+        assert!(back.is_some(), "the failover was followed within 10 s");
+    }
+    eprintln!("sentinel failover followed in {:?}", killed.elapsed());
+    // What the promoted replica held is still refused, and new revocations still travel.
+    assert_eq!(a.verify(&before).await.status(), 401);
+    assert_eq!(b.verify(&before).await.status(), 401);
+    let after = a.token().await;
+    assert_eq!(b.verify(&after).await.status(), 200);
+    assert_eq!(b.logout(&after).await.status(), 204);
+    refused_within_a_second(a, &after).await;
+    assert_eq!(
+        revocations_on(&set.replica).await,
+        2,
+        "written to the promoted replica"
+    );
+    let text = std::fs::read_to_string(&a.config_path).unwrap();
+    let c = TestServer::with_config(text, a.billing_key.clone()).await;
+    c.wait_in_sync().await;
+    assert_eq!(
+        c.verify(&before).await.status(),
+        401,
+        "a replica started after the failover"
+    );
+}
+
+#[tokio::test]
+async fn a_redis_cluster_holds_revocations_and_counters() {
+    let cluster = Cluster::start().await;
+    let servers = replicas_with(&cluster.store_toml(), 2).await;
+    let (a, b) = (&servers[0], &servers[1]);
+    let token = a.token().await;
+    assert_eq!(b.verify(&token).await.status(), 200);
+    assert_eq!(a.logout(&token).await.status(), 204);
+    refused_within_a_second(b, &token).await;
+
+    // One failure counts against the address and the key id in one script: both keys
+    // share the deployment's hash tag, or the cluster would refuse it (CROSSSLOT) and
+    // the replicas would count apart.
+    let wrong = keygate::api_key::generate("billing").unwrap();
+    for s in [a, b, a, b, a] {
+        assert_eq!(s.login(&wrong).await.status(), 401);
+    }
+    assert_eq!(b.login(&b.billing_key).await.status(), 429);
+    assert_eq!(a.login(&a.billing_key).await.status(), 429);
+    let mut held = 0;
+    for n in &cluster.nodes {
+        held += revocations_on(n).await;
+    }
+    assert_eq!(held, 1);
+}
+
+/// A CA and a certificate for 127.0.0.1 signed by it, as PEM files in `dir`.
+fn tls_files(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+#[tokio::test]
+async fn rediss_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = tls_files(dir.path());
+    let redis = Redis::start_tls(&cert, &key).await;
+    let url = format!("rediss://127.0.0.1:{}", redis.port);
+    let store = format!("[store]\nurl = \"{url}\"\nca_file = \"{}\"\n", ca.display());
+    let servers = replicas_with(&store, 2).await;
+    let token = servers[0].token().await;
+    assert_eq!(servers[0].logout(&token).await.status(), 204);
+    refused_within_a_second(&servers[1], &token).await;
+
+    // Without the CA the server is not trusted: never in sync, so deny answers 503.
+    let billing = keygate::api_key::generate("billing").unwrap();
+    let text = config_text(
+        &billing,
+        user_hash(),
+        &format!("[store]\nurl = \"{url}\"\n"),
+    );
+    let untrusting = TestServer::with_config(text, billing.clone()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(untrusting.login(&billing).await.status(), 503);
+}
