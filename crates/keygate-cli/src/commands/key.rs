@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use keygate::api_key::{self, KeyHash};
 use keygate_server::Config;
-use keygate_server::config::edit::{ConfigFile, NewClient};
+use keygate_server::config::edit::{NewClient, Rotation, next_second};
 use time::OffsetDateTime;
 
 pub(crate) fn add(
@@ -21,16 +21,18 @@ pub(crate) fn add(
     }
     let key = api_key::generate(id)?;
     let hash = KeyHash::sha256_of(&key).to_string();
-    let expires_at = expires.map(|d| OffsetDateTime::now_utc() + d);
-    let mut file = ConfigFile::open(path)?;
-    file.add_client(&NewClient {
-        id,
-        key_hash: &hash,
-        role,
-        scopes,
-        expires_at,
+    let created_at = next_second();
+    let expires_at = expires.map(|d| created_at + d);
+    super::edit_config(path, |f| {
+        f.add_client(&NewClient {
+            id,
+            key_hash: &hash,
+            role,
+            scopes,
+            expires_at,
+            created_at,
+        })
     })?;
-    file.save()?;
     println!("{key}");
     Ok(())
 }
@@ -93,9 +95,7 @@ pub(crate) fn list(path: &Path, json: bool) -> anyhow::Result<()> {
 }
 
 pub(crate) fn revoke(path: &Path, id: &str) -> anyhow::Result<()> {
-    let mut file = ConfigFile::open(path)?;
-    file.revoke_client(id, OffsetDateTime::now_utc())?;
-    file.save()?;
+    super::edit_config(path, |f| f.revoke_client(id, OffsetDateTime::now_utc()))?;
     eprintln!("revoked the key of `{id}`; a running server picks this up within a second");
     Ok(())
 }
@@ -103,13 +103,16 @@ pub(crate) fn revoke(path: &Path, id: &str) -> anyhow::Result<()> {
 pub(crate) fn rotate(path: &Path, id: &str, grace: Duration) -> anyhow::Result<()> {
     let key = api_key::generate(id)?;
     let hash = KeyHash::sha256_of(&key).to_string();
-    let mut file = ConfigFile::open(path)?;
-    file.rotate_client_key(id, &hash, OffsetDateTime::now_utc() + grace)?;
-    file.save()?;
-    eprintln!(
-        "the old key of `{id}` stays valid for {}",
-        humantime::format_duration(grace)
-    );
+    let now = next_second();
+    match super::edit_config(path, |f| f.rotate_client_key(id, &hash, now, grace))? {
+        Rotation::Grace(_) => eprintln!(
+            "the old key of `{id}` stays valid for {}",
+            humantime::format_duration(grace)
+        ),
+        Rotation::OldKeyDead => eprintln!(
+            "the old key of `{id}` and the tokens issued before now are refused (a running server picks this up within a second)"
+        ),
+    }
     println!("{key}");
     Ok(())
 }

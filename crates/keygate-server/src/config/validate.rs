@@ -26,6 +26,9 @@ impl Config {
         self.check_cookie()?;
         self.check_limits()?;
         self.check_store()?;
+        for (i, role) in self.token.admin_roles.iter().enumerate() {
+            check_name(role, "role", &format!("token.admin_roles[{i}]"))?;
+        }
         let directory = self.directory()?;
         Ok(Runtime {
             config: self.clone(),
@@ -169,8 +172,9 @@ impl Config {
         Ok(())
     }
 
-    /// Clients and users, looked up by id; ids are unique across both.
-    fn directory(&self) -> Result<Directory, ConfigError> {
+    /// Clients and users, looked up by id; ids are unique across both. Reads nothing but
+    /// `clients` and `users`, so the CLI can check those alone (see [`super::edit`]).
+    pub(super) fn directory(&self) -> Result<Directory, ConfigError> {
         let mut principals = Vec::with_capacity(self.clients.len() + self.users.len());
         for (i, c) in self.clients.iter().enumerate() {
             principals.push(client_principal(i, c)?);
@@ -276,10 +280,11 @@ fn client_principal(i: usize, c: &ClientConfig) -> Result<Principal, ConfigError
     Ok(Principal {
         id: c.id.clone(),
         kind: PrincipalKind::Client,
-        role: c.role.clone(),
+        role: check_role(&c.role, &at("role"))?,
         scopes: check_scopes(&c.scopes, &at("scopes"))?,
         credentials,
         revoked_at: parse_time(c.revoked_at.as_deref(), &at("revoked_at"))?,
+        not_before: parse_time(c.not_before.as_deref(), &at("not_before"))?,
     })
 }
 
@@ -299,13 +304,14 @@ fn user_principal(i: usize, u: &UserConfig) -> Result<Principal, ConfigError> {
     Ok(Principal {
         id: u.username.clone(),
         kind: PrincipalKind::User,
-        role: u.role.clone(),
+        role: check_role(&u.role, &at("role"))?,
         scopes: check_scopes(&u.scopes, &at("scopes"))?,
         credentials: vec![Credential {
             hash,
             valid_until: None,
         }],
         revoked_at: None,
+        not_before: parse_time(u.not_before.as_deref(), &at("not_before"))?,
     })
 }
 
@@ -321,20 +327,42 @@ fn check_id(id: &str, setting: &str) -> Result<(), ConfigError> {
     }
 }
 
-/// RFC 6749 §3.3 scope tokens: printable ASCII without space, `"` or `\`.
 fn check_scopes(scopes: &[String], setting: &str) -> Result<Vec<String>, ConfigError> {
-    for s in scopes {
-        let ok = !s.is_empty()
-            && s.bytes()
-                .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
-        if !ok {
-            return Err(ConfigError::new(
-                setting,
-                format!("`{s}` is not a valid scope"),
-            ));
-        }
+    for (i, s) in scopes.iter().enumerate() {
+        check_name(s, "scope", &format!("{setting}[{i}]"))?;
     }
     Ok(scopes.to_vec())
+}
+
+/// A role, or none: the empty string is what an entry without `role` gets.
+fn check_role(role: &str, setting: &str) -> Result<String, ConfigError> {
+    if role.is_empty() {
+        Ok(String::new())
+    } else {
+        check_name(role, "role", setting)
+    }
+}
+
+/// A role or scope: 1-128 of `A-Z a-z 0-9 _ . : / -`. Narrower than RFC 6749 §3.3 scope
+/// tokens on purpose: these values travel in `X-Auth-Role`/`X-Auth-Scope` headers,
+/// space-separated `scope` claims and `key list` columns, where a space, comma, quote or
+/// line break would split or forge a value.
+fn check_name(value: &str, what: &str, setting: &str) -> Result<String, ConfigError> {
+    let ok = (1..=128).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:/-".contains(&b));
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(ConfigError::new(
+            setting,
+            format!(
+                "{:?} is not a valid {what}: 1-128 of A-Z a-z 0-9 _ . : / -",
+                value.chars().take(64).collect::<String>()
+            ),
+        ))
+    }
 }
 
 fn parse_time(value: Option<&str>, setting: &str) -> Result<Option<OffsetDateTime>, ConfigError> {
@@ -476,6 +504,51 @@ mod tests {
                 "clients/users",
             ),
             ("not toml at all [", "file"),
+            (
+                &format!(
+                    "{}[[clients]]\nid = \"a\"\nkey_hash = \"sha256:{z}\"\nrole = \"reader\\r\\nX-Auth-Role: admin\"\n",
+                    minimal(),
+                    z = "0".repeat(64)
+                ),
+                "clients[0].role",
+            ),
+            (
+                &format!(
+                    "{}[[clients]]\nid = \"a\"\nkey_hash = \"sha256:{z}\"\nrole = \"reader,admin\"\n",
+                    minimal(),
+                    z = "0".repeat(64)
+                ),
+                "clients[0].role",
+            ),
+            (
+                &format!(
+                    "{}[[clients]]\nid = \"a\"\nkey_hash = \"sha256:{z}\"\nrole = \"{}\"\n",
+                    minimal(),
+                    "r".repeat(129),
+                    z = "0".repeat(64)
+                ),
+                "clients[0].role",
+            ),
+            (
+                &format!(
+                    "{}[[clients]]\nid = \"a\"\nkey_hash = \"sha256:{z}\"\nscopes = [\"ok\", \"a b\"]\n",
+                    minimal(),
+                    z = "0".repeat(64)
+                ),
+                "clients[0].scopes[1]",
+            ),
+            (
+                &format!(
+                    "{}[[clients]]\nid = \"a\"\nkey_hash = \"sha256:{z}\"\nnot_before = \"yesterday\"\n",
+                    minimal(),
+                    z = "0".repeat(64)
+                ),
+                "clients[0].not_before",
+            ),
+            (
+                &format!("{}admin_roles = [\"admin\", \"root admin\"]\n", minimal()),
+                "token.admin_roles[1]",
+            ),
         ];
         for (text, setting) in cases {
             let err = check(text).unwrap_err();
