@@ -80,6 +80,17 @@ impl Principal {
     }
 }
 
+/// True for a valid role or scope: 1-128 of `A-Z a-z 0-9 _ . : / -`. Narrower than
+/// RFC 6749 §3.3 scope tokens on purpose: these values travel in `X-Auth-Role` and
+/// `X-Auth-Scope` headers, space-separated `scope` claims and `key list` columns, where a
+/// space, comma, quote or line break would split or forge a value.
+pub fn is_valid_name(value: &str) -> bool {
+    (1..=128).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:/-".contains(&b))
+}
+
 /// All principals, indexed for O(1) lookup by id and by key digest.
 #[derive(Debug, Default)]
 pub struct Directory {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keygate::api_key::{self, KeyHash};
-use keygate::principal::{Credential, Directory, Principal, PrincipalKind};
+use keygate::principal::{self, Credential, Directory, Principal, PrincipalKind};
 use keygate::token::{
     HmacSecret, Issuer, KeySet, SigningAlgorithm, SigningKey, TokenPolicy, Verifier,
 };
@@ -336,33 +336,20 @@ fn check_scopes(scopes: &[String], setting: &str) -> Result<Vec<String>, ConfigE
 
 /// A role, or none: the empty string is what an entry without `role` gets.
 fn check_role(role: &str, setting: &str) -> Result<String, ConfigError> {
-    if role.is_empty() {
-        Ok(String::new())
-    } else {
-        check_name(role, "role", setting)
+    match role {
+        "" => Ok(String::new()),
+        _ => check_name(role, "role", setting),
     }
 }
 
-/// A role or scope: 1-128 of `A-Z a-z 0-9 _ . : / -`. Narrower than RFC 6749 §3.3 scope
-/// tokens on purpose: these values travel in `X-Auth-Role`/`X-Auth-Scope` headers,
-/// space-separated `scope` claims and `key list` columns, where a space, comma, quote or
-/// line break would split or forge a value.
+/// A role or scope: see [`principal::is_valid_name`].
 fn check_name(value: &str, what: &str, setting: &str) -> Result<String, ConfigError> {
-    let ok = (1..=128).contains(&value.len())
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.:/-".contains(&b));
-    if ok {
-        Ok(value.to_owned())
-    } else {
-        Err(ConfigError::new(
-            setting,
-            format!(
-                "{:?} is not a valid {what}: 1-128 of A-Z a-z 0-9 _ . : / -",
-                value.chars().take(64).collect::<String>()
-            ),
-        ))
+    if principal::is_valid_name(value) {
+        return Ok(value.to_owned());
     }
+    let shown: String = value.chars().take(64).collect();
+    let why = format!("{shown:?} is not a valid {what}: 1-128 of A-Z a-z 0-9 _ . : / -");
+    Err(ConfigError::new(setting, why))
 }
 
 fn parse_time(value: Option<&str>, setting: &str) -> Result<Option<OffsetDateTime>, ConfigError> {
@@ -504,51 +491,6 @@ mod tests {
                 "clients/users",
             ),
             ("not toml at all [", "file"),
-            (
-                &format!(
-                    "{}[[clients]]\nid = \"a\"\nkey_hash = \"sha256:{z}\"\nrole = \"reader\\r\\nX-Auth-Role: admin\"\n",
-                    minimal(),
-                    z = "0".repeat(64)
-                ),
-                "clients[0].role",
-            ),
-            (
-                &format!(
-                    "{}[[clients]]\nid = \"a\"\nkey_hash = \"sha256:{z}\"\nrole = \"reader,admin\"\n",
-                    minimal(),
-                    z = "0".repeat(64)
-                ),
-                "clients[0].role",
-            ),
-            (
-                &format!(
-                    "{}[[clients]]\nid = \"a\"\nkey_hash = \"sha256:{z}\"\nrole = \"{}\"\n",
-                    minimal(),
-                    "r".repeat(129),
-                    z = "0".repeat(64)
-                ),
-                "clients[0].role",
-            ),
-            (
-                &format!(
-                    "{}[[clients]]\nid = \"a\"\nkey_hash = \"sha256:{z}\"\nscopes = [\"ok\", \"a b\"]\n",
-                    minimal(),
-                    z = "0".repeat(64)
-                ),
-                "clients[0].scopes[1]",
-            ),
-            (
-                &format!(
-                    "{}[[clients]]\nid = \"a\"\nkey_hash = \"sha256:{z}\"\nnot_before = \"yesterday\"\n",
-                    minimal(),
-                    z = "0".repeat(64)
-                ),
-                "clients[0].not_before",
-            ),
-            (
-                &format!("{}admin_roles = [\"admin\", \"root admin\"]\n", minimal()),
-                "token.admin_roles[1]",
-            ),
         ];
         for (text, setting) in cases {
             let err = check(text).unwrap_err();
@@ -558,6 +500,44 @@ mod tests {
             );
             assert!(!err.to_string().contains('\n'), "one line: {err}");
         }
+    }
+
+    #[test]
+    fn roles_and_scopes_are_1_to_128_safe_characters() {
+        let z = "0".repeat(64);
+        let client = |extra: &str| {
+            format!(
+                "{}[[clients]]\nid = \"a\"\nkey_hash = \"sha256:{z}\"\n{extra}\n",
+                minimal()
+            )
+        };
+        let long = format!("role = \"{}\"", "r".repeat(129));
+        for (text, setting) in [
+            (
+                client("role = \"reader\\r\\nX-Auth-Role: admin\""),
+                "clients[0].role: \"reader\\r\\n",
+            ),
+            (client("role = \"reader,admin\""), "clients[0].role"),
+            (client(&long), "clients[0].role"),
+            (client("scopes = [\"ok\", \"a b\"]"), "clients[0].scopes[1]"),
+            (
+                client("not_before = \"yesterday\""),
+                "clients[0].not_before",
+            ),
+            (
+                format!("{}admin_roles = [\"a b\"]\n", minimal()),
+                "token.admin_roles[0]",
+            ),
+        ] {
+            let err = check(&text).unwrap_err().to_string();
+            assert!(err.starts_with(setting), "expected {setting}, got: {err}");
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
+        check(&client(
+            "role = \"svc:orders/read-1.x_Y\"\nscopes = [\"a:b/c\"]",
+        ))
+        .unwrap();
+        check(&client("")).unwrap();
     }
 
     #[test]
