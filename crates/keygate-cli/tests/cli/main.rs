@@ -1,8 +1,10 @@
 //! The `keygate` binary end to end: init → key add → serve → login → verify → logout →
 //! refused, and the exit codes of every failure class.
 
+mod edits;
 mod fastapi;
 mod ops;
+mod revoked;
 mod tls;
 
 use std::io::{BufRead, BufReader, Write};
