@@ -40,7 +40,7 @@ fn ids(dir: &Path) -> Vec<String> {
 /// Sleeps until `margin` before the next whole second. `key add` waits for the next whole
 /// second (its `not_before`) before it takes the lock; starting a command here puts its
 /// edit, not that wait, in the milliseconds that follow.
-fn just_before_a_second(margin: Duration) {
+pub(super) fn just_before_a_second(margin: Duration) {
     let into = Duration::from_nanos(
         SystemTime::now()
             .duration_since(UNIX_EPOCH)

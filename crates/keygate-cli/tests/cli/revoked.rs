@@ -112,6 +112,9 @@ fn a_zero_grace_rotation_revokes_the_old_key_and_its_tokens() {
     let old_key = ok(d, &["key", "add", "victim", "--role", "service"]);
     let server = serve(d);
     let base = server.base.as_str();
+    // The token and the rotation within one second: `iat` alone cannot order them, so the
+    // rotation's `not_before` must be the next second (and the file written once it began).
+    super::edits::just_before_a_second(std::time::Duration::from_millis(990));
     let old_token = token(base, &old_key);
     let new_key = ok(d, &["key", "rotate", "victim", "--grace", "0s"]);
     eventually("the new key works", || {
