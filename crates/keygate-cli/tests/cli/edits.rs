@@ -169,7 +169,7 @@ fn the_cli_refuses_what_the_server_would_refuse_and_leaves_the_file_untouched() 
 
     // A file the server already refuses: a revocation written into it would silently not
     // apply, so the CLI says so instead.
-    let broken = String::from_utf8(before.clone())
+    let broken = String::from_utf8(before)
         .unwrap()
         .replace("ttl = \"30m\"", "ttl = \"0s\"");
     std::fs::write(d.join("keygate.toml"), &broken).unwrap();
