@@ -221,7 +221,7 @@ fn edits_keep_the_owner_group_and_mode() {
     };
     std::os::unix::fs::chown(&path, Some(uid), Some(gid)).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
-    let ino = std::fs::metadata(&path).unwrap().ino();
+    let mut ino = std::fs::metadata(&path).unwrap().ino();
 
     for args in [
         &["key", "add", "billing", "--role", "service"][..],
@@ -233,9 +233,14 @@ fn edits_keep_the_owner_group_and_mode() {
         let m = std::fs::metadata(&path).unwrap();
         assert_eq!((m.uid(), m.gid()), (uid, gid), "{args:?}");
         assert_eq!(m.mode() & 0o7777, 0o640, "{args:?}");
+        // The new file is made while the old one exists, so its inode differs.
+        assert_ne!(
+            m.ino(),
+            ino,
+            "{args:?}: replaced by a rename, not rewritten in place"
+        );
+        ino = m.ino();
     }
-    let m = std::fs::metadata(&path).unwrap();
-    assert_ne!(m.ino(), ino, "replaced by a rename, not rewritten in place");
 }
 
 #[test]
