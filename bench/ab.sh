@@ -24,9 +24,9 @@ command -v wrk >/dev/null || { echo "wrk is required (apt-get install wrk)" >&2;
 set -a; . "$ANCHORS/anchor_creds.env"; set +a
 
 cargo build --release -q -p keygate-cli --bin keygate
-cargo build --release -q --manifest-path "$ANCHORS/axum-jwt-baseline/Cargo.toml" --target-dir target/anchors
+cargo build --release -q --manifest-path "$ANCHORS/axum-jwt-baseline/Cargo.toml" --target-dir target
 BIN=target/release/keygate
-BASELINE=target/anchors/release/axum-jwt-baseline
+BASELINE=target/release/axum-jwt-baseline
 if [ ! -x target/seed-venv/bin/uvicorn ]; then
   python3 -m venv target/seed-venv
   target/seed-venv/bin/pip install -q -r "$ANCHORS/fastapi-seed/requirements.txt"

@@ -1,5 +1,6 @@
 //! Checking the bearer token of a request: signature and claims ([`keygate::token::Verifier`]),
-//! the revocation list, and that its principal still exists and is not revoked.
+//! the revocation list, and that its principal still exists, is not revoked, and is not
+//! newer than the token (`not_before`).
 
 use std::time::Duration;
 
@@ -50,12 +51,14 @@ pub(crate) async fn check_token(
     };
     store_verdict(rt, verdict)?;
     // A removed or revoked principal's tokens stop working at once here (ASVS 7.4.2),
-    // even though services verifying offline honour them until they expire.
+    // even though services verifying offline honour them until they expire. A token from
+    // before the principal's `not_before` was issued to an earlier principal of that name,
+    // or with a key revoked since: it never comes back.
     let now = OffsetDateTime::now_utc();
     let active = rt
         .directory
         .get(&claims.sub)
-        .is_some_and(|p| p.is_active(now));
+        .is_some_and(|p| p.accepts_token_issued_at(claims.iat, now));
     if !active {
         refused("principal_gone");
         return Err(Rejection::InvalidToken);

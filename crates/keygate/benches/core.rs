@@ -136,6 +136,7 @@ fn api_keys(c: &mut Criterion) {
                     valid_until: None,
                 }],
                 revoked_at: None,
+                not_before: None,
             };
             keys.push(key);
             p

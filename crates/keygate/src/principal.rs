@@ -42,9 +42,13 @@ pub struct Principal {
     pub scopes: Vec<String>,
     /// Credentials, newest first; more than one only during a key rotation's grace.
     pub credentials: Vec<Credential>,
-    /// Set by `keygate key revoke`: the key no longer authenticates, and tokens issued
-    /// before this instant are refused by keygate's own endpoints.
+    /// Set by `keygate key revoke`: from this instant the key no longer authenticates and
+    /// keygate's own endpoints refuse every token issued to this principal.
     pub revoked_at: Option<OffsetDateTime>,
+    /// Tokens issued before this instant are refused by keygate's own endpoints: the
+    /// principal was created then (a removed principal's tokens stay dead when the name
+    /// comes back), or its old key was revoked by a rotation.
+    pub not_before: Option<OffsetDateTime>,
 }
 
 impl Principal {
@@ -53,11 +57,38 @@ impl Principal {
         self.revoked_at.is_none_or(|at| at > now)
     }
 
+    /// True when a token issued to this principal at `iat` (seconds since the epoch, as in
+    /// the token) is still good at `now`: the principal is active and the token is not
+    /// older than `not_before`. A token from within the second of a fractional
+    /// `not_before` is refused: `iat` cannot tell whether it came before or after.
+    pub fn accepts_token_issued_at(&self, iat: u64, now: OffsetDateTime) -> bool {
+        let issued = i64::try_from(iat)
+            .ok()
+            .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok());
+        self.is_active(now)
+            && match (self.not_before, issued) {
+                (None, _) => true,
+                (Some(not_before), Some(issued)) => issued >= not_before,
+                (Some(_), None) => false,
+            }
+    }
+
     fn live_credentials(&self, now: OffsetDateTime) -> impl Iterator<Item = &Credential> {
         self.credentials
             .iter()
             .filter(move |c| c.valid_until.is_none_or(|until| until > now))
     }
+}
+
+/// True for a valid role or scope: 1-128 of `A-Z a-z 0-9 _ . : / -`. Narrower than
+/// RFC 6749 §3.3 scope tokens on purpose: these values travel in `X-Auth-Role` and
+/// `X-Auth-Scope` headers, space-separated `scope` claims and `key list` columns, where a
+/// space, comma, quote or line break would split or forge a value.
+pub fn is_valid_name(value: &str) -> bool {
+    (1..=128).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:/-".contains(&b))
 }
 
 /// All principals, indexed for O(1) lookup by id and by key digest.
@@ -305,6 +336,7 @@ mod tests {
                 valid_until: None,
             }],
             revoked_at: None,
+            not_before: None,
         }
     }
 
@@ -383,6 +415,32 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn tokens_older_than_not_before_are_refused() {
+        let mut p = client("billing", "k");
+        let t = OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap();
+        let now = t + Duration::minutes(1);
+        assert!(
+            p.accepts_token_issued_at(1_800_000_000, now),
+            "no not_before"
+        );
+        p.not_before = Some(t);
+        assert!(!p.accepts_token_issued_at(1_899_999_999, now));
+        assert!(p.accepts_token_issued_at(1_900_000_000, now));
+        p.not_before = Some(t + Duration::milliseconds(500));
+        assert!(
+            !p.accepts_token_issued_at(1_900_000_000, now),
+            "the same second, maybe before"
+        );
+        assert!(p.accepts_token_issued_at(1_900_000_001, now));
+        assert!(!p.accepts_token_issued_at(u64::MAX, now), "no such instant");
+        p.revoked_at = Some(now - Duration::seconds(1));
+        assert!(
+            !p.accepts_token_issued_at(1_900_000_030, now),
+            "a revoked principal's tokens are all refused"
+        );
+    }
+
     #[tokio::test]
     async fn client_credentials_with_a_password_hashed_key() {
         let now = OffsetDateTime::now_utc();
@@ -440,6 +498,7 @@ mod tests {
                 valid_until: None,
             }],
             revoked_at: None,
+            not_before: None,
         };
         let dir = Directory::new([user]).unwrap();
         let v = verifier();
@@ -478,6 +537,7 @@ mod tests {
                 valid_until: None,
             }],
             revoked_at: None,
+            not_before: None,
         };
         let argon = hash_password(b"argon user password").unwrap();
         let bcrypt: PasswordHash = "$2b$12$EixZaYVK1fsbw1ZfbX3OXePaWxn96p36WQoeG6Lruj3vjPGga31lW"

@@ -7,7 +7,7 @@ use anyhow::Context;
 use keygate::api_key::{self, KeyHash};
 use keygate_server::Config;
 use keygate_server::audit::{AuditEvent, AuditKind};
-use keygate_server::config::edit::{ConfigFile, NewClient};
+use keygate_server::config::edit::{NewClient, Rotation, next_second};
 use time::OffsetDateTime;
 
 use super::store_revocation;
@@ -24,16 +24,18 @@ pub(crate) fn add(
     }
     let key = api_key::generate(id)?;
     let hash = KeyHash::sha256_of(&key).to_string();
-    let expires_at = expires.map(|d| OffsetDateTime::now_utc() + d);
-    let mut file = ConfigFile::open(path)?;
-    file.add_client(&NewClient {
-        id,
-        key_hash: &hash,
-        role,
-        scopes,
-        expires_at,
+    let created_at = next_second();
+    let expires_at = expires.map(|d| created_at + d);
+    super::edit_config(path, |f| {
+        f.add_client(&NewClient {
+            id,
+            key_hash: &hash,
+            role,
+            scopes,
+            expires_at,
+            created_at,
+        })
     })?;
-    file.save()?;
     super::audit::record(path, &AuditEvent::new(AuditKind::KeyAdded).client_id(id));
     println!("{key}");
     Ok(())
@@ -97,11 +99,10 @@ pub(crate) fn list(path: &Path, json: bool) -> anyhow::Result<()> {
 }
 
 pub(crate) fn revoke(path: &Path, id: &str) -> anyhow::Result<()> {
+    // Read before the edit: the key hashes the store is told about.
     let pending = store_revocation::prepare(path, id);
     let now = OffsetDateTime::now_utc();
-    let mut file = ConfigFile::open(path)?;
-    file.revoke_client(id, now)?;
-    file.save()?;
+    super::edit_config(path, |f| f.revoke_client(id, now))?;
     super::audit::record(path, &AuditEvent::new(AuditKind::KeyRevoked).client_id(id));
     eprintln!("revoked the key of `{id}`; a running server picks this up within a second");
     store_revocation::publish(pending, now)
@@ -111,14 +112,13 @@ pub(crate) fn rotate(path: &Path, id: &str, grace: Duration) -> anyhow::Result<(
     let key = api_key::generate(id)?;
     let hash = KeyHash::sha256_of(&key).to_string();
     // Without a grace the old key is revoked at once: on every replica, through the store.
-    let pending = grace
-        .is_zero()
-        .then(|| store_revocation::prepare(path, id))
-        .flatten();
-    let now = OffsetDateTime::now_utc();
-    let mut file = ConfigFile::open(path)?;
-    file.rotate_client_key(id, &hash, now + grace)?;
-    file.save()?;
+    let pending = if grace.is_zero() {
+        store_revocation::prepare(path, id)
+    } else {
+        store_revocation::Prepared::Ready(None)
+    };
+    let now = next_second();
+    let rotation = super::edit_config(path, |f| f.rotate_client_key(id, &hash, now, grace))?;
     let grace_text = humantime::format_duration(grace).to_string();
     super::audit::record(
         path,
@@ -126,11 +126,16 @@ pub(crate) fn rotate(path: &Path, id: &str, grace: Duration) -> anyhow::Result<(
             .client_id(id)
             .reason(&format!("grace {grace_text}")),
     );
+    match rotation {
+        Rotation::Grace(_) => eprintln!(
+            "the old key of `{id}` stays valid for {}",
+            humantime::format_duration(grace)
+        ),
+        Rotation::OldKeyDead => eprintln!(
+            "the old key of `{id}` and the tokens issued before now are refused (a running server picks this up within a second)"
+        ),
+    }
     store_revocation::publish(pending, now)?;
-    eprintln!(
-        "the old key of `{id}` stays valid for {}",
-        humantime::format_duration(grace)
-    );
     println!("{key}");
     Ok(())
 }

@@ -16,8 +16,11 @@ mod token;
 mod user;
 
 use std::io::Read;
+use std::path::Path;
 
 use anyhow::Context;
+use keygate_server::config::ConfigError;
+use keygate_server::config::edit::{ConfigFile, edit};
 
 use crate::cli::{AuditCommand, Command, KeyCommand, SigningCommand, TokenCommand, UserCommand};
 
@@ -98,6 +101,22 @@ pub(crate) fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Edits the configuration under its lock, checked with the server's rules (see
+/// [`edit`]); says on stderr when `${VAR}`s missing here left part of the file unchecked.
+fn edit_config<T>(
+    path: &Path,
+    change: impl FnOnce(&mut ConfigFile) -> Result<T, ConfigError>,
+) -> anyhow::Result<T> {
+    let done = edit(path, change)?;
+    if !done.unset_variables.is_empty() {
+        eprintln!(
+            "keygate: {} not set here: checked [[clients]] and [[users]] only",
+            done.unset_variables.join(", ")
+        );
+    }
+    Ok(done.value)
 }
 
 /// All of stdin, without one trailing newline.

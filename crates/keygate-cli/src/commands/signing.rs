@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use keygate::token::{SigningAlgorithm, now_unix};
 use keygate_server::Config;
-use keygate_server::config::edit::ConfigFile;
 use keygate_server::config::keyring;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -35,20 +34,19 @@ fn key_dir(path: &Path, config: &Config) -> Option<PathBuf> {
 pub(crate) fn keygen(path: &Path, alg: &str) -> anyhow::Result<()> {
     let algorithm: SigningAlgorithm = alg.parse()?;
     let config = read_config(path)?;
-    let dir = match key_dir(path, &config) {
-        Some(d) => d,
-        None => {
-            let mut file = ConfigFile::open(path)?;
-            file.set_token_setting("signing_keys", DEFAULT_DIR)?;
-            file.save()?;
-            eprintln!(
-                "set token.signing_keys = \"{DEFAULT_DIR}\" in {}",
-                path.display()
-            );
-            keyring::resolve(&base_dir(path), DEFAULT_DIR)
-        }
+    let (dir, set_dir) = match key_dir(path, &config) {
+        Some(d) => (d, false),
+        None => (keyring::resolve(&base_dir(path), DEFAULT_DIR), true),
     };
+    // The key first: the edit is checked with the server's rules, which read the folder.
     let kid = keyring::generate(&dir, algorithm)?;
+    if set_dir {
+        super::edit_config(path, |f| f.set_token_setting("signing_keys", DEFAULT_DIR))?;
+        eprintln!(
+            "set token.signing_keys = \"{DEFAULT_DIR}\" in {}",
+            path.display()
+        );
+    }
     if config.token.algorithm != algorithm {
         eprintln!(
             "keygate signs with {} now; set token.algorithm = \"{algorithm}\" to sign with this key",

@@ -11,25 +11,35 @@ use super::Unavailable;
 
 /// Reads what the revocation of `id` needs from the file before it is edited: `None`
 /// without a store. A file that does not load is edited anyway, with a warning.
-pub(crate) fn prepare(path: &Path, id: &str) -> Option<PendingRevocation> {
+pub(crate) fn prepare(path: &Path, id: &str) -> Prepared {
     match PendingRevocation::prepare(path, id) {
-        Ok(pending) => pending,
-        Err(e) => {
-            eprintln!(
-                "keygate: warning: {e}; the revocation is written to the file only, not to the store"
-            );
-            None
-        }
+        Ok(pending) => Prepared::Ready(pending),
+        // Said only once the edit has been made: an edit refused for the same reason
+        // already says why, in one line.
+        Err(e) => Prepared::Unreadable(e),
     }
 }
 
+/// What [`prepare`] found.
+#[derive(Debug)]
+pub(crate) enum Prepared {
+    /// The revocation to write (none without a store).
+    Ready(Option<PendingRevocation>),
+    /// The configuration could not be read for it.
+    Unreadable(String),
+}
+
 /// Writes the prepared revocation, effective from `at`.
-pub(crate) fn publish(
-    pending: Option<PendingRevocation>,
-    at: OffsetDateTime,
-) -> anyhow::Result<()> {
-    let Some(pending) = pending else {
-        return Ok(());
+pub(crate) fn publish(prepared: Prepared, at: OffsetDateTime) -> anyhow::Result<()> {
+    let pending = match prepared {
+        Prepared::Ready(Some(pending)) => pending,
+        Prepared::Ready(None) => return Ok(()),
+        Prepared::Unreadable(e) => {
+            eprintln!(
+                "keygate: warning: {e}; the revocation is written to the file only, not to the store"
+            );
+            return Ok(());
+        }
     };
     pending.publish(at).map_err(|e| {
         anyhow::Error::new(Unavailable(format!(

@@ -6,7 +6,7 @@ use std::path::Path;
 use keygate::api_key;
 use keygate::password::{MAX_PASSWORD, hash_password};
 use keygate_server::audit::{AuditEvent, AuditKind};
-use keygate_server::config::edit::ConfigFile;
+use keygate_server::config::edit::next_second;
 
 /// ASVS 6.2.1: at least 8 characters.
 const MIN_PASSWORD: usize = 8;
@@ -32,20 +32,20 @@ pub(crate) fn add(path: &Path, name: &str, role: &str, scopes: &[String]) -> any
         );
     }
     let hash = hash_password(password.as_bytes())?;
-    let mut file = ConfigFile::open(path)?;
-    file.add_user(name, hash.as_str(), role, scopes)?;
-    file.save()?;
+    let created_at = next_second();
+    super::edit_config(path, |f| {
+        f.add_user(name, hash.as_str(), role, scopes, created_at)
+    })?;
     super::audit::record(path, &AuditEvent::new(AuditKind::UserAdded).username(name));
     eprintln!("added user `{name}`");
     Ok(())
 }
 
 pub(crate) fn remove(path: &Path, name: &str) -> anyhow::Result<()> {
+    // Read before the edit: the password hash the store is told about.
     let pending = super::store_revocation::prepare(path, name);
     let now = time::OffsetDateTime::now_utc();
-    let mut file = ConfigFile::open(path)?;
-    file.remove_user(name)?;
-    file.save()?;
+    super::edit_config(path, |f| f.remove_user(name))?;
     super::audit::record(
         path,
         &AuditEvent::new(AuditKind::UserRemoved).username(name),

@@ -2,8 +2,10 @@
 //! refused, and the exit codes of every failure class.
 
 mod audit;
+mod edits;
 mod fastapi;
 mod ops;
+mod revoked;
 mod serve;
 mod store;
 mod tls;

@@ -1,21 +1,28 @@
-//! Edits of `keygate.toml` for the CLI: comments and order are kept (`toml_edit`), and
-//! the file is replaced atomically, so a crash mid-write never loses it or an entry.
+//! Edits of `keygate.toml` for the CLI, through [`edit`]: under the lock beside the file
+//! ([`EditLock`](super::lock::EditLock)) the file is re-read, changed with comments and
+//! order kept (`toml_edit`), checked with the server's own rules, and replaced atomically
+//! with its owner, group and mode, so that a command that exits 0 has its change in the
+//! file, and a crash mid-write never loses the file or an entry.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use serde::Deserialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use toml_edit::{Array, ArrayOfTables, DocumentMut, Item, Table, value};
 
-use super::ConfigError;
+use super::lock::{EditLock, LOCK_WAIT};
+use super::model::{ClientConfig, UserConfig};
+use super::{Config, ConfigError};
 
-/// A configuration file open for editing.
+/// A configuration file open for editing, inside [`edit`].
 #[derive(Debug)]
 pub struct ConfigFile {
-    path: PathBuf,
     doc: DocumentMut,
 }
 
@@ -32,20 +39,119 @@ pub struct NewClient<'a> {
     pub scopes: &'a [String],
     /// When the key stops working.
     pub expires_at: Option<OffsetDateTime>,
+    /// Its `not_before`: from [`next_second`].
+    pub created_at: OffsetDateTime,
+}
+
+/// What a rotation did to the old key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotation {
+    /// The old key works until the end of the grace period.
+    Grace(OffsetDateTime),
+    /// The old key, and every token issued before the rotation, died at once: the client
+    /// was revoked, or the grace was zero.
+    OldKeyDead,
+}
+
+/// The outcome of a successful [`edit`].
+#[derive(Debug)]
+pub struct Edited<T> {
+    /// What the change returned.
+    pub value: T,
+    /// `${VAR}`s the file uses that this process's environment lacks: only `[[clients]]`
+    /// and `[[users]]` could be checked. Empty when the whole file was.
+    pub unset_variables: Vec<String>,
+}
+
+/// Sleeps until the next whole second begins and returns it, for a `not_before`.
+///
+/// Tokens carry `iat` in whole seconds. A `not_before` on a second that had not begun when
+/// the command started is later than the `iat` of every token issued before the command,
+/// and the file is written after it began, so every token issued under the new entry has
+/// an `iat` at or after it. Costs at most a second.
+pub fn next_second() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    let next = now.replace_nanosecond(0).unwrap_or(now) + time::Duration::SECOND;
+    std::thread::sleep((next - now).try_into().unwrap_or(Duration::ZERO));
+    // `sleep` never returns early, but the clock may be read coarsely: make sure.
+    while OffsetDateTime::now_utc() < next {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    next
+}
+
+/// Changes the configuration at `path` (a symlink is followed: its target is edited) with
+/// `change`, under the lock beside the file, waiting up to [`LOCK_WAIT`] for another edit.
+///
+/// The file is read after the lock is taken, so concurrent edits all land. The new text is
+/// checked as the server would check it (`Config::parse` + `validate` with this process's
+/// environment); if the server would refuse it, nothing is written and the error names the
+/// setting. Then it replaces the file atomically, keeping owner, group and mode.
+pub fn edit<T>(
+    path: &Path,
+    change: impl FnOnce(&mut ConfigFile) -> Result<T, ConfigError>,
+) -> Result<Edited<T>, ConfigError> {
+    let target = resolve(path)?;
+    let _lock = EditLock::acquire(&target, LOCK_WAIT)?;
+    remove_stale_temp_files(&target);
+    let text =
+        fs::read_to_string(&target).map_err(|e| ConfigError::new(path.display().to_string(), e))?;
+    let mut file = ConfigFile::parse(path, &text)?;
+    let value = change(&mut file)?;
+    let new_text = file.doc.to_string();
+    let unset_variables = check(path, &new_text).map_err(|e| {
+        ConfigError::new(
+            format!("{}: {}", path.display(), e.setting),
+            format!("{}; nothing was written", e.message),
+        )
+    })?;
+    write_atomically(&target, new_text.as_bytes())?;
+    Ok(Edited {
+        value,
+        unset_variables,
+    })
+}
+
+/// The server's rules on `text`, as `Config::load(path)` applies them. With `${VAR}`s this
+/// environment lacks, only `[[clients]]` and `[[users]]` are checked, and the names returned.
+fn check(path: &Path, text: &str) -> Result<Vec<String>, ConfigError> {
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let table: toml::Table =
+        toml::from_str(text).map_err(|e| ConfigError::new("file", super::env::toml_error(&e)))?;
+    let unset = super::env::unset_variables(&table, &env);
+    if unset.is_empty() {
+        let mut config = Config::parse(text, &env)?;
+        config.base_dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        config.validate()?;
+    } else {
+        #[derive(Deserialize)]
+        struct Principals {
+            #[serde(default)]
+            clients: Vec<ClientConfig>,
+            #[serde(default)]
+            users: Vec<UserConfig>,
+        }
+        let p: Principals = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| ConfigError::new(e.path().to_string(), e.into_inner()))?;
+        Config {
+            clients: p.clients,
+            users: p.users,
+            ..Config::default()
+        }
+        .directory()?;
+    }
+    Ok(unset.into_iter().collect())
 }
 
 impl ConfigFile {
-    /// Reads `path` for editing.
-    pub fn open(path: &Path) -> Result<Self, ConfigError> {
-        let text = fs::read_to_string(path)
-            .map_err(|e| ConfigError::new(path.display().to_string(), e))?;
+    fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let doc: DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| {
             ConfigError::new(path.display().to_string(), super::env::toml_error(&e))
         })?;
-        Ok(Self {
-            path: path.to_owned(),
-            doc,
-        })
+        Ok(Self { doc })
     }
 
     /// The current text.
@@ -64,49 +170,65 @@ impl ConfigFile {
         if let Some(at) = c.expires_at {
             t["expires_at"] = value(rfc3339(at)?);
         }
+        t["not_before"] = value(rfc3339(c.created_at)?);
         self.array_mut("clients")?.push(t);
         Ok(())
     }
 
-    /// Replaces a client's key; the old one stays valid until `grace_until`.
+    /// Replaces a client's key at `now` (from [`next_second`]). The old key stays valid
+    /// for `grace`, unless the client was revoked or `grace` is zero: then the old key is
+    /// dropped and the tokens issued before `now` are refused (`not_before`). A revoked key
+    /// never comes back.
     pub fn rotate_client_key(
         &mut self,
         id: &str,
         new_hash: &str,
-        grace_until: OffsetDateTime,
-    ) -> Result<(), ConfigError> {
-        let until = rfc3339(grace_until)?;
+        now: OffsetDateTime,
+        grace: Duration,
+    ) -> Result<Rotation, ConfigError> {
         let t = self.entry_mut("clients", "id", id)?;
         let old = t
             .get("key_hash")
             .and_then(Item::as_str)
             .ok_or_else(|| ConfigError::new("clients", format!("client `{id}` has no key_hash")))?
             .to_owned();
+        let revoked = t.contains_key("revoked_at");
         t["key_hash"] = value(new_hash);
+        if revoked || grace.is_zero() {
+            t.remove("previous_key_hash");
+            t.remove("previous_key_expires_at");
+            t.remove("revoked_at");
+            t["not_before"] = value(rfc3339(now)?);
+            return Ok(Rotation::OldKeyDead);
+        }
+        let until = now + grace;
         t["previous_key_hash"] = value(old);
-        t["previous_key_expires_at"] = value(until);
-        t.remove("revoked_at");
-        Ok(())
+        t["previous_key_expires_at"] = value(rfc3339(until)?);
+        Ok(Rotation::Grace(until))
     }
 
-    /// Marks a client's key revoked now: it no longer logs in, and keygate refuses the
-    /// tokens already issued to it.
+    /// Marks a client's key revoked at `at`: it no longer logs in, and keygate refuses the
+    /// tokens already issued to it. A client revoked earlier keeps its first revocation.
     pub fn revoke_client(&mut self, id: &str, at: OffsetDateTime) -> Result<(), ConfigError> {
         let at = rfc3339(at)?;
         let t = self.entry_mut("clients", "id", id)?;
-        t["revoked_at"] = value(at);
+        if !t.contains_key("revoked_at") {
+            t["revoked_at"] = value(at);
+        }
         t.remove("previous_key_hash");
         t.remove("previous_key_expires_at");
         Ok(())
     }
 
-    /// Appends a `[[users]]` entry.
+    /// Appends a `[[users]]` entry created at `created_at` (from [`next_second`]): tokens
+    /// of an earlier user of that name are refused.
     pub fn add_user(
         &mut self,
         username: &str,
         password_hash: &str,
         role: &str,
         scopes: &[String],
+        created_at: OffsetDateTime,
     ) -> Result<(), ConfigError> {
         self.ensure_id_free(username)?;
         let mut t = Table::new();
@@ -114,6 +236,7 @@ impl ConfigFile {
         t["password_hash"] = value(password_hash);
         t["role"] = value(role);
         t["scopes"] = value(scopes.iter().collect::<Array>());
+        t["not_before"] = value(rfc3339(created_at)?);
         self.array_mut("users")?.push(t);
         Ok(())
     }
@@ -139,12 +262,6 @@ impl ConfigFile {
             .ok_or_else(|| ConfigError::new("token", "must be a table"))?;
         token[key] = value(v);
         Ok(())
-    }
-
-    /// Writes the file atomically: a temporary file in the same folder (mode 0600),
-    /// fsync, rename over the original, fsync the folder.
-    pub fn save(&self) -> Result<(), ConfigError> {
-        write_atomically(&self.path, self.doc.to_string().as_bytes())
     }
 
     fn ensure_id_free(&self, id: &str) -> Result<(), ConfigError> {
@@ -190,8 +307,48 @@ fn rfc3339(at: OffsetDateTime) -> Result<String, ConfigError> {
         .map_err(|e| ConfigError::new("time", e))
 }
 
-/// Creates or replaces `path` so that a reader sees the old file or the new one, whole.
+/// `path` with symlinks followed, so that the link stays a link and its target is what
+/// changes; `path` itself when nothing is there yet.
+fn resolve(path: &Path) -> Result<PathBuf, ConfigError> {
+    match fs::canonicalize(path) {
+        Ok(p) => Ok(p),
+        Err(e) if e.kind() == ErrorKind::NotFound && fs::symlink_metadata(path).is_err() => {
+            Ok(path.to_owned())
+        }
+        Err(e) => Err(ConfigError::new(path.display().to_string(), e)),
+    }
+}
+
+/// The temporary file [`write_atomically`] writes beside `path`.
+fn temp_name(name: &str, suffix: &[u8; 6]) -> String {
+    format!(".{name}.{}.tmp", hex::encode(suffix))
+}
+
+/// Removes temporary files a killed edit of `target` left behind. Called under the lock:
+/// no other edit of this file is writing one.
+fn remove_stale_temp_files(target: &Path) {
+    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
+        return;
+    };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let n = entry.file_name().to_string_lossy().into_owned();
+        let stale = n.strip_prefix(&prefix).and_then(|r| r.strip_suffix(".tmp"));
+        if stale.is_some_and(|hex| hex.len() == 12 && hex.bytes().all(|b| b.is_ascii_hexdigit())) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Creates or replaces `path` so that a reader sees the old file or the new one, whole: a
+/// temporary file in the same folder, fsync, rename over the original, fsync the folder.
+/// A symlink's target is replaced, not the link. A replaced file keeps its owner, group and
+/// mode (set on the temporary file before the rename); a new one gets mode 0600.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ConfigError> {
+    let path = &resolve(path)?;
     let err = |e: std::io::Error| ConfigError::new(path.display().to_string(), e);
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
@@ -201,15 +358,23 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ConfigError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "keygate.toml".into());
+    let original = match fs::metadata(path) {
+        Ok(m) => Some(m),
+        Err(e) if e.kind() == ErrorKind::NotFound => None,
+        Err(e) => return Err(err(e)),
+    };
     let mut suffix = [0u8; 6];
     getrandom::fill(&mut suffix).map_err(|e| ConfigError::new("rng", e))?;
-    let tmp = dir.join(format!(".{name}.{}.tmp", hex::encode(suffix)));
+    let tmp = dir.join(temp_name(&name, &suffix));
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&tmp)?;
+        if let Some(m) = &original {
+            keep_owner_and_mode(&f, m)?;
+        }
         f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -221,72 +386,25 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ConfigError> {
     result.map_err(err)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    const START: &str = "# my notes\n[token]\nsecret = \"x\" # keep me\n\n[[clients]]\nid = \"a\"\nkey_hash = \"sha256:00\"\n";
-
-    fn file(text: &str) -> (tempfile::TempDir, PathBuf) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("keygate.toml");
-        fs::write(&path, text).unwrap();
-        (dir, path)
+/// Gives the new file the original's owner, group and mode. Owner first: `chown` clears
+/// set-id bits. Fails (and the edit with it) when the owner cannot be kept, rather than
+/// silently handing the file to whoever ran the command.
+fn keep_owner_and_mode(f: &File, original: &fs::Metadata) -> std::io::Result<()> {
+    let mine = f.metadata()?;
+    if (mine.uid(), mine.gid()) != (original.uid(), original.gid()) {
+        std::os::unix::fs::fchown(f, Some(original.uid()), Some(original.gid())).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot keep the file's owner {}:{} ({e}); run as that user or root",
+                    original.uid(),
+                    original.gid()
+                ),
+            )
+        })?;
     }
-
-    #[test]
-    fn adding_a_client_keeps_comments_and_entries() {
-        let (_dir, path) = file(START);
-        let mut f = ConfigFile::open(&path).unwrap();
-        f.add_client(&NewClient {
-            id: "b",
-            key_hash: "sha256:11",
-            role: "service",
-            scopes: &["orders:read".to_owned()],
-            expires_at: None,
-        })
-        .unwrap();
-        f.save().unwrap();
-        let text = fs::read_to_string(&path).unwrap();
-        assert!(text.starts_with("# my notes\n[token]\nsecret = \"x\" # keep me\n"));
-        assert!(text.contains("id = \"a\""));
-        assert!(text.contains(
-            "id = \"b\"\nkey_hash = \"sha256:11\"\nrole = \"service\"\nscopes = [\"orders:read\"]"
-        ));
-        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        let leftovers: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().collect();
-        assert_eq!(leftovers.len(), 1, "no temporary file left behind");
-    }
-
-    #[test]
-    fn ids_stay_unique() {
-        let (_dir, path) = file(START);
-        let mut f = ConfigFile::open(&path).unwrap();
-        assert!(f.add_user("a", "$2b$…", "r", &[]).is_err());
-    }
-
-    #[test]
-    fn rotation_keeps_the_old_hash_with_its_deadline() {
-        let (_dir, path) = file(START);
-        let mut f = ConfigFile::open(&path).unwrap();
-        let until = OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap();
-        f.rotate_client_key("a", "sha256:22", until).unwrap();
-        let text = f.text();
-        assert!(text.contains("key_hash = \"sha256:22\""));
-        assert!(text.contains("previous_key_hash = \"sha256:00\""));
-        assert!(text.contains("previous_key_expires_at = \"2030-03-17T17:46:40Z\""));
-        assert!(f.rotate_client_key("zz", "sha256:22", until).is_err());
-    }
-
-    #[test]
-    fn removing_an_unknown_user_is_an_error() {
-        let (_dir, path) = file(START);
-        let mut f = ConfigFile::open(&path).unwrap();
-        assert_eq!(
-            f.remove_user("nobody").unwrap_err().to_string(),
-            "users: no user `nobody`"
-        );
-    }
+    f.set_permissions(fs::Permissions::from_mode(original.mode() & 0o7777))
 }
+
+#[cfg(test)]
+mod tests;

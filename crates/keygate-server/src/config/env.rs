@@ -110,6 +110,47 @@ fn interpolate(s: &str, path: &str, env: &BTreeMap<String, String>) -> Result<St
     Ok(out)
 }
 
+/// The `${VAR}` names the file's string values use that `env` does not set. The CLI may
+/// run without the server's environment (`secret = "${KEYGATE_SECRET}"`): it cannot check
+/// the settings these feed, and says so.
+pub(super) fn unset_variables(
+    table: &toml::Table,
+    env: &BTreeMap<String, String>,
+) -> std::collections::BTreeSet<String> {
+    fn walk(
+        value: &toml::Value,
+        env: &BTreeMap<String, String>,
+        out: &mut std::collections::BTreeSet<String>,
+    ) {
+        match value {
+            toml::Value::String(s) => {
+                // The grammar of `interpolate`: `$${` is a literal, `${NAME}` a variable.
+                let mut rest = s.as_str();
+                while let Some(pos) = rest.find('$') {
+                    let after = &rest[pos..];
+                    if let Some(lit) = after.strip_prefix("$${") {
+                        rest = lit;
+                    } else if let Some(var) = after.strip_prefix("${") {
+                        let Some(end) = var.find('}') else { return };
+                        if !env.contains_key(&var[..end]) {
+                            out.insert(var[..end].to_owned());
+                        }
+                        rest = &var[end + 1..];
+                    } else {
+                        rest = &after[1..];
+                    }
+                }
+            }
+            toml::Value::Array(items) => items.iter().for_each(|v| walk(v, env, out)),
+            toml::Value::Table(t) => t.values().for_each(|v| walk(v, env, out)),
+            _ => {}
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    table.values().for_each(|v| walk(v, env, &mut out));
+    out
+}
+
 /// `KEYGATE_TOKEN_TTL=15m` sets `[token] ttl`. Values of string settings are taken as
 /// they are; others (numbers, booleans, lists) are read as TOML literals.
 fn apply_env_overrides(
@@ -198,6 +239,18 @@ mod tests {
 
     fn minimal() -> String {
         format!("[token]\nsecret = \"{SECRET}\"\n")
+    }
+
+    #[test]
+    fn unset_variables_are_the_ones_interpolation_would_miss() {
+        let text = "[token]\nsecret = \"${A}x${B}\"\nissuer = \"$${C}\"\naudience = [\"${D}\"]\n";
+        let table: toml::Table = toml::from_str(text).unwrap();
+        let names: Vec<_> = unset_variables(&table, &env(&[("B", "b")]))
+            .into_iter()
+            .collect();
+        assert_eq!(names, ["A", "D"]);
+        let all = env(&[("A", "a"), ("B", "b"), ("D", "d")]);
+        assert!(unset_variables(&table, &all).is_empty());
     }
 
     #[test]

@@ -5,12 +5,13 @@
 //! Three rooms: `model.rs` (the sections, their defaults, serde), `env.rs` (`${VAR}`,
 //! `KEYGATE_*` overrides, humane durations) and `validate.rs` (every check, and the
 //! [`Runtime`] built from them; the `[server]` checks are in `server.rs`). [`edit`] changes
-//! the file for the CLI, keeping comments and order; [`keyring`] is the folder of signing
-//! keys.
+//! the file for the CLI, keeping comments and order, under [`lock`]; [`keyring`] is the
+//! folder of signing keys.
 
 pub mod edit;
 mod env;
 pub mod keyring;
+pub mod lock;
 mod model;
 mod server;
 mod template;

@@ -111,7 +111,8 @@ pub struct TokenConfig {
     /// verifiers caching the JWKS have it first. Defaults to `10m`.
     #[serde(with = "humane")]
     pub key_publish_delay: Duration,
-    /// Roles whose clients may revoke any token (`/revoke`). Defaults to `["admin"]`.
+    /// Roles whose clients may revoke any token (`/revoke`), each 1-128 of
+    /// `A-Z a-z 0-9 _ . : / -`. Defaults to `["admin"]`.
     pub admin_roles: Vec<String>,
     /// `iss` of issued tokens. Defaults to `server.public_url`.
     pub issuer: Option<String>,
@@ -274,10 +275,10 @@ pub struct ClientConfig {
     pub id: String,
     /// `sha256:<hex>`, `$argon2id$…` or `$2b$…`.
     pub key_hash: String,
-    /// The `role` claim.
+    /// The `role` claim: 1-128 of `A-Z a-z 0-9 _ . : / -`. Defaults to none (empty).
     #[serde(default)]
     pub role: String,
-    /// Scopes this client may be granted.
+    /// Scopes this client may be granted, each 1-128 of `A-Z a-z 0-9 _ . : / -`.
     #[serde(default)]
     pub scopes: Vec<String>,
     /// RFC 3339; the key stops working then.
@@ -289,7 +290,8 @@ pub struct ClientConfig {
     /// End of the rotation's grace period (RFC 3339).
     #[serde(default)]
     pub previous_key_expires_at: Option<String>,
-    /// Set by `keygate key revoke` (RFC 3339).
+    /// Set by `keygate key revoke` (RFC 3339): from then on the key is refused, and so is
+    /// every token issued to this client.
     #[serde(default)]
     pub revoked_at: Option<String>,
     /// This client's quota, `N/DURATION` (like `100/1s`): `/login`, `/token`, and
@@ -297,6 +299,11 @@ pub struct ClientConfig {
     /// `limits.default_rate_limit`.
     #[serde(default)]
     pub rate_limit: Option<String>,
+    /// RFC 3339; tokens issued before it are refused by keygate. Written by `keygate key
+    /// add` (the creation), and by `keygate key rotate` when the old key dies at once (a
+    /// revoked client, or `--grace 0s`). Defaults to none.
+    #[serde(default)]
+    pub not_before: Option<String>,
 }
 
 /// `[[users]]`
@@ -307,12 +314,16 @@ pub struct UserConfig {
     pub username: String,
     /// `$argon2id$…` or `$2b$…`.
     pub password_hash: String,
-    /// The `role` claim.
+    /// The `role` claim: 1-128 of `A-Z a-z 0-9 _ . : / -`. Defaults to none (empty).
     #[serde(default)]
     pub role: String,
-    /// Scopes this user may be granted.
+    /// Scopes this user may be granted, each 1-128 of `A-Z a-z 0-9 _ . : / -`.
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// RFC 3339; tokens issued before it are refused by keygate. Written by `keygate user
+    /// add`, so that the tokens of a removed user of that name stay dead. Defaults to none.
+    #[serde(default)]
+    pub not_before: Option<String>,
 }
 
 /// `[audit]`: security events as JSON lines (SPEC §10).

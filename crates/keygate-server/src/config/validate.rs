@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keygate::api_key::{self, KeyHash};
-use keygate::principal::{Credential, Directory, Principal, PrincipalKind};
+use keygate::principal::{self, Credential, Directory, Principal, PrincipalKind};
 use keygate::token::{
     HmacSecret, Issuer, KeySet, SigningAlgorithm, SigningKey, TokenPolicy, Verifier,
 };
@@ -27,6 +27,9 @@ impl Config {
         self.check_cookie()?;
         self.check_limits()?;
         self.check_store()?;
+        for (i, role) in self.token.admin_roles.iter().enumerate() {
+            check_name(role, "role", &format!("token.admin_roles[{i}]"))?;
+        }
         let directory = self.directory()?;
         let quotas = crate::quota::quota_table(self)?;
         Ok(Runtime {
@@ -210,8 +213,9 @@ impl Config {
         Ok(())
     }
 
-    /// Clients and users, looked up by id; ids are unique across both.
-    fn directory(&self) -> Result<Directory, ConfigError> {
+    /// Clients and users, looked up by id; ids are unique across both. Reads nothing but
+    /// `clients` and `users`, so the CLI can check those alone (see [`super::edit`]).
+    pub(super) fn directory(&self) -> Result<Directory, ConfigError> {
         let mut principals = Vec::with_capacity(self.clients.len() + self.users.len());
         for (i, c) in self.clients.iter().enumerate() {
             principals.push(client_principal(i, c)?);
@@ -326,10 +330,11 @@ fn client_principal(i: usize, c: &ClientConfig) -> Result<Principal, ConfigError
     Ok(Principal {
         id: c.id.clone(),
         kind: PrincipalKind::Client,
-        role: c.role.clone(),
+        role: check_role(&c.role, &at("role"))?,
         scopes: check_scopes(&c.scopes, &at("scopes"))?,
         credentials,
         revoked_at: parse_time(c.revoked_at.as_deref(), &at("revoked_at"))?,
+        not_before: parse_time(c.not_before.as_deref(), &at("not_before"))?,
     })
 }
 
@@ -349,13 +354,14 @@ fn user_principal(i: usize, u: &UserConfig) -> Result<Principal, ConfigError> {
     Ok(Principal {
         id: u.username.clone(),
         kind: PrincipalKind::User,
-        role: u.role.clone(),
+        role: check_role(&u.role, &at("role"))?,
         scopes: check_scopes(&u.scopes, &at("scopes"))?,
         credentials: vec![Credential {
             hash,
             valid_until: None,
         }],
         revoked_at: None,
+        not_before: parse_time(u.not_before.as_deref(), &at("not_before"))?,
     })
 }
 
@@ -371,20 +377,29 @@ fn check_id(id: &str, setting: &str) -> Result<(), ConfigError> {
     }
 }
 
-/// RFC 6749 §3.3 scope tokens: printable ASCII without space, `"` or `\`.
 fn check_scopes(scopes: &[String], setting: &str) -> Result<Vec<String>, ConfigError> {
-    for s in scopes {
-        let ok = !s.is_empty()
-            && s.bytes()
-                .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
-        if !ok {
-            return Err(ConfigError::new(
-                setting,
-                format!("`{s}` is not a valid scope"),
-            ));
-        }
+    for (i, s) in scopes.iter().enumerate() {
+        check_name(s, "scope", &format!("{setting}[{i}]"))?;
     }
     Ok(scopes.to_vec())
+}
+
+/// A role, or none: the empty string is what an entry without `role` gets.
+fn check_role(role: &str, setting: &str) -> Result<String, ConfigError> {
+    match role {
+        "" => Ok(String::new()),
+        _ => check_name(role, "role", setting),
+    }
+}
+
+/// A role or scope: see [`principal::is_valid_name`].
+fn check_name(value: &str, what: &str, setting: &str) -> Result<String, ConfigError> {
+    if principal::is_valid_name(value) {
+        return Ok(value.to_owned());
+    }
+    let shown: String = value.chars().take(64).collect();
+    let why = format!("{shown:?} is not a valid {what}: 1-128 of A-Z a-z 0-9 _ . : / -");
+    Err(ConfigError::new(setting, why))
 }
 
 fn parse_time(value: Option<&str>, setting: &str) -> Result<Option<OffsetDateTime>, ConfigError> {
@@ -416,172 +431,4 @@ fn redact_url(url: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-
-    use super::*;
-    use crate::config::{OnUnavailable, initial_config};
-
-    const SECRET: &str = "4f1c0f9a7d6e8b2c3a5d7e9f1b3c5d7e9a1b3c5d7e9f1a2b3c4d5e6f7a8b9c0d";
-
-    fn minimal() -> String {
-        format!("[token]\nsecret = \"{SECRET}\"\n")
-    }
-
-    fn check(text: &str) -> Result<Runtime, ConfigError> {
-        Config::parse(text, &BTreeMap::new())?.validate()
-    }
-
-    #[test]
-    fn minimal_config_takes_the_documented_defaults() {
-        let rt = check(&minimal()).unwrap();
-        let c = &rt.config;
-        assert_eq!(c.server.listen, "127.0.0.1:8080");
-        assert_eq!(c.token.ttl, Duration::from_secs(1800));
-        assert_eq!(c.token.leeway, Duration::from_secs(30));
-        assert_eq!(c.api_key.header, "X-API-Key");
-        assert!(c.api_key.query.is_empty());
-        assert!(!c.cookie.enabled);
-        assert_eq!(c.limits.failed_attempts, 10);
-        assert_eq!(c.store.on_unavailable, OnUnavailable::Deny);
-        assert_eq!(c.store.timeout, Duration::from_millis(250));
-        assert_eq!(rt.verifier.policy().issuer, "http://127.0.0.1:8080");
-    }
-
-    #[test]
-    fn the_initial_config_is_valid() {
-        let (text, key) = initial_config().unwrap();
-        let rt = check(&text).unwrap();
-        assert_eq!(rt.directory.len(), 1);
-        assert!(key.starts_with("kg_"));
-    }
-
-    #[test]
-    fn bad_values_name_their_setting() {
-        let cases: &[(&str, &str)] = &[
-            ("[token]\nsecret = \"short\"\n", "token.secret"),
-            (
-                "[token]\nsecret = \"09d25e094faa6ca2556c818166b7a9563b93f7099f6f0f4caa6cf63b88e8d3e7\"\n",
-                "token.secret",
-            ),
-            (
-                "[token]\nsecret = \"hex:09d25e094faa6ca2556c818166b7a9563b93f7099f6f0f4caa6cf63b88e8d3e7\"\n",
-                "token.secret",
-            ),
-            ("[token]\n", "token.secret"),
-            (
-                "[token]\nalgorithm = \"none\"\nsecret = \"x\"\n",
-                "token.algorithm",
-            ),
-            (
-                "[token]\nalgorithm = \"hs256\"\nsecret = \"x\"\n",
-                "token.algorithm",
-            ),
-            (&format!("{}ttl = \"forever\"\n", minimal()), "token.ttl"),
-            (&format!("{}ttl = \"0s\"\n", minimal()), "token.ttl"),
-            (&format!("{}colour = \"blue\"\n", minimal()), "token"),
-            (
-                &format!("{}[server]\nlisten = \"nowhere\"\n", minimal()),
-                "server.listen",
-            ),
-            (
-                &format!("{}[cookie]\nsame_site = \"lax\"\n", minimal()),
-                "cookie.same_site",
-            ),
-            (
-                &format!("{}[store]\non_unavailable = \"maybe\"\n", minimal()),
-                "store.on_unavailable",
-            ),
-            (
-                &format!("{}[limits]\nfailed_attempts = 0\n", minimal()),
-                "limits.failed_attempts",
-            ),
-            (
-                &format!(
-                    "{}[[clients]]\nid = \"a\"\nkey_hash = \"sha256:00\"\n",
-                    minimal()
-                ),
-                "clients[0].key_hash",
-            ),
-            (
-                &format!(
-                    "{}[[clients]]\nid = \"a b\"\nkey_hash = \"sha256:{}\"\n",
-                    minimal(),
-                    "0".repeat(64)
-                ),
-                "clients[0].id",
-            ),
-            (
-                &format!(
-                    "{}[[users]]\nusername = \"bob\"\npassword_hash = \"$argon2id$v=19$m=1,t=1,p=1$c2FsdHNhbHQ$aGFzaA\"\n",
-                    minimal()
-                ),
-                "users[0].password_hash",
-            ),
-            (
-                &format!(
-                    "{}[[clients]]\nid = \"a\"\nkey_hash = \"sha256:{z}\"\n[[users]]\nusername = \"a\"\npassword_hash = \"$2b$12$EixZaYVK1fsbw1ZfbX3OXePaWxn96p36WQoeG6Lruj3vjPGga31lW\"\n",
-                    minimal(),
-                    z = "0".repeat(64)
-                ),
-                "clients/users",
-            ),
-            ("not toml at all [", "file"),
-        ];
-        for (text, setting) in cases {
-            let err = check(text).unwrap_err();
-            assert!(
-                err.to_string().starts_with(setting),
-                "expected {setting}, got: {err}"
-            );
-            assert!(!err.to_string().contains('\n'), "one line: {err}");
-        }
-    }
-
-    #[test]
-    fn parse_errors_never_quote_the_secret() {
-        let text = format!("[token]\nsecret = \"{SECRET}\u{0}\"\n");
-        let err = check(&text).unwrap_err().to_string();
-        assert!(err.starts_with("file: TOML parse error at line 2"), "{err}");
-        assert!(!err.contains(&SECRET[..16]), "{err}");
-    }
-
-    #[test]
-    fn duplicate_client_ids_are_refused() {
-        let z = "0".repeat(64);
-        let text = format!(
-            "{}[[clients]]\nid = \"a\"\nkey_hash = \"sha256:{z}\"\n[[clients]]\nid = \"a\"\nkey_hash = \"sha256:{z}\"\n",
-            minimal()
-        );
-        let err = check(&text).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "clients/users: two principals have the id `a`; ids must be unique across clients and users"
-        );
-    }
-
-    #[test]
-    fn store_url_is_checked_without_echoing_its_password() {
-        let ok = format!(
-            "{}[store]\nurl = \"redis://:hunter2@127.0.0.1:6379/0\"\n",
-            minimal()
-        );
-        check(&ok).unwrap();
-        let bad = format!(
-            "{}[store]\nurl = \"http://:hunter2@127.0.0.1:6379\"\n",
-            minimal()
-        );
-        let err = check(&bad).unwrap_err().to_string();
-        assert!(err.starts_with("store.url"), "{err}");
-        assert!(!err.contains("hunter2"), "{err}");
-        let store = |t: &str| check(&format!("{}[store]\n{t}\n", minimal()));
-        let fails = |t: &str| store(t).unwrap_err().to_string();
-        store("sentinels = [\"rediss://10.0.0.1:26379\"]\nsentinel_master = \"kg\"").unwrap();
-        store("cluster = [\"redis://10.0.0.1:7000\"]\ntimeout = \"1s\"").unwrap();
-        assert!(fails("url = \"redis://a\"\ncluster = [\"redis://b\"]").starts_with("store:"));
-        assert!(fails("sentinels = [\"redis://a\"]").starts_with("store.sentinel_master"));
-        assert!(fails("cluster = [\"http://a\"]").starts_with("store.cluster"));
-        assert!(fails("timeout = \"0s\"").starts_with("store.timeout"));
-        assert!(fails("ca_file = \"/nonexistent.pem\"").starts_with("store.ca_file"));
-    }
-}
+mod tests;

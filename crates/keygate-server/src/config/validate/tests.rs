@@ -1,0 +1,207 @@
+//! Validation: defaults, every bad value naming its setting, one-line errors.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::config::{OnUnavailable, initial_config};
+
+const SECRET: &str = "4f1c0f9a7d6e8b2c3a5d7e9f1b3c5d7e9a1b3c5d7e9f1a2b3c4d5e6f7a8b9c0d";
+
+fn minimal() -> String {
+    format!("[token]\nsecret = \"{SECRET}\"\n")
+}
+
+fn check(text: &str) -> Result<Runtime, ConfigError> {
+    Config::parse(text, &BTreeMap::new())?.validate()
+}
+
+#[test]
+fn minimal_config_takes_the_documented_defaults() {
+    let rt = check(&minimal()).unwrap();
+    let c = &rt.config;
+    assert_eq!(c.server.listen, "127.0.0.1:8080");
+    assert_eq!(c.token.ttl, Duration::from_secs(1800));
+    assert_eq!(c.token.leeway, Duration::from_secs(30));
+    assert_eq!(c.api_key.header, "X-API-Key");
+    assert!(c.api_key.query.is_empty());
+    assert!(!c.cookie.enabled);
+    assert_eq!(c.limits.failed_attempts, 10);
+    assert_eq!(c.store.on_unavailable, OnUnavailable::Deny);
+    assert_eq!(c.store.timeout, Duration::from_millis(250));
+    assert_eq!(rt.verifier.policy().issuer, "http://127.0.0.1:8080");
+}
+
+#[test]
+fn the_initial_config_is_valid() {
+    let (text, key) = initial_config().unwrap();
+    let rt = check(&text).unwrap();
+    assert_eq!(rt.directory.len(), 1);
+    assert!(key.starts_with("kg_"));
+}
+
+#[test]
+fn bad_values_name_their_setting() {
+    let cases: &[(&str, &str)] = &[
+        ("[token]\nsecret = \"short\"\n", "token.secret"),
+        (
+            "[token]\nsecret = \"09d25e094faa6ca2556c818166b7a9563b93f7099f6f0f4caa6cf63b88e8d3e7\"\n",
+            "token.secret",
+        ),
+        (
+            "[token]\nsecret = \"hex:09d25e094faa6ca2556c818166b7a9563b93f7099f6f0f4caa6cf63b88e8d3e7\"\n",
+            "token.secret",
+        ),
+        ("[token]\n", "token.secret"),
+        (
+            "[token]\nalgorithm = \"none\"\nsecret = \"x\"\n",
+            "token.algorithm",
+        ),
+        (
+            "[token]\nalgorithm = \"hs256\"\nsecret = \"x\"\n",
+            "token.algorithm",
+        ),
+        (&format!("{}ttl = \"forever\"\n", minimal()), "token.ttl"),
+        (&format!("{}ttl = \"0s\"\n", minimal()), "token.ttl"),
+        (&format!("{}colour = \"blue\"\n", minimal()), "token"),
+        (
+            &format!("{}[server]\nlisten = \"nowhere\"\n", minimal()),
+            "server.listen",
+        ),
+        (
+            &format!("{}[cookie]\nsame_site = \"lax\"\n", minimal()),
+            "cookie.same_site",
+        ),
+        (
+            &format!("{}[store]\non_unavailable = \"maybe\"\n", minimal()),
+            "store.on_unavailable",
+        ),
+        (
+            &format!("{}[limits]\nfailed_attempts = 0\n", minimal()),
+            "limits.failed_attempts",
+        ),
+        (
+            &format!(
+                "{}[[clients]]\nid = \"a\"\nkey_hash = \"sha256:00\"\n",
+                minimal()
+            ),
+            "clients[0].key_hash",
+        ),
+        (
+            &format!(
+                "{}[[clients]]\nid = \"a b\"\nkey_hash = \"sha256:{}\"\n",
+                minimal(),
+                "0".repeat(64)
+            ),
+            "clients[0].id",
+        ),
+        (
+            &format!(
+                "{}[[users]]\nusername = \"bob\"\npassword_hash = \"$argon2id$v=19$m=1,t=1,p=1$c2FsdHNhbHQ$aGFzaA\"\n",
+                minimal()
+            ),
+            "users[0].password_hash",
+        ),
+        (
+            &format!(
+                "{}[[clients]]\nid = \"a\"\nkey_hash = \"sha256:{z}\"\n[[users]]\nusername = \"a\"\npassword_hash = \"$2b$12$EixZaYVK1fsbw1ZfbX3OXePaWxn96p36WQoeG6Lruj3vjPGga31lW\"\n",
+                minimal(),
+                z = "0".repeat(64)
+            ),
+            "clients/users",
+        ),
+        ("not toml at all [", "file"),
+    ];
+    for (text, setting) in cases {
+        let err = check(text).unwrap_err();
+        assert!(
+            err.to_string().starts_with(setting),
+            "expected {setting}, got: {err}"
+        );
+        assert!(!err.to_string().contains('\n'), "one line: {err}");
+    }
+}
+
+#[test]
+fn roles_and_scopes_are_1_to_128_safe_characters() {
+    let z = "0".repeat(64);
+    let client = |extra: &str| {
+        format!(
+            "{}[[clients]]\nid = \"a\"\nkey_hash = \"sha256:{z}\"\n{extra}\n",
+            minimal()
+        )
+    };
+    let long = format!("role = \"{}\"", "r".repeat(129));
+    for (text, setting) in [
+        (
+            client("role = \"reader\\r\\nX-Auth-Role: admin\""),
+            "clients[0].role: \"reader\\r\\n",
+        ),
+        (client("role = \"reader,admin\""), "clients[0].role"),
+        (client(&long), "clients[0].role"),
+        (client("scopes = [\"ok\", \"a b\"]"), "clients[0].scopes[1]"),
+        (
+            client("not_before = \"yesterday\""),
+            "clients[0].not_before",
+        ),
+        (
+            format!("{}admin_roles = [\"a b\"]\n", minimal()),
+            "token.admin_roles[0]",
+        ),
+    ] {
+        let err = check(&text).unwrap_err().to_string();
+        assert!(err.starts_with(setting), "expected {setting}, got: {err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+    check(&client(
+        "role = \"svc:orders/read-1.x_Y\"\nscopes = [\"a:b/c\"]",
+    ))
+    .unwrap();
+    check(&client("")).unwrap();
+}
+
+#[test]
+fn parse_errors_never_quote_the_secret() {
+    let text = format!("[token]\nsecret = \"{SECRET}\u{0}\"\n");
+    let err = check(&text).unwrap_err().to_string();
+    assert!(err.starts_with("file: TOML parse error at line 2"), "{err}");
+    assert!(!err.contains(&SECRET[..16]), "{err}");
+}
+
+#[test]
+fn duplicate_client_ids_are_refused() {
+    let z = "0".repeat(64);
+    let text = format!(
+        "{}[[clients]]\nid = \"a\"\nkey_hash = \"sha256:{z}\"\n[[clients]]\nid = \"a\"\nkey_hash = \"sha256:{z}\"\n",
+        minimal()
+    );
+    let err = check(&text).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "clients/users: two principals have the id `a`; ids must be unique across clients and users"
+    );
+}
+
+#[test]
+fn store_url_is_checked_without_echoing_its_password() {
+    let ok = format!(
+        "{}[store]\nurl = \"redis://:hunter2@127.0.0.1:6379/0\"\n",
+        minimal()
+    );
+    check(&ok).unwrap();
+    let bad = format!(
+        "{}[store]\nurl = \"http://:hunter2@127.0.0.1:6379\"\n",
+        minimal()
+    );
+    let err = check(&bad).unwrap_err().to_string();
+    assert!(err.starts_with("store.url"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+    let store = |t: &str| check(&format!("{}[store]\n{t}\n", minimal()));
+    let fails = |t: &str| store(t).unwrap_err().to_string();
+    store("sentinels = [\"rediss://10.0.0.1:26379\"]\nsentinel_master = \"kg\"").unwrap();
+    store("cluster = [\"redis://10.0.0.1:7000\"]\ntimeout = \"1s\"").unwrap();
+    assert!(fails("url = \"redis://a\"\ncluster = [\"redis://b\"]").starts_with("store:"));
+    assert!(fails("sentinels = [\"redis://a\"]").starts_with("store.sentinel_master"));
+    assert!(fails("cluster = [\"http://a\"]").starts_with("store.cluster"));
+    assert!(fails("timeout = \"0s\"").starts_with("store.timeout"));
+    assert!(fails("ca_file = \"/nonexistent.pem\"").starts_with("store.ca_file"));
+}
