@@ -49,6 +49,17 @@ pub use routes::router;
 pub use state::AppState;
 use tokio::net::TcpListener;
 
+/// Parsers that are private to the server, reachable from the fuzz targets in `fuzz/`
+/// (feature `fuzzing`). Not a stable API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    /// The readings of an HTTP Basic `client_id:secret` (the part after `Basic `).
+    pub fn decode_basic(creds: &str) -> Result<Vec<(String, String)>, crate::Rejection> {
+        crate::credentials::decode_basic(creds)
+    }
+}
+
 /// Serves `state` on `listener` until `shutdown` resolves, then stops accepting, lets
 /// in-flight requests finish for up to `server.shutdown_timeout`, and returns.
 pub async fn serve(
