@@ -7,17 +7,21 @@
 //!
 //! A configuration that validates is then used the way the server uses it, as far as that
 //! is cheap: a token is issued to its first principal (or a stand-in) and must verify with
-//! the runtime's own verifier, and its failed-attempt limits count a failure and answer.
+//! the runtime's own verifier, and its attempt limits refuse the attempt after the last
+//! one allowed, then allow again once the window has passed.
 //! (Password hashing pools are not built: each costs an argon2 hash.)
 
 #![no_main]
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use keygate::token::Grant;
 use keygate_server::Config;
-use keygate_server::limits::FailedAttempts;
+use keygate_server::limits::{FailedAttempts, Subject};
 use libfuzzer_sys::fuzz_target;
 
 const SECRET: &str = "4f1c0f9a7d6e8b2c3a5d7e9f1b3c5d7e9a1b3c5d7e9f1a2b3c4d5e6f7a8b9c0d";
@@ -64,11 +68,41 @@ fuzz_target!(|data: &[u8]| {
         .expect("a validated configuration verifies its own tokens");
     assert_eq!(claims, issued.claims);
 
+    // The limits count attempts against a subject until it is refused, and let it go
+    // once its window has passed.
     let limits = &runtime.config.limits;
     let attempts = FailedAttempts::new(limits.failed_attempts, limits.window);
+    let subjects = [
+        Subject::Address(IpAddr::from([127, 0, 0, 1])),
+        Subject::UserAt(subject.to_owned(), IpAddr::from([127, 0, 0, 1])),
+    ];
     let now = Instant::now();
-    for _ in 0..limits.failed_attempts.min(16) {
-        attempts.record_locally(&["ip:127.0.0.1", "id:billing"], now);
+    for i in 0..=limits.failed_attempts.min(16) {
+        let outcome = now_or_never(attempts.begin(&subjects, now));
+        if i < limits.failed_attempts {
+            assert!(
+                outcome.is_ok(),
+                "attempt {i} refused under a limit of {}",
+                limits.failed_attempts
+            );
+        } else {
+            assert!(
+                outcome.is_err(),
+                "attempt {i} allowed under a limit of {}",
+                limits.failed_attempts
+            );
+        }
     }
-    let _ = attempts.blocked_locally(&["ip:127.0.0.1"], now);
+    if let Some(later) = now.checked_add(limits.window) {
+        assert!(now_or_never(attempts.begin(&subjects, later)).is_ok());
+    }
 });
+
+/// The result of a future that needs no waiting (in-memory counters, no Redis).
+fn now_or_never<T>(future: impl Future<Output = T>) -> T {
+    let mut cx = Context::from_waker(Waker::noop());
+    match pin!(future).poll(&mut cx) {
+        Poll::Ready(v) => v,
+        Poll::Pending => panic!("an in-memory attempt counter waited"),
+    }
+}
