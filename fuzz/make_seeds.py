@@ -235,6 +235,15 @@ def requests() -> list[str]:
         "POST /token\nAuthorization: Basic !!!\n",
         f"POST /token\nX-Fuzz-Basic: billing:{key}\nX-Fuzz-Basic: my%3Aclient:s%2Bc+r%25t\n",
         "GET /\nX-Forwarded-For: 1.2.3.4, 10.0.0.9\r\nCookie: =; ;keygate_token\r\n",
+        f"POST /token\nAuthorization: Basic {basic}\nContent-Type: application/x-www-form-urlencoded\n\n"
+        "grant_type=client_credentials&scope=orders%3Aread+orders%3Awrite",
+        "POST /token\nContent-Type: application/x-www-form-urlencoded; charset=UTF-8\n\n"
+        "grant_type=password&username=alice%40example.com&password=p%40ss+w%C3%B6rd&scope=",
+        f"POST /token\nContent-Type: Application/X-WWW-Form-Urlencoded\n\n"
+        f"grant_type=client_credentials&client_id=billing&client_secret={key}&client_id=other",
+        f"POST /revoke\nContent-Type: application/x-www-form-urlencoded\n\ntoken={token}&token_type_hint=access_token",
+        'POST /token\nContent-Type: application/json\n\n{"grant_type":"client_credentials"}',
+        "POST /introspect\nContent-Type: application/x-www-form-urlencoded\n\ntoken&=x&%zz=%FF%FE&token=",
     ]
 
 
