@@ -9,7 +9,7 @@ use std::time::Duration;
 use keygate::api_key::{self, KeyHash};
 use keygate::principal::{Credential, Directory, Principal, PrincipalKind};
 use keygate::token::{
-    HmacSecret, Issuer, KeySet, SigningAlgorithm, SigningKey, TokenPolicy, Verifier,
+    Grant, HmacSecret, Issuer, KeySet, SigningAlgorithm, SigningKey, TokenPolicy, Verifier,
 };
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -27,6 +27,7 @@ impl Config {
         self.check_limits()?;
         self.check_store()?;
         let directory = self.directory()?;
+        check_tokens_verify(&issuer, &verifier, &directory)?;
         Ok(Runtime {
             config: self.clone(),
             listen,
@@ -310,6 +311,44 @@ fn user_principal(i: usize, u: &UserConfig) -> Result<Principal, ConfigError> {
 }
 
 /// A client id or username: it names the principal in tokens and in API keys.
+/// The longest token this configuration can issue must pass its own verifier: the issuer,
+/// the audience and a principal's id, role and scopes go into every token, and verifiers
+/// refuse tokens over [`keygate::token::MAX_TOKEN_LEN`]. (Found by fuzz/, target `config`:
+/// with a 6 KB `server.public_url`, every token issued was refused.)
+fn check_tokens_verify(
+    issuer: &Issuer,
+    verifier: &Verifier,
+    directory: &Directory,
+) -> Result<(), ConfigError> {
+    let json_len = |s: &str| serde_json::to_string(s).map_or(usize::MAX, |j| j.len());
+    let heaviest = directory.iter().max_by_key(|p| {
+        (2 * json_len(&p.id))
+            .saturating_add(json_len(&p.role))
+            .saturating_add(json_len(&p.scopes.join(" ")))
+    });
+    let (id, role, scopes) = heaviest.map_or(("probe", "", &[][..]), |p| {
+        (p.id.as_str(), p.role.as_str(), p.scopes.as_slice())
+    });
+    let grant = Grant {
+        subject: id,
+        client_id: id,
+        role,
+        scopes,
+    };
+    let issued = issuer
+        .issue(&grant)
+        .map_err(|e| ConfigError::new("token", format!("cannot issue a token: {e}")))?;
+    verifier.verify(&issued.token).map(drop).map_err(|e| {
+        ConfigError::new(
+            "token",
+            format!(
+                "a token for `{id}` ({} bytes) would be refused by keygate's own verifier ({e}): shorten token.issuer (or server.public_url), token.audience, or that principal's role or scopes",
+                issued.token.len()
+            ),
+        )
+    })
+}
+
 fn check_id(id: &str, setting: &str) -> Result<(), ConfigError> {
     if api_key::is_valid_id(id) {
         Ok(())
@@ -380,6 +419,33 @@ mod tests {
 
     fn check(text: &str) -> Result<Runtime, ConfigError> {
         Config::parse(text, &BTreeMap::new())?.validate()
+    }
+
+    #[test]
+    fn a_configuration_whose_tokens_its_verifier_refuses_is_refused() {
+        // Found by fuzz/ (target `config`): a 6 KB public_url (the default issuer) was
+        // accepted, and every token issued was then over keygate::token::MAX_TOKEN_LEN.
+        let long_url = format!(
+            "{}[server]\npublic_url = \"https://{}\"\n",
+            minimal(),
+            "a".repeat(7000)
+        );
+        let err = check(&long_url).unwrap_err();
+        assert_eq!(err.setting, "token", "{err}");
+        assert!(err.message.contains("would be refused"), "{err}");
+        let long_role = format!(
+            "{}[[clients]]\nid = \"a\"\nkey_hash = \"sha256:{}\"\nrole = \"{}\"\n",
+            minimal(),
+            "0".repeat(64),
+            "r".repeat(7000)
+        );
+        assert_eq!(check(&long_role).unwrap_err().setting, "token");
+        let fits = format!(
+            "{}[server]\npublic_url = \"https://{}\"\n",
+            minimal(),
+            "a".repeat(3000)
+        );
+        check(&fits).unwrap();
     }
 
     #[test]
