@@ -125,7 +125,7 @@ pub(crate) async fn authenticate_api_key(
 /// The id and secret of a Basic header: first as RFC 6749 §2.3.1 says (each part
 /// form-urlencoded), then, when that reads differently, as sent. Many clients (authlib,
 /// curl `-u`) do not encode, and a secret with `+` or `%` would otherwise never match.
-fn decode_basic(creds: &str) -> Result<Vec<(String, String)>, Rejection> {
+pub(crate) fn decode_basic(creds: &str) -> Result<Vec<(String, String)>, Rejection> {
     let bad = Rejection::InvalidClient { basic: true };
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(creds)

@@ -54,3 +54,13 @@ pub use rejection::Rejection;
 pub use routes::router;
 pub use server::{Listeners, serve};
 pub use state::AppState;
+/// Parsers that are private to the server, reachable from the fuzz targets in `fuzz/`
+/// (feature `fuzzing`). Not a stable API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    /// The readings of an HTTP Basic `client_id:secret` (the part after `Basic `).
+    pub fn decode_basic(creds: &str) -> Result<Vec<(String, String)>, crate::Rejection> {
+        crate::credentials::decode_basic(creds)
+    }
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use keygate::api_key::{self, KeyHash};
 use keygate::principal::{self, Credential, Directory, Principal, PrincipalKind};
 use keygate::token::{
-    HmacSecret, Issuer, KeySet, SigningAlgorithm, SigningKey, TokenPolicy, Verifier,
+    Grant, HmacSecret, Issuer, KeySet, SigningAlgorithm, SigningKey, TokenPolicy, Verifier,
 };
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -17,6 +17,13 @@ use time::format_description::well_known::Rfc3339;
 use super::model::{ClientConfig, SameSite, UserConfig};
 use super::{Config, ConfigError, keyring};
 use crate::tls::TlsFiles;
+
+/// The longest failed-attempt window.
+const MAX_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// The most password hashes computed at once.
+const MAX_HASHING: usize = 1024;
+/// The most password checks waiting for a hashing thread.
+const MAX_HASHING_QUEUE: usize = 100_000;
 
 impl Config {
     /// Checks every value and builds what the server runs on.
@@ -31,6 +38,7 @@ impl Config {
             check_name(role, "role", &format!("token.admin_roles[{i}]"))?;
         }
         let directory = self.directory()?;
+        check_tokens_verify(&issuer, &verifier, &directory)?;
         let quotas = crate::quota::quota_table(self)?;
         Ok(Runtime {
             // Clients and users live on in `directory`, indexed: a second copy of a
@@ -145,13 +153,25 @@ impl Config {
                 "must be at least 1",
             ));
         }
-        if self.limits.window.as_secs() == 0 {
-            return Err(ConfigError::new("limits.window", "must be at least 1s"));
+        // Upper bounds too: a window of 2^64 seconds would overflow the clock arithmetic of
+        // the counters (found by fuzz/, target `config`), and a pool of a million hashing
+        // threads is no bound at all.
+        if self.limits.window.as_secs() == 0 || self.limits.window > MAX_WINDOW {
+            return Err(ConfigError::new(
+                "limits.window",
+                "must be between 1s and 1d",
+            ));
         }
-        if self.limits.hashing_concurrency == 0 {
+        if !(1..=MAX_HASHING).contains(&self.limits.hashing_concurrency) {
             return Err(ConfigError::new(
                 "limits.hashing_concurrency",
-                "must be at least 1",
+                format!("must be between 1 and {MAX_HASHING}"),
+            ));
+        }
+        if self.limits.hashing_queue > MAX_HASHING_QUEUE {
+            return Err(ConfigError::new(
+                "limits.hashing_queue",
+                format!("must be at most {MAX_HASHING_QUEUE}"),
             ));
         }
         Ok(())
@@ -366,6 +386,44 @@ fn user_principal(i: usize, u: &UserConfig) -> Result<Principal, ConfigError> {
 }
 
 /// A client id or username: it names the principal in tokens and in API keys.
+/// The longest token this configuration can issue must pass its own verifier: the issuer,
+/// the audience and a principal's id, role and scopes go into every token, and verifiers
+/// refuse tokens over [`keygate::token::MAX_TOKEN_LEN`]. (Found by fuzz/, target `config`:
+/// with a 6 KB `server.public_url`, every token issued was refused.)
+fn check_tokens_verify(
+    issuer: &Issuer,
+    verifier: &Verifier,
+    directory: &Directory,
+) -> Result<(), ConfigError> {
+    let json_len = |s: &str| serde_json::to_string(s).map_or(usize::MAX, |j| j.len());
+    let heaviest = directory.iter().max_by_key(|p| {
+        (2 * json_len(&p.id))
+            .saturating_add(json_len(&p.role))
+            .saturating_add(json_len(&p.scopes.join(" ")))
+    });
+    let (id, role, scopes) = heaviest.map_or(("probe", "", &[][..]), |p| {
+        (p.id.as_str(), p.role.as_str(), p.scopes.as_slice())
+    });
+    let grant = Grant {
+        subject: id,
+        client_id: id,
+        role,
+        scopes,
+    };
+    let issued = issuer
+        .issue(&grant)
+        .map_err(|e| ConfigError::new("token", format!("cannot issue a token: {e}")))?;
+    verifier.verify(&issued.token).map(drop).map_err(|e| {
+        ConfigError::new(
+            "token",
+            format!(
+                "a token for `{id}` ({} bytes) would be refused by keygate's own verifier ({e}): shorten token.issuer (or server.public_url), token.audience, or that principal's role or scopes",
+                issued.token.len()
+            ),
+        )
+    })
+}
+
 fn check_id(id: &str, setting: &str) -> Result<(), ConfigError> {
     if api_key::is_valid_id(id) {
         Ok(())

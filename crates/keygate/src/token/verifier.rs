@@ -28,12 +28,18 @@ struct RawHeader {
     typ: Option<String>,
     #[serde(default)]
     kid: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     crit: Option<serde_json::Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     zip: Option<serde_json::Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     enc: Option<serde_json::Value>,
+}
+
+/// `Some` whenever the member is there, `null` included: `"crit": null` is a `crit` that
+/// is not a list of understood names (RFC 7515 §4.1.11), not an absent one.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
 }
 
 /// Verifies access tokens with one algorithm, fixed by configuration, and the published

@@ -205,3 +205,48 @@ fn store_url_is_checked_without_echoing_its_password() {
     assert!(fails("timeout = \"0s\"").starts_with("store.timeout"));
     assert!(fails("ca_file = \"/nonexistent.pem\"").starts_with("store.ca_file"));
 }
+
+#[test]
+fn a_configuration_whose_tokens_its_verifier_refuses_is_refused() {
+    // Found by fuzz/ (target `config`): a 6 KB public_url (the default issuer) was
+    // accepted, and every token issued was then over keygate::token::MAX_TOKEN_LEN.
+    let long_url = format!(
+        "{}[server]\npublic_url = \"https://{}\"\n",
+        minimal(),
+        "a".repeat(7000)
+    );
+    let err = check(&long_url).unwrap_err();
+    assert_eq!(err.setting, "token", "{err}");
+    assert!(err.message.contains("would be refused"), "{err}");
+    let long_role = format!(
+        "{}[[clients]]\nid = \"a\"\nkey_hash = \"sha256:{}\"\nrole = \"{}\"\n",
+        minimal(),
+        "0".repeat(64),
+        "r".repeat(7000)
+    );
+    // Roles are at most 128 characters: refused by that rule before any token is made.
+    assert_eq!(check(&long_role).unwrap_err().setting, "clients[0].role");
+    let fits = format!(
+        "{}[server]\npublic_url = \"https://{}\"\n",
+        minimal(),
+        "a".repeat(3000)
+    );
+    check(&fits).unwrap();
+}
+
+#[test]
+fn limits_are_bounded_above_too() {
+    for (setting, line) in [
+        ("limits.window", "window = \"18446744073709551615s\""),
+        ("limits.window", "window = \"2d\""),
+        (
+            "limits.hashing_concurrency",
+            "hashing_concurrency = 1000000",
+        ),
+        ("limits.hashing_queue", "hashing_queue = 100000000"),
+    ] {
+        let err = check(&format!("{}[limits]\n{line}\n", minimal())).unwrap_err();
+        assert_eq!(err.setting, setting, "{line}: {err}");
+    }
+    check(&format!("{}[limits]\nwindow = \"1d\"\n", minimal())).unwrap();
+}

@@ -282,6 +282,27 @@ fn wrong_type_and_crit_are_refused() {
 }
 
 #[test]
+fn crit_zip_and_enc_are_refused_even_when_null() {
+    // Found by fuzz/ (target `token`): `"crit": null` read as an absent `crit`.
+    let (_, verifier) = pair();
+    let p = payload_with(now_unix(), "{}");
+    for member in ["crit", "zip", "enc"] {
+        let h = format!(r#"{{"alg":"HS256","typ":"at+jwt","{member}":null}}"#);
+        let t = forge(&h, &p, SECRET.as_bytes());
+        assert!(verifier.verify(&t).is_err(), "{h}");
+    }
+    let t = forge(
+        r#"{"alg":"HS256","typ":"at+jwt","crit":null}"#,
+        &p,
+        SECRET.as_bytes(),
+    );
+    assert!(matches!(
+        verifier.verify(&t),
+        Err(Error::UnsupportedCritical)
+    ));
+}
+
+#[test]
 fn issuer_and_audience_must_match_exactly() {
     let (_, verifier) = pair();
     let now = now_unix();
