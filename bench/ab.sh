@@ -114,6 +114,17 @@ sleep 1
 read -r flood_rps _ _ <<<"$(measure $kg_pid "http://127.0.0.1:$KG_PORT/verify" -H "Authorization: Bearer $kg_token")"
 wait "$flood"
 
+# Open loop: /verify at a fixed rate, half of keygate's peak, with oha (`cargo install oha`)
+# when it is installed; latency corrected for coordinated omission.
+open_loop=""
+if command -v oha >/dev/null; then
+  peak=$(tr ' ' '\n' <<<"${RPS[kg_verify]}" | grep . | sort -n | tail -n1)
+  rate=$((peak / 2))
+  open_loop=$(taskset -c "$LOAD_CPU" oha --no-tui --output-format json -z "$DURATION" -q "$rate" -c "$CONNECTIONS" \
+      --latency-correction -H "Authorization: Bearer $kg_token" "http://127.0.0.1:$KG_PORT/verify" |
+    python3 -c 'import json,sys; d=json.load(sys.stdin); p=d["latencyPercentiles"]; print("%.2f %.2f %.2f" % (p["p50"]*1e3, p["p99"]*1e3, p["p99.9"]*1e3))')
+fi
+
 median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 table() {
@@ -130,6 +141,11 @@ table() {
       'BEGIN { printf "| %s | %d | %d | %.2f× | %.1f | %.1f | %.2f× | %d | %s |\n", l, k, b, k/b, kc, bc, kc/bc, s, p }'
   done
   echo
+  if [ -n "$open_loop" ]; then
+    read -r p50 p99 p999 <<<"$open_loop"
+    echo "keygate GET /verify open loop at $rate req/s (half its peak, oha, latency-corrected): p50 $p50 ms, p99 $p99 ms, p99.9 $p999 ms"
+    echo
+  fi
   awk -v f="$flood_rps" -v i="$(median "${RPS[kg_verify]}")" \
     'BEGIN { printf "keygate GET /verify during a wrong-password flood on /token (64 connections): %d req/s, %.0f%% of its idle rate\n", f, 100*f/i }'
 }
