@@ -188,17 +188,19 @@ impl Inner {
     fn add(&mut self, subjects: &[Subject], now: Instant) {
         self.expire(now);
         for key in subjects.iter().map(Subject::digest) {
-            let window = self.window;
-            let fresh = Window {
+            let w = self.counters.entry(key).or_insert(Window {
                 started: now,
                 attempts: 0,
-            };
-            let w = self.counters.entry(key).or_insert(fresh);
-            if w.attempts == 0 || w.started + window <= now {
-                *w = fresh;
+            });
+            // A new subject, or one whose window ended or whose attempts were all taken
+            // back, starts a window now.
+            if w.attempts == 0 || w.started + self.window <= now {
+                *w = Window {
+                    started: now,
+                    attempts: 0,
+                };
                 self.order.push_back((key, now));
             }
-            let w = self.counters.entry(key).or_insert(fresh);
             w.attempts = w.attempts.saturating_add(1);
         }
         while self.counters.len() > MAX_SUBJECTS {
