@@ -127,6 +127,34 @@ fn http() -> reqwest::blocking::Client {
     reqwest::blocking::Client::new()
 }
 
+/// `GET /verify` with `token`: its status.
+pub(crate) fn verify(base: &str, token: &str) -> u16 {
+    http()
+        .get(format!("{base}/verify"))
+        .bearer_auth(token)
+        .send()
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// A password grant at `/token`.
+pub(crate) fn password_grant(
+    base: &str,
+    user: &str,
+    password: &str,
+) -> reqwest::blocking::Response {
+    http()
+        .post(format!("{base}/token"))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", user),
+            ("password", password),
+        ])
+        .send()
+        .unwrap()
+}
+
 fn login(base: &str, key: &str) -> reqwest::blocking::Response {
     http()
         .post(format!("{base}/login"))

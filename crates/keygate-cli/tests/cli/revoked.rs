@@ -4,7 +4,9 @@
 
 use serde_json::Value;
 
-use super::{eventually, http, init, keygate, keygate_stdin, login, serve, stderr, stdout};
+use super::{
+    eventually, init, keygate, keygate_stdin, login, password_grant, serve, stderr, stdout, verify,
+};
 
 /// `keygate key …` that must succeed; its stdout, trimmed.
 fn ok(dir: &std::path::Path, args: &[&str]) -> String {
@@ -20,28 +22,6 @@ fn token(base: &str, key: &str) -> String {
         .as_str()
         .unwrap()
         .to_owned()
-}
-
-fn verify(base: &str, token: &str) -> u16 {
-    http()
-        .get(format!("{base}/verify"))
-        .bearer_auth(token)
-        .send()
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
-fn password_grant(base: &str, user: &str, password: &str) -> reqwest::blocking::Response {
-    http()
-        .post(format!("{base}/token"))
-        .form(&[
-            ("grant_type", "password"),
-            ("username", user),
-            ("password", password),
-        ])
-        .send()
-        .unwrap()
 }
 
 #[test]

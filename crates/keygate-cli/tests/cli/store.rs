@@ -88,28 +88,6 @@ fn token_of(r: reqwest::blocking::Response) -> String {
     body["access_token"].as_str().unwrap().to_owned()
 }
 
-fn verify(base: &str, token: &str) -> u16 {
-    http()
-        .get(format!("{base}/verify"))
-        .bearer_auth(token)
-        .send()
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
-fn password_token(base: &str, user: &str, password: &str) -> reqwest::blocking::Response {
-    http()
-        .post(format!("{base}/token"))
-        .form(&[
-            ("grant_type", "password"),
-            ("username", user),
-            ("password", password),
-        ])
-        .send()
-        .unwrap()
-}
-
 /// Both replicas refuse `key` at login and `token` at `/verify` within a second.
 fn refused_everywhere(what: &str, servers: [&Server; 2], key: Option<&str>, token: &str) {
     for s in servers {
@@ -166,12 +144,12 @@ fn cli_revocations_reach_replicas_with_other_copies_of_the_file() {
     assert!(!b_now.contains("revoked_at"));
 
     // user remove on A's copy.
-    let token = token_of(password_token(&sb.base, "alice", "correct horse battery"));
+    let token = token_of(password_grant(&sb.base, "alice", "correct horse battery"));
     let remove = keygate(a, &["user", "remove", "alice"]);
     assert_eq!(remove.status.code(), Some(0), "{}", stderr(&remove));
     refused_everywhere("user remove", [&sa, &sb], None, &token);
     for s in [&sa, &sb] {
-        let r = password_token(&s.base, "alice", "correct horse battery");
+        let r = password_grant(&s.base, "alice", "correct horse battery");
         assert_eq!(r.status(), 400, "the removed user's password");
     }
 
