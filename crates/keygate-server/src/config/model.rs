@@ -193,7 +193,8 @@ impl Default for CookieConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    /// Failures allowed per client address and per key id within `window`. Defaults to 10.
+    /// Failures allowed per client address, and per (username, address), within `window`; API
+    /// keys count per address only. Defaults to 10.
     pub failed_attempts: u32,
     /// Defaults to `1m`.
     #[serde(with = "humane")]

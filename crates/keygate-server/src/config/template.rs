@@ -54,7 +54,7 @@ secure = true
 same_site = "Lax"
 
 [limits]
-failed_attempts = 10                     # per client address and per key id, per window
+failed_attempts = 10                     # per address, and per (username, address), per window
 window = "1m"                            # then 429 until the window passes
 
 [store]                                  # shared state for several replicas (docs/scale-out.md)
