@@ -78,6 +78,8 @@ measure() {
   before=$(cpu_ticks "$pid")
   out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "$url")
   after=$(cpu_ticks "$pid")
+  # A refused request is not a served one: every answer of a measured run must be 2xx.
+  if grep -q 'Non-2xx' <<<"$out"; then echo "$url answered non-2xx:" >&2; echo "$out" >&2; return 1; fi
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   requests=$(awk '/requests in/ {print $1}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
@@ -87,7 +89,8 @@ measure() {
 }
 
 declare -A RPS CPU P99
-add() { # key "rps cpu p99"
+add() { # key "rps cpu p99"; empty when measure refused the run
+  [ -n "$2" ] || exit 1
   read -r r c p <<<"$2"
   RPS[$1]="${RPS[$1]:-} $r"; CPU[$1]="${CPU[$1]:-} $c"; P99[$1]="$p"
 }
@@ -112,6 +115,7 @@ taskset -c "$LOAD_CPU" wrk -t1 -c64 -d"$DURATION" -s "$work/password.lua" "http:
 flood=$!
 sleep 1
 read -r flood_rps _ _ <<<"$(measure $kg_pid "http://127.0.0.1:$KG_PORT/verify" -H "Authorization: Bearer $kg_token")"
+[ -n "$flood_rps" ] || exit 1
 wait "$flood"
 
 # Open loop: /verify at a fixed rate, half of keygate's peak, with oha (`cargo install oha`)

@@ -106,6 +106,25 @@ async fn seed_style_key_in_the_access_token_header() {
 }
 
 #[tokio::test]
+async fn a_hand_made_key_that_starts_with_kg_is_found_by_its_digest() {
+    // The anchors' demo key: a plain string to its owner, not in keygate's generated shape.
+    let key = "kg_test_5f2b8c1e9a7d4036b1e8f0c2d4a6b8e0f1a3c5e7";
+    let s = TestServer::with_extra(&format!(
+        "[[clients]]\nid = \"seed-kg\"\nkey_hash = \"{}\"\nrole = \"admin\"\n",
+        keygate::api_key::KeyHash::sha256_of(key)
+    ))
+    .await;
+    let r = s.login(key).await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let v = s.verify(body["access_token"].as_str().unwrap()).await;
+    assert_eq!(v.status(), 200);
+    assert_eq!(v.headers()["x-auth-subject"], "seed-kg");
+    // One character off is still refused.
+    assert_eq!(s.login(&key[..key.len() - 1]).await.status(), 401);
+}
+
+#[tokio::test]
 async fn query_and_cookie_keys_work_only_when_configured() {
     let off = TestServer::start().await;
     let r = off

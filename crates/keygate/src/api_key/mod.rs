@@ -33,30 +33,34 @@ pub enum PresentedKey<'a> {
     HandMade,
 }
 
-/// Classifies a presented key. A key that starts with `kg_` must parse and carry a
-/// matching checksum, or it is refused here, before any lookup.
+/// Classifies a presented key. A key in the generated shape (`kg_<id>_<72 lowercase hex>`)
+/// must carry a matching checksum, or it is refused here, before any lookup: that is a
+/// typo or a guess. Anything else — including a hand-made key that merely starts with
+/// `kg_`, like the seed's `kg_test_…` — is a hand-made key, found by its digest.
 pub fn classify(key: &str) -> Result<PresentedKey<'_>> {
-    let Some(rest) = key.strip_prefix(PREFIX) else {
+    let Some(id) = generated_id(key) else {
         return Ok(PresentedKey::HandMade);
     };
-    // The id may itself contain `_`, so split from the right where the lengths are fixed.
-    if rest.len() < TAIL_LEN + 2 || !rest.is_char_boundary(rest.len() - TAIL_LEN) {
-        return Err(Error::MalformedKey);
-    }
-    let (head, tail) = rest.split_at(rest.len() - TAIL_LEN);
-    let id = head.strip_suffix('_').ok_or(Error::MalformedKey)?;
-    if !is_valid_id(id)
-        || !tail
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-    {
-        return Err(Error::MalformedKey);
-    }
     let (_, checksum) = key.split_at(key.len() - CHECKSUM_HEX_LEN);
     if checksum != checksum_hex(&key[..key.len() - CHECKSUM_HEX_LEN]) {
         return Err(Error::MalformedKey);
     }
     Ok(PresentedKey::Generated { id })
+}
+
+/// The client id of a key in the generated shape, checksum not yet checked.
+fn generated_id(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix(PREFIX)?;
+    // The id may itself contain `_`, so split from the right where the lengths are fixed.
+    if rest.len() < TAIL_LEN + 2 || !rest.is_char_boundary(rest.len() - TAIL_LEN) {
+        return None;
+    }
+    let (head, tail) = rest.split_at(rest.len() - TAIL_LEN);
+    let id = head.strip_suffix('_')?;
+    let hex_tail = tail
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    (is_valid_id(id) && hex_tail).then_some(id)
 }
 
 /// Client ids and usernames: 1 to 64 of `A-Z a-z 0-9 . _ - @`, so they are safe in keys,
@@ -116,22 +120,34 @@ mod tests {
     }
 
     #[test]
-    fn truncated_or_mangled_kg_keys_are_malformed() {
+    fn kg_strings_outside_the_generated_shape_are_hand_made_keys() {
         let key = generate("billing").unwrap();
         let upper_tail = format!("kg_billing_{}", key["kg_billing_".len()..].to_uppercase());
-        for bad in [
+        let no_underscore = key.replacen("billing_", "billingX", 1);
+        let multibyte = format!("kg_é_{}", "a".repeat(71));
+        // The seed's demo key starts with `kg_` and is a plain string to its owner.
+        let seed = "kg_test_5f2b8c1e9a7d4036b1e8f0c2d4a6b8e0f1a3c5e7";
+        for other in [
             &key[..key.len() - 1],
             "kg_",
             "kg_billing",
             "kg__",
             &upper_tail,
+            &no_underscore,
+            &multibyte,
+            seed,
         ] {
-            assert!(classify(bad).is_err(), "{bad}");
+            assert_eq!(classify(other).unwrap(), PresentedKey::HandMade, "{other}");
         }
-        let no_underscore = key.replacen("billing_", "billingX", 1);
-        assert!(classify(&no_underscore).is_err());
-        let multibyte = format!("kg_é_{}", "a".repeat(71));
-        assert!(classify(&multibyte).is_err());
+    }
+
+    #[test]
+    fn generated_shape_with_a_bad_checksum_is_malformed() {
+        let key = generate("billing").unwrap();
+        let (body, _) = key.split_at(key.len() - CHECKSUM_HEX_LEN);
+        let wrong = format!("{body}00000000");
+        assert_ne!(wrong, key);
+        assert!(matches!(classify(&wrong), Err(Error::MalformedKey)));
     }
 
     #[test]
