@@ -309,7 +309,7 @@ impl AuditLog {
     /// writer is behind by `[audit] buffer` lines, dropped and counted in
     /// `keygate_audit_dropped_total`.
     pub fn record(&self, event: &AuditEvent) {
-        metrics::counter!("keygate_audit_events_total", "event" => event.event).increment(1);
+        crate::metrics::increment("keygate_audit_events_total", [("event", event.event)]);
         let Some(sender) = &self.sender else {
             return;
         };
@@ -322,6 +322,17 @@ impl AuditLog {
                 metrics::counter!("keygate_audit_dropped_total").increment(1);
                 tracing::error!("the audit writer has stopped; event dropped");
             }
+        }
+    }
+
+    /// Records an event of `kind` that `build` fills in, building it only when the log is
+    /// on: for hot paths (every token issued), where stamping and copying fields for no
+    /// reader is measurable. Counted either way, as [`Self::record`] counts.
+    pub fn record_with(&self, kind: AuditKind, build: impl FnOnce(AuditEvent) -> AuditEvent) {
+        if self.sender.is_some() {
+            self.record(&build(AuditEvent::new(kind)));
+        } else {
+            crate::metrics::increment("keygate_audit_events_total", [("event", kind.as_str())]);
         }
     }
 

@@ -63,8 +63,10 @@ pub(crate) async fn check_token(
         refused("principal_gone");
         return Err(Rejection::InvalidToken);
     }
-    metrics::counter!("keygate_token_verifications_total", "result" => "valid", "reason" => "")
-        .increment(1);
+    crate::metrics::increment(
+        "keygate_token_verifications_total",
+        [("result", "valid"), ("reason", "")],
+    );
     Ok(claims)
 }
 
@@ -93,8 +95,10 @@ pub(crate) fn store_verdict(rt: &Runtime, verdict: Verdict) -> Result<(), Reject
 }
 
 fn refused(reason: &'static str) {
-    metrics::counter!("keygate_token_verifications_total", "result" => "invalid", "reason" => reason)
-        .increment(1);
+    crate::metrics::increment(
+        "keygate_token_verifications_total",
+        [("result", "invalid"), ("reason", reason)],
+    );
 }
 
 /// Puts the token on the revocation list until it would be refused anyway: strictly

@@ -3,9 +3,7 @@
 //! empty or plain text), and on the Swagger UI pages a `Content-Security-Policy` and
 //! `X-Frame-Options: DENY` (SPEC §9).
 
-use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::rejection::Rejection;
@@ -15,9 +13,9 @@ use crate::rejection::Rejection;
 const DOCS_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
 img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
-pub(crate) async fn harden(req: Request, next: Next) -> Response {
-    let docs = req.uri().path().starts_with("/docs");
-    let mut response = next.run(req).await;
+/// Gives `response` what every answer carries; `docs` when the request was for the
+/// Swagger UI pages.
+pub(crate) fn harden(mut response: Response, docs: bool) -> Response {
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
@@ -31,13 +29,9 @@ pub(crate) async fn harden(req: Request, next: Next) -> Response {
         };
         if let Some(rejection) = replacement {
             let allow = response.headers().get(header::ALLOW).cloned();
-            let request_id = response.headers().get("x-request-id").cloned();
             response = rejection.into_response();
             if let Some(allow) = allow {
                 response.headers_mut().insert(header::ALLOW, allow);
-            }
-            if let Some(id) = request_id {
-                response.headers_mut().insert("x-request-id", id);
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Issuing: a token for an authenticated principal, and the RFC 6749 §5.1 response that
 //! carries it. The partner of `authorize.rs`, which checks the tokens issued here.
 
-use axum::Json;
+use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use keygate::principal::Principal;
@@ -26,16 +26,36 @@ pub struct TokenResponse {
     pub scope: String,
 }
 
+/// [`TokenResponse`] as written: borrowed from the issued token rather than copied.
+#[derive(Serialize)]
+struct TokenResponseRef<'a> {
+    access_token: &'a str,
+    token_type: &'static str,
+    expires_in: u64,
+    scope: &'a str,
+}
+
 /// Builds the JSON token response with `Cache-Control: no-store` and `Pragma: no-cache`.
 pub(crate) fn token_response(issued: &IssuedToken, set_cookie: Option<HeaderValue>) -> Response {
-    let body = TokenResponse {
-        access_token: issued.token.clone(),
+    let body = TokenResponseRef {
+        access_token: &issued.token,
         token_type: "Bearer",
         expires_in: issued.expires_in(),
-        scope: issued.claims.scope.clone(),
+        scope: &issued.claims.scope,
     };
-    let mut response = Json(body).into_response();
+    // Sized once: the token and scope plus the field names and punctuation.
+    let mut json = Vec::with_capacity(issued.token.len() + issued.claims.scope.len() + 96);
+    if let Err(e) = serde_json::to_writer(&mut json, &body) {
+        tracing::error!(error = %e, "token response not serialized");
+        return Rejection::Internal.into_response();
+    }
+    let mut response = Response::new(Body::from(json));
     let headers = response.headers_mut();
+    headers.reserve(8);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     if let Some(cookie) = set_cookie {
@@ -63,20 +83,19 @@ pub(crate) fn issue(
         tracing::error!(error = %e, "signing failed");
         Rejection::Internal
     })?;
-    metrics::counter!("keygate_tokens_issued_total", "grant" => grant_type).increment(1);
+    crate::metrics::increment("keygate_tokens_issued_total", [("grant", grant_type)]);
     tracing::info!(sub = %principal.id, jti = %issued.claims.jti, grant = grant_type, "token issued");
-    state.audit().record(
-        &principal_event(AuditKind::TokenIssued, principal)
+    state.audit().record_with(AuditKind::TokenIssued, |event| {
+        about(event, principal)
             .address(Some(ip))
             .jti(&issued.claims.jti)
-            .reason(grant_type),
-    );
+            .reason(grant_type)
+    });
     Ok(issued)
 }
 
-/// An audit event naming `principal` as a client or as a user.
-pub(crate) fn principal_event(kind: AuditKind, principal: &Principal) -> AuditEvent {
-    let event = AuditEvent::new(kind);
+/// `event`, naming `principal` as a client or as a user.
+fn about(event: AuditEvent, principal: &Principal) -> AuditEvent {
     match principal.kind {
         keygate::principal::PrincipalKind::User => event.username(&principal.id),
         _ => event.client_id(&principal.id),

@@ -12,6 +12,7 @@
 //! | `credentials` | API keys and client authentication (Basic, form, API-key header), failed-attempt bookkeeping |
 //! | `issue` | a token for an authenticated principal and its RFC 6749 §5.1 response |
 //! | `authorize` | the bearer-token check shared by `/verify`, `/userinfo`, `/logout` and `/introspect` |
+//! | `frame` | the one layer around every route: request id, hardening, metrics |
 //! | `hardening` | nosniff on every response, the OAuth shape for 404/405/413, CSP on `/docs` |
 //! | [`rejection`] | [`Rejection`]: status, challenge and body of every refusal (token refusals in `keygate::axum`'s words) |
 //! | [`limits`] | [`limits::FailedAttempts`] and [`limits::Subject`]: 429 after too many failures |
@@ -35,6 +36,7 @@ pub mod config;
 mod credentials;
 mod extract;
 pub mod form;
+mod frame;
 mod hardening;
 mod issue;
 pub mod limits;

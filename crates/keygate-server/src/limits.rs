@@ -15,7 +15,7 @@
 //!   and a stranger who could must not be able to lock a genuine client out.
 //! - a username: the address, and the (username, address) pair.
 //!
-//! In memory the counters are bounded ([`MAX_SUBJECTS`]) and keyed by a digest, so neither
+//! In memory the counters are bounded ([`MAX_SUBJECTS`]) and keyed by fixed-size keys, so neither
 //! the number nor the size of what requests send grows them. With `[store] url` the counts
 //! live in Redis and every replica sees them; this replica's own counts answer while Redis
 //! cannot be reached.
@@ -43,8 +43,8 @@ pub enum Subject {
 }
 
 impl fmt::Display for Subject {
-    /// The counter's key: `ip:<address>` or `user:<name>@<address>` (hashed before it is
-    /// stored, here and in Redis).
+    /// The counter's name: `ip:<address>` or `user:<name>@<address>` (hashed into the Redis
+    /// key; in memory, see [`Key`]).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Subject::Address(ip) => write!(f, "ip:{ip}"),
@@ -53,13 +53,40 @@ impl fmt::Display for Subject {
     }
 }
 
+/// The fixed-size key a counter is kept under in memory: an address as itself, a username
+/// and address by a digest, so a username of 64 KiB costs what one of 5 bytes costs. The
+/// first byte keeps the two kinds apart.
+type Key = [u8; 17];
+
 impl Subject {
-    /// The fixed-size key a counter is stored under: a username of 64 KiB costs what one
-    /// of 5 bytes costs.
-    fn digest(&self) -> [u8; 16] {
-        let full = Sha256::digest(self.to_string().as_bytes());
-        let mut key = [0u8; 16];
-        key.copy_from_slice(&full[..16]);
+    fn key(&self) -> Key {
+        let mut key = [0u8; 17];
+        match self {
+            // The hot path (every API key and client secret): no hashing, no formatting.
+            Subject::Address(ip) => {
+                key[0] = 1;
+                let v6 = match ip {
+                    IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+                    IpAddr::V6(v6) => *v6,
+                };
+                key[1..].copy_from_slice(&v6.octets());
+            }
+            Subject::UserAt(..) => {
+                /// Feeds the key to the hash as it is formatted, with no `String` between.
+                struct Hashing(Sha256);
+                impl fmt::Write for Hashing {
+                    fn write_str(&mut self, s: &str) -> fmt::Result {
+                        self.0.update(s.as_bytes());
+                        Ok(())
+                    }
+                }
+                let mut hashing = Hashing(Sha256::new());
+                // Writing to a hash cannot fail.
+                let _ = fmt::write(&mut hashing, format_args!("{self}"));
+                key[0] = 2;
+                key[1..].copy_from_slice(&hashing.0.finalize()[..16]);
+            }
+        }
         key
     }
 }
@@ -75,10 +102,10 @@ pub struct FailedAttempts {
 struct Inner {
     limit: u32,
     window: Duration,
-    counters: HashMap<[u8; 16], Window>,
+    counters: HashMap<Key, Window>,
     /// Windows in the order they started, to expire and evict the oldest first without
     /// scanning the map. An entry whose window restarted since is skipped when popped.
-    order: VecDeque<([u8; 16], Instant)>,
+    order: VecDeque<(Key, Instant)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -119,7 +146,8 @@ impl FailedAttempts {
                 Ok(outcome) => {
                     if outcome.is_ok() {
                         // Kept here too, to answer from while Redis cannot be reached.
-                        self.lock().add(subjects, now);
+                        let keys: Vec<Key> = subjects.iter().map(Subject::key).collect();
+                        self.lock().add(&keys, now);
                     }
                     return outcome;
                 }
@@ -128,11 +156,12 @@ impl FailedAttempts {
                 }
             }
         }
+        let keys: Vec<Key> = subjects.iter().map(Subject::key).collect();
         let mut inner = self.lock();
-        if let Some(after) = inner.blocked(subjects, now) {
+        if let Some(after) = inner.blocked(&keys, now) {
             return Err(after);
         }
-        inner.add(subjects, now);
+        inner.add(&keys, now);
         Ok(())
     }
 
@@ -173,21 +202,20 @@ impl FailedAttempts {
 
 impl Inner {
     /// How long the longest-blocked of `subjects` stays blocked, if any is.
-    fn blocked(&mut self, subjects: &[Subject], now: Instant) -> Option<Duration> {
+    fn blocked(&mut self, keys: &[Key], now: Instant) -> Option<Duration> {
         self.expire(now);
-        subjects
-            .iter()
-            .filter_map(|s| self.counters.get(&s.digest()))
+        keys.iter()
+            .filter_map(|k| self.counters.get(k))
             .filter(|w| w.attempts >= self.limit)
             .filter_map(|w| (w.started + self.window).checked_duration_since(now))
             .filter(|d| !d.is_zero())
             .max()
     }
 
-    /// Counts an attempt against each of `subjects`.
-    fn add(&mut self, subjects: &[Subject], now: Instant) {
+    /// Counts an attempt against each of the subjects with these `keys`.
+    fn add(&mut self, keys: &[Key], now: Instant) {
         self.expire(now);
-        for key in subjects.iter().map(Subject::digest) {
+        for &key in keys {
             let w = self.counters.entry(key).or_insert(Window {
                 started: now,
                 attempts: 0,
@@ -206,12 +234,27 @@ impl Inner {
         while self.counters.len() > MAX_SUBJECTS {
             self.evict_oldest();
         }
+        // Every good attempt starts a window of its own (see `refund`), and the entries of
+        // windows that were taken back stay queued until they would have ended: at
+        // thousands of logins a second that is millions of entries. Dropping the dead ones
+        // whenever they outnumber the live keeps the queue within twice the map, at an
+        // amortized constant cost per attempt.
+        if self.order.len() > 2 * self.counters.len() + 1024 {
+            let counters = &self.counters;
+            self.order
+                .retain(|(key, started)| counters.get(key).is_some_and(|w| w.started == *started));
+        }
     }
 
+    /// Takes an attempt back. A subject left with no attempts is forgotten: its next
+    /// attempt starts a new window, as a first one would.
     fn refund(&mut self, subjects: &[Subject]) {
-        for key in subjects.iter().map(Subject::digest) {
+        for key in subjects.iter().map(Subject::key) {
             if let Some(w) = self.counters.get_mut(&key) {
                 w.attempts = w.attempts.saturating_sub(1);
+                if w.attempts == 0 {
+                    self.counters.remove(&key);
+                }
             }
         }
     }
@@ -313,6 +356,21 @@ mod tests {
         assert!(inner.order.len() <= MAX_SUBJECTS + 1);
     }
 
+    #[tokio::test]
+    async fn a_stream_of_good_attempts_keeps_memory_flat() {
+        let limits = FailedAttempts::new(10, Duration::from_secs(3600));
+        let t0 = Instant::now();
+        for i in 0..200_000u64 {
+            // Each good attempt starts a window of its own, a nanosecond apart.
+            let now = t0 + Duration::from_nanos(i);
+            limits.begin(&[ip(1), user("a", 1)], now).await.unwrap();
+            limits.succeeded(&[ip(1), user("a", 1)]).await;
+        }
+        assert!(limits.is_empty(), "nothing left counted");
+        let inner = limits.lock();
+        assert!(inner.order.len() <= 1024 + 2, "{}", inner.order.len());
+    }
+
     #[test]
     fn subjects_are_keyed_by_kind() {
         assert_eq!(
@@ -320,6 +378,18 @@ mod tests {
             "ip:127.0.0.1"
         );
         assert_eq!(user("bob", 1).to_string(), "user:bob@10.0.0.1");
-        assert_ne!(user("bob", 1).digest(), user("bob", 2).digest());
+        assert_ne!(user("bob", 1).key(), user("bob", 2).key());
+        let full = Sha256::digest(b"user:bob@10.0.0.1");
+        assert_eq!(
+            user("bob", 1).key()[1..],
+            full[..16],
+            "the digest of the key as shown"
+        );
+        // An IPv4 address and its IPv6-mapped form are one sender.
+        let mapped = Subject::Address(IpAddr::from(
+            std::net::Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped(),
+        ));
+        assert_eq!(ip(1).key(), mapped.key());
+        assert_ne!(ip(1).key(), ip(2).key());
     }
 }

@@ -11,12 +11,14 @@
 //! | `keygate_rate_limited_total` | `grant` |
 //! | `keygate_config_reloads_total` | `result` |
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::extract::MatchedPath;
+use axum::http::{Method, StatusCode};
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -44,6 +46,7 @@ impl Metrics {
                 .and_then(PrometheusBuilder::install_recorder)
                 .map_err(|e| tracing::warn!(error = %e, "metrics recorder not installed"))
                 .ok()
+                .inspect(start_upkeep)
         });
         Self {
             handle: handle.clone(),
@@ -62,54 +65,83 @@ impl Metrics {
     }
 }
 
-/// The `method` label: one of the standard methods, or `other`, so that requests with
-/// made-up methods cannot add series (SPEC §9: labels from fixed sets).
-fn method_label(method: &axum::http::Method) -> &'static str {
-    use axum::http::Method;
-    match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        Method::PATCH => "PATCH",
-        Method::CONNECT => "CONNECT",
-        Method::TRACE => "TRACE",
-        _ => "other",
+/// Histogram samples wait in a lock-free buffer until upkeep folds them into their buckets;
+/// without it, a server nobody scrapes would keep every request's sample. Every five
+/// seconds, as the exporter's own `install` does, on a thread of its own.
+fn start_upkeep(handle: &PrometheusHandle) {
+    let handle = handle.clone();
+    let spawned = std::thread::Builder::new()
+        .name("keygate-metrics".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_secs(5));
+                handle.run_upkeep();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "metrics upkeep thread not started; /metrics scrapes do it");
     }
 }
 
-/// The `route` label: the matched route template, from the router's fixed set, as a
-/// `&'static str` so that no label is allocated per request.
-fn route_label(path: Option<&MatchedPath>) -> &'static str {
-    const ROUTES: &[&str] = &[
-        "/login",
-        "/logout",
-        "/token",
-        "/revoke",
-        "/introspect",
-        "/verify",
-        "/userinfo",
-        "/.well-known/jwks.json",
-        "/.well-known/oauth-authorization-server",
-        "/.well-known/openid-configuration",
-        "/openapi.json",
-        "/healthz",
-        "/readyz",
-        "/metrics",
-    ];
-    match path.map(MatchedPath::as_str) {
-        None => "unmatched",
-        Some(p) => ROUTES
-            .iter()
-            .find(|r| **r == p)
-            .copied()
-            .unwrap_or(if p.starts_with("/docs") {
-                "/docs"
-            } else {
-                "other"
-            }),
+/// True when keygate's own recorder is the process's: its handles stay valid for the
+/// life of the process and may be kept.
+fn recorder_is_ours() -> bool {
+    HANDLE.get().is_some_and(Option::is_some)
+}
+
+/// The `method` label: one of the standard methods, or `other`, so that requests with
+/// made-up methods cannot add series (SPEC §9: labels from fixed sets).
+const METHODS: [&str; 10] = [
+    "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE", "other",
+];
+
+/// The index in [`METHODS`] of a request's method.
+pub(crate) fn method_index(method: &Method) -> u8 {
+    match *method {
+        Method::GET => 0,
+        Method::POST => 1,
+        Method::PUT => 2,
+        Method::DELETE => 3,
+        Method::HEAD => 4,
+        Method::OPTIONS => 5,
+        Method::PATCH => 6,
+        Method::CONNECT => 7,
+        Method::TRACE => 8,
+        _ => 9,
+    }
+}
+
+/// The `route` label: the matched route template, from the router's fixed set, so that no
+/// label is allocated per request and query strings never reach a label.
+const ROUTES: [&str; 17] = [
+    "/login",
+    "/logout",
+    "/token",
+    "/revoke",
+    "/introspect",
+    "/verify",
+    "/userinfo",
+    "/.well-known/jwks.json",
+    "/.well-known/oauth-authorization-server",
+    "/.well-known/openid-configuration",
+    "/openapi.json",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/docs",
+    "unmatched",
+    "other",
+];
+
+/// The index in [`ROUTES`] of a request's matched route.
+pub(crate) fn route_index(path: Option<&MatchedPath>) -> u8 {
+    let Some(path) = path.map(MatchedPath::as_str) else {
+        return 15;
+    };
+    match ROUTES[..14].iter().position(|r| *r == path) {
+        Some(i) => i as u8,
+        None if path.starts_with("/docs") => 14,
+        None => 16,
     }
 }
 
@@ -127,17 +159,66 @@ fn status_label(status: axum::http::StatusCode) -> &'static str {
         .unwrap_or("other")
 }
 
-/// Counts and times every request by its route template (`/verify`, not the raw URI,
-/// so query strings never reach a label).
-pub(crate) async fn track(req: Request, next: Next) -> Response {
-    let route = route_label(req.extensions().get::<MatchedPath>());
-    let method = method_label(req.method());
-    let start = Instant::now();
-    let response = next.run(req).await;
-    let status = status_label(response.status());
-    metrics::histogram!("keygate_http_request_duration_seconds", "route" => route, "method" => method)
-        .record(start.elapsed().as_secs_f64());
-    metrics::counter!("keygate_http_requests_total", "route" => route, "method" => method, "status" => status)
-        .increment(1);
-    response
+/// The handles of the per-request series, kept per worker thread: looking a series up
+/// in the recorder hashes its name and labels, which was a measurable part of a request.
+/// Bounded by the fixed label sets (routes × methods × statuses keygate answers with).
+#[derive(Default)]
+struct Handles {
+    durations: HashMap<(u8, u8), Histogram>,
+    requests: HashMap<(u8, u8, u16), Counter>,
+    /// Other counters, by the addresses of their name and label values (all `'static`).
+    counters: HashMap<[usize; 4], Counter>,
+}
+
+thread_local! {
+    static HANDLES: RefCell<Handles> = RefCell::default();
+}
+
+/// Counts and times one request by its route template (`/verify`, not the raw URI).
+pub(crate) fn record_request(route: u8, method: u8, status: StatusCode, elapsed: Duration) {
+    let (route_label, method_label) = (ROUTES[usize::from(route)], METHODS[usize::from(method)]);
+    let histogram = || metrics::histogram!("keygate_http_request_duration_seconds", "route" => route_label, "method" => method_label);
+    let counter = || metrics::counter!("keygate_http_requests_total", "route" => route_label, "method" => method_label, "status" => status_label(status));
+    if !recorder_is_ours() {
+        histogram().record(elapsed.as_secs_f64());
+        counter().increment(1);
+        return;
+    }
+    HANDLES.with_borrow_mut(|h| {
+        h.durations
+            .entry((route, method))
+            .or_insert_with(histogram)
+            .record(elapsed.as_secs_f64());
+        h.requests
+            .entry((route, method, status.as_u16()))
+            .or_insert_with(counter)
+            .increment(1);
+    });
+}
+
+/// Adds one to the counter `name` with these labels (at most three, from fixed sets), its
+/// handle kept per worker thread. A name is always used with the same label names.
+pub(crate) fn increment<const N: usize>(
+    name: &'static str,
+    labels: [(&'static str, &'static str); N],
+) {
+    const { assert!(N <= 3, "at most three labels") };
+    let counter = || {
+        let labels: Vec<metrics::Label> = labels
+            .iter()
+            .map(|&(k, v)| metrics::Label::from_static_parts(k, v))
+            .collect();
+        metrics::counter!(name, labels)
+    };
+    if !recorder_is_ours() {
+        counter().increment(1);
+        return;
+    }
+    let mut key = [name.as_ptr() as usize ^ (name.len() << 48), 0, 0, 0];
+    for (slot, (_, value)) in key[1..].iter_mut().zip(&labels) {
+        *slot = value.as_ptr() as usize ^ (value.len() << 48);
+    }
+    HANDLES.with_borrow_mut(|h| {
+        h.counters.entry(key).or_insert_with(counter).increment(1);
+    });
 }

@@ -5,16 +5,10 @@
 //! `$request_id` or a load balancer set, so one id follows the request across services),
 //! else 32 hex digits (a random per-process prefix and a counter), the shape nginx uses.
 
-use std::time::Instant;
-
-use axum::extract::{MatchedPath, Request};
-use axum::http::HeaderValue;
-use axum::middleware::Next;
-use axum::response::Response;
-use tracing::Instrument;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
 /// The header read from requests and set on every response.
-pub(crate) const HEADER: &str = "x-request-id";
+pub(crate) const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Longest id taken from a request; longer ones are replaced, so a client cannot make
 /// every log line of its request arbitrarily large.
@@ -30,7 +24,7 @@ fn is_sane(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:;=+/@".contains(&b))
 }
 
-fn generate() -> String {
+fn generate() -> HeaderValue {
     // The id correlates log lines; it protects nothing. A random prefix per process and a
     // counter make ids unique across replicas and restarts without a system call per
     // request (this runs on every request of the hot path).
@@ -47,46 +41,21 @@ fn generate() -> String {
         u64::from_le_bytes(bytes)
     });
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{prefix:016x}{n:016x}")
+    let mut id = [0u8; 32];
+    let whole = (u128::from(prefix) << 64) | u128::from(n);
+    for (i, digit) in id.iter_mut().enumerate() {
+        *digit = b"0123456789abcdef"[((whole >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&id).expect("hex digits are a valid header value")
 }
 
-/// Middleware: picks the id, runs the request in its span, logs its outcome at debug
-/// level and echoes the id.
-pub(crate) async fn propagate(req: Request, next: Next) -> Response {
-    let id = req
-        .headers()
+/// The id of a request: the caller's `X-Request-Id` when it is sane, else a fresh one.
+pub(crate) fn pick(headers: &HeaderMap) -> HeaderValue {
+    headers
         .get(HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| is_sane(v))
-        .map_or_else(generate, str::to_owned);
-    let span = tracing::info_span!("request", request_id = %id);
-    // The route template, not the raw URI: a query string (which may hold an API key when
-    // `api_key.query` is on) never reaches a log line.
-    // Only gathered when the line will be written: this runs on every request.
-    let finished_line = tracing::enabled!(tracing::Level::DEBUG).then(|| {
-        let route = req
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or("unmatched", MatchedPath::as_str)
-            .to_owned();
-        (route, req.method().clone(), Instant::now())
-    });
-    let mut response = next.run(req).instrument(span.clone()).await;
-    if let Some((route, method, start)) = finished_line {
-        span.in_scope(|| {
-            tracing::debug!(
-                %method,
-                route,
-                status = response.status().as_u16(),
-                micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
-                "request finished"
-            );
-        });
-    }
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(HEADER, value);
-    }
-    response
+        .filter(|v| v.to_str().is_ok_and(is_sane))
+        .cloned()
+        .unwrap_or_else(generate)
 }
 
 #[cfg(test)]
@@ -118,7 +87,7 @@ mod tests {
     fn generated_ids_are_32_hex_digits_and_distinct() {
         let (a, b) = (generate(), generate());
         assert_eq!(a.len(), 32);
-        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert!(a.as_bytes().iter().all(u8::is_ascii_hexdigit));
         assert_ne!(a, b);
     }
 }

@@ -53,17 +53,15 @@ pub fn router(state: AppState) -> Router {
         api
     };
     api.fallback(|| async { Rejection::NotFound })
-        // Innermost first: a panic becomes a 500, oversized bodies a 413, both get the
-        // OAuth shape and nosniff (hardening), the metrics layer counts them, and the
-        // request id, outermost, is on every answer.
+        // Innermost first: a panic becomes a 500, oversized bodies a 413, and the frame
+        // gives both the OAuth shape and nosniff, counts them and puts the request id on
+        // every answer.
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("a request handler panicked");
             axum::response::IntoResponse::into_response(Rejection::Internal)
         }))
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
-        .layer(axum::middleware::from_fn(crate::hardening::harden))
-        .layer(axum::middleware::from_fn(crate::metrics::track))
-        .layer(axum::middleware::from_fn(crate::request_id::propagate))
+        .layer(crate::frame::FrameLayer { metrics: true })
         .with_state(state)
 }
 
@@ -73,7 +71,6 @@ pub fn metrics_router(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(health::metrics))
         .fallback(|| async { Rejection::NotFound })
-        .layer(axum::middleware::from_fn(crate::hardening::harden))
-        .layer(axum::middleware::from_fn(crate::request_id::propagate))
+        .layer(crate::frame::FrameLayer { metrics: false })
         .with_state(state)
 }

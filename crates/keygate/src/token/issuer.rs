@@ -119,17 +119,14 @@ impl Issuer {
             .keys
             .signer(now)
             .ok_or_else(|| Error::Signing("no signing key is active (all are retired)".into()))?;
-        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let header = serde_json::json!({
-            "alg": key.algorithm().as_str(),
-            "typ": "at+jwt",
-            "kid": key.kid(),
-        });
-        let header = serde_json::to_vec(&header).map_err(|e| Error::Signing(e.to_string()))?;
         let payload = serde_json::to_vec(&claims).map_err(|e| Error::Signing(e.to_string()))?;
-        let mut token = b64.encode(header);
+        let header = key.encoded_header();
+        // header . payload . signature (at most 86 characters for ES256/EdDSA/HMAC, 342
+        // for RSA-2048), in one allocation.
+        let mut token = String::with_capacity(header.len() + payload.len() * 4 / 3 + 350);
+        token.push_str(header);
         token.push('.');
-        b64.encode_string(payload, &mut token);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(payload, &mut token);
         let signature = key.sign(token.as_bytes())?;
         token.push('.');
         token.push_str(&signature);

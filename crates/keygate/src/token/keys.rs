@@ -33,6 +33,9 @@ pub struct SigningKey {
     mac: Option<aws_lc_rs::hmac::Key>,
     /// For ES256 and EdDSA, the public key parsed once (RSA goes through jsonwebtoken).
     public: Option<aws_lc_rs::signature::ParsedPublicKey>,
+    /// The header of the tokens this key signs, base64url-encoded on first use: it is the
+    /// same for every token.
+    header: std::sync::OnceLock<String>,
 }
 
 /// The public key of an ES256 (P-256) or EdDSA (Ed25519) JWK, parsed for aws-lc-rs.
@@ -96,6 +99,7 @@ impl SigningKey {
                 },
                 secret.as_bytes(),
             )),
+            header: std::sync::OnceLock::new(),
         })
     }
 
@@ -151,6 +155,7 @@ impl SigningKey {
             public: parsed_public_key(algorithm, &jwk),
             public_jwk: Some(jwk),
             mac: None,
+            header: std::sync::OnceLock::new(),
         })
     }
 
@@ -221,6 +226,7 @@ impl SigningKey {
             public: parsed_public_key(algorithm, jwk),
             public_jwk: Some(jwk.clone()),
             mac: None,
+            header: std::sync::OnceLock::new(),
         })
     }
 
@@ -260,6 +266,19 @@ impl SigningKey {
     /// The `kid` header value.
     pub fn kid(&self) -> &str {
         &self.kid
+    }
+
+    /// The base64url header of the tokens this key signs (RFC 9068 §2.1: `typ` is
+    /// `at+jwt`), made once.
+    pub(crate) fn encoded_header(&self) -> &str {
+        self.header.get_or_init(|| {
+            let header = serde_json::json!({
+                "alg": self.algorithm.as_str(),
+                "typ": "at+jwt",
+                "kid": self.kid,
+            });
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(header.to_string())
+        })
     }
 
     /// The algorithm this key is used with, and only with.
