@@ -11,7 +11,7 @@ use keygate::Error;
 use keygate::principal::Principal;
 use time::OffsetDateTime;
 
-use crate::audit::{AuditEvent, AuditKind};
+use crate::audit::AuditKind;
 use crate::config::{OnUnavailable, Runtime};
 use crate::limits::Subject;
 use crate::rejection::Rejection;
@@ -202,7 +202,7 @@ pub(crate) async fn begin_attempt(
         .begin(subjects, Instant::now())
         .await
         .map_err(|after| {
-            metrics::counter!("keygate_rate_limited_total", "grant" => grant_type).increment(1);
+            crate::metrics::increment("keygate_rate_limited_total", [("grant", grant_type)]);
             audit_refusal(state, subjects, claimed, "too_many_attempts");
             Rejection::TooManyAttempts(after)
         })
@@ -226,8 +226,10 @@ pub(crate) async fn finish_attempt<T>(
         }
         Err(e) => e,
     };
-    metrics::counter!("keygate_tokens_refused_total", "grant" => grant_type, "reason" => refusal_label(&error))
-        .increment(1);
+    crate::metrics::increment(
+        "keygate_tokens_refused_total",
+        [("grant", grant_type), ("reason", refusal_label(&error))],
+    );
     // The operator's own log tells the true reason (expired, revoked), unlike the metric.
     audit_refusal(state, subjects, claimed, error.reason());
     match error {
@@ -278,16 +280,18 @@ pub(crate) enum Claimed<'a> {
 /// `token.refused`, naming the address and who the attempt claimed to be (the caller's
 /// words, bounded by the audit log).
 fn audit_refusal(state: &AppState, subjects: &[Subject], claimed: Claimed<'_>, reason: &str) {
-    let mut event = AuditEvent::new(AuditKind::TokenRefused).reason(reason);
-    if let Some(Subject::Address(ip)) = subjects.first() {
-        event = event.address(Some(*ip));
-    }
-    event = match claimed {
-        Claimed::Client(Some(id)) => event.client_id(id),
-        Claimed::Client(None) => event,
-        Claimed::User(name) => event.username(name),
-    };
-    state.audit().record(&event);
+    // Built only when the log is on: a flood of refused attempts is a hot path too.
+    state.audit().record_with(AuditKind::TokenRefused, |event| {
+        let mut event = event.reason(reason);
+        if let Some(Subject::Address(ip)) = subjects.first() {
+            event = event.address(Some(*ip));
+        }
+        match claimed {
+            Claimed::Client(Some(id)) => event.client_id(id),
+            Claimed::Client(None) => event,
+            Claimed::User(name) => event.username(name),
+        }
+    });
 }
 
 /// The client id a `kg_` key names (readable without any lookup); hand-made keys name none.

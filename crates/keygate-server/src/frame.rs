@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::Request;
 use axum::http::{HeaderValue, Method};
 use axum::response::Response;
 use tower::{Layer, Service};
@@ -51,8 +51,8 @@ struct Pending {
     labels: Option<(u8, u8)>,
     /// Set when counted, or when the debug line will be written.
     start: Option<Instant>,
-    /// Route template and method for the debug line, only gathered when it is written.
-    debug: Option<(String, Method)>,
+    /// Route and method for the debug line, only gathered when it is written.
+    debug: Option<(&'static str, Method)>,
     span: tracing::Span,
 }
 
@@ -71,19 +71,14 @@ where
     fn call(&mut self, req: Request) -> Self::Future {
         let id = crate::request_id::pick(req.headers());
         let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or_default());
-        let matched = req.extensions().get::<MatchedPath>();
-        let labels = self.metrics.then(|| {
-            (
-                crate::metrics::route_index(matched),
-                crate::metrics::method_index(req.method()),
-            )
-        });
-        // The route template, not the raw URI: a query string (which may hold an API key
-        // when `api_key.query` is on) never reaches a log line.
-        let debug = tracing::enabled!(tracing::Level::DEBUG).then(|| {
-            let route = matched.map_or("unmatched", MatchedPath::as_str).to_owned();
-            (route, req.method().clone())
-        });
+        let route = crate::metrics::route_index(req.uri().path());
+        let labels = self
+            .metrics
+            .then(|| (route, crate::metrics::method_index(req.method())));
+        // The route, not the raw URI: a query string (which may hold an API key when
+        // `api_key.query` is on) never reaches a log line.
+        let debug = tracing::enabled!(tracing::Level::DEBUG)
+            .then(|| (crate::metrics::route_label(route), req.method().clone()));
         let start = (labels.is_some() || debug.is_some()).then(Instant::now);
         let docs = req.uri().path().starts_with("/docs");
         FrameFuture {

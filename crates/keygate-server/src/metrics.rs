@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use axum::extract::MatchedPath;
 use axum::http::{Method, StatusCode};
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -111,9 +110,10 @@ pub(crate) fn method_index(method: &Method) -> u8 {
     }
 }
 
-/// The `route` label: the matched route template, from the router's fixed set, so that no
-/// label is allocated per request and query strings never reach a label.
-const ROUTES: [&str; 17] = [
+/// The `route` label: the route, from the router's fixed set (`unmatched` for any other
+/// path), so that no label is allocated per request and neither made-up paths nor query
+/// strings reach a label.
+const ROUTES: [&str; 16] = [
     "/login",
     "/logout",
     "/token",
@@ -130,19 +130,21 @@ const ROUTES: [&str; 17] = [
     "/metrics",
     "/docs",
     "unmatched",
-    "other",
 ];
 
-/// The index in [`ROUTES`] of a request's matched route.
-pub(crate) fn route_index(path: Option<&MatchedPath>) -> u8 {
-    let Some(path) = path.map(MatchedPath::as_str) else {
-        return 15;
-    };
+/// The index in [`ROUTES`] of a request's path. Every route is a fixed path, so the path
+/// names its route without the router's `MatchedPath` (the frame runs outside the router).
+pub(crate) fn route_index(path: &str) -> u8 {
     match ROUTES[..14].iter().position(|r| *r == path) {
         Some(i) => i as u8,
-        None if path.starts_with("/docs") => 14,
-        None => 16,
+        None if path == "/docs" || path.starts_with("/docs/") => 14,
+        None => 15,
     }
+}
+
+/// The `route` label of a [`route_index`].
+pub(crate) fn route_label(route: u8) -> &'static str {
+    ROUTES[usize::from(route)]
 }
 
 /// The `status` label: the three digits, from a table made once.

@@ -2,14 +2,17 @@
 //!
 //! Hashing a password is slow by design: an argon2id check with the OWASP parameters
 //! takes tens of milliseconds of one core and 19 MiB of memory. [`PasswordVerifier`] runs
-//! those checks on tokio's blocking pool, at most `concurrency` at a time, and refuses
-//! outright once `max_waiting` checks are queued, so a login storm costs a bounded amount
-//! of CPU and memory and never stalls token verification on the async workers.
+//! those checks on `concurrency` threads of its own, and refuses outright once
+//! `max_waiting` checks are queued, so a login storm costs a bounded amount of CPU and
+//! memory and never stalls token verification on the async workers. On Linux the hashing
+//! threads run at a lower priority ([`HASHING_NICE`]): when the machine is busy, the
+//! scheduler gives the request workers the CPU first, and a flood of wrong passwords slows
+//! other logins rather than every request.
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 
 use argon2::password_hash::{PasswordHasher, SaltString};
 use argon2::{Argon2, Params, PasswordVerifier as _};
@@ -184,9 +187,63 @@ pub fn hash_password(password: &[u8]) -> Result<PasswordHash> {
     Ok(PasswordHash::Argon2id(phc))
 }
 
-/// Verifies passwords on the blocking pool with bounded concurrency. Cheap to clone.
+/// The nice value of the hashing threads (Linux; 0 is the default, 19 the lowest). At
+/// 10 the scheduler weighs a hashing thread about a tenth of a request worker: two
+/// threads busy hashing leave the workers over 80 % of a shared core, and hashing still
+/// gets its share.
+pub const HASHING_NICE: i32 = 10;
+
+/// A check handed to a hashing thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The hashing threads: they take jobs from one queue and exit when the last
+/// [`PasswordVerifier`] sharing them is dropped.
+struct Pool {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Pool {
+    fn new(threads: usize) -> Result<Self> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for _ in 0..threads {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name("keygate-hash".into())
+                .spawn(move || {
+                    lower_priority();
+                    loop {
+                        let job = match queue.lock() {
+                            Ok(queue) => queue.recv(),
+                            Err(poisoned) => poisoned.into_inner().recv(),
+                        };
+                        let Ok(job) = job else { return };
+                        // A panicking check (a bug) fails its caller, not the thread.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    }
+                })
+                .map_err(|e| Error::Signing(format!("no hashing thread: {e}")))?;
+        }
+        Ok(Self { jobs })
+    }
+
+    fn submit(&self, job: Job) -> bool {
+        self.jobs.send(job).is_ok()
+    }
+}
+
+/// Lowers the calling thread's priority to [`HASHING_NICE`]. Raising a nice value needs
+/// no privilege; should it fail anyway, hashing runs at the normal priority.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), HASHING_NICE);
+}
+
+/// Verifies passwords on hashing threads of its own, with bounded concurrency and a
+/// bounded queue. Cheap to clone.
 #[derive(Clone)]
 pub struct PasswordVerifier {
+    pool: Arc<Pool>,
     permits: Arc<Semaphore>,
     waiting: Arc<AtomicUsize>,
     max_waiting: usize,
@@ -210,6 +267,7 @@ impl PasswordVerifier {
     pub fn new(concurrency: usize, max_waiting: usize) -> Result<Self> {
         let dummy = hash_password(b"keygate dummy password for unknown principals")?;
         Ok(Self {
+            pool: Arc::new(Pool::new(concurrency.max(1))?),
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             waiting: Arc::new(AtomicUsize::new(0)),
             max_waiting,
@@ -245,12 +303,15 @@ impl PasswordVerifier {
         self.waiting.fetch_sub(1, Ordering::AcqRel);
         let permit = permit.map_err(|_| Error::HashingBusy)?;
         let password = password.to_vec();
-        let outcome = tokio::task::spawn_blocking(move || {
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        let submitted = self.pool.submit(Box::new(move || {
             let _permit = permit;
-            hash.verify_blocking(&password)
-        })
-        .await
-        .map_err(|_| Error::HashingBusy)?;
+            let _ = done.send(hash.verify_blocking(&password));
+        }));
+        if !submitted {
+            return Err(Error::HashingBusy);
+        }
+        let outcome = outcome.await.map_err(|_| Error::HashingBusy)?;
         match outcome {
             Ok(()) if known => Ok(()),
             Ok(()) | Err(Error::PasswordTooLong(_)) if !known => Err(Error::WrongCredential),
@@ -266,6 +327,34 @@ mod tests {
 
     // The shape passlib's CryptContext(schemes=["bcrypt"]) writes: `$2b$`, cost 12.
     const PASSLIB_BCRYPT: &str = "$2b$12$EixZaYVK1fsbw1ZfbX3OXePaWxn96p36WQoeG6Lruj3vjPGga31lW";
+
+    /// The nice value in a `/proc/…/stat` line: field 19, counted after the command name,
+    /// which ends at the last `)`.
+    #[cfg(target_os = "linux")]
+    fn nice_in(stat: &str) -> i32 {
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        rest.split(' ').nth(16).unwrap().parse().unwrap()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashing_runs_on_threads_of_lower_priority() {
+        let verifier = PasswordVerifier::new(3, 10).unwrap();
+        let hash = hash_password(b"pw").unwrap();
+        verifier.verify(Some(&hash), b"pw").await.unwrap();
+        let mut hashing = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let dir = task.unwrap().path();
+            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            if comm.trim() == "keygate-hash" {
+                hashing.push(nice_in(&std::fs::read_to_string(dir.join("stat")).unwrap()));
+            }
+        }
+        assert!(hashing.len() >= 3, "{hashing:?}");
+        assert!(hashing.iter().all(|n| *n == HASHING_NICE), "{hashing:?}");
+        let own = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        assert_eq!(nice_in(&own), 0, "the caller's thread keeps its priority");
+    }
 
     #[test]
     fn argon2id_round_trip() {

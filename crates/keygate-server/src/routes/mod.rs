@@ -9,6 +9,7 @@ mod token;
 mod verify;
 
 use axum::Router;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -52,25 +53,39 @@ pub fn router(state: AppState) -> Router {
     } else {
         api
     };
-    api.fallback(|| async { Rejection::NotFound })
-        // Innermost first: a panic becomes a 500, oversized bodies a 413, and the frame
-        // gives both the OAuth shape and nosniff, counts them and puts the request id on
-        // every answer.
-        .layer(CatchPanicLayer::custom(|_| {
-            tracing::error!("a request handler panicked");
-            axum::response::IntoResponse::into_response(Rejection::Internal)
-        }))
-        .layer(RequestBodyLimitLayer::new(MAX_BODY))
-        .layer(crate::frame::FrameLayer { metrics: true })
-        .with_state(state)
+    framed(
+        api.fallback(|| async { Rejection::NotFound })
+            .with_state(state),
+        true,
+    )
 }
 
 /// `/metrics` alone, for `server.metrics_listen`: every other path is 404, in the same
 /// shape and with the same headers as on the public listener.
 pub fn metrics_router(state: AppState) -> Router {
-    Router::new()
-        .route("/metrics", get(health::metrics))
-        .fallback(|| async { Rejection::NotFound })
-        .layer(crate::frame::FrameLayer { metrics: false })
-        .with_state(state)
+    framed(
+        Router::new()
+            .route("/metrics", get(health::metrics))
+            .fallback(|| async { Rejection::NotFound })
+            .with_state(state),
+        false,
+    )
+}
+
+/// The layers, applied once around the whole router rather than per route (as
+/// `Router::layer` does, which boxes and clones each layer's service per request).
+/// Innermost first: a panic becomes a 500, oversized bodies a 413, and the frame gives
+/// every answer the OAuth shape and nosniff, counts it (`metrics`) and puts the request
+/// id on it.
+fn framed(inner: Router, metrics: bool) -> Router {
+    let layered = tower::ServiceBuilder::new()
+        .layer(crate::frame::FrameLayer { metrics })
+        .map_response(IntoResponse::into_response)
+        .layer(RequestBodyLimitLayer::new(MAX_BODY))
+        .layer(CatchPanicLayer::custom(|_| {
+            tracing::error!("a request handler panicked");
+            IntoResponse::into_response(Rejection::Internal)
+        }))
+        .service(inner);
+    Router::new().fallback_service(layered)
 }
