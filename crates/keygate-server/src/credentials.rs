@@ -189,23 +189,29 @@ pub(crate) fn not_revoked_in_store(
     }
 }
 
+/// How long a `too_many_attempts` refusal is held before it is sent. A blocked sender
+/// learns nothing new by asking again before `Retry-After`, and a flood of refused
+/// attempts then costs one timer per request instead of the CPU that token checks need:
+/// each connection of a guessing loop gets at most four answers a second.
+pub(crate) const TOO_MANY_ATTEMPTS_DELAY: std::time::Duration =
+    std::time::Duration::from_millis(250);
+
 /// Counts an attempt against `subjects` before its credential is checked, in one step
-/// with the check of the limit: 429 when one of them has used up its attempts.
+/// with the check of the limit: 429 when one of them has used up its attempts, after
+/// [`TOO_MANY_ATTEMPTS_DELAY`].
 pub(crate) async fn begin_attempt(
     state: &AppState,
     subjects: &[Subject],
     grant_type: &'static str,
     claimed: Claimed<'_>,
 ) -> Result<(), Rejection> {
-    state
-        .attempts()
-        .begin(subjects, Instant::now())
-        .await
-        .map_err(|after| {
-            crate::metrics::increment("keygate_rate_limited_total", [("grant", grant_type)]);
-            audit_refusal(state, subjects, claimed, "too_many_attempts");
-            Rejection::TooManyAttempts(after)
-        })
+    let Err(after) = state.attempts().begin(subjects, Instant::now()).await else {
+        return Ok(());
+    };
+    crate::metrics::increment("keygate_rate_limited_total", [("grant", grant_type)]);
+    audit_refusal(state, subjects, claimed, "too_many_attempts");
+    tokio::time::sleep(TOO_MANY_ATTEMPTS_DELAY).await;
+    Err(Rejection::TooManyAttempts(after))
 }
 
 /// Ends an attempt begun with [`begin_attempt`]: a good credential takes the attempt back;
