@@ -129,6 +129,17 @@ if command -v oha >/dev/null; then
     python3 -c 'import json,sys; d=json.load(sys.stdin); p=d["latencyPercentiles"]; print("%.2f %.2f %.2f" % (p["p50"]*1e3, p["p99"]*1e3, p["p99.9"]*1e3))')
 fi
 
+# Both cores: the same server with two workers (taskset on both cores). wrk must share a
+# core with it on this 2-core machine, so requests per second cannot show the scaling;
+# the server's CPU per request can: were it unchanged with two workers, two cores would
+# serve twice the requests. Scaling = 2 × (CPU per request on one core) / (on two).
+KEYGATE_SERVER_LISTEN=127.0.0.1:$((KG_PORT + 10)) RUST_LOG=warn \
+  taskset -c "$SERVER_CPU,$LOAD_CPU" "$BIN" serve --config "$work/keygate.toml" >"$work/kg2.out" 2>&1 &
+pids+=($!); kg2_pid=$!
+wait_up "http://127.0.0.1:$((KG_PORT + 10))/healthz"
+read -r two_rps two_cpu _ <<<"$(measure $kg2_pid "http://127.0.0.1:$((KG_PORT + 10))/verify" -H "Authorization: Bearer $kg_token")"
+[ -n "$two_cpu" ] || exit 1
+
 median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 table() {
@@ -150,6 +161,8 @@ table() {
     echo "keygate GET /verify open loop at $rate req/s (half its peak, oha, latency-corrected): p50 $p50 ms, p99 $p99 ms, p99.9 $p999 ms"
     echo
   fi
+  awk -v one="$(median "${CPU[kg_verify]}")" -v two="$two_cpu" -v r="$two_rps" \
+    'BEGIN { printf "keygate GET /verify on both cores (two workers, wrk sharing a core): %.1f CPU µs/req against %.1f on one core: scaling %.2f× (%d req/s)\n\n", two, one, 2*one/two, r }'
   awk -v f="$flood_rps" -v i="$(median "${RPS[kg_verify]}")" \
     'BEGIN { printf "keygate GET /verify during a wrong-password flood on /token (64 connections): %d req/s, %.0f%% of its idle rate\n", f, 100*f/i }'
 }

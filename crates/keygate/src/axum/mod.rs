@@ -50,7 +50,7 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthRejection> {
     };
     match value.split_once(' ') {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
-            if token.is_empty() || token.contains(' ') {
+            if token.is_empty() || token.as_bytes().contains(&b' ') {
                 Err(malformed())
             } else {
                 Ok(token)
