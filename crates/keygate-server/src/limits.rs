@@ -102,7 +102,7 @@ pub struct FailedAttempts {
 struct Inner {
     limit: u32,
     window: Duration,
-    counters: HashMap<Key, Window>,
+    counters: HashMap<Key, Window, foldhash::fast::RandomState>,
     /// Windows in the order they started, to expire and evict the oldest first without
     /// scanning the map. An entry whose window restarted since is skipped when popped.
     order: VecDeque<(Key, Instant)>,
@@ -121,7 +121,7 @@ impl FailedAttempts {
             inner: Mutex::new(Inner {
                 limit,
                 window,
-                counters: HashMap::new(),
+                counters: HashMap::default(),
                 order: VecDeque::new(),
             }),
             shared: None,

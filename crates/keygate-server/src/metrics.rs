@@ -166,10 +166,10 @@ fn status_label(status: axum::http::StatusCode) -> &'static str {
 /// Bounded by the fixed label sets (routes × methods × statuses keygate answers with).
 #[derive(Default)]
 struct Handles {
-    durations: HashMap<(u8, u8), Histogram>,
-    requests: HashMap<(u8, u8, u16), Counter>,
+    durations: HashMap<(u8, u8), Histogram, foldhash::fast::RandomState>,
+    requests: HashMap<(u8, u8, u16), Counter, foldhash::fast::RandomState>,
     /// Other counters, by the addresses of their name and label values (all `'static`).
-    counters: HashMap<[usize; 4], Counter>,
+    counters: HashMap<[usize; 4], Counter, foldhash::fast::RandomState>,
 }
 
 thread_local! {
