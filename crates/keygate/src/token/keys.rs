@@ -453,6 +453,18 @@ impl KeySet {
         }
     }
 
+    /// The published key whose own token header is, byte for byte, `encoded_header`: a
+    /// token keygate signed names its key without its header being decoded or parsed.
+    pub(crate) fn verifying_own(
+        &self,
+        encoded_header: &str,
+        now: u64,
+        keep_after_retire: u64,
+    ) -> Option<&SigningKey> {
+        self.published(now, keep_after_retire)
+            .find(|k| k.encoded_header() == encoded_header)
+    }
+
     /// The JWKS document (RFC 7517): the public halves of the published keys.
     pub fn jwks(&self, now: u64, keep_after_retire: u64) -> serde_json::Value {
         let keys: Vec<&Jwk> = self
