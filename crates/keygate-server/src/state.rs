@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use keygate::password::PasswordVerifier;
@@ -15,6 +16,27 @@ use crate::limits::FailedAttempts;
 use crate::metrics::Metrics;
 use crate::quota::Quotas;
 use crate::store::{RedisAttempts, RedisQuota, RedisStore, Revocations, SharedRevocations};
+
+/// How long a reload waits for the requests still using the replaced runtime to let go.
+const RELEASE_WAIT: Duration = Duration::from_secs(5);
+
+/// Frees a replaced runtime here, on the reload's thread (the blocking pool, see
+/// `reload.rs`), rather than in whichever request lets go of it last: freeing a million
+/// principals would stall every request queued on that async worker. Requests hold the
+/// runtime only while they run; past [`RELEASE_WAIT`] the last of them frees it.
+fn release(mut replaced: Arc<Runtime>) {
+    let deadline = Instant::now() + RELEASE_WAIT;
+    loop {
+        match Arc::try_unwrap(replaced) {
+            Ok(runtime) => return drop(runtime),
+            Err(held) if Instant::now() < deadline => {
+                replaced = held;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(_) => return,
+        }
+    }
+}
 
 /// Shared server state.
 #[derive(Clone, Debug)]
@@ -77,7 +99,7 @@ impl AppState {
 
     /// Loads `path` and builds state from it.
     pub fn from_path(path: PathBuf) -> Result<Self, ConfigError> {
-        let (_, runtime) = Config::load(&path)?;
+        let runtime = Config::load(&path)?;
         Self::new(runtime, Some(path))
     }
 
@@ -99,7 +121,7 @@ impl AppState {
         };
         let outcome = Config::load(path);
         match outcome {
-            Ok((_, runtime)) => {
+            Ok(runtime) => {
                 let old = self.runtime();
                 let (was, now) = (&old.config, &runtime.config);
                 let restart_only = [
@@ -161,7 +183,9 @@ impl AppState {
                 self.inner
                     .attempts
                     .reconfigure(limits.failed_attempts, limits.window);
-                self.inner.runtime.store(Arc::new(runtime));
+                let replaced = self.inner.runtime.swap(Arc::new(runtime));
+                drop(old);
+                release(replaced);
                 metrics::counter!("keygate_config_reloads_total", "result" => "ok").increment(1);
                 self.audit()
                     .record(&AuditEvent::new(AuditKind::ConfigReloaded).reason(cause));

@@ -16,13 +16,13 @@ pub(crate) fn issue(
     scopes: &[String],
     ttl: Option<Duration>,
 ) -> anyhow::Result<()> {
-    let (_, runtime) = Config::load(path)?;
+    let runtime = Config::load(path)?;
     let principal = runtime
         .directory
         .get(sub)
         .with_context(|| format!("no client or user `{sub}` in {}", path.display()))?;
     let granted: Vec<String> = if scopes.is_empty() {
-        principal.scopes.clone()
+        principal.scopes.to_vec()
     } else {
         for s in scopes {
             if !principal.scopes.contains(s) {
@@ -44,7 +44,7 @@ pub(crate) fn issue(
 }
 
 pub(crate) fn verify(path: &Path, token: Option<String>) -> anyhow::Result<()> {
-    let (_, runtime) = Config::load(path)?;
+    let runtime = Config::load(path)?;
     let token = match token {
         Some(t) => t,
         None => super::read_stdin()?,

@@ -49,21 +49,22 @@ impl ConfigError {
 
 impl Config {
     /// Reads and validates `path`, with the process environment for `${VAR}` and overrides.
-    pub fn load(path: &Path) -> Result<(Config, Runtime), ConfigError> {
+    /// The clients and users end up in the runtime's directory only: each entry of the file
+    /// is dropped as soon as its principal is built.
+    pub fn load(path: &Path) -> Result<Runtime, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new(path.display().to_string(), e))?;
         let env: BTreeMap<String, String> = std::env::vars().collect();
-        let mut config = Config::parse(&text, &env).map_err(|e| {
+        let in_file = |e: ConfigError| {
             ConfigError::new(format!("{}: {}", path.display(), e.setting), e.message)
-        })?;
+        };
+        let mut config = Config::parse(&text, &env).map_err(in_file)?;
+        drop(text);
         config.base_dir = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-        let runtime = config.validate().map_err(|e| {
-            ConfigError::new(format!("{}: {}", path.display(), e.setting), e.message)
-        })?;
-        Ok((config, runtime))
+        config.into_runtime().map_err(in_file)
     }
 }
 

@@ -1,13 +1,16 @@
 //! Validation: every value checked, and what the server runs on built from them, as a
 //! [`Runtime`]. A bad value becomes one [`ConfigError`] naming its setting.
 
+use std::borrow::Borrow;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use keygate::api_key::{self, KeyHash};
-use keygate::principal::{self, Credential, Directory, Principal, PrincipalKind};
+use keygate::principal::{
+    self, Credential, Credentials, Directory, Principal, PrincipalKind, SharedNames,
+};
 use keygate::token::{
     Grant, HmacSecret, Issuer, KeySet, SigningAlgorithm, SigningKey, TokenPolicy, Verifier,
 };
@@ -16,6 +19,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::model::{ClientConfig, SameSite, UserConfig};
 use super::{Config, ConfigError, keyring};
+use crate::quota::QuotaTable;
 use crate::tls::TlsFiles;
 
 /// The longest failed-attempt window.
@@ -28,6 +32,41 @@ const MAX_HASHING_QUEUE: usize = 100_000;
 impl Config {
     /// Checks every value and builds what the server runs on.
     pub fn validate(&self) -> Result<Runtime, ConfigError> {
+        self.settings()
+            .into_runtime_with(self.clients.iter(), self.users.iter())
+    }
+
+    /// [`Config::validate`], consuming the configuration: each client and user entry is
+    /// freed as soon as its principal is built, so that a million of them are never held
+    /// twice (see docs/benchmarks.md, "Flat in key count").
+    pub fn into_runtime(mut self) -> Result<Runtime, ConfigError> {
+        let clients = std::mem::take(&mut self.clients);
+        let users = std::mem::take(&mut self.users);
+        self.into_runtime_with(clients, users)
+    }
+
+    /// Everything but the clients and users (which live on in the [`Directory`]).
+    fn settings(&self) -> Config {
+        Config {
+            server: self.server.clone(),
+            token: self.token.clone(),
+            api_key: self.api_key.clone(),
+            cookie: self.cookie.clone(),
+            limits: self.limits.clone(),
+            store: self.store.clone(),
+            audit: self.audit.clone(),
+            clients: Vec::new(),
+            users: Vec::new(),
+            base_dir: self.base_dir.clone(),
+        }
+    }
+
+    /// `self`, without clients and users, with these ones.
+    fn into_runtime_with(
+        self,
+        clients: impl IntoIterator<Item = impl Borrow<ClientConfig>>,
+        users: impl IntoIterator<Item = impl Borrow<UserConfig>>,
+    ) -> Result<Runtime, ConfigError> {
         let server = self.check_server()?;
         let (issuer, verifier, keys, keyring_dir) = self.token_keys(&server.public_url)?;
         self.check_api_key()?;
@@ -37,17 +76,10 @@ impl Config {
         for (i, role) in self.token.admin_roles.iter().enumerate() {
             check_name(role, "role", &format!("token.admin_roles[{i}]"))?;
         }
-        let directory = self.directory()?;
+        let mut quotas = QuotaTable::new(&self.limits)?;
+        let directory = principals(clients, users, Some(&mut quotas))?;
         check_tokens_verify(&issuer, &verifier, &directory)?;
-        let quotas = crate::quota::quota_table(self)?;
         Ok(Runtime {
-            // Clients and users live on in `directory`, indexed: a second copy of a
-            // million entries would double the memory for nothing.
-            config: Config {
-                clients: Vec::new(),
-                users: Vec::new(),
-                ..self.clone()
-            },
             listen: server.listen,
             public_url: server.public_url,
             metrics_listen: server.metrics_listen,
@@ -62,6 +94,9 @@ impl Config {
                 query: String::new(),
                 cookie: String::new(),
             },
+            // Clients and users live on in `directory` alone: a second copy of a million
+            // entries would more than double the memory, for nothing.
+            config: self,
             directory,
             keys,
             keyring_dir,
@@ -236,19 +271,7 @@ impl Config {
     /// Clients and users, looked up by id; ids are unique across both. Reads nothing but
     /// `clients` and `users`, so the CLI can check those alone (see [`super::edit`]).
     pub(super) fn directory(&self) -> Result<Directory, ConfigError> {
-        let mut principals = Vec::with_capacity(self.clients.len() + self.users.len());
-        for (i, c) in self.clients.iter().enumerate() {
-            principals.push(client_principal(i, c)?);
-        }
-        for (i, u) in self.users.iter().enumerate() {
-            principals.push(user_principal(i, u)?);
-        }
-        Directory::new(principals).map_err(|e| {
-            ConfigError::new(
-                "clients/users",
-                format!("{e}; ids must be unique across clients and users"),
-            )
-        })
+        principals(&self.clients, &self.users, None)
     }
 
     /// The key set for `algorithm`: the secret for HS*, the key folder otherwise.
@@ -312,10 +335,45 @@ pub struct Runtime {
     /// Verifies tokens.
     pub verifier: Verifier,
     /// The quota of each client that has one (`rate_limit`, or `limits.default_rate_limit`).
-    pub quotas: std::collections::HashMap<String, crate::quota::RateLimit>,
+    pub quotas: QuotaTable,
 }
 
-fn client_principal(i: usize, c: &ClientConfig) -> Result<Principal, ConfigError> {
+/// The directory of `clients` and `users`, each entry dropped (when owned) as soon as its
+/// principal is built; with `quotas`, each client's own `rate_limit` goes there.
+fn principals(
+    clients: impl IntoIterator<Item = impl Borrow<ClientConfig>>,
+    users: impl IntoIterator<Item = impl Borrow<UserConfig>>,
+    mut quotas: Option<&mut QuotaTable>,
+) -> Result<Directory, ConfigError> {
+    let (clients, users) = (clients.into_iter(), users.into_iter());
+    let mut principals = Vec::with_capacity(clients.size_hint().0 + users.size_hint().0);
+    let mut names = SharedNames::default();
+    for (i, c) in clients.enumerate() {
+        let c = c.borrow();
+        let principal = client_principal(i, c, &mut names)?;
+        let rate_limit = c.rate_limit.as_deref();
+        let limit = crate::quota::parse_rate_limit(rate_limit, &format!("clients[{i}].rate_limit"))?;
+        if let Some(quotas) = quotas.as_deref_mut() {
+            quotas.add(&principal.id, limit);
+        }
+        principals.push(principal);
+    }
+    for (i, u) in users.enumerate() {
+        principals.push(user_principal(i, u.borrow(), &mut names)?);
+    }
+    Directory::new(principals).map_err(|e| {
+        ConfigError::new(
+            "clients/users",
+            format!("{e}; ids must be unique across clients and users"),
+        )
+    })
+}
+
+fn client_principal(
+    i: usize,
+    c: &ClientConfig,
+    names: &mut SharedNames,
+) -> Result<Principal, ConfigError> {
     let at = |field: &str| format!("clients[{i}].{field}");
     check_id(&c.id, &at("id"))?;
     let hash: KeyHash = c
@@ -323,10 +381,10 @@ fn client_principal(i: usize, c: &ClientConfig) -> Result<Principal, ConfigError
         .parse()
         .map_err(|e| ConfigError::new(at("key_hash"), e))?;
     let expires_at = parse_time(c.expires_at.as_deref(), &at("expires_at"))?;
-    let mut credentials = vec![Credential {
+    let mut credentials = Credentials::one(Credential {
         hash,
         valid_until: expires_at,
-    }];
+    });
     match (&c.previous_key_hash, &c.previous_key_expires_at) {
         (Some(prev), Some(until)) => {
             let hash: KeyHash = prev
@@ -337,7 +395,7 @@ fn client_principal(i: usize, c: &ClientConfig) -> Result<Principal, ConfigError
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            credentials.push(Credential { hash, valid_until });
+            credentials = credentials.with_previous(Credential { hash, valid_until });
         }
         (None, None) => {}
         _ => {
@@ -348,17 +406,21 @@ fn client_principal(i: usize, c: &ClientConfig) -> Result<Principal, ConfigError
         }
     }
     Ok(Principal {
-        id: c.id.clone(),
+        id: c.id.as_str().into(),
         kind: PrincipalKind::Client,
-        role: check_role(&c.role, &at("role"))?,
-        scopes: check_scopes(&c.scopes, &at("scopes"))?,
+        role: check_role(&c.role, &at("role"), names)?,
+        scopes: check_scopes(&c.scopes, &at("scopes"), names)?,
         credentials,
         revoked_at: parse_time(c.revoked_at.as_deref(), &at("revoked_at"))?,
         not_before: parse_time(c.not_before.as_deref(), &at("not_before"))?,
     })
 }
 
-fn user_principal(i: usize, u: &UserConfig) -> Result<Principal, ConfigError> {
+fn user_principal(
+    i: usize,
+    u: &UserConfig,
+    names: &mut SharedNames,
+) -> Result<Principal, ConfigError> {
     let at = |field: &str| format!("users[{i}].{field}");
     check_id(&u.username, &at("username"))?;
     let hash: KeyHash = u
@@ -372,14 +434,14 @@ fn user_principal(i: usize, u: &UserConfig) -> Result<Principal, ConfigError> {
         ));
     }
     Ok(Principal {
-        id: u.username.clone(),
+        id: u.username.as_str().into(),
         kind: PrincipalKind::User,
-        role: check_role(&u.role, &at("role"))?,
-        scopes: check_scopes(&u.scopes, &at("scopes"))?,
-        credentials: vec![Credential {
+        role: check_role(&u.role, &at("role"), names)?,
+        scopes: check_scopes(&u.scopes, &at("scopes"), names)?,
+        credentials: Credentials::one(Credential {
             hash,
             valid_until: None,
-        }],
+        }),
         revoked_at: None,
         not_before: parse_time(u.not_before.as_deref(), &at("not_before"))?,
     })
@@ -402,7 +464,7 @@ fn check_tokens_verify(
             .saturating_add(json_len(&p.scopes.join(" ")))
     });
     let (id, role, scopes) = heaviest.map_or(("probe", "", &[][..]), |p| {
-        (p.id.as_str(), p.role.as_str(), p.scopes.as_slice())
+        (&*p.id, &*p.role, &*p.scopes)
     });
     let grant = Grant {
         subject: id,
@@ -435,25 +497,29 @@ fn check_id(id: &str, setting: &str) -> Result<(), ConfigError> {
     }
 }
 
-fn check_scopes(scopes: &[String], setting: &str) -> Result<Vec<String>, ConfigError> {
+fn check_scopes(
+    scopes: &[String],
+    setting: &str,
+    names: &mut SharedNames,
+) -> Result<Arc<[String]>, ConfigError> {
     for (i, s) in scopes.iter().enumerate() {
         check_name(s, "scope", &format!("{setting}[{i}]"))?;
     }
-    Ok(scopes.to_vec())
+    Ok(names.scopes(scopes))
 }
 
 /// A role, or none: the empty string is what an entry without `role` gets.
-fn check_role(role: &str, setting: &str) -> Result<String, ConfigError> {
-    match role {
-        "" => Ok(String::new()),
-        _ => check_name(role, "role", setting),
+fn check_role(role: &str, setting: &str, names: &mut SharedNames) -> Result<Arc<str>, ConfigError> {
+    if !role.is_empty() {
+        check_name(role, "role", setting)?;
     }
+    Ok(names.role(role))
 }
 
 /// A role or scope: see [`principal::is_valid_name`].
-fn check_name(value: &str, what: &str, setting: &str) -> Result<String, ConfigError> {
+fn check_name(value: &str, what: &str, setting: &str) -> Result<(), ConfigError> {
     if principal::is_valid_name(value) {
-        return Ok(value.to_owned());
+        return Ok(());
     }
     let shown: String = value.chars().take(64).collect();
     let why = format!("{shown:?} is not a valid {what}: 1-128 of A-Z a-z 0-9 _ . : / -");
