@@ -85,12 +85,12 @@ impl RateLimit {
 /// A `rate_limit` setting, parsed; `None` when unset.
 pub(crate) fn parse_rate_limit(
     value: Option<&str>,
-    setting: &str,
+    setting: impl FnOnce() -> String,
 ) -> Result<Option<RateLimit>, ConfigError> {
     value
         .map(str::parse::<RateLimit>)
         .transpose()
-        .map_err(|e| ConfigError::new(setting, e))
+        .map_err(|e| ConfigError::new(setting(), e))
 }
 
 /// The quota of each client that has one: its own `rate_limit`, else
@@ -106,26 +106,26 @@ pub struct QuotaTable {
 }
 
 impl QuotaTable {
-    /// An empty table with `limits.default_rate_limit`.
-    pub(crate) fn new(limits: &LimitsConfig) -> Result<Self, ConfigError> {
-        let default = parse_rate_limit(
-            limits.default_rate_limit.as_deref(),
-            "limits.default_rate_limit",
-        )?;
+    /// The table of `clients` clients, `own` being those with their own `rate_limit`, under
+    /// `limits.default_rate_limit`.
+    pub(crate) fn new(
+        limits: &LimitsConfig,
+        own: HashMap<Box<str>, RateLimit>,
+        clients: usize,
+    ) -> Result<Self, ConfigError> {
+        let default = parse_rate_limit(limits.default_rate_limit.as_deref(), || {
+            "limits.default_rate_limit".into()
+        })?;
+        let limited = if default.is_some() {
+            clients
+        } else {
+            own.len()
+        };
         Ok(Self {
+            own,
             default,
-            ..Self::default()
+            limited,
         })
-    }
-
-    /// Adds the client `id`, with its own `rate_limit` if it has one.
-    pub(crate) fn add(&mut self, id: &str, own: Option<RateLimit>) {
-        if let Some(limit) = own {
-            self.own.insert(id.into(), limit);
-        }
-        if own.or(self.default).is_some() {
-            self.limited += 1;
-        }
     }
 
     /// The quota of `client_id`, a client of `directory`, if it has one.

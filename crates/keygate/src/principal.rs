@@ -72,10 +72,8 @@ impl Credentials {
 
 impl<'a> IntoIterator for &'a Credentials {
     type Item = &'a Credential;
-    type IntoIter = std::iter::Chain<
-        std::iter::Once<&'a Credential>,
-        std::option::IntoIter<&'a Credential>,
-    >;
+    type IntoIter =
+        std::iter::Chain<std::iter::Once<&'a Credential>, std::option::IntoIter<&'a Credential>>;
 
     fn into_iter(self) -> Self::IntoIter {
         std::iter::once(&self.current).chain(self.previous.as_deref())
@@ -224,7 +222,9 @@ impl Directory {
     /// Indexes `principals`; refuses two with one id. Two clients with the same SHA-256
     /// key: a hand-made key finds the later one.
     pub fn new(principals: impl IntoIterator<Item = Principal>) -> Result<Self, DirectoryError> {
-        let principals: Vec<Principal> = principals.into_iter().collect();
+        let mut principals: Vec<Principal> = principals.into_iter().collect();
+        // Grown by doubling while the file was read: up to half of it unused.
+        principals.shrink_to_fit();
         let count = u32::try_from(principals.len())
             .ok()
             .filter(|n| *n < 1 << 31)
@@ -235,9 +235,11 @@ impl Directory {
         let id_of = |at: &u32| &*principals[*at as usize].id;
         for (at, p) in (0..count).zip(&principals) {
             let hash = hasher.hash_one(&*p.id);
-            match by_id.entry(hash, |other| id_of(other) == &*p.id, |other| {
-                hasher.hash_one(id_of(other))
-            }) {
+            match by_id.entry(
+                hash,
+                |other| id_of(other) == &*p.id,
+                |other| hasher.hash_one(id_of(other)),
+            ) {
                 Entry::Occupied(_) => return Err(DirectoryError::DuplicateId(p.id.to_string())),
                 Entry::Vacant(slot) => {
                     slot.insert(at);
@@ -286,9 +288,9 @@ impl Directory {
 
     /// The principal with this id.
     pub fn get(&self, id: &str) -> Option<&Principal> {
-        let at = self
-            .by_id
-            .find(self.hasher.hash_one(id), |at| &*self.principals[*at as usize].id == id)?;
+        let at = self.by_id.find(self.hasher.hash_one(id), |at| {
+            &*self.principals[*at as usize].id == id
+        })?;
         self.principals.get(*at as usize)
     }
 
@@ -371,9 +373,7 @@ impl Directory {
         passwords: &PasswordVerifier,
         now: OffsetDateTime,
     ) -> Result<&Principal> {
-        let user = self
-            .get(username)
-            .filter(|p| p.kind == PrincipalKind::User);
+        let user = self.get(username).filter(|p| p.kind == PrincipalKind::User);
         let hash = user.and_then(|u| {
             u.live_credentials(now).find_map(|c| match &c.hash {
                 KeyHash::Password(p) => Some(p),

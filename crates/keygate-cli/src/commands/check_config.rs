@@ -7,7 +7,10 @@ use keygate_server::Config;
 
 pub(crate) fn run(path: &Path) -> anyhow::Result<()> {
     let runtime = Config::load(path)?;
-    let users = runtime.directory.iter().filter(|p| p.kind == PrincipalKind::User);
+    let users = runtime
+        .directory
+        .iter()
+        .filter(|p| p.kind == PrincipalKind::User);
     let users = users.count();
     // The certificate pair too, as `serve` would load it at start-up.
     if let Some(files) = &runtime.tls {

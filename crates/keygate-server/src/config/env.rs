@@ -3,25 +3,196 @@
 
 use std::collections::BTreeMap;
 
-use super::model::SECTIONS;
+use super::blocks;
+use super::model::{ClientConfig, SECTIONS, UserConfig};
 use super::{Config, ConfigError};
+
+/// One `[[clients]]` or `[[users]]` entry, as read, with its index in the file.
+#[derive(Debug)]
+pub(super) enum Entry {
+    Client(usize, ClientConfig),
+    User(usize, UserConfig),
+}
+
+/// Blocks parsed at once: enough to spread the parser's set-up, few enough that its
+/// tokens of them stay small.
+const BATCH: usize = 256;
 
 impl Config {
     /// Parses TOML text with `env` as the environment. Does not validate values.
     pub fn parse(text: &str, env: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
+        let (mut clients, mut users) = (Vec::new(), Vec::new());
+        let mut config = Config::parse_with(text, env, &mut |entry| match entry {
+            Entry::Client(_, c) => clients.push(c),
+            Entry::User(_, u) => users.push(u),
+        })?;
+        config.clients = clients;
+        config.users = users;
+        Ok(config)
+    }
+
+    /// [`Config::parse`], handing each client and user to `entry`, in order, as soon as it
+    /// is read; the `Config` returned has none. A file in the plain layout (see
+    /// `blocks.rs`) is parsed a batch of entries at a time, so that its size never costs
+    /// the parser's whole-document memory; the result, errors included, is the same.
+    pub(super) fn parse_with(
+        text: &str,
+        env: &BTreeMap<String, String>,
+        entry: &mut dyn FnMut(Entry),
+    ) -> Result<Config, ConfigError> {
+        let Some(blocks) = blocks::split(text) else {
+            return Self::parse_whole(text, env, entry);
+        };
+        // A message about the text, with its line and column, must be the whole parse's.
+        let whole_error = |fallback: ConfigError| {
+            Self::parse_whole(text, env, &mut drop)
+                .err()
+                .unwrap_or(fallback)
+        };
+        let config = match Self::parse_whole(&blocks.rest, env, &mut drop) {
+            Ok(c) if c.clients.is_empty() && c.users.is_empty() => c,
+            Ok(_) => return Self::parse_whole(text, env, entry),
+            Err(e) => return Err(whole_error(e)),
+        };
+        let mut next = [0usize, 0usize];
+        let mut batch = String::new();
+        for group in blocks.blocks.chunk_by(|a, b| a.0 == b.0) {
+            for part in group.chunks(BATCH) {
+                let kind = part[0].0;
+                batch.clear();
+                for (_, block) in part {
+                    batch.push_str(block);
+                    if !block.ends_with('\n') {
+                        batch.push('\n');
+                    }
+                }
+                let read = parse_batch(&batch, kind, part.len(), env, &mut next, entry);
+                match read {
+                    Ok(()) => {}
+                    Err(Batch::Text(e)) => return Err(whole_error(e)),
+                    Err(Batch::Value(e)) => return Err(e),
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    /// The whole text through the parser at once.
+    fn parse_whole(
+        text: &str,
+        env: &BTreeMap<String, String>,
+        entry: &mut dyn FnMut(Entry),
+    ) -> Result<Config, ConfigError> {
         let mut table: toml::Table =
             toml::from_str(text).map_err(|e| ConfigError::new("file", toml_error(&e)))?;
         interpolate_table(&mut table, "", env)?;
         apply_env_overrides(&mut table, env)?;
         let value = toml::Value::Table(table);
-        serde_path_to_error::deserialize(value).map_err(|e| {
+        let mut config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             ConfigError::new(
                 if path == "." { "file".into() } else { path },
                 one_line(&e.into_inner().to_string()),
             )
-        })
+        })?;
+        let clients = std::mem::take(&mut config.clients).into_iter();
+        clients
+            .enumerate()
+            .for_each(|(i, c)| entry(Entry::Client(i, c)));
+        let users = std::mem::take(&mut config.users).into_iter();
+        users
+            .enumerate()
+            .for_each(|(i, u)| entry(Entry::User(i, u)));
+        Ok(config)
     }
+}
+
+/// A batch of blocks read straight into entries.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Direct {
+    #[serde(default)]
+    clients: Vec<ClientConfig>,
+    #[serde(default)]
+    users: Vec<UserConfig>,
+}
+
+/// Why a batch was not read.
+enum Batch {
+    /// The text: the whole parse says where.
+    Text(ConfigError),
+    /// An entry's value, named by its setting as the whole parse names it.
+    Value(ConfigError),
+}
+
+/// `count` blocks of `kind` in `text`: each entry interpolated and read as the whole parse
+/// would, and handed to `entry`. `next` holds the index of the next client and user.
+fn parse_batch(
+    text: &str,
+    kind: blocks::Kind,
+    count: usize,
+    env: &BTreeMap<String, String>,
+    next: &mut [usize; 2],
+    entry: &mut dyn FnMut(Entry),
+) -> Result<(), Batch> {
+    // Without `${`, nothing to interpolate: the entries are read straight from the text,
+    // with no table in between. Any error is left to the general path below, whose
+    // messages are the whole parse's.
+    if !text.contains("${") {
+        let direct =
+            toml::Deserializer::parse(text).and_then(<Direct as serde::Deserialize>::deserialize);
+        if let Ok(direct) = direct
+            && direct.clients.len() + direct.users.len() == count
+        {
+            for c in direct.clients {
+                entry(Entry::Client(next[0], c));
+                next[0] += 1;
+            }
+            for u in direct.users {
+                entry(Entry::User(next[1], u));
+                next[1] += 1;
+            }
+            return Ok(());
+        }
+    }
+    let text_error = |m: String| Batch::Text(ConfigError::new("file", m));
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| text_error(toml_error(&e)))?;
+    let items = match table.remove(kind.key()) {
+        Some(toml::Value::Array(items)) if items.len() == count && table.is_empty() => items,
+        _ => return Err(text_error(format!("[[{}]] blocks misread", kind.key()))),
+    };
+    for item in items {
+        let toml::Value::Table(mut fields) = item else {
+            return Err(text_error(format!("[[{}]] blocks misread", kind.key())));
+        };
+        let index = &mut next[usize::from(kind == blocks::Kind::Users)];
+        let at = format!("{}[{index}]", kind.key());
+        interpolate_table(&mut fields, &at, env).map_err(Batch::Value)?;
+        let value = toml::Value::Table(fields);
+        let read = match kind {
+            blocks::Kind::Clients => {
+                serde_path_to_error::deserialize(value).map(|c| Entry::Client(*index, c))
+            }
+            blocks::Kind::Users => {
+                serde_path_to_error::deserialize(value).map(|u| Entry::User(*index, u))
+            }
+        };
+        let read = read.map_err(|e| {
+            let path = e.path().to_string();
+            let setting = if path == "." {
+                at
+            } else {
+                format!("{at}.{path}")
+            };
+            Batch::Value(ConfigError::new(
+                setting,
+                one_line(&e.into_inner().to_string()),
+            ))
+        })?;
+        entry(read);
+        *index += 1;
+    }
+    Ok(())
 }
 
 fn one_line(s: &str) -> String {

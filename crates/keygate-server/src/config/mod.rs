@@ -8,6 +8,7 @@
 //! the file for the CLI, keeping comments and order, under [`lock`]; [`keyring`] is the
 //! folder of signing keys.
 
+mod blocks;
 pub mod edit;
 mod env;
 pub mod keyring;
@@ -58,13 +59,15 @@ impl Config {
         let in_file = |e: ConfigError| {
             ConfigError::new(format!("{}: {}", path.display(), e.setting), e.message)
         };
-        let mut config = Config::parse(&text, &env).map_err(in_file)?;
+        let mut principals = validate::Principals::default();
+        let mut config =
+            Config::parse_with(&text, &env, &mut |entry| principals.add(entry)).map_err(in_file)?;
         drop(text);
         config.base_dir = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-        config.into_runtime().map_err(in_file)
+        config.into_runtime(principals).map_err(in_file)
     }
 }
 

@@ -1,7 +1,6 @@
 //! Validation: every value checked, and what the server runs on built from them, as a
 //! [`Runtime`]. A bad value becomes one [`ConfigError`] naming its setting.
 
-use std::borrow::Borrow;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,7 +16,8 @@ use keygate::token::{
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::model::{ClientConfig, SameSite, UserConfig};
+use super::env::Entry;
+use super::model::{ClientConfig, LimitsConfig, SameSite, UserConfig};
 use super::{Config, ConfigError, keyring};
 use crate::quota::QuotaTable;
 use crate::tls::TlsFiles;
@@ -32,17 +32,14 @@ const MAX_HASHING_QUEUE: usize = 100_000;
 impl Config {
     /// Checks every value and builds what the server runs on.
     pub fn validate(&self) -> Result<Runtime, ConfigError> {
-        self.settings()
-            .into_runtime_with(self.clients.iter(), self.users.iter())
-    }
-
-    /// [`Config::validate`], consuming the configuration: each client and user entry is
-    /// freed as soon as its principal is built, so that a million of them are never held
-    /// twice (see docs/benchmarks.md, "Flat in key count").
-    pub fn into_runtime(mut self) -> Result<Runtime, ConfigError> {
-        let clients = std::mem::take(&mut self.clients);
-        let users = std::mem::take(&mut self.users);
-        self.into_runtime_with(clients, users)
+        let mut principals = Principals::default();
+        for (i, c) in self.clients.iter().enumerate() {
+            principals.add_client(i, c);
+        }
+        for (i, u) in self.users.iter().enumerate() {
+            principals.add_user(i, u);
+        }
+        self.settings().into_runtime(principals)
     }
 
     /// Everything but the clients and users (which live on in the [`Directory`]).
@@ -61,12 +58,10 @@ impl Config {
         }
     }
 
-    /// `self`, without clients and users, with these ones.
-    fn into_runtime_with(
-        self,
-        clients: impl IntoIterator<Item = impl Borrow<ClientConfig>>,
-        users: impl IntoIterator<Item = impl Borrow<UserConfig>>,
-    ) -> Result<Runtime, ConfigError> {
+    /// The runtime of these settings (`self`, whose own clients and users are ignored)
+    /// and `principals`. The settings are checked first: their errors come before those
+    /// of the clients and users.
+    pub(super) fn into_runtime(self, principals: Principals) -> Result<Runtime, ConfigError> {
         let server = self.check_server()?;
         let (issuer, verifier, keys, keyring_dir) = self.token_keys(&server.public_url)?;
         self.check_api_key()?;
@@ -74,10 +69,9 @@ impl Config {
         self.check_limits()?;
         self.check_store()?;
         for (i, role) in self.token.admin_roles.iter().enumerate() {
-            check_name(role, "role", &format!("token.admin_roles[{i}]"))?;
+            check_name(role, "role", || format!("token.admin_roles[{i}]"))?;
         }
-        let mut quotas = QuotaTable::new(&self.limits)?;
-        let directory = principals(clients, users, Some(&mut quotas))?;
+        let (directory, quotas) = principals.finish(&self.limits)?;
         check_tokens_verify(&issuer, &verifier, &directory)?;
         Ok(Runtime {
             listen: server.listen,
@@ -271,7 +265,14 @@ impl Config {
     /// Clients and users, looked up by id; ids are unique across both. Reads nothing but
     /// `clients` and `users`, so the CLI can check those alone (see [`super::edit`]).
     pub(super) fn directory(&self) -> Result<Directory, ConfigError> {
-        principals(&self.clients, &self.users, None)
+        let mut principals = Principals::default();
+        for (i, c) in self.clients.iter().enumerate() {
+            principals.add_client(i, c);
+        }
+        for (i, u) in self.users.iter().enumerate() {
+            principals.add_user(i, u);
+        }
+        principals.finish(&LimitsConfig::default()).map(|(d, _)| d)
     }
 
     /// The key set for `algorithm`: the secret for HS*, the key folder otherwise.
@@ -338,35 +339,73 @@ pub struct Runtime {
     pub quotas: QuotaTable,
 }
 
-/// The directory of `clients` and `users`, each entry dropped (when owned) as soon as its
-/// principal is built; with `quotas`, each client's own `rate_limit` goes there.
-fn principals(
-    clients: impl IntoIterator<Item = impl Borrow<ClientConfig>>,
-    users: impl IntoIterator<Item = impl Borrow<UserConfig>>,
-    mut quotas: Option<&mut QuotaTable>,
-) -> Result<Directory, ConfigError> {
-    let (clients, users) = (clients.into_iter(), users.into_iter());
-    let mut principals = Vec::with_capacity(clients.size_hint().0 + users.size_hint().0);
-    let mut names = SharedNames::default();
-    for (i, c) in clients.enumerate() {
-        let c = c.borrow();
-        let principal = client_principal(i, c, &mut names)?;
-        let rate_limit = c.rate_limit.as_deref();
-        let limit = crate::quota::parse_rate_limit(rate_limit, &format!("clients[{i}].rate_limit"))?;
-        if let Some(quotas) = quotas.as_deref_mut() {
-            quotas.add(&principal.id, limit);
+/// The principals of the entries read so far, with the clients' own quotas: built one
+/// entry at a time while the file is read, so that the entries are never all held at once.
+/// The first error is kept, and reported once the settings are checked.
+#[derive(Debug, Default)]
+pub(super) struct Principals {
+    list: Vec<Principal>,
+    names: SharedNames,
+    own_quotas: std::collections::HashMap<Box<str>, crate::quota::RateLimit>,
+    clients: usize,
+    error: Option<ConfigError>,
+}
+
+impl Principals {
+    pub(super) fn add(&mut self, entry: Entry) {
+        match entry {
+            Entry::Client(i, c) => self.add_client(i, &c),
+            Entry::User(i, u) => self.add_user(i, &u),
         }
-        principals.push(principal);
     }
-    for (i, u) in users.enumerate() {
-        principals.push(user_principal(i, u.borrow(), &mut names)?);
+
+    fn add_client(&mut self, i: usize, c: &ClientConfig) {
+        if self.error.is_some() {
+            return;
+        }
+        let built = client_principal(i, c, &mut self.names).and_then(|p| {
+            let setting = || format!("clients[{i}].rate_limit");
+            Ok((
+                p,
+                crate::quota::parse_rate_limit(c.rate_limit.as_deref(), setting)?,
+            ))
+        });
+        match built {
+            Ok((principal, own)) => {
+                if let Some(limit) = own {
+                    self.own_quotas.insert(principal.id.clone(), limit);
+                }
+                self.clients += 1;
+                self.list.push(principal);
+            }
+            Err(e) => self.error = Some(e),
+        }
     }
-    Directory::new(principals).map_err(|e| {
-        ConfigError::new(
-            "clients/users",
-            format!("{e}; ids must be unique across clients and users"),
-        )
-    })
+
+    fn add_user(&mut self, i: usize, u: &UserConfig) {
+        if self.error.is_some() {
+            return;
+        }
+        match user_principal(i, u, &mut self.names) {
+            Ok(principal) => self.list.push(principal),
+            Err(e) => self.error = Some(e),
+        }
+    }
+
+    /// The directory, and the quota table under `limits.default_rate_limit`.
+    fn finish(self, limits: &LimitsConfig) -> Result<(Directory, QuotaTable), ConfigError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let directory = Directory::new(self.list).map_err(|e| {
+            ConfigError::new(
+                "clients/users",
+                format!("{e}; ids must be unique across clients and users"),
+            )
+        })?;
+        let quotas = QuotaTable::new(limits, self.own_quotas, self.clients)?;
+        Ok((directory, quotas))
+    }
 }
 
 fn client_principal(
@@ -374,13 +413,13 @@ fn client_principal(
     c: &ClientConfig,
     names: &mut SharedNames,
 ) -> Result<Principal, ConfigError> {
-    let at = |field: &str| format!("clients[{i}].{field}");
-    check_id(&c.id, &at("id"))?;
+    let at = |field| Field("clients", i, field);
+    check_id(&c.id, at("id"))?;
     let hash: KeyHash = c
         .key_hash
         .parse()
-        .map_err(|e| ConfigError::new(at("key_hash"), e))?;
-    let expires_at = parse_time(c.expires_at.as_deref(), &at("expires_at"))?;
+        .map_err(|e| ConfigError::new(at("key_hash").to_string(), e))?;
+    let expires_at = parse_time(c.expires_at.as_deref(), at("expires_at"))?;
     let mut credentials = Credentials::one(Credential {
         hash,
         valid_until: expires_at,
@@ -389,8 +428,8 @@ fn client_principal(
         (Some(prev), Some(until)) => {
             let hash: KeyHash = prev
                 .parse()
-                .map_err(|e| ConfigError::new(at("previous_key_hash"), e))?;
-            let until = parse_time(Some(until), &at("previous_key_expires_at"))?;
+                .map_err(|e| ConfigError::new(at("previous_key_hash").to_string(), e))?;
+            let until = parse_time(Some(until), at("previous_key_expires_at"))?;
             let valid_until = match (until, expires_at) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -400,7 +439,7 @@ fn client_principal(
         (None, None) => {}
         _ => {
             return Err(ConfigError::new(
-                at("previous_key_hash"),
+                at("previous_key_hash").to_string(),
                 "previous_key_hash and previous_key_expires_at go together",
             ));
         }
@@ -408,11 +447,11 @@ fn client_principal(
     Ok(Principal {
         id: c.id.as_str().into(),
         kind: PrincipalKind::Client,
-        role: check_role(&c.role, &at("role"), names)?,
-        scopes: check_scopes(&c.scopes, &at("scopes"), names)?,
+        role: check_role(&c.role, at("role"), names)?,
+        scopes: check_scopes(&c.scopes, at("scopes"), names)?,
         credentials,
-        revoked_at: parse_time(c.revoked_at.as_deref(), &at("revoked_at"))?,
-        not_before: parse_time(c.not_before.as_deref(), &at("not_before"))?,
+        revoked_at: parse_time(c.revoked_at.as_deref(), at("revoked_at"))?,
+        not_before: parse_time(c.not_before.as_deref(), at("not_before"))?,
     })
 }
 
@@ -421,29 +460,29 @@ fn user_principal(
     u: &UserConfig,
     names: &mut SharedNames,
 ) -> Result<Principal, ConfigError> {
-    let at = |field: &str| format!("users[{i}].{field}");
-    check_id(&u.username, &at("username"))?;
+    let at = |field| Field("users", i, field);
+    check_id(&u.username, at("username"))?;
     let hash: KeyHash = u
         .password_hash
         .parse()
-        .map_err(|e| ConfigError::new(at("password_hash"), e))?;
+        .map_err(|e| ConfigError::new(at("password_hash").to_string(), e))?;
     if matches!(hash, KeyHash::Sha256(_)) {
         return Err(ConfigError::new(
-            at("password_hash"),
+            at("password_hash").to_string(),
             "passwords need a slow hash ($argon2id$… or $2b$…); create one with `keygate hash`",
         ));
     }
     Ok(Principal {
         id: u.username.as_str().into(),
         kind: PrincipalKind::User,
-        role: check_role(&u.role, &at("role"), names)?,
-        scopes: check_scopes(&u.scopes, &at("scopes"), names)?,
+        role: check_role(&u.role, at("role"), names)?,
+        scopes: check_scopes(&u.scopes, at("scopes"), names)?,
         credentials: Credentials::one(Credential {
             hash,
             valid_until: None,
         }),
         revoked_at: None,
-        not_before: parse_time(u.not_before.as_deref(), &at("not_before"))?,
+        not_before: parse_time(u.not_before.as_deref(), at("not_before"))?,
     })
 }
 
@@ -457,15 +496,15 @@ fn check_tokens_verify(
     verifier: &Verifier,
     directory: &Directory,
 ) -> Result<(), ConfigError> {
-    let json_len = |s: &str| serde_json::to_string(s).map_or(usize::MAX, |j| j.len());
+    // Ids, roles and scopes are checked to be of characters JSON writes as they are, so
+    // their lengths order the principals as their tokens' lengths do, with no need to
+    // write a million of them out.
     let heaviest = directory.iter().max_by_key(|p| {
-        (2 * json_len(&p.id))
-            .saturating_add(json_len(&p.role))
-            .saturating_add(json_len(&p.scopes.join(" ")))
+        let scopes: usize = p.scopes.iter().map(|s| s.len() + 1).sum();
+        2 * p.id.len() + p.role.len() + scopes
     });
-    let (id, role, scopes) = heaviest.map_or(("probe", "", &[][..]), |p| {
-        (&*p.id, &*p.role, &*p.scopes)
-    });
+    let (id, role, scopes) =
+        heaviest.map_or(("probe", "", &[][..]), |p| (&*p.id, &*p.role, &*p.scopes));
     let grant = Grant {
         subject: id,
         client_id: id,
@@ -486,12 +525,23 @@ fn check_tokens_verify(
     })
 }
 
-fn check_id(id: &str, setting: &str) -> Result<(), ConfigError> {
+/// `clients[3].role`: an entry's setting, formatted only for an error message (a million
+/// entries are checked on the way to none).
+#[derive(Debug, Clone, Copy)]
+struct Field(&'static str, usize, &'static str);
+
+impl std::fmt::Display for Field {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}[{}].{}", self.0, self.1, self.2)
+    }
+}
+
+fn check_id(id: &str, setting: Field) -> Result<(), ConfigError> {
     if api_key::is_valid_id(id) {
         Ok(())
     } else {
         Err(ConfigError::new(
-            setting,
+            setting.to_string(),
             format!("`{id}` is not 1-64 of A-Z a-z 0-9 . _ - @"),
         ))
     }
@@ -499,39 +549,50 @@ fn check_id(id: &str, setting: &str) -> Result<(), ConfigError> {
 
 fn check_scopes(
     scopes: &[String],
-    setting: &str,
+    setting: Field,
     names: &mut SharedNames,
 ) -> Result<Arc<[String]>, ConfigError> {
     for (i, s) in scopes.iter().enumerate() {
-        check_name(s, "scope", &format!("{setting}[{i}]"))?;
+        check_name(s, "scope", || format!("{setting}[{i}]"))?;
     }
     Ok(names.scopes(scopes))
 }
 
 /// A role, or none: the empty string is what an entry without `role` gets.
-fn check_role(role: &str, setting: &str, names: &mut SharedNames) -> Result<Arc<str>, ConfigError> {
+fn check_role(
+    role: &str,
+    setting: Field,
+    names: &mut SharedNames,
+) -> Result<Arc<str>, ConfigError> {
     if !role.is_empty() {
-        check_name(role, "role", setting)?;
+        check_name(role, "role", || setting.to_string())?;
     }
     Ok(names.role(role))
 }
 
 /// A role or scope: see [`principal::is_valid_name`].
-fn check_name(value: &str, what: &str, setting: &str) -> Result<(), ConfigError> {
+fn check_name(
+    value: &str,
+    what: &str,
+    setting: impl FnOnce() -> String,
+) -> Result<(), ConfigError> {
     if principal::is_valid_name(value) {
         return Ok(());
     }
     let shown: String = value.chars().take(64).collect();
     let why = format!("{shown:?} is not a valid {what}: 1-128 of A-Z a-z 0-9 _ . : / -");
-    Err(ConfigError::new(setting, why))
+    Err(ConfigError::new(setting(), why))
 }
 
-fn parse_time(value: Option<&str>, setting: &str) -> Result<Option<OffsetDateTime>, ConfigError> {
+fn parse_time(
+    value: Option<&str>,
+    setting: impl std::fmt::Display,
+) -> Result<Option<OffsetDateTime>, ConfigError> {
     value
         .map(|v| {
             OffsetDateTime::parse(v, &Rfc3339).map_err(|_| {
                 ConfigError::new(
-                    setting,
+                    setting.to_string(),
                     format!("`{v}` is not an RFC 3339 time like 2027-06-30T00:00:00Z"),
                 )
             })

@@ -110,7 +110,12 @@ pub(super) async fn revoke(
     let Ok(claims) = rt.verifier.verify(&token) else {
         return Ok(no_store(StatusCode::OK.into_response()));
     };
-    let is_admin = rt.config.token.admin_roles.iter().any(|r| **r == *client.role);
+    let is_admin = rt
+        .config
+        .token
+        .admin_roles
+        .iter()
+        .any(|r| **r == *client.role);
     if *claims.client_id != *client.id && !is_admin {
         tracing::info!(client = %client.id, jti = %claims.jti, "revocation of another client's token refused");
         return Err(Rejection::UnauthorizedClient);
