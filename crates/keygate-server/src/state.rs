@@ -24,7 +24,7 @@ const RELEASE_WAIT: Duration = Duration::from_secs(5);
 /// `reload.rs`), rather than in whichever request lets go of it last: freeing a million
 /// principals would stall every request queued on that async worker. Requests hold the
 /// runtime only while they run; past [`RELEASE_WAIT`] the last of them frees it.
-fn release(mut replaced: Arc<Runtime>) {
+fn release<T>(mut replaced: Arc<T>) {
     let deadline = Instant::now() + RELEASE_WAIT;
     loop {
         match Arc::try_unwrap(replaced) {
@@ -269,5 +269,38 @@ impl AppState {
 
     pub(crate) fn is_draining(&self) -> bool {
         self.inner.draining.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::mpsc;
+    use std::thread::{self, ThreadId};
+    use std::time::Duration;
+
+    /// Tells, when dropped, on which thread.
+    struct Dropped(mpsc::Sender<ThreadId>);
+
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            let _ = self.0.send(thread::current().id());
+        }
+    }
+
+    /// A replaced runtime is freed by the reload's thread, even when a request still held
+    /// it at the swap: never by the request, on an async worker.
+    #[test]
+    fn a_replaced_runtime_is_freed_by_the_reload_not_the_last_request() {
+        let (tx, rx) = mpsc::channel();
+        let replaced = Arc::new(Dropped(tx));
+        let held = replaced.clone();
+        let request = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(50));
+            drop(held);
+        });
+        super::release(replaced);
+        request.join().unwrap();
+        assert_eq!(rx.recv().unwrap(), thread::current().id());
     }
 }

@@ -168,27 +168,32 @@ fn parse_batch(
         let index = &mut next[usize::from(kind == blocks::Kind::Users)];
         let at = format!("{}[{index}]", kind.key());
         interpolate_table(&mut fields, &at, env).map_err(Batch::Value)?;
-        let value = toml::Value::Table(fields);
-        let read = match kind {
-            blocks::Kind::Clients => {
-                serde_path_to_error::deserialize(value).map(|c| Entry::Client(*index, c))
-            }
-            blocks::Kind::Users => {
-                serde_path_to_error::deserialize(value).map(|u| Entry::User(*index, u))
-            }
+        // Read as the one element of its array, as in the whole file: the messages name
+        // the array (`… in \`clients\``), and the path is that element's.
+        let mut alone = toml::Table::new();
+        let array = toml::Value::Array(vec![toml::Value::Table(fields)]);
+        alone.insert(kind.key().to_owned(), array);
+        let read: Direct =
+            serde_path_to_error::deserialize(toml::Value::Table(alone)).map_err(|e| {
+                let path = e.path().to_string();
+                let first = format!("{}[0]", kind.key());
+                let setting = match path.strip_prefix(&first) {
+                    Some(rest) => format!("{at}{rest}"),
+                    None => path,
+                };
+                Batch::Value(ConfigError::new(
+                    setting,
+                    one_line(&e.into_inner().to_string()),
+                ))
+            })?;
+        let read = match (
+            read.clients.into_iter().next(),
+            read.users.into_iter().next(),
+        ) {
+            (Some(c), _) => Entry::Client(*index, c),
+            (None, Some(u)) => Entry::User(*index, u),
+            (None, None) => return Err(text_error(format!("[[{}]] blocks misread", kind.key()))),
         };
-        let read = read.map_err(|e| {
-            let path = e.path().to_string();
-            let setting = if path == "." {
-                at
-            } else {
-                format!("{at}.{path}")
-            };
-            Batch::Value(ConfigError::new(
-                setting,
-                one_line(&e.into_inner().to_string()),
-            ))
-        })?;
         entry(read);
         *index += 1;
     }
@@ -463,5 +468,82 @@ mod tests {
         assert!(err.to_string().starts_with("limits.window"), "{err}");
         let err = Config::parse(&minimal(), &env(&[("KEYGATE_TOKEN_NOPE", "1")])).unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    /// A file of many entries is read a batch at a time; what comes out (the entries, or
+    /// the error, word for word) is what parsing it whole gives.
+    #[test]
+    fn batched_reading_matches_the_whole_parse() {
+        let client = |i: usize, extra: &str| {
+            format!(
+                "[[clients]]\nid = \"c{i}\"\nkey_hash = \"sha256:{i:064x}\"\nrole = \"r\"\n{extra}\n"
+            )
+        };
+        let file = |odd: &dyn Fn(usize) -> String| {
+            let mut text = minimal();
+            for i in 0..3 * BATCH {
+                text.push_str(&odd(i));
+                if i == BATCH {
+                    text.push_str("[limits]\nfailed_attempts = 3\n[[users]]\nusername = \"u\"\npassword_hash = \"${HASH}\"\n");
+                }
+            }
+            text
+        };
+        let at = |n: usize, extra: &'static str| {
+            move |i: usize| client(i, if i == n { extra } else { "" })
+        };
+        let texts = [
+            file(&|i| client(i, "")),
+            file(&at(600, "scopes = [\"${SCOPE}\"]")),
+            file(&at(600, "scopes = [\"${UNSET}\"]")),
+            file(&at(700, "colour = \"blue\"")),
+            file(&at(300, "scopes = \"not a list\"")),
+            file(&at(5, "role = \"twice\"")),
+            file(&at(400, "key_hash = ")),
+            file(&at(400, "[clients.nested]\nx = 1")),
+            file(&at(10, "")).replace(
+                "[limits]\nfailed_attempts = 3",
+                "[limits]\nfailed_attempts = \"3\"",
+            ),
+        ];
+        let env = env(&[
+            ("HASH", "$argon2id$x"),
+            ("SCOPE", "s:1"),
+            ("KEYGATE_LIMITS_WINDOW", "2m"),
+        ]);
+        for text in &texts {
+            let (mut clients, mut users) = (Vec::new(), Vec::new());
+            let whole = Config::parse_whole(text, &env, &mut |entry| match entry {
+                Entry::Client(_, c) => clients.push(c),
+                Entry::User(_, u) => users.push(u),
+            });
+            let whole = whole.map(|c| Config {
+                clients,
+                users,
+                ..c
+            });
+            let batched = Config::parse(text, &env);
+            assert_eq!(format!("{batched:?}"), format!("{whole:?}"));
+        }
+        let c = Config::parse(&texts[1], &env).unwrap();
+        assert_eq!((c.clients.len(), c.users.len()), (3 * BATCH, 1));
+        assert_eq!(c.clients[600].scopes, ["s:1"]);
+        assert_eq!(c.clients[3 * BATCH - 1].id, format!("c{}", 3 * BATCH - 1));
+        assert_eq!(c.users[0].password_hash, "$argon2id$x");
+        assert_eq!(
+            (c.limits.failed_attempts, c.limits.window),
+            (3, Duration::from_secs(120))
+        );
+        let e = Config::parse(&texts[2], &env).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "clients[600].scopes[0]: environment variable UNSET is not set"
+        );
+        let e = Config::parse(&texts[3], &env).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("clients[700].colour: unknown field"),
+            "{e}"
+        );
     }
 }

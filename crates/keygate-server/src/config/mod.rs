@@ -2,11 +2,13 @@
 //! environment overrides, with `${VAR}` interpolation, then validated into a [`Runtime`]
 //! where every bad value becomes one line naming the setting.
 //!
-//! Three rooms: `model.rs` (the sections, their defaults, serde), `env.rs` (`${VAR}`,
-//! `KEYGATE_*` overrides, humane durations) and `validate.rs` (every check, and the
-//! [`Runtime`] built from them; the `[server]` checks are in `server.rs`). [`edit`] changes
-//! the file for the CLI, keeping comments and order, under [`lock`]; [`keyring`] is the
-//! folder of signing keys.
+//! Rooms: `model.rs` (the sections, their defaults, serde), `env.rs` (`${VAR}`,
+//! `KEYGATE_*` overrides, humane durations; a large file read a batch of `[[clients]]`
+//! blocks at a time, found by `blocks.rs`), `principals.rs` (each client and user entry
+//! checked and turned into its principal as soon as it is read) and `validate.rs` (every
+//! other check, and the [`Runtime`] built from them; the `[server]` checks are in
+//! `server.rs`). [`edit`] changes the file for the CLI, keeping comments and order, under
+//! [`lock`]; [`keyring`] is the folder of signing keys.
 
 mod blocks;
 pub mod edit;
@@ -14,6 +16,7 @@ mod env;
 pub mod keyring;
 pub mod lock;
 mod model;
+mod principals;
 mod server;
 mod template;
 mod validate;
@@ -59,7 +62,7 @@ impl Config {
         let in_file = |e: ConfigError| {
             ConfigError::new(format!("{}: {}", path.display(), e.setting), e.message)
         };
-        let mut principals = validate::Principals::default();
+        let mut principals = principals::Principals::default();
         let mut config =
             Config::parse_with(&text, &env, &mut |entry| principals.add(entry)).map_err(in_file)?;
         drop(text);
