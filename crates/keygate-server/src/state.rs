@@ -17,25 +17,32 @@ use crate::metrics::Metrics;
 use crate::quota::Quotas;
 use crate::store::{RedisAttempts, RedisQuota, RedisStore, Revocations, SharedRevocations};
 
-/// How long a reload waits for the requests still using the replaced runtime to let go.
-const RELEASE_WAIT: Duration = Duration::from_secs(5);
+/// How long the replaced runtime is waited for, at most, before the requests still
+/// using it are left to free it.
+const RELEASE_WAIT: Duration = Duration::from_secs(30);
 
-/// Frees a replaced runtime here, on the reload's thread (the blocking pool, see
-/// `reload.rs`), rather than in whichever request lets go of it last: freeing a million
-/// principals would stall every request queued on that async worker. Requests hold the
-/// runtime only while they run; past [`RELEASE_WAIT`] the last of them frees it.
-fn release<T>(mut replaced: Arc<T>) {
-    let deadline = Instant::now() + RELEASE_WAIT;
-    loop {
-        match Arc::try_unwrap(replaced) {
-            Ok(runtime) => return drop(runtime),
-            Err(held) if Instant::now() < deadline => {
-                replaced = held;
-                std::thread::sleep(Duration::from_millis(2));
+/// Frees a replaced runtime on a thread of its own rather than in whichever request lets
+/// go of it last: freeing a million principals would stall every request queued on that
+/// async worker. The thread waits for the requests still holding it (they hold it only
+/// while they run) without blocking the reload's caller, which may be an async task.
+fn release<T: Send + Sync + 'static>(replaced: Arc<T>) -> Option<std::thread::JoinHandle<()>> {
+    let wait_and_free = move || {
+        let mut replaced = replaced;
+        let deadline = Instant::now() + RELEASE_WAIT;
+        loop {
+            match Arc::try_unwrap(replaced) {
+                Ok(runtime) => return drop(runtime),
+                Err(held) if Instant::now() < deadline => {
+                    replaced = held;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(_) => return,
             }
-            Err(_) => return,
         }
-    }
+    };
+    let thread = std::thread::Builder::new().name("keygate-release".into());
+    // Without a thread, the last request frees it: slower for one request, never wrong.
+    thread.spawn(wait_and_free).ok()
 }
 
 /// Shared server state.
@@ -288,19 +295,24 @@ mod tests {
         }
     }
 
-    /// A replaced runtime is freed by the reload's thread, even when a request still held
-    /// it at the swap: never by the request, on an async worker.
+    /// A replaced runtime is freed on a thread of its own, even when a request still held
+    /// it at the swap: never by the request, which would be an async worker.
     #[test]
-    fn a_replaced_runtime_is_freed_by_the_reload_not_the_last_request() {
+    fn a_replaced_runtime_is_freed_off_the_request_that_held_it() {
         let (tx, rx) = mpsc::channel();
         let replaced = Arc::new(Dropped(tx));
         let held = replaced.clone();
         let request = thread::spawn(move || {
             thread::sleep(Duration::from_millis(50));
             drop(held);
+            thread::current().id()
         });
-        super::release(replaced);
-        request.join().unwrap();
-        assert_eq!(rx.recv().unwrap(), thread::current().id());
+        let releaser = super::release(replaced).unwrap();
+        let releaser_id = releaser.thread().id();
+        let request_id = request.join().unwrap();
+        releaser.join().unwrap();
+        let freed_on = rx.recv().unwrap();
+        assert_eq!(freed_on, releaser_id);
+        assert_ne!(freed_on, request_id);
     }
 }

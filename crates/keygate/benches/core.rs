@@ -6,7 +6,7 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use keygate::api_key::{self, KeyHash};
 use keygate::password::{PasswordVerifier, hash_password};
-use keygate::principal::{Credential, Credentials, Directory, Principal, PrincipalKind};
+use keygate::principal::{Access, Credential, Credentials, Directory, Principal, PrincipalKind};
 use keygate::token::{
     Grant, HmacSecret, Issuer, KeySet, SigningAlgorithm, SigningKey, TokenPolicy, Verifier,
 };
@@ -129,8 +129,10 @@ fn api_keys(c: &mut Criterion) {
             let p = Principal {
                 id: id.into(),
                 kind: PrincipalKind::Client,
-                role: "service".into(),
-                scopes: Arc::new([]),
+                access: Arc::new(Access {
+                    role: "service".into(),
+                    scopes: vec![],
+                }),
                 credentials: Credentials::one(Credential {
                     hash: KeyHash::sha256_of(&key),
                     valid_until: None,

@@ -1,7 +1,6 @@
 //! Principals — clients (machines with API keys) and users (people with passwords) — and
 //! the [`Directory`] that finds and authenticates them.
 
-use std::collections::HashSet;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
@@ -80,20 +79,26 @@ impl<'a> IntoIterator for &'a Credentials {
     }
 }
 
+/// What a principal is granted: its role and the scopes it may ask for. One copy is
+/// shared (`Arc`) by every principal with the same, see [`SharedAccess`]: a million
+/// clients usually have a handful of roles.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Access {
+    /// The `role` claim; empty for none.
+    pub role: String,
+    /// Scopes the principal may be granted.
+    pub scopes: Vec<String>,
+}
+
 /// A client or user as configured.
-///
-/// Role and scope lists are shared (`Arc`) between the principals that have the same
-/// ones — see [`SharedNames`]: a million clients usually have a handful of roles.
 #[derive(Debug, Clone)]
 pub struct Principal {
     /// Client id or username; becomes the token's `sub`.
     pub id: Box<str>,
     /// Client or user.
     pub kind: PrincipalKind,
-    /// The `role` claim.
-    pub role: Arc<str>,
-    /// Scopes this principal may be granted.
-    pub scopes: Arc<[String]>,
+    /// Role and scopes, shared with the principals that have the same.
+    pub access: Arc<Access>,
     /// Credentials, newest first; more than one only during a key rotation's grace.
     pub credentials: Credentials,
     /// Set by `keygate key revoke`: from this instant the key no longer authenticates and
@@ -106,6 +111,16 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// The `role` claim.
+    pub fn role(&self) -> &str {
+        &self.access.role
+    }
+
+    /// Scopes this principal may be granted.
+    pub fn scopes(&self) -> &[String] {
+        &self.access.scopes
+    }
+
     /// True when this principal may still authenticate at `now`.
     pub fn is_active(&self, now: OffsetDateTime) -> bool {
         self.revoked_at.is_none_or(|at| at > now)
@@ -134,32 +149,29 @@ impl Principal {
     }
 }
 
-/// One copy of each role and each list of scopes, handed out to every principal that has
-/// it: building a directory of a million clients with one role allocates that role once.
+/// One copy of each [`Access`], handed out to every principal that has it: building a
+/// directory of a million clients with one role and one list of scopes allocates them once.
 #[derive(Debug, Default)]
-pub struct SharedNames {
-    roles: HashSet<Arc<str>>,
-    scope_lists: HashSet<Arc<[String]>>,
+pub struct SharedAccess {
+    known: HashTable<Arc<Access>>,
+    hasher: std::hash::RandomState,
 }
 
-impl SharedNames {
-    /// The shared copy of `role`.
-    pub fn role(&mut self, role: &str) -> Arc<str> {
-        if let Some(shared) = self.roles.get(role) {
+impl SharedAccess {
+    /// The shared copy of `role` with `scopes` (the same scopes in the same order).
+    pub fn get(&mut self, role: &str, scopes: &[String]) -> Arc<Access> {
+        let hash = self.hasher.hash_one((role, scopes));
+        let same = |a: &Arc<Access>| a.role == role && a.scopes == scopes;
+        if let Some(shared) = self.known.find(hash, same) {
             return shared.clone();
         }
-        let shared: Arc<str> = role.into();
-        self.roles.insert(shared.clone());
-        shared
-    }
-
-    /// The shared copy of `scopes` (the same scopes in the same order).
-    pub fn scopes(&mut self, scopes: &[String]) -> Arc<[String]> {
-        if let Some(shared) = self.scope_lists.get(scopes) {
-            return shared.clone();
-        }
-        let shared: Arc<[String]> = scopes.into();
-        self.scope_lists.insert(shared.clone());
+        let shared = Arc::new(Access {
+            role: role.to_owned(),
+            scopes: scopes.to_vec(),
+        });
+        let hasher = &self.hasher;
+        let rehash = |a: &Arc<Access>| hasher.hash_one((a.role.as_str(), a.scopes.as_slice()));
+        self.known.insert_unique(hash, shared.clone(), rehash);
         shared
     }
 }

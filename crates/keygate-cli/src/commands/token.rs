@@ -22,10 +22,10 @@ pub(crate) fn issue(
         .get(sub)
         .with_context(|| format!("no client or user `{sub}` in {}", path.display()))?;
     let granted: Vec<String> = if scopes.is_empty() {
-        principal.scopes.to_vec()
+        principal.scopes().to_vec()
     } else {
         for s in scopes {
-            if !principal.scopes.contains(s) {
+            if !principal.scopes().contains(s) {
                 bail!("`{sub}` may not be granted the scope `{s}`");
             }
         }
@@ -34,7 +34,7 @@ pub(crate) fn issue(
     let grant = Grant {
         subject: &principal.id,
         client_id: &principal.id,
-        role: &principal.role,
+        role: principal.role(),
         scopes: &granted,
     };
     let ttl = ttl.unwrap_or(runtime.issuer.policy().ttl);

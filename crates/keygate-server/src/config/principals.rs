@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use keygate::api_key::{self, KeyHash};
 use keygate::principal::{
-    self, Credential, Credentials, Directory, Principal, PrincipalKind, SharedNames,
+    self, Access, Credential, Credentials, Directory, Principal, PrincipalKind, SharedAccess,
 };
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -22,7 +22,7 @@ use crate::quota::{QuotaTable, RateLimit};
 #[derive(Debug, Default)]
 pub(super) struct Principals {
     list: Vec<Principal>,
-    names: SharedNames,
+    access: SharedAccess,
     own_quotas: HashMap<Box<str>, RateLimit>,
     clients: usize,
     error: Option<ConfigError>,
@@ -40,7 +40,7 @@ impl Principals {
         if self.error.is_some() {
             return;
         }
-        let built = client_principal(i, c, &mut self.names).and_then(|p| {
+        let built = client_principal(i, c, &mut self.access).and_then(|p| {
             let setting = || format!("clients[{i}].rate_limit");
             Ok((
                 p,
@@ -63,7 +63,7 @@ impl Principals {
         if self.error.is_some() {
             return;
         }
-        match user_principal(i, u, &mut self.names) {
+        match user_principal(i, u, &mut self.access) {
             Ok(principal) => self.list.push(principal),
             Err(e) => self.error = Some(e),
         }
@@ -91,7 +91,7 @@ impl Principals {
 fn client_principal(
     i: usize,
     c: &ClientConfig,
-    names: &mut SharedNames,
+    shared: &mut SharedAccess,
 ) -> Result<Principal, ConfigError> {
     let at = |field| Field("clients", i, field);
     check_id(&c.id, at("id"))?;
@@ -127,8 +127,7 @@ fn client_principal(
     Ok(Principal {
         id: c.id.as_str().into(),
         kind: PrincipalKind::Client,
-        role: check_role(&c.role, at("role"), names)?,
-        scopes: check_scopes(&c.scopes, at("scopes"), names)?,
+        access: check_access(&c.role, &c.scopes, at, shared)?,
         credentials,
         revoked_at: parse_time(c.revoked_at.as_deref(), at("revoked_at"))?,
         not_before: parse_time(c.not_before.as_deref(), at("not_before"))?,
@@ -138,7 +137,7 @@ fn client_principal(
 fn user_principal(
     i: usize,
     u: &UserConfig,
-    names: &mut SharedNames,
+    shared: &mut SharedAccess,
 ) -> Result<Principal, ConfigError> {
     let at = |field| Field("users", i, field);
     check_id(&u.username, at("username"))?;
@@ -155,8 +154,7 @@ fn user_principal(
     Ok(Principal {
         id: u.username.as_str().into(),
         kind: PrincipalKind::User,
-        role: check_role(&u.role, at("role"), names)?,
-        scopes: check_scopes(&u.scopes, at("scopes"), names)?,
+        access: check_access(&u.role, &u.scopes, at, shared)?,
         credentials: Credentials::one(Credential {
             hash,
             valid_until: None,
@@ -189,27 +187,21 @@ fn check_id(id: &str, setting: Field) -> Result<(), ConfigError> {
     }
 }
 
-fn check_scopes(
-    scopes: &[String],
-    setting: Field,
-    names: &mut SharedNames,
-) -> Result<Arc<[String]>, ConfigError> {
-    for (i, s) in scopes.iter().enumerate() {
-        check_name(s, "scope", || format!("{setting}[{i}]"))?;
-    }
-    Ok(names.scopes(scopes))
-}
-
-/// A role, or none: the empty string is what an entry without `role` gets.
-fn check_role(
+/// A role (or none: the empty string is what an entry without `role` gets) and scopes,
+/// as the copy shared with the entries that have the same.
+fn check_access(
     role: &str,
-    setting: Field,
-    names: &mut SharedNames,
-) -> Result<Arc<str>, ConfigError> {
+    scopes: &[String],
+    at: impl Fn(&'static str) -> Field,
+    shared: &mut SharedAccess,
+) -> Result<Arc<Access>, ConfigError> {
     if !role.is_empty() {
-        check_name(role, "role", || setting.to_string())?;
+        check_name(role, "role", || at("role").to_string())?;
     }
-    Ok(names.role(role))
+    for (i, s) in scopes.iter().enumerate() {
+        check_name(s, "scope", || format!("{}[{i}]", at("scopes")))?;
+    }
+    Ok(shared.get(role, scopes))
 }
 
 /// A role or scope: see [`principal::is_valid_name`].

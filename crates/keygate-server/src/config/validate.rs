@@ -347,11 +347,11 @@ fn check_tokens_verify(
     // their lengths order the principals as their tokens' lengths do, with no need to
     // write a million of them out.
     let heaviest = directory.iter().max_by_key(|p| {
-        let scopes: usize = p.scopes.iter().map(|s| s.len() + 1).sum();
-        2 * p.id.len() + p.role.len() + scopes
+        let scopes: usize = p.scopes().iter().map(|s| s.len() + 1).sum();
+        2 * p.id.len() + p.role().len() + scopes
     });
     let (id, role, scopes) =
-        heaviest.map_or(("probe", "", &[][..]), |p| (&*p.id, &*p.role, &*p.scopes));
+        heaviest.map_or(("probe", "", &[][..]), |p| (&*p.id, p.role(), p.scopes()));
     let grant = Grant {
         subject: id,
         client_id: id,

@@ -115,7 +115,7 @@ pub(super) async fn revoke(
         .token
         .admin_roles
         .iter()
-        .any(|r| **r == *client.role);
+        .any(|r| r == client.role());
     if *claims.client_id != *client.id && !is_admin {
         tracing::info!(client = %client.id, jti = %claims.jti, "revocation of another client's token refused");
         return Err(Rejection::UnauthorizedClient);

@@ -8,8 +8,10 @@ fn client(id: &str, key: &str) -> Principal {
     Principal {
         id: id.into(),
         kind: PrincipalKind::Client,
-        role: "service".into(),
-        scopes: Arc::new([]),
+        access: Arc::new(Access {
+            role: "service".into(),
+            scopes: vec![],
+        }),
         credentials: Credentials::one(Credential {
             hash: KeyHash::sha256_of(key),
             valid_until: None,
@@ -170,8 +172,10 @@ async fn user_password_login() {
     let user = Principal {
         id: "alice".into(),
         kind: PrincipalKind::User,
-        role: "admin".into(),
-        scopes: Arc::new([]),
+        access: Arc::new(Access {
+            role: "admin".into(),
+            scopes: vec![],
+        }),
         credentials: Credentials::one(Credential {
             hash: KeyHash::Password(hash_password(b"wonderland").unwrap()),
             valid_until: None,
@@ -209,8 +213,10 @@ fn unknown_names_stand_in_for_every_kind_of_user() {
     let user = |id: &str, hash: PasswordHash| Principal {
         id: id.into(),
         kind: PrincipalKind::User,
-        role: "user".into(),
-        scopes: Arc::new([]),
+        access: Arc::new(Access {
+            role: "user".into(),
+            scopes: vec![],
+        }),
         credentials: Credentials::one(Credential {
             hash: KeyHash::Password(hash),
             valid_until: None,
@@ -250,20 +256,33 @@ fn unknown_names_stand_in_for_every_kind_of_user() {
     );
 }
 
-/// A million clients usually share a handful of roles and scope lists: each is stored
-/// once, not once per client.
+/// A million clients usually share a handful of roles and scope lists: each pair is
+/// stored once, not once per client.
 #[test]
 fn same_role_and_scopes_are_one_allocation() {
-    let mut names = SharedNames::default();
+    let mut shared = SharedAccess::default();
     let scopes = ["orders:read".to_owned(), "orders:write".to_owned()];
-    let (a, b) = (names.role("service"), names.role("service"));
+    let a = shared.get("service", &scopes);
+    let b = shared.get("service", &scopes.clone());
     assert!(Arc::ptr_eq(&a, &b));
-    assert!(!Arc::ptr_eq(&a, &names.role("admin")));
-    let (x, y) = (names.scopes(&scopes), names.scopes(&scopes.clone()));
-    assert!(Arc::ptr_eq(&x, &y));
-    assert_eq!(&*x, &scopes);
+    assert_eq!(
+        (a.role.as_str(), a.scopes.as_slice()),
+        ("service", &scopes[..])
+    );
+    assert!(!Arc::ptr_eq(&a, &shared.get("admin", &scopes)));
+    assert!(!Arc::ptr_eq(&a, &shared.get("service", &scopes[..1])));
     let reversed = [scopes[1].clone(), scopes[0].clone()];
-    assert!(!Arc::ptr_eq(&x, &names.scopes(&reversed)), "order is kept");
+    assert!(
+        !Arc::ptr_eq(&a, &shared.get("service", &reversed)),
+        "order is kept"
+    );
+    for i in 0..1000 {
+        shared.get(&format!("role-{i}"), &[]);
+    }
+    assert!(
+        Arc::ptr_eq(&a, &shared.get("service", &scopes)),
+        "kept as the table grows"
+    );
 }
 
 /// Both keys of a client in a rotation's grace are found by digest (the index records
