@@ -127,7 +127,7 @@ fn api_keys(c: &mut Criterion) {
             let id = format!("client-{i}");
             let key = api_key::generate(&id).unwrap();
             let p = Principal {
-                id: id.into(),
+                id: id.as_str().into(),
                 kind: PrincipalKind::Client,
                 access: Arc::new(Access {
                     role: "service".into(),

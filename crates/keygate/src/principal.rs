@@ -1,6 +1,7 @@
 //! Principals — clients (machines with API keys) and users (people with passwords) — and
 //! the [`Directory`] that finds and authenticates them.
 
+use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
@@ -90,11 +91,92 @@ pub struct Access {
     pub scopes: Vec<String>,
 }
 
+/// A client id or username, held inline when short (most are: `billing`, `client-42`), so
+/// that a directory of a million clients makes no allocation per id: every part of it is
+/// then in a few large blocks, which go back to the system whole when a reload replaces it.
+#[derive(Clone)]
+pub struct Id(IdRepr);
+
+#[derive(Clone)]
+enum IdRepr {
+    Inline { len: u8, bytes: [u8; INLINE_ID] },
+    Heap(Box<str>),
+}
+
+/// The longest id held inline: with its length and the variant's tag, as big as a `String`.
+const INLINE_ID: usize = 22;
+
+impl Id {
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            // Built from a `&str` only, so always UTF-8: the empty fallback is never taken.
+            IdRepr::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
+            }
+            IdRepr::Heap(id) => id,
+        }
+    }
+}
+
+impl From<&str> for Id {
+    fn from(id: &str) -> Self {
+        match u8::try_from(id.len()) {
+            Ok(len) if id.len() <= INLINE_ID => {
+                let mut bytes = [0; INLINE_ID];
+                bytes[..id.len()].copy_from_slice(id.as_bytes());
+                Id(IdRepr::Inline { len, bytes })
+            }
+            _ => Id(IdRepr::Heap(id.into())),
+        }
+    }
+}
+
+impl std::ops::Deref for Id {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Debug for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq for Id {
+    fn eq(&self, other: &Id) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Id {}
+
+impl PartialEq<str> for Id {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Id {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// A client or user as configured.
 #[derive(Debug, Clone)]
 pub struct Principal {
     /// Client id or username; becomes the token's `sub`.
-    pub id: Box<str>,
+    pub id: Id,
     /// Client or user.
     pub kind: PrincipalKind,
     /// Role and scopes, shared with the principals that have the same.

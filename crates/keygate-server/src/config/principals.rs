@@ -50,7 +50,7 @@ impl Principals {
         match built {
             Ok((principal, own)) => {
                 if let Some(limit) = own {
-                    self.own_quotas.insert(principal.id.clone(), limit);
+                    self.own_quotas.insert(principal.id.as_str().into(), limit);
                 }
                 self.clients += 1;
                 self.list.push(principal);

@@ -311,3 +311,23 @@ async fn both_keys_of_a_rotation_are_found_by_digest() {
     assert_eq!(dir.len(), 2000);
     assert!(!dir.has_users());
 }
+
+/// Short ids are held inline, long ones (up to the 64 characters ids may have) on the
+/// heap; both read back, compare and print as the text they were made from.
+#[tokio::test]
+async fn ids_of_every_length_are_found() {
+    let ids: Vec<String> = (1..=64).map(|n| "i".repeat(n)).collect();
+    let dir = Directory::new(ids.iter().map(|id| client(id, id))).unwrap();
+    let (v, now) = (verifier(), OffsetDateTime::now_utc());
+    for id in &ids {
+        let p = dir.get(id).unwrap();
+        assert_eq!(p.id.as_str(), id);
+        assert_eq!(p.id.to_string(), *id);
+        assert_eq!(format!("{:?}", p.id), format!("{id:?}"));
+        assert_eq!(p.id, Id::from(id.as_str()));
+        let found = dir.authenticate_key(id, &v, now).await.unwrap();
+        assert_eq!(found.id, id.as_str());
+    }
+    assert!(dir.get("").is_none());
+    assert!(dir.get(&"i".repeat(65)).is_none());
+}
