@@ -471,7 +471,8 @@ mod tests {
     }
 
     /// A file of many entries is read a batch at a time; what comes out (the entries, or
-    /// the error, word for word) is what parsing it whole gives.
+    /// the error, word for word) is what parsing it whole gives: for values of every TOML
+    /// type, text errors, nested tables, and errors in the settings around the entries.
     #[test]
     fn batched_reading_matches_the_whole_parse() {
         let client = |i: usize, extra: &str| {
@@ -501,6 +502,10 @@ mod tests {
             file(&at(5, "role = \"twice\"")),
             file(&at(400, "key_hash = ")),
             file(&at(400, "[clients.nested]\nx = 1")),
+            file(&at(450, "expires_at = 2027-01-01T00:00:00Z")),
+            file(&at(450, "not_before = 1979-05-27")),
+            file(&at(450, "rate_limit = 5")),
+            file(&at(450, "scopes = []\nprevious_key_hash = \"x\"")),
             file(&at(10, "")).replace(
                 "[limits]\nfailed_attempts = 3",
                 "[limits]\nfailed_attempts = \"3\"",
