@@ -2,7 +2,6 @@
 //! `/revoke` and `/introspect`, and the failed-attempt bookkeeping every check shares.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::http::{HeaderMap, header};
@@ -28,14 +27,14 @@ pub(crate) struct FormSecret<'a> {
 /// Authenticates the calling client by exactly one of: HTTP Basic `client_id:secret`
 /// (each part form-urlencoded, RFC 6749 §2.3.1), form `client_id` + `client_secret`, or
 /// the configured API-key header. Two methods at once is `invalid_request` (§2.3).
-pub(crate) async fn authenticate_client(
+pub(crate) async fn authenticate_client<'rt>(
     state: &AppState,
-    rt: &Runtime,
+    rt: &'rt Runtime,
     ip: IpAddr,
     headers: &HeaderMap,
     form: FormSecret<'_>,
     label: &'static str,
-) -> Result<Arc<Principal>, Rejection> {
+) -> Result<&'rt Principal, Rejection> {
     let basic = match headers.get(header::AUTHORIZATION) {
         Some(v) => {
             let v = v
@@ -99,14 +98,14 @@ pub(crate) async fn authenticate_client(
 
 /// Authenticates an API key (`/login`, or client authentication by the key header).
 /// `basic` picks the challenge of the refusal: `Basic` at the token endpoints.
-pub(crate) async fn authenticate_api_key(
+pub(crate) async fn authenticate_api_key<'rt>(
     state: &AppState,
-    rt: &Runtime,
+    rt: &'rt Runtime,
     ip: IpAddr,
     key: &str,
     label: &'static str,
     basic: bool,
-) -> Result<Arc<Principal>, Rejection> {
+) -> Result<&'rt Principal, Rejection> {
     // Keys carry 256 random bits: their failures count against the sending address
     // only, so that no stranger can lock a genuine client out (SPEC §9).
     let subjects = [Subject::Address(ip)];
@@ -153,13 +152,13 @@ pub(crate) fn decode_basic(creds: &str) -> Result<Vec<(String, String)>, Rejecti
 /// matched, so a principal is refused while any of its live credentials is revoked.)
 /// While the local copy of the list is not in sync,
 /// `store.on_unavailable` decides.
-pub(crate) fn not_revoked_in_store(
+pub(crate) fn not_revoked_in_store<'p>(
     state: &AppState,
     rt: &Runtime,
-    principal: Arc<Principal>,
+    principal: &'p Principal,
     refusal: Rejection,
     grant_type: &'static str,
-) -> Result<Arc<Principal>, Rejection> {
+) -> Result<&'p Principal, Rejection> {
     // Only credentials still valid by this replica's file: a rotated-out key past its
     // grace stays in the file for a while and must not refuse its successor.
     let now = OffsetDateTime::now_utc();

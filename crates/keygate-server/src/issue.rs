@@ -76,7 +76,7 @@ pub(crate) fn issue(
     let grant = Grant {
         subject: &principal.id,
         client_id: &principal.id,
-        role: &principal.role,
+        role: principal.role(),
         scopes,
     };
     let issued = rt.issuer.issue(&grant).map_err(|e| {

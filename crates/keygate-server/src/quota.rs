@@ -23,8 +23,10 @@ use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, HeaderValue};
 
+use keygate::principal::{Directory, PrincipalKind};
+
 use crate::audit::{AuditEvent, AuditKind};
-use crate::config::{Config, ConfigError, OnUnavailable, Runtime};
+use crate::config::{ConfigError, LimitsConfig, OnUnavailable, Runtime};
 use crate::rejection::Rejection;
 use crate::state::AppState;
 use crate::store::RedisQuota;
@@ -80,29 +82,71 @@ impl RateLimit {
     }
 }
 
-/// The quota of each client that has one: its own `rate_limit`, else
-/// `limits.default_rate_limit`. Users (the password grant) have none.
-pub(crate) fn quota_table(config: &Config) -> Result<HashMap<String, RateLimit>, ConfigError> {
-    let default = config
-        .limits
-        .default_rate_limit
-        .as_deref()
-        .map(|s| s.parse::<RateLimit>())
+/// A `rate_limit` setting, parsed; `None` when unset.
+pub(crate) fn parse_rate_limit(
+    value: Option<&str>,
+    setting: impl FnOnce() -> String,
+) -> Result<Option<RateLimit>, ConfigError> {
+    value
+        .map(str::parse::<RateLimit>)
         .transpose()
-        .map_err(|e| ConfigError::new("limits.default_rate_limit", e))?;
-    let mut table = HashMap::new();
-    for (i, c) in config.clients.iter().enumerate() {
-        let own = c
-            .rate_limit
-            .as_deref()
-            .map(|s| s.parse::<RateLimit>())
-            .transpose()
-            .map_err(|e| ConfigError::new(format!("clients[{i}].rate_limit"), e))?;
-        if let Some(limit) = own.or(default) {
-            table.insert(c.id.clone(), limit);
-        }
+        .map_err(|e| ConfigError::new(setting(), e))
+}
+
+/// The quota of each client that has one: its own `rate_limit`, else
+/// `limits.default_rate_limit`. Users (the password grant) have none. Only clients with
+/// their own are listed; the default is found through the directory, so that a million
+/// clients under the default cost no table at all.
+#[derive(Debug, Default)]
+pub struct QuotaTable {
+    own: HashMap<Box<str>, RateLimit>,
+    default: Option<RateLimit>,
+    /// Clients with a quota (own or default).
+    limited: usize,
+}
+
+impl QuotaTable {
+    /// The table of `clients` clients, `own` being those with their own `rate_limit`, under
+    /// `limits.default_rate_limit`.
+    pub(crate) fn new(
+        limits: &LimitsConfig,
+        own: HashMap<Box<str>, RateLimit>,
+        clients: usize,
+    ) -> Result<Self, ConfigError> {
+        let default = parse_rate_limit(limits.default_rate_limit.as_deref(), || {
+            "limits.default_rate_limit".into()
+        })?;
+        let limited = if default.is_some() {
+            clients
+        } else {
+            own.len()
+        };
+        Ok(Self {
+            own,
+            default,
+            limited,
+        })
     }
-    Ok(table)
+
+    /// The quota of `client_id`, a client of `directory`, if it has one.
+    pub fn get(&self, client_id: &str, directory: &Directory) -> Option<RateLimit> {
+        if let Some(own) = self.own.get(client_id) {
+            return Some(*own);
+        }
+        let default = self.default?;
+        let client = directory.get(client_id)?;
+        (client.kind == PrincipalKind::Client).then_some(default)
+    }
+
+    /// The number of clients with a quota.
+    pub fn len(&self) -> usize {
+        self.limited
+    }
+
+    /// True when no client has a quota.
+    pub fn is_empty(&self) -> bool {
+        self.limited == 0
+    }
 }
 
 /// GCRA with a burst: `interval_us` between requests at the sustained rate, and
@@ -250,7 +294,7 @@ pub(crate) async fn charge(
     ip: Option<std::net::IpAddr>,
     jti: Option<&str>,
 ) -> Result<Option<Decision>, Rejection> {
-    let Some(&limit) = rt.quotas.get(client_id) else {
+    let Some(limit) = rt.quotas.get(client_id, &rt.directory) else {
         return Ok(None);
     };
     let quotas = state.quotas();

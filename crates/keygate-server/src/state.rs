@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use keygate::password::PasswordVerifier;
@@ -15,6 +16,34 @@ use crate::limits::FailedAttempts;
 use crate::metrics::Metrics;
 use crate::quota::Quotas;
 use crate::store::{RedisAttempts, RedisQuota, RedisStore, Revocations, SharedRevocations};
+
+/// How long the replaced runtime is waited for, at most, before the requests still
+/// using it are left to free it.
+const RELEASE_WAIT: Duration = Duration::from_secs(30);
+
+/// Frees a replaced runtime on a thread of its own rather than in whichever request lets
+/// go of it last: freeing a million principals would stall every request queued on that
+/// async worker. The thread waits for the requests still holding it (they hold it only
+/// while they run) without blocking the reload's caller, which may be an async task.
+fn release<T: Send + Sync + 'static>(replaced: Arc<T>) -> Option<std::thread::JoinHandle<()>> {
+    let wait_and_free = move || {
+        let mut replaced = replaced;
+        let deadline = Instant::now() + RELEASE_WAIT;
+        loop {
+            match Arc::try_unwrap(replaced) {
+                Ok(runtime) => return drop(runtime),
+                Err(held) if Instant::now() < deadline => {
+                    replaced = held;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(_) => return,
+            }
+        }
+    };
+    let thread = std::thread::Builder::new().name("keygate-release".into());
+    // Without a thread, the last request frees it: slower for one request, never wrong.
+    thread.spawn(wait_and_free).ok()
+}
 
 /// Shared server state.
 #[derive(Clone, Debug)]
@@ -77,7 +106,7 @@ impl AppState {
 
     /// Loads `path` and builds state from it.
     pub fn from_path(path: PathBuf) -> Result<Self, ConfigError> {
-        let (_, runtime) = Config::load(&path)?;
+        let runtime = Config::load(&path)?;
         Self::new(runtime, Some(path))
     }
 
@@ -99,7 +128,7 @@ impl AppState {
         };
         let outcome = Config::load(path);
         match outcome {
-            Ok((_, runtime)) => {
+            Ok(runtime) => {
                 let old = self.runtime();
                 let (was, now) = (&old.config, &runtime.config);
                 let restart_only = [
@@ -161,7 +190,9 @@ impl AppState {
                 self.inner
                     .attempts
                     .reconfigure(limits.failed_attempts, limits.window);
-                self.inner.runtime.store(Arc::new(runtime));
+                let replaced = self.inner.runtime.swap(Arc::new(runtime));
+                drop(old);
+                release(replaced);
                 metrics::counter!("keygate_config_reloads_total", "result" => "ok").increment(1);
                 self.audit()
                     .record(&AuditEvent::new(AuditKind::ConfigReloaded).reason(cause));
@@ -245,5 +276,43 @@ impl AppState {
 
     pub(crate) fn is_draining(&self) -> bool {
         self.inner.draining.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::mpsc;
+    use std::thread::{self, ThreadId};
+    use std::time::Duration;
+
+    /// Tells, when dropped, on which thread.
+    struct Dropped(mpsc::Sender<ThreadId>);
+
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            let _ = self.0.send(thread::current().id());
+        }
+    }
+
+    /// A replaced runtime is freed on a thread of its own, even when a request still held
+    /// it at the swap: never by the request, which would be an async worker.
+    #[test]
+    fn a_replaced_runtime_is_freed_off_the_request_that_held_it() {
+        let (tx, rx) = mpsc::channel();
+        let replaced = Arc::new(Dropped(tx));
+        let held = replaced.clone();
+        let request = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(50));
+            drop(held);
+            thread::current().id()
+        });
+        let releaser = super::release(replaced).unwrap();
+        let releaser_id = releaser.thread().id();
+        let request_id = request.join().unwrap();
+        releaser.join().unwrap();
+        let freed_on = rx.recv().unwrap();
+        assert_eq!(freed_on, releaser_id);
+        assert_ne!(freed_on, request_id);
     }
 }

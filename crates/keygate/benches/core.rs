@@ -6,7 +6,7 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use keygate::api_key::{self, KeyHash};
 use keygate::password::{PasswordVerifier, hash_password};
-use keygate::principal::{Credential, Directory, Principal, PrincipalKind};
+use keygate::principal::{Access, Credential, Credentials, Directory, Principal, PrincipalKind};
 use keygate::token::{
     Grant, HmacSecret, Issuer, KeySet, SigningAlgorithm, SigningKey, TokenPolicy, Verifier,
 };
@@ -127,14 +127,16 @@ fn api_keys(c: &mut Criterion) {
             let id = format!("client-{i}");
             let key = api_key::generate(&id).unwrap();
             let p = Principal {
-                id,
+                id: id.as_str().into(),
                 kind: PrincipalKind::Client,
-                role: "service".into(),
-                scopes: vec![],
-                credentials: vec![Credential {
+                access: Arc::new(Access {
+                    role: "service".into(),
+                    scopes: vec![],
+                }),
+                credentials: Credentials::one(Credential {
                     hash: KeyHash::sha256_of(&key),
                     valid_until: None,
-                }],
+                }),
                 revoked_at: None,
                 not_before: None,
             };

@@ -1,8 +1,12 @@
 //! Principals — clients (machines with API keys) and users (people with passwords) — and
 //! the [`Directory`] that finds and authenticates them.
 
-use std::collections::HashMap;
+use std::fmt;
+use std::hash::BuildHasher;
 use std::sync::Arc;
+
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
 
 use time::OffsetDateTime;
 
@@ -29,19 +33,156 @@ pub struct Credential {
     pub valid_until: Option<OffsetDateTime>,
 }
 
+/// A principal's credentials, newest first: the current one, and during a key rotation's
+/// grace the one it replaced. The current one is held inline and the previous one boxed,
+/// so that the usual principal with one key costs no allocation for it (a directory may
+/// hold a million of them).
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    current: Credential,
+    previous: Option<Box<Credential>>,
+}
+
+impl Credentials {
+    /// One credential.
+    pub fn one(current: Credential) -> Self {
+        Self {
+            current,
+            previous: None,
+        }
+    }
+
+    /// `self` with the credential `current` replaced, kept until its grace ends.
+    #[must_use]
+    pub fn with_previous(mut self, previous: Credential) -> Self {
+        self.previous = Some(Box::new(previous));
+        self
+    }
+
+    /// The newest credential.
+    pub fn current(&self) -> &Credential {
+        &self.current
+    }
+
+    /// Every credential, newest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Credential> {
+        std::iter::once(&self.current).chain(self.previous.as_deref())
+    }
+}
+
+impl<'a> IntoIterator for &'a Credentials {
+    type Item = &'a Credential;
+    type IntoIter =
+        std::iter::Chain<std::iter::Once<&'a Credential>, std::option::IntoIter<&'a Credential>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        std::iter::once(&self.current).chain(self.previous.as_deref())
+    }
+}
+
+/// What a principal is granted: its role and the scopes it may ask for. One copy is
+/// shared (`Arc`) by every principal with the same, see [`SharedAccess`]: a million
+/// clients usually have a handful of roles.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Access {
+    /// The `role` claim; empty for none.
+    pub role: String,
+    /// Scopes the principal may be granted.
+    pub scopes: Vec<String>,
+}
+
+/// A client id or username, held inline when short (most are: `billing`, `client-42`), so
+/// that a directory of a million clients makes no allocation per id: every part of it is
+/// then in a few large blocks, which go back to the system whole when a reload replaces it.
+#[derive(Clone)]
+pub struct Id(IdRepr);
+
+#[derive(Clone)]
+enum IdRepr {
+    Inline { len: u8, bytes: [u8; INLINE_ID] },
+    Heap(Box<str>),
+}
+
+/// The longest id held inline: with its length and the variant's tag, as big as a `String`.
+const INLINE_ID: usize = 22;
+
+impl Id {
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            // Built from a `&str` only, so always UTF-8: the empty fallback is never taken.
+            IdRepr::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
+            }
+            IdRepr::Heap(id) => id,
+        }
+    }
+}
+
+impl From<&str> for Id {
+    fn from(id: &str) -> Self {
+        match u8::try_from(id.len()) {
+            Ok(len) if id.len() <= INLINE_ID => {
+                let mut bytes = [0; INLINE_ID];
+                bytes[..id.len()].copy_from_slice(id.as_bytes());
+                Id(IdRepr::Inline { len, bytes })
+            }
+            _ => Id(IdRepr::Heap(id.into())),
+        }
+    }
+}
+
+impl std::ops::Deref for Id {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Debug for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq for Id {
+    fn eq(&self, other: &Id) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Id {}
+
+impl PartialEq<str> for Id {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Id {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// A client or user as configured.
 #[derive(Debug, Clone)]
 pub struct Principal {
     /// Client id or username; becomes the token's `sub`.
-    pub id: String,
+    pub id: Id,
     /// Client or user.
     pub kind: PrincipalKind,
-    /// The `role` claim.
-    pub role: String,
-    /// Scopes this principal may be granted.
-    pub scopes: Vec<String>,
+    /// Role and scopes, shared with the principals that have the same.
+    pub access: Arc<Access>,
     /// Credentials, newest first; more than one only during a key rotation's grace.
-    pub credentials: Vec<Credential>,
+    pub credentials: Credentials,
     /// Set by `keygate key revoke`: from this instant the key no longer authenticates and
     /// keygate's own endpoints refuse every token issued to this principal.
     pub revoked_at: Option<OffsetDateTime>,
@@ -52,6 +193,16 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// The `role` claim.
+    pub fn role(&self) -> &str {
+        &self.access.role
+    }
+
+    /// Scopes this principal may be granted.
+    pub fn scopes(&self) -> &[String] {
+        &self.access.scopes
+    }
+
     /// True when this principal may still authenticate at `now`.
     pub fn is_active(&self, now: OffsetDateTime) -> bool {
         self.revoked_at.is_none_or(|at| at > now)
@@ -80,6 +231,33 @@ impl Principal {
     }
 }
 
+/// One copy of each [`Access`], handed out to every principal that has it: building a
+/// directory of a million clients with one role and one list of scopes allocates them once.
+#[derive(Debug, Default)]
+pub struct SharedAccess {
+    known: HashTable<Arc<Access>>,
+    hasher: std::hash::RandomState,
+}
+
+impl SharedAccess {
+    /// The shared copy of `role` with `scopes` (the same scopes in the same order).
+    pub fn get(&mut self, role: &str, scopes: &[String]) -> Arc<Access> {
+        let hash = self.hasher.hash_one((role, scopes));
+        let same = |a: &Arc<Access>| a.role == role && a.scopes == scopes;
+        if let Some(shared) = self.known.find(hash, same) {
+            return shared.clone();
+        }
+        let shared = Arc::new(Access {
+            role: role.to_owned(),
+            scopes: scopes.to_vec(),
+        });
+        let hasher = &self.hasher;
+        let rehash = |a: &Arc<Access>| hasher.hash_one((a.role.as_str(), a.scopes.as_slice()));
+        self.known.insert_unique(hash, shared.clone(), rehash);
+        shared
+    }
+}
+
 /// True for a valid role or scope: 1-128 of `A-Z a-z 0-9 _ . : / -`. Narrower than
 /// RFC 6749 §3.3 scope tokens on purpose: these values travel in `X-Auth-Role` and
 /// `X-Auth-Scope` headers, space-separated `scope` claims and `key list` columns, where a
@@ -92,10 +270,21 @@ pub fn is_valid_name(value: &str) -> bool {
 }
 
 /// All principals, indexed for O(1) lookup by id and by key digest.
+///
+/// The principals sit in one vector; both indexes hold positions in it (4 bytes each)
+/// rather than keys or pointers, so a million clients cost one allocation each (the id)
+/// plus their share of three large arrays.
 #[derive(Debug, Default)]
 pub struct Directory {
-    by_id: HashMap<String, Arc<Principal>>,
-    by_digest: HashMap<[u8; 32], Arc<Principal>>,
+    principals: Vec<Principal>,
+    /// Positions, found by the id's hash.
+    by_id: HashTable<u32>,
+    /// Clients' SHA-256 credentials, found by the digest's hash: the position shifted
+    /// left by one, and which credential in the low bit (see [`digest_at`]).
+    by_digest: HashTable<u32>,
+    /// Keys the two tables' hashes, so that no outsider can aim ids at one bucket.
+    hasher: std::hash::RandomState,
+    has_users: bool,
     /// Real users' password hashes. An unknown username is checked (and always refused)
     /// against one of them, picked by the name: a given name always costs the same, and
     /// unknown names cost what known names cost, in the same proportions, whatever mix of
@@ -106,40 +295,71 @@ pub struct Directory {
     stand_in_key: std::hash::RandomState,
 }
 
-/// A second principal with an id already taken (clients and users share one namespace,
-/// so a client can never mint tokens whose `sub` names a user).
+/// Why a set of principals cannot be a [`Directory`].
 #[derive(Debug, thiserror::Error)]
-#[error("two principals have the id `{0}`")]
-pub struct DuplicateId(pub String);
+#[non_exhaustive]
+pub enum DirectoryError {
+    /// A second principal with an id already taken (clients and users share one
+    /// namespace, so a client can never mint tokens whose `sub` names a user).
+    #[error("two principals have the id `{0}`")]
+    DuplicateId(String),
+    /// More principals than a directory indexes (2^31).
+    #[error("more than 2^31 principals")]
+    TooMany,
+}
 
 /// Compared against when no principal matches, so that an unknown key costs what a
 /// wrong one costs.
 const DUMMY_DIGEST: [u8; 32] = [0x5a; 32];
 
 impl Directory {
-    /// Indexes `principals`; refuses two with one id.
-    pub fn new(principals: impl IntoIterator<Item = Principal>) -> Result<Self, DuplicateId> {
-        let mut dir = Directory::default();
-        for p in principals {
-            let p = Arc::new(p);
-            if dir.by_id.insert(p.id.clone(), p.clone()).is_some() {
-                return Err(DuplicateId(p.id.clone()));
+    /// Indexes `principals`; refuses two with one id. Two clients with the same SHA-256
+    /// key: a hand-made key finds the later one.
+    pub fn new(principals: impl IntoIterator<Item = Principal>) -> Result<Self, DirectoryError> {
+        let mut principals: Vec<Principal> = principals.into_iter().collect();
+        // Grown by doubling while the file was read: up to half of it unused.
+        principals.shrink_to_fit();
+        let count = u32::try_from(principals.len())
+            .ok()
+            .filter(|n| *n < 1 << 31)
+            .ok_or(DirectoryError::TooMany)?;
+        let hasher = std::hash::RandomState::new();
+        let mut by_id = HashTable::with_capacity(principals.len());
+        let mut by_digest = HashTable::with_capacity(principals.len());
+        let id_of = |at: &u32| &*principals[*at as usize].id;
+        for (at, p) in (0..count).zip(&principals) {
+            let hash = hasher.hash_one(&*p.id);
+            match by_id.entry(
+                hash,
+                |other| id_of(other) == &*p.id,
+                |other| hasher.hash_one(id_of(other)),
+            ) {
+                Entry::Occupied(_) => return Err(DirectoryError::DuplicateId(p.id.to_string())),
+                Entry::Vacant(slot) => {
+                    slot.insert(at);
+                }
             }
-            if p.kind == PrincipalKind::Client {
-                for c in &p.credentials {
-                    if let Some(d) = c.hash.sha256() {
-                        dir.by_digest.insert(*d, p.clone());
+            if p.kind != PrincipalKind::Client {
+                continue;
+            }
+            for (slot, c) in (0..).zip(p.credentials.iter()) {
+                let Some(d) = c.hash.sha256() else { continue };
+                let holds = |other: &u32| digest_at(&principals, *other) == Some(d);
+                let rehash = |other: &u32| hasher.hash_one(digest_at(&principals, *other));
+                match by_digest.entry(hasher.hash_one(Some(d)), holds, rehash) {
+                    Entry::Occupied(mut taken) => *taken.get_mut() = at << 1 | slot,
+                    Entry::Vacant(free) => {
+                        free.insert(at << 1 | slot);
                     }
                 }
             }
         }
-        let mut users: Vec<&Arc<Principal>> = dir
-            .by_id
-            .values()
+        let mut users: Vec<&Principal> = principals
+            .iter()
             .filter(|p| p.kind == PrincipalKind::User)
             .collect();
         users.sort_by(|a, b| a.id.cmp(&b.id));
-        dir.stand_ins = users
+        let stand_ins = users
             .iter()
             .filter_map(|u| {
                 u.credentials.iter().find_map(|c| match &c.hash {
@@ -148,32 +368,53 @@ impl Directory {
                 })
             })
             .collect();
-        Ok(dir)
+        let has_users = !users.is_empty();
+        Ok(Directory {
+            principals,
+            by_id,
+            by_digest,
+            hasher,
+            has_users,
+            stand_ins,
+            stand_in_key: std::hash::RandomState::new(),
+        })
     }
 
     /// The principal with this id.
-    pub fn get(&self, id: &str) -> Option<&Arc<Principal>> {
-        self.by_id.get(id)
+    pub fn get(&self, id: &str) -> Option<&Principal> {
+        let at = self.by_id.find(self.hasher.hash_one(id), |at| {
+            &*self.principals[*at as usize].id == id
+        })?;
+        self.principals.get(*at as usize)
     }
 
-    /// Every principal, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<Principal>> {
-        self.by_id.values()
+    /// Every principal, in the order given to [`Directory::new`].
+    pub fn iter(&self) -> impl Iterator<Item = &Principal> {
+        self.principals.iter()
     }
 
     /// Number of principals.
     pub fn len(&self) -> usize {
-        self.by_id.len()
+        self.principals.len()
     }
 
     /// True when there are no principals.
     pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
+        self.principals.is_empty()
     }
 
     /// True when at least one user exists (the password grant is on only then).
     pub fn has_users(&self) -> bool {
-        self.by_id.values().any(|p| p.kind == PrincipalKind::User)
+        self.has_users
+    }
+
+    /// The client holding a SHA-256 credential with this digest.
+    fn by_digest(&self, digest: &[u8; 32]) -> Option<&Principal> {
+        let holds = |entry: &u32| digest_at(&self.principals, *entry) == Some(digest);
+        let entry = self
+            .by_digest
+            .find(self.hasher.hash_one(Some(digest)), holds)?;
+        self.principals.get((*entry >> 1) as usize)
     }
 
     /// Finds the client an API key belongs to and checks the key.
@@ -186,7 +427,7 @@ impl Directory {
         key: &str,
         passwords: &PasswordVerifier,
         now: OffsetDateTime,
-    ) -> Result<Arc<Principal>> {
+    ) -> Result<&Principal> {
         match api_key::classify(key)? {
             PresentedKey::Generated { id } => {
                 let client = self.client(id);
@@ -194,7 +435,7 @@ impl Directory {
             }
             PresentedKey::HandMade => {
                 let presented = digest(key);
-                let found = self.by_digest.get(&presented);
+                let found = self.by_digest(&presented);
                 let client = found.filter(|p| p.kind == PrincipalKind::Client);
                 check_secret(client, key, passwords, now).await
             }
@@ -208,7 +449,7 @@ impl Directory {
         secret: &str,
         passwords: &PasswordVerifier,
         now: OffsetDateTime,
-    ) -> Result<Arc<Principal>> {
+    ) -> Result<&Principal> {
         if let PresentedKey::Generated { id } = api_key::classify(secret)?
             && id != client_id
         {
@@ -225,11 +466,8 @@ impl Directory {
         password: &str,
         passwords: &PasswordVerifier,
         now: OffsetDateTime,
-    ) -> Result<Arc<Principal>> {
-        let user = self
-            .by_id
-            .get(username)
-            .filter(|p| p.kind == PrincipalKind::User);
+    ) -> Result<&Principal> {
+        let user = self.get(username).filter(|p| p.kind == PrincipalKind::User);
         let hash = user.and_then(|u| {
             u.live_credentials(now).find_map(|c| match &c.hash {
                 KeyHash::Password(p) => Some(p),
@@ -249,12 +487,11 @@ impl Directory {
         if !user.is_active(now) {
             return Err(Error::WrongCredential);
         }
-        Ok(user.clone())
+        Ok(user)
     }
 
     /// The real user's hash an unknown `username` is checked against.
     fn stand_in(&self, username: &str) -> Option<&PasswordHash> {
-        use std::hash::BuildHasher;
         if self.stand_ins.is_empty() {
             return None;
         }
@@ -262,22 +499,28 @@ impl Directory {
         self.stand_ins.get(usize::try_from(pick).ok()?)
     }
 
-    fn client(&self, id: &str) -> Option<&Arc<Principal>> {
-        self.by_id
-            .get(id)
-            .filter(|p| p.kind == PrincipalKind::Client)
+    fn client(&self, id: &str) -> Option<&Principal> {
+        self.get(id).filter(|p| p.kind == PrincipalKind::Client)
     }
+}
+
+/// The digest a `by_digest` entry stands for: the credential (low bit: 0 current, 1
+/// previous) of the principal at the entry's other bits.
+fn digest_at(principals: &[Principal], entry: u32) -> Option<&[u8; 32]> {
+    let principal = principals.get((entry >> 1) as usize)?;
+    let credential = principal.credentials.iter().nth((entry & 1) as usize)?;
+    credential.hash.sha256()
 }
 
 /// Checks `secret` against every credential of `principal` without stopping at the first
 /// mismatch, then the principal's state. With no principal, a dummy comparison of the
 /// same cost runs and the answer is [`Error::WrongCredential`].
-async fn check_secret(
-    principal: Option<&Arc<Principal>>,
+async fn check_secret<'a>(
+    principal: Option<&'a Principal>,
     secret: &str,
     passwords: &PasswordVerifier,
     now: OffsetDateTime,
-) -> Result<Arc<Principal>> {
+) -> Result<&'a Principal> {
     let presented = digest(secret);
     let Some(principal) = principal else {
         let _ = KeyHash::Sha256(DUMMY_DIGEST).matches_digest(&presented);
@@ -299,7 +542,7 @@ async fn check_secret(
         }
     }
     if matched && principal.is_active(now) {
-        Ok(principal.clone())
+        Ok(principal)
     } else if expired && principal.is_active(now) {
         Err(Error::CredentialExpired)
     } else {
@@ -320,254 +563,4 @@ async fn verify_password_key(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::password::hash_password;
-    use time::Duration;
-
-    fn client(id: &str, key: &str) -> Principal {
-        Principal {
-            id: id.into(),
-            kind: PrincipalKind::Client,
-            role: "service".into(),
-            scopes: vec![],
-            credentials: vec![Credential {
-                hash: KeyHash::sha256_of(key),
-                valid_until: None,
-            }],
-            revoked_at: None,
-            not_before: None,
-        }
-    }
-
-    fn verifier() -> PasswordVerifier {
-        PasswordVerifier::new(2, 16).unwrap()
-    }
-
-    #[tokio::test]
-    async fn generated_key_finds_its_client() {
-        let key = api_key::generate("billing").unwrap();
-        let dir = Directory::new([client("billing", &key)]).unwrap();
-        let now = OffsetDateTime::now_utc();
-        let p = dir.authenticate_key(&key, &verifier(), now).await.unwrap();
-        assert_eq!(p.id, "billing");
-    }
-
-    #[tokio::test]
-    async fn hand_made_key_is_found_by_digest() {
-        let dir = Directory::new([client("legacy", "seed-style-key")]).unwrap();
-        let now = OffsetDateTime::now_utc();
-        let p = dir
-            .authenticate_key("seed-style-key", &verifier(), now)
-            .await
-            .unwrap();
-        assert_eq!(p.id, "legacy");
-        assert!(matches!(
-            dir.authenticate_key("seed-style-kez", &verifier(), now)
-                .await,
-            Err(Error::WrongCredential)
-        ));
-    }
-
-    #[tokio::test]
-    async fn key_of_an_unknown_client_is_wrong_not_malformed() {
-        let dir = Directory::new([]).unwrap();
-        let key = api_key::generate("ghost").unwrap();
-        let now = OffsetDateTime::now_utc();
-        assert!(matches!(
-            dir.authenticate_key(&key, &verifier(), now).await,
-            Err(Error::WrongCredential)
-        ));
-    }
-
-    #[tokio::test]
-    async fn rotated_key_works_until_its_grace_ends() {
-        let old = api_key::generate("billing").unwrap();
-        let new = api_key::generate("billing").unwrap();
-        let now = OffsetDateTime::now_utc();
-        let mut p = client("billing", &new);
-        p.credentials.push(Credential {
-            hash: KeyHash::sha256_of(&old),
-            valid_until: Some(now + Duration::hours(1)),
-        });
-        let dir = Directory::new([p]).unwrap();
-        let v = verifier();
-        dir.authenticate_key(&new, &v, now).await.unwrap();
-        dir.authenticate_key(&old, &v, now).await.unwrap();
-        let later = now + Duration::hours(2);
-        dir.authenticate_key(&new, &v, later).await.unwrap();
-        assert!(matches!(
-            dir.authenticate_key(&old, &v, later).await,
-            Err(Error::CredentialExpired)
-        ));
-    }
-
-    #[tokio::test]
-    async fn revoked_client_is_refused() {
-        let key = api_key::generate("billing").unwrap();
-        let now = OffsetDateTime::now_utc();
-        let mut p = client("billing", &key);
-        p.revoked_at = Some(now - Duration::seconds(1));
-        let dir = Directory::new([p]).unwrap();
-        assert!(matches!(
-            dir.authenticate_key(&key, &verifier(), now).await,
-            Err(Error::WrongCredential)
-        ));
-    }
-
-    #[test]
-    fn tokens_older_than_not_before_are_refused() {
-        let mut p = client("billing", "k");
-        let t = OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap();
-        let now = t + Duration::minutes(1);
-        assert!(
-            p.accepts_token_issued_at(1_800_000_000, now),
-            "no not_before"
-        );
-        p.not_before = Some(t);
-        assert!(!p.accepts_token_issued_at(1_899_999_999, now));
-        assert!(p.accepts_token_issued_at(1_900_000_000, now));
-        p.not_before = Some(t + Duration::milliseconds(500));
-        assert!(
-            !p.accepts_token_issued_at(1_900_000_000, now),
-            "the same second, maybe before"
-        );
-        assert!(p.accepts_token_issued_at(1_900_000_001, now));
-        assert!(!p.accepts_token_issued_at(u64::MAX, now), "no such instant");
-        p.revoked_at = Some(now - Duration::seconds(1));
-        assert!(
-            !p.accepts_token_issued_at(1_900_000_030, now),
-            "a revoked principal's tokens are all refused"
-        );
-    }
-
-    #[tokio::test]
-    async fn client_credentials_with_a_password_hashed_key() {
-        let now = OffsetDateTime::now_utc();
-        let mut p = client("imported", "unused");
-        p.credentials = vec![Credential {
-            hash: KeyHash::Password(hash_password(b"old-secret").unwrap()),
-            valid_until: None,
-        }];
-        let dir = Directory::new([p]).unwrap();
-        let v = verifier();
-        dir.authenticate_client("imported", "old-secret", &v, now)
-            .await
-            .unwrap();
-        assert!(
-            dir.authenticate_client("imported", "old-secreT", &v, now)
-                .await
-                .is_err()
-        );
-    }
-
-    #[tokio::test]
-    async fn kg_key_must_belong_to_the_named_client() {
-        let key = api_key::generate("billing").unwrap();
-        let dir = Directory::new([client("billing", &key), client("other", "x")]).unwrap();
-        let now = OffsetDateTime::now_utc();
-        let v = verifier();
-        dir.authenticate_client("billing", &key, &v, now)
-            .await
-            .unwrap();
-        assert!(
-            dir.authenticate_client("other", &key, &v, now)
-                .await
-                .is_err()
-        );
-    }
-
-    #[tokio::test]
-    async fn user_and_client_cannot_share_an_id() {
-        let mut user = client("alice", "k");
-        user.kind = PrincipalKind::User;
-        let err = Directory::new([client("alice", "k2"), user]).unwrap_err();
-        assert_eq!(err.to_string(), "two principals have the id `alice`");
-    }
-
-    #[tokio::test]
-    async fn user_password_login() {
-        let now = OffsetDateTime::now_utc();
-        let user = Principal {
-            id: "alice".into(),
-            kind: PrincipalKind::User,
-            role: "admin".into(),
-            scopes: vec![],
-            credentials: vec![Credential {
-                hash: KeyHash::Password(hash_password(b"wonderland").unwrap()),
-                valid_until: None,
-            }],
-            revoked_at: None,
-            not_before: None,
-        };
-        let dir = Directory::new([user]).unwrap();
-        let v = verifier();
-        dir.authenticate_user("alice", "wonderland", &v, now)
-            .await
-            .unwrap();
-        assert!(
-            dir.authenticate_user("alice", "Wonderland", &v, now)
-                .await
-                .is_err()
-        );
-        assert!(
-            dir.authenticate_user("bob", "wonderland", &v, now)
-                .await
-                .is_err()
-        );
-        assert!(
-            dir.authenticate_user("ALICE", "wonderland", &v, now)
-                .await
-                .is_err()
-        );
-    }
-
-    /// Unknown usernames are checked against the users' own hashes in their proportions
-    /// (each name always against the same one), not always against the costliest: with
-    /// one bcrypt user among argon2 users, a fast answer must not mean "a known name".
-    #[test]
-    fn unknown_names_stand_in_for_every_kind_of_user() {
-        let user = |id: &str, hash: PasswordHash| Principal {
-            id: id.into(),
-            kind: PrincipalKind::User,
-            role: "user".into(),
-            scopes: vec![],
-            credentials: vec![Credential {
-                hash: KeyHash::Password(hash),
-                valid_until: None,
-            }],
-            revoked_at: None,
-            not_before: None,
-        };
-        let argon = hash_password(b"argon user password").unwrap();
-        let bcrypt: PasswordHash = "$2b$12$EixZaYVK1fsbw1ZfbX3OXePaWxn96p36WQoeG6Lruj3vjPGga31lW"
-            .parse()
-            .unwrap();
-        let dir = Directory::new([
-            user("alice", argon.clone()),
-            user("bob", argon.clone()),
-            user("carol", bcrypt.clone()),
-        ])
-        .unwrap();
-        let (mut as_argon, mut as_bcrypt) = (0, 0);
-        for i in 0..300 {
-            let name = format!("unknown-{i}");
-            let pick = dir.stand_in(&name).unwrap();
-            assert_eq!(
-                pick,
-                dir.stand_in(&name).unwrap(),
-                "a name keeps its stand-in"
-            );
-            if *pick == bcrypt {
-                as_bcrypt += 1;
-            } else {
-                assert_eq!(*pick, argon);
-                as_argon += 1;
-            }
-        }
-        assert!(
-            as_argon > 120 && as_bcrypt > 50,
-            "{as_argon} argon2, {as_bcrypt} bcrypt"
-        );
-    }
-}
+mod tests;

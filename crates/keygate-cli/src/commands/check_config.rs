@@ -2,10 +2,16 @@
 
 use std::path::Path;
 
+use keygate::principal::PrincipalKind;
 use keygate_server::Config;
 
 pub(crate) fn run(path: &Path) -> anyhow::Result<()> {
-    let (config, runtime) = Config::load(path)?;
+    let runtime = Config::load(path)?;
+    let users = runtime
+        .directory
+        .iter()
+        .filter(|p| p.kind == PrincipalKind::User);
+    let users = users.count();
     // The certificate pair too, as `serve` would load it at start-up.
     if let Some(files) = &runtime.tls {
         keygate_server::tls::Certificates::load(files.clone())?;
@@ -14,8 +20,8 @@ pub(crate) fn run(path: &Path) -> anyhow::Result<()> {
         "{}: ok ({}, {} clients, {} users, listening on {}{})",
         path.display(),
         runtime.verifier.algorithm(),
-        config.clients.len(),
-        config.users.len(),
+        runtime.directory.len() - users,
+        users,
         runtime.listen,
         if runtime.tls.is_some() {
             " with TLS"

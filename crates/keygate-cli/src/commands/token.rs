@@ -16,16 +16,16 @@ pub(crate) fn issue(
     scopes: &[String],
     ttl: Option<Duration>,
 ) -> anyhow::Result<()> {
-    let (_, runtime) = Config::load(path)?;
+    let runtime = Config::load(path)?;
     let principal = runtime
         .directory
         .get(sub)
         .with_context(|| format!("no client or user `{sub}` in {}", path.display()))?;
     let granted: Vec<String> = if scopes.is_empty() {
-        principal.scopes.clone()
+        principal.scopes().to_vec()
     } else {
         for s in scopes {
-            if !principal.scopes.contains(s) {
+            if !principal.scopes().contains(s) {
                 bail!("`{sub}` may not be granted the scope `{s}`");
             }
         }
@@ -34,7 +34,7 @@ pub(crate) fn issue(
     let grant = Grant {
         subject: &principal.id,
         client_id: &principal.id,
-        role: &principal.role,
+        role: principal.role(),
         scopes: &granted,
     };
     let ttl = ttl.unwrap_or(runtime.issuer.policy().ttl);
@@ -44,7 +44,7 @@ pub(crate) fn issue(
 }
 
 pub(crate) fn verify(path: &Path, token: Option<String>) -> anyhow::Result<()> {
-    let (_, runtime) = Config::load(path)?;
+    let runtime = Config::load(path)?;
     let token = match token {
         Some(t) => t,
         None => super::read_stdin()?,

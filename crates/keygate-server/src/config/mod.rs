@@ -2,17 +2,21 @@
 //! environment overrides, with `${VAR}` interpolation, then validated into a [`Runtime`]
 //! where every bad value becomes one line naming the setting.
 //!
-//! Three rooms: `model.rs` (the sections, their defaults, serde), `env.rs` (`${VAR}`,
-//! `KEYGATE_*` overrides, humane durations) and `validate.rs` (every check, and the
-//! [`Runtime`] built from them; the `[server]` checks are in `server.rs`). [`edit`] changes
-//! the file for the CLI, keeping comments and order, under [`lock`]; [`keyring`] is the
-//! folder of signing keys.
+//! Rooms: `model.rs` (the sections, their defaults, serde), `env.rs` (`${VAR}`,
+//! `KEYGATE_*` overrides, humane durations; a large file read a batch of `[[clients]]`
+//! blocks at a time, found by `blocks.rs`), `principals.rs` (each client and user entry
+//! checked and turned into its principal as soon as it is read) and `validate.rs` (every
+//! other check, and the [`Runtime`] built from them; the `[server]` checks are in
+//! `server.rs`). [`edit`] changes the file for the CLI, keeping comments and order, under
+//! [`lock`]; [`keyring`] is the folder of signing keys.
 
+mod blocks;
 pub mod edit;
 mod env;
 pub mod keyring;
 pub mod lock;
 mod model;
+mod principals;
 mod server;
 mod template;
 mod validate;
@@ -49,21 +53,24 @@ impl ConfigError {
 
 impl Config {
     /// Reads and validates `path`, with the process environment for `${VAR}` and overrides.
-    pub fn load(path: &Path) -> Result<(Config, Runtime), ConfigError> {
+    /// The clients and users end up in the runtime's directory only: each entry of the file
+    /// is dropped as soon as its principal is built.
+    pub fn load(path: &Path) -> Result<Runtime, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new(path.display().to_string(), e))?;
         let env: BTreeMap<String, String> = std::env::vars().collect();
-        let mut config = Config::parse(&text, &env).map_err(|e| {
+        let in_file = |e: ConfigError| {
             ConfigError::new(format!("{}: {}", path.display(), e.setting), e.message)
-        })?;
+        };
+        let mut principals = principals::Principals::default();
+        let mut config =
+            Config::parse_with(&text, &env, &mut |entry| principals.add(entry)).map_err(in_file)?;
+        drop(text);
         config.base_dir = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-        let runtime = config.validate().map_err(|e| {
-            ConfigError::new(format!("{}: {}", path.display(), e.setting), e.message)
-        })?;
-        Ok((config, runtime))
+        config.into_runtime(principals).map_err(in_file)
     }
 }
 

@@ -6,16 +6,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keygate::api_key::{self, KeyHash};
-use keygate::principal::{self, Credential, Directory, Principal, PrincipalKind};
+use keygate::principal::Directory;
 use keygate::token::{
     Grant, HmacSecret, Issuer, KeySet, SigningAlgorithm, SigningKey, TokenPolicy, Verifier,
 };
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
-use super::model::{ClientConfig, SameSite, UserConfig};
+use super::model::{LimitsConfig, SameSite};
+use super::principals::{Principals, check_name};
 use super::{Config, ConfigError, keyring};
+use crate::quota::QuotaTable;
 use crate::tls::TlsFiles;
 
 /// The longest failed-attempt window.
@@ -28,6 +27,36 @@ const MAX_HASHING_QUEUE: usize = 100_000;
 impl Config {
     /// Checks every value and builds what the server runs on.
     pub fn validate(&self) -> Result<Runtime, ConfigError> {
+        let mut principals = Principals::default();
+        for (i, c) in self.clients.iter().enumerate() {
+            principals.add_client(i, c);
+        }
+        for (i, u) in self.users.iter().enumerate() {
+            principals.add_user(i, u);
+        }
+        self.settings().into_runtime(principals)
+    }
+
+    /// Everything but the clients and users (which live on in the [`Directory`]).
+    fn settings(&self) -> Config {
+        Config {
+            server: self.server.clone(),
+            token: self.token.clone(),
+            api_key: self.api_key.clone(),
+            cookie: self.cookie.clone(),
+            limits: self.limits.clone(),
+            store: self.store.clone(),
+            audit: self.audit.clone(),
+            clients: Vec::new(),
+            users: Vec::new(),
+            base_dir: self.base_dir.clone(),
+        }
+    }
+
+    /// The runtime of these settings (`self`, whose own clients and users are ignored)
+    /// and `principals`. The settings are checked first: their errors come before those
+    /// of the clients and users.
+    pub(super) fn into_runtime(self, principals: Principals) -> Result<Runtime, ConfigError> {
         let server = self.check_server()?;
         let (issuer, verifier, keys, keyring_dir) = self.token_keys(&server.public_url)?;
         self.check_api_key()?;
@@ -35,19 +64,11 @@ impl Config {
         self.check_limits()?;
         self.check_store()?;
         for (i, role) in self.token.admin_roles.iter().enumerate() {
-            check_name(role, "role", &format!("token.admin_roles[{i}]"))?;
+            check_name(role, "role", || format!("token.admin_roles[{i}]"))?;
         }
-        let directory = self.directory()?;
+        let (directory, quotas) = principals.finish(&self.limits)?;
         check_tokens_verify(&issuer, &verifier, &directory)?;
-        let quotas = crate::quota::quota_table(self)?;
         Ok(Runtime {
-            // Clients and users live on in `directory`, indexed: a second copy of a
-            // million entries would double the memory for nothing.
-            config: Config {
-                clients: Vec::new(),
-                users: Vec::new(),
-                ..self.clone()
-            },
             listen: server.listen,
             public_url: server.public_url,
             metrics_listen: server.metrics_listen,
@@ -62,6 +83,9 @@ impl Config {
                 query: String::new(),
                 cookie: String::new(),
             },
+            // Clients and users live on in `directory` alone: a second copy of a million
+            // entries would more than double the memory, for nothing.
+            config: self,
             directory,
             keys,
             keyring_dir,
@@ -236,19 +260,14 @@ impl Config {
     /// Clients and users, looked up by id; ids are unique across both. Reads nothing but
     /// `clients` and `users`, so the CLI can check those alone (see [`super::edit`]).
     pub(super) fn directory(&self) -> Result<Directory, ConfigError> {
-        let mut principals = Vec::with_capacity(self.clients.len() + self.users.len());
+        let mut principals = Principals::default();
         for (i, c) in self.clients.iter().enumerate() {
-            principals.push(client_principal(i, c)?);
+            principals.add_client(i, c);
         }
         for (i, u) in self.users.iter().enumerate() {
-            principals.push(user_principal(i, u)?);
+            principals.add_user(i, u);
         }
-        Directory::new(principals).map_err(|e| {
-            ConfigError::new(
-                "clients/users",
-                format!("{e}; ids must be unique across clients and users"),
-            )
-        })
+        principals.finish(&LimitsConfig::default()).map(|(d, _)| d)
     }
 
     /// The key set for `algorithm`: the secret for HS*, the key folder otherwise.
@@ -312,80 +331,9 @@ pub struct Runtime {
     /// Verifies tokens.
     pub verifier: Verifier,
     /// The quota of each client that has one (`rate_limit`, or `limits.default_rate_limit`).
-    pub quotas: std::collections::HashMap<String, crate::quota::RateLimit>,
+    pub quotas: QuotaTable,
 }
 
-fn client_principal(i: usize, c: &ClientConfig) -> Result<Principal, ConfigError> {
-    let at = |field: &str| format!("clients[{i}].{field}");
-    check_id(&c.id, &at("id"))?;
-    let hash: KeyHash = c
-        .key_hash
-        .parse()
-        .map_err(|e| ConfigError::new(at("key_hash"), e))?;
-    let expires_at = parse_time(c.expires_at.as_deref(), &at("expires_at"))?;
-    let mut credentials = vec![Credential {
-        hash,
-        valid_until: expires_at,
-    }];
-    match (&c.previous_key_hash, &c.previous_key_expires_at) {
-        (Some(prev), Some(until)) => {
-            let hash: KeyHash = prev
-                .parse()
-                .map_err(|e| ConfigError::new(at("previous_key_hash"), e))?;
-            let until = parse_time(Some(until), &at("previous_key_expires_at"))?;
-            let valid_until = match (until, expires_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            credentials.push(Credential { hash, valid_until });
-        }
-        (None, None) => {}
-        _ => {
-            return Err(ConfigError::new(
-                at("previous_key_hash"),
-                "previous_key_hash and previous_key_expires_at go together",
-            ));
-        }
-    }
-    Ok(Principal {
-        id: c.id.clone(),
-        kind: PrincipalKind::Client,
-        role: check_role(&c.role, &at("role"))?,
-        scopes: check_scopes(&c.scopes, &at("scopes"))?,
-        credentials,
-        revoked_at: parse_time(c.revoked_at.as_deref(), &at("revoked_at"))?,
-        not_before: parse_time(c.not_before.as_deref(), &at("not_before"))?,
-    })
-}
-
-fn user_principal(i: usize, u: &UserConfig) -> Result<Principal, ConfigError> {
-    let at = |field: &str| format!("users[{i}].{field}");
-    check_id(&u.username, &at("username"))?;
-    let hash: KeyHash = u
-        .password_hash
-        .parse()
-        .map_err(|e| ConfigError::new(at("password_hash"), e))?;
-    if matches!(hash, KeyHash::Sha256(_)) {
-        return Err(ConfigError::new(
-            at("password_hash"),
-            "passwords need a slow hash ($argon2id$… or $2b$…); create one with `keygate hash`",
-        ));
-    }
-    Ok(Principal {
-        id: u.username.clone(),
-        kind: PrincipalKind::User,
-        role: check_role(&u.role, &at("role"))?,
-        scopes: check_scopes(&u.scopes, &at("scopes"))?,
-        credentials: vec![Credential {
-            hash,
-            valid_until: None,
-        }],
-        revoked_at: None,
-        not_before: parse_time(u.not_before.as_deref(), &at("not_before"))?,
-    })
-}
-
-/// A client id or username: it names the principal in tokens and in API keys.
 /// The longest token this configuration can issue must pass its own verifier: the issuer,
 /// the audience and a principal's id, role and scopes go into every token, and verifiers
 /// refuse tokens over [`keygate::token::MAX_TOKEN_LEN`]. (Found by fuzz/, target `config`:
@@ -395,15 +343,15 @@ fn check_tokens_verify(
     verifier: &Verifier,
     directory: &Directory,
 ) -> Result<(), ConfigError> {
-    let json_len = |s: &str| serde_json::to_string(s).map_or(usize::MAX, |j| j.len());
+    // Ids, roles and scopes are checked to be of characters JSON writes as they are, so
+    // their lengths order the principals as their tokens' lengths do, with no need to
+    // write a million of them out.
     let heaviest = directory.iter().max_by_key(|p| {
-        (2 * json_len(&p.id))
-            .saturating_add(json_len(&p.role))
-            .saturating_add(json_len(&p.scopes.join(" ")))
+        let scopes: usize = p.scopes().iter().map(|s| s.len() + 1).sum();
+        2 * p.id.len() + p.role().len() + scopes
     });
-    let (id, role, scopes) = heaviest.map_or(("probe", "", &[][..]), |p| {
-        (p.id.as_str(), p.role.as_str(), p.scopes.as_slice())
-    });
+    let (id, role, scopes) =
+        heaviest.map_or(("probe", "", &[][..]), |p| (&*p.id, p.role(), p.scopes()));
     let grant = Grant {
         subject: id,
         client_id: id,
@@ -422,55 +370,6 @@ fn check_tokens_verify(
             ),
         )
     })
-}
-
-fn check_id(id: &str, setting: &str) -> Result<(), ConfigError> {
-    if api_key::is_valid_id(id) {
-        Ok(())
-    } else {
-        Err(ConfigError::new(
-            setting,
-            format!("`{id}` is not 1-64 of A-Z a-z 0-9 . _ - @"),
-        ))
-    }
-}
-
-fn check_scopes(scopes: &[String], setting: &str) -> Result<Vec<String>, ConfigError> {
-    for (i, s) in scopes.iter().enumerate() {
-        check_name(s, "scope", &format!("{setting}[{i}]"))?;
-    }
-    Ok(scopes.to_vec())
-}
-
-/// A role, or none: the empty string is what an entry without `role` gets.
-fn check_role(role: &str, setting: &str) -> Result<String, ConfigError> {
-    match role {
-        "" => Ok(String::new()),
-        _ => check_name(role, "role", setting),
-    }
-}
-
-/// A role or scope: see [`principal::is_valid_name`].
-fn check_name(value: &str, what: &str, setting: &str) -> Result<String, ConfigError> {
-    if principal::is_valid_name(value) {
-        return Ok(value.to_owned());
-    }
-    let shown: String = value.chars().take(64).collect();
-    let why = format!("{shown:?} is not a valid {what}: 1-128 of A-Z a-z 0-9 _ . : / -");
-    Err(ConfigError::new(setting, why))
-}
-
-fn parse_time(value: Option<&str>, setting: &str) -> Result<Option<OffsetDateTime>, ConfigError> {
-    value
-        .map(|v| {
-            OffsetDateTime::parse(v, &Rfc3339).map_err(|_| {
-                ConfigError::new(
-                    setting,
-                    format!("`{v}` is not an RFC 3339 time like 2027-06-30T00:00:00Z"),
-                )
-            })
-        })
-        .transpose()
 }
 
 fn is_cookie_name(name: &str) -> bool {

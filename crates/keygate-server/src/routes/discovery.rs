@@ -44,7 +44,7 @@ fn metadata(rt: &Runtime) -> Value {
     let scopes: BTreeSet<&str> = rt
         .directory
         .iter()
-        .flat_map(|p| p.scopes.iter().map(String::as_str))
+        .flat_map(|p| p.scopes().iter().map(String::as_str))
         .collect();
     json!({
         "issuer": rt.verifier.policy().issuer,

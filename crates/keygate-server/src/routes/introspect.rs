@@ -6,7 +6,6 @@
 //! issued to it, unless its role is one of `token.admin_roles` (RFC 7009 §2.1).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
@@ -57,14 +56,14 @@ pub(super) struct Introspection {
 }
 
 /// The authenticated calling client and the `token` parameter.
-async fn client_and_token(
+async fn client_and_token<'rt>(
     state: &AppState,
-    rt: &Runtime,
+    rt: &'rt Runtime,
     peer: SocketAddr,
     headers: &HeaderMap,
     form: TokenParam,
     label: &'static str,
-) -> Result<(Arc<Principal>, String), Rejection> {
+) -> Result<(&'rt Principal, String), Rejection> {
     let ip = client_ip(peer, headers, &rt.config);
     let secret = FormSecret {
         client_id: form.client_id.as_deref(),
@@ -111,8 +110,13 @@ pub(super) async fn revoke(
     let Ok(claims) = rt.verifier.verify(&token) else {
         return Ok(no_store(StatusCode::OK.into_response()));
     };
-    let is_admin = rt.config.token.admin_roles.contains(&client.role);
-    if claims.client_id != client.id && !is_admin {
+    let is_admin = rt
+        .config
+        .token
+        .admin_roles
+        .iter()
+        .any(|r| r == client.role());
+    if *claims.client_id != *client.id && !is_admin {
         tracing::info!(client = %client.id, jti = %claims.jti, "revocation of another client's token refused");
         return Err(Rejection::UnauthorizedClient);
     }

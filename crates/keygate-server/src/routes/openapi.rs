@@ -149,7 +149,7 @@ pub(super) async fn openapi_json(State(state): State<AppState>) -> Json<Value> {
     let scopes = rt
         .directory
         .iter()
-        .flat_map(|p| p.scopes.iter().map(String::as_str));
+        .flat_map(|p| p.scopes().iter().map(String::as_str));
     Json(document(&rt.config, scopes, rt.directory.has_users()))
 }
 

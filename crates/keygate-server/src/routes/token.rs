@@ -70,8 +70,8 @@ pub(super) async fn token(
                 authenticate_client(&state, &rt, ip, &headers, secret, "client_credentials")
                     .await?;
             let quota = charge(&state, &rt, &client.id, "/token", Some(ip), None).await?;
-            let issued = narrow_scopes(form.scope.as_deref(), &client.scopes)
-                .and_then(|scopes| issue(&state, &rt, &client, &scopes, "client_credentials", ip));
+            let issued = narrow_scopes(form.scope.as_deref(), client.scopes())
+                .and_then(|scopes| issue(&state, &rt, client, &scopes, "client_credentials", ip));
             let response = match issued {
                 Ok(issued) => token_response(&issued, None),
                 Err(e) => e.into_response(),
@@ -114,7 +114,7 @@ async fn password(
     )
     .await?;
     let user = not_revoked_in_store(state, rt, user, Rejection::InvalidGrant, "password")?;
-    let scopes = narrow_scopes(form.scope.as_deref(), &user.scopes)?;
-    let issued = issue(state, rt, &user, &scopes, "password", ip)?;
+    let scopes = narrow_scopes(form.scope.as_deref(), user.scopes())?;
+    let issued = issue(state, rt, user, &scopes, "password", ip)?;
     Ok(token_response(&issued, None))
 }

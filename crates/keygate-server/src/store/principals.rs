@@ -76,7 +76,7 @@ impl PendingRevocation {
     /// `None` when `path` configures no store, or names no principal `id`. The store is
     /// given at least 2 s per call: the CLI connects from scratch, perhaps over TLS.
     pub fn prepare(path: &Path, id: &str) -> Result<Option<Self>, String> {
-        let (_, runtime) = Config::load(path).map_err(|e| e.to_string())?;
+        let runtime = Config::load(path).map_err(|e| e.to_string())?;
         Self::for_runtime(&runtime, id)
     }
 

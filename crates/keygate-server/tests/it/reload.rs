@@ -133,3 +133,55 @@ async fn a_reload_mid_request_never_mixes_two_configurations() {
         "the reload never landed while the key was being checked"
     );
 }
+
+/// A large file is read and validated off the async workers and swapped in whole: while
+/// 100 000 clients are reloaded, `/verify` keeps answering, each request within a bound
+/// far below the reload's own duration (seconds in a debug build), and the new file's
+/// client works once it is in.
+#[tokio::test]
+async fn verify_keeps_answering_while_a_large_file_reloads() {
+    use std::fmt::Write as _;
+    use std::time::Instant;
+
+    let mut many = String::new();
+    for i in 0..100_000u32 {
+        write!(
+            many,
+            "[[clients]]\nid = \"bulk-{i}\"\nkey_hash = \"sha256:{i:064x}\"\nrole = \"service\"\nscopes = [\"orders:read\"]\n\n"
+        )
+        .unwrap();
+    }
+    let s = TestServer::with_extra(&many).await;
+    drop(many);
+    keygate_server::reload::spawn(s.state.clone(), Duration::from_millis(20));
+    let token = s.token().await;
+    let late = keygate::api_key::generate("late").unwrap();
+    let hash = keygate::api_key::KeyHash::sha256_of(&late);
+    let text = std::fs::read_to_string(&s.config_path).unwrap();
+    let with_late = format!("{text}\n[[clients]]\nid = \"late\"\nkey_hash = \"{hash}\"\n");
+    tokio::time::sleep(Duration::from_millis(100)).await; // the watcher has its first look
+    std::fs::write(&s.config_path, with_late).unwrap();
+    let started = Instant::now();
+    let (mut answered, mut slowest) = (0u32, Duration::ZERO);
+    while s.state.runtime().directory.get("late").is_none() {
+        let sent = Instant::now();
+        assert_eq!(s.verify(&token).await.status(), 200);
+        slowest = slowest.max(sent.elapsed());
+        answered += 1;
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the reload never landed"
+        );
+    }
+    let reload = started.elapsed();
+    assert!(
+        answered > 0,
+        "the reload took {reload:?} and nothing was asked"
+    );
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a /verify took {slowest:?} during a reload of {reload:?}"
+    );
+    assert_eq!(s.verify(&token).await.status(), 200);
+    assert_eq!(s.login(&late).await.status(), 200);
+}

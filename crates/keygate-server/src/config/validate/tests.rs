@@ -250,3 +250,51 @@ fn limits_are_bounded_above_too() {
     }
     check(&format!("{}[limits]\nwindow = \"1d\"\n", minimal())).unwrap();
 }
+
+/// A file with many clients, written where `Config::load` reads it.
+fn load_many(settings: &str, count: usize, broken: Option<usize>) -> Result<Runtime, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keygate.toml");
+    let mut text = settings.to_owned();
+    for i in 0..count {
+        let hash = if broken == Some(i) {
+            "sha256:zz".to_owned()
+        } else {
+            format!("sha256:{i:064x}")
+        };
+        text.push_str(&format!(
+            "[[clients]]\nid = \"c{i}\"\nkey_hash = \"{hash}\"\nrole = \"service\"\nscopes = [\"a\"]\n"
+        ));
+    }
+    std::fs::write(&path, text).unwrap();
+    Config::load(&path).map_err(|e| {
+        let setting = e.setting.rsplit(": ").next().unwrap_or_default().to_owned();
+        ConfigError::new(setting, e.message)
+    })
+}
+
+/// The runtime holds the clients and users in its directory only: the configuration it
+/// keeps has none, however many the file has, and clients with one role and one list of
+/// scopes share one copy of them.
+#[test]
+fn the_runtime_keeps_principals_in_the_directory_only() {
+    let rt = load_many(&minimal(), 1000, None).unwrap();
+    assert!(rt.config.clients.is_empty() && rt.config.users.is_empty());
+    assert_eq!(rt.directory.len(), 1000);
+    let (a, b) = (
+        rt.directory.get("c1").unwrap(),
+        rt.directory.get("c999").unwrap(),
+    );
+    assert!(Arc::ptr_eq(&a.access, &b.access));
+    assert_eq!((a.role(), b.scopes()), ("service", &["a".to_owned()][..]));
+}
+
+/// Entries are checked as they are read, but their errors keep their place: after the
+/// settings' own, and named by the entry's index in the file.
+#[test]
+fn errors_of_streamed_entries_name_their_entry_after_the_settings() {
+    let e = load_many(&minimal(), 1000, Some(700)).unwrap_err();
+    assert_eq!(e.setting, "clients[700].key_hash");
+    let e = load_many("[token]\nsecret = \"short\"\n", 1000, Some(700)).unwrap_err();
+    assert_eq!(e.setting, "token.secret");
+}
