@@ -20,6 +20,22 @@ use keygate::password::PasswordHash;
 use keygate::token::HmacSecret;
 use libfuzzer_sys::fuzz_target;
 
+/// The generated shape, written out apart from the classifier: `kg_`, a valid id, `_`,
+/// then 64 + 8 lowercase hex digits (secret and checksum).
+fn generated_shape(s: &str) -> bool {
+    let Some(rest) = s.strip_prefix(api_key::PREFIX) else {
+        return false;
+    };
+    let b = rest.as_bytes();
+    if b.len() < 72 + 2 {
+        return false;
+    }
+    let (head, tail) = b.split_at(b.len() - 72);
+    tail.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+        && head.last() == Some(&b'_')
+        && std::str::from_utf8(&head[..head.len() - 1]).is_ok_and(api_key::is_valid_id)
+}
+
 fn check(s: &str) {
     match api_key::classify(s) {
         Ok(PresentedKey::Generated { id }) => {
@@ -27,19 +43,17 @@ fn check(s: &str) {
                 api_key::is_valid_id(id),
                 "generated key with a bad id {id:?}"
             );
+            assert!(generated_shape(s), "{s:?}");
             assert_eq!(s.len(), api_key::PREFIX.len() + id.len() + 1 + 72, "{s:?}");
             assert!(s.starts_with(&format!("{}{id}_", api_key::PREFIX)), "{s:?}");
         }
+        // Anything not in the generated shape is a hand-made key, `kg_…` ones included
+        // (the seed's `kg_test_…`): found by digest, never refused unseen.
         Ok(PresentedKey::HandMade) => {
-            assert!(
-                !s.starts_with(api_key::PREFIX),
-                "kg_ key taken as hand-made: {s:?}"
-            )
+            assert!(!generated_shape(s), "generated-shape key taken as hand-made: {s:?}")
         }
-        Err(_) => assert!(
-            s.starts_with(api_key::PREFIX),
-            "refused a hand-made key {s:?}"
-        ),
+        // Only a generated-shape key with a wrong checksum is refused before any lookup.
+        Err(_) => assert!(generated_shape(s), "refused a hand-made key {s:?}"),
     }
     let _ = api_key::is_valid_id(s);
 

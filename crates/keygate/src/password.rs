@@ -74,6 +74,23 @@ impl FromStr for PasswordHash {
                     parsed.algorithm
                 )));
             }
+            // Read here before argon2 reads them: its check `m < 8·p` overflows on a huge `p`
+            // (a panic where overflow checks are on; found by fuzz/api_key), and a parameter
+            // given twice would leave it unclear which one argon2 uses.
+            let mut seen = Vec::with_capacity(4);
+            for (name, value) in parsed.params.iter() {
+                if seen.contains(&name.as_str()) {
+                    return Err(Error::BadHash(format!(
+                        "argon2 parameter {name} is given twice"
+                    )));
+                }
+                seen.push(name.as_str());
+                if name.as_str() == "p" && value.decimal().is_ok_and(|p| p > ARGON2_MAX_P_COST) {
+                    return Err(Error::BadHash(format!(
+                        "argon2 parallelism p={value} is above the limit p<={ARGON2_MAX_P_COST}"
+                    )));
+                }
+            }
             let params = Params::try_from(&parsed)
                 .map_err(|e| Error::BadHash(format!("malformed argon2 parameters: {e}")))?;
             if params.m_cost() > ARGON2_MAX_M_COST {
@@ -404,6 +421,11 @@ mod tests {
             "plain",
             "$argon2id$v=19$m=1,t=1,p=1$c29tZXNhbHQ$aGFzaA",
             "$argon2id$v=19$m=4294967295,t=2,p=1$c29tZXNhbHQ$aGFzaA",
+            "$argon2id$v=19$m=19456,t=2,p=1999999999$c29tZXNhbHQ$aGFzaA",
+            "$argon2id$p=1999999999$CFXPJd9Wx$2oYXn3ap6FWQzA",
+            "$argon2id$p=8,keyid=,data=dA,p=888888887",
+            "$argon2id$v=19$m=19456,t=2,p=1,p=1999999999$c29tZXNhbHQ$aGFzaA",
+            "$argon2id$v=19$m=19456,t=2,t=1,p=1$c29tZXNhbHQ$aGFzaA",
             "$argon2i$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
             "$argon2id$garbage",
             "$2b$04$EixZaYVK1fsbw1ZfbX3OXePaWxn96p36WQoeG6Lruj3vjPGga31lW",
