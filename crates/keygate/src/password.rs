@@ -166,6 +166,14 @@ impl PasswordHash {
         if password.len() > MAX_PASSWORD {
             return Err(Error::PasswordTooLong(MAX_PASSWORD));
         }
+        // The variants are public, so a hash may have been built without `parse`: its bounds
+        // (memory, iterations, parallelism, bcrypt cost) are checked again here, where they
+        // matter. Against one hashing, a parse costs nothing.
+        if self.as_str().parse::<PasswordHash>().ok().as_ref() != Some(self) {
+            return Err(Error::BadHash(
+                "not a hash keygate accepts (built without parsing?)".into(),
+            ));
+        }
         let ok = match self {
             PasswordHash::Argon2id(s) => {
                 let parsed = argon2::PasswordHash::new(s)
@@ -405,6 +413,35 @@ mod tests {
             hash.verify_blocking(longer.as_bytes()),
             Err(Error::PasswordTooLong(72))
         ));
+    }
+
+    #[test]
+    fn a_hash_built_without_parsing_is_held_to_the_same_bounds() {
+        for (hash, what) in [
+            // 4 TiB of memory: argon2 would try to allocate it.
+            (
+                PasswordHash::Argon2id(
+                    "$argon2id$v=19$m=4294967295,t=2,p=1$c29tZXNhbHQ$aGFzaA".into(),
+                ),
+                "huge m",
+            ),
+            // Overflows argon2's own m < 8p check.
+            (
+                PasswordHash::Argon2id(
+                    "$argon2id$v=19$m=19456,t=2,p=1999999999$c29tZXNhbHQ$aGFzaA".into(),
+                ),
+                "huge p",
+            ),
+            (
+                PasswordHash::Bcrypt(hash_password(b"pw").unwrap().as_str().to_owned()),
+                "argon2 text as bcrypt",
+            ),
+        ] {
+            assert!(
+                matches!(hash.verify_blocking(b"pw"), Err(Error::BadHash(_))),
+                "{what}"
+            );
+        }
     }
 
     #[test]
