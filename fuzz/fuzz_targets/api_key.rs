@@ -50,7 +50,10 @@ fn check(s: &str) {
         // Anything not in the generated shape is a hand-made key, `kg_…` ones included
         // (the seed's `kg_test_…`): found by digest, never refused unseen.
         Ok(PresentedKey::HandMade) => {
-            assert!(!generated_shape(s), "generated-shape key taken as hand-made: {s:?}")
+            assert!(
+                !generated_shape(s),
+                "generated-shape key taken as hand-made: {s:?}"
+            )
         }
         // Only a generated-shape key with a wrong checksum is refused before any lookup.
         Err(_) => assert!(generated_shape(s), "refused a hand-made key {s:?}"),
