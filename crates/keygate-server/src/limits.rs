@@ -142,7 +142,9 @@ impl FailedAttempts {
                 let inner = self.lock();
                 (inner.limit, inner.window)
             };
-            match shared.begin(subjects, limit, window).await {
+            // Boxed, as the quota's round trip is: inline, its kilobytes would make every
+            // login's future that large whether or not a store is configured.
+            match Box::pin(shared.begin(subjects, limit, window)).await {
                 Ok(outcome) => {
                     if outcome.is_ok() {
                         // Kept here too, to answer from while Redis cannot be reached.
@@ -169,7 +171,7 @@ impl FailedAttempts {
     pub async fn succeeded(&self, subjects: &[Subject]) {
         self.lock().refund(subjects);
         if let Some(shared) = &self.shared
-            && let Err(e) = shared.refund(subjects).await
+            && let Err(e) = Box::pin(shared.refund(subjects)).await
         {
             tracing::warn!(error = %e, "attempt counters: Redis unavailable, refund not shared");
         }

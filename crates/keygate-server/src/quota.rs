@@ -300,7 +300,10 @@ pub(crate) async fn charge(
     let quotas = state.quotas();
     let outcome = match &quotas.shared {
         None => quotas.charge_locally(client_id, limit, rt.quotas.len()),
-        Some(redis) => match redis.charge(client_id, limit.gcra()).await {
+        // Boxed: the store's round trip is a future of kilobytes which, inline, every
+        // request's future would carry and move, quota or not. One allocation is nothing
+        // against a network round trip.
+        Some(redis) => match Box::pin(redis.charge(client_id, limit.gcra())).await {
             Ok(outcome) => outcome,
             Err(e) if rt.config.store.on_unavailable == OnUnavailable::Allow => {
                 tracing::warn!(error = %e, "quota store unavailable; counting on this replica (store.on_unavailable = allow)");
