@@ -166,7 +166,7 @@ pub(crate) enum KeyCommand {
         #[arg(long = "scope", value_name = "SCOPE")]
         scopes: Vec<String>,
         /// Key lifetime, like 90d
-        #[arg(long, value_parser = humantime::parse_duration)]
+        #[arg(long, value_parser = lifetime)]
         expires: Option<Duration>,
         #[command(flatten)]
         config: ConfigArg,
@@ -185,7 +185,7 @@ pub(crate) enum KeyCommand {
         /// Client id
         id: String,
         /// How long the old key stays valid
-        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "24h", value_parser = lifetime)]
         grace: Duration,
         #[command(flatten)]
         config: ConfigArg,
@@ -272,4 +272,16 @@ pub(crate) struct CallArgs {
     /// (besides the system's roots and $SSL_CERT_FILE)
     #[arg(long, value_name = "PEM")]
     pub(crate) cacert: Option<PathBuf>,
+}
+
+/// A duration counted from now that ends at a time keygate can write (RFC 3339 holds years
+/// up to 9999): `--expires 8000y` is a usage error, not an overflow.
+fn lifetime(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    time::Duration::try_from(d)
+        .ok()
+        .and_then(|d| time::OffsetDateTime::now_utc().checked_add(d))
+        .filter(|end| end.year() <= 9999)
+        .map(|_| d)
+        .ok_or_else(|| "ends after the year 9999, the last a configuration can hold".to_owned())
 }

@@ -10,7 +10,11 @@
 //! disk never delays a request. Each line is one `write` to a file opened for appending, so
 //! it reaches the OS at once and lines from the server and the CLI never interleave; the
 //! writer `fdatasync`s at most once a second while lines are arriving (a crash of the
-//! machine loses at most the last second). SIGHUP reopens the file, for logrotate.
+//! machine loses at most the last second). SIGHUP reopens the file, for logrotate; so does
+//! the writer itself within a quarter of a second when the path names another file or none
+//! (moved away, deleted): lines written meanwhile to a deleted file are counted as dropped.
+//! Characters that could pass for line breaks or terminal controls are escaped
+//! ([`escape_line`]); a failing disk logs one error line per ten seconds, not per event.
 //!
 //! The CLI appends its own events with [`append_now`] (synchronously, fsynced per line: it
 //! writes one event and exits).
@@ -177,12 +181,38 @@ impl AuditEvent {
         self
     }
 
-    /// The JSON line, newline included.
+    /// The JSON line, newline included, with every character a terminal or a JavaScript
+    /// reader could take for a line break or a control escaped (see [`escape_line`]).
     pub fn line(&self) -> String {
-        let mut line = serde_json::to_string(self).unwrap_or_default();
+        let json = serde_json::to_string(self).unwrap_or_default();
+        let mut line = escape_line(&json).into_owned();
         line.push('\n');
         line
     }
+}
+
+/// `line` with the characters serde_json leaves raw but a reader must not see raw escaped
+/// as `\uXXXX`: the C1 controls (U+0080–U+009F, which some terminals obey as escape
+/// sequences) and U+2028/U+2029 (line breaks to JavaScript and to some log viewers). JSON
+/// allows these raw only inside strings, so escaping them keeps the line the same JSON
+/// value. serde_json already escapes U+0000–U+001F (ESC, newline). `keygate audit tail`
+/// applies it again to whatever a file holds.
+pub fn escape_line(line: &str) -> std::borrow::Cow<'_, str> {
+    fn unsafe_char(c: char) -> bool {
+        matches!(c, '\u{80}'..='\u{9f}' | '\u{2028}' | '\u{2029}')
+    }
+    if !line.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    let mut out = String::with_capacity(line.len() + 12);
+    for c in line.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Where the lines go.
@@ -213,6 +243,35 @@ fn open_append(path: &Path) -> std::io::Result<File> {
         .append(true)
         .mode(0o600)
         .open(path)
+}
+
+/// Whether the server could open the audit file `config` names, found without creating
+/// it (`keygate check-config`): an existing file must open for appending, a new one's
+/// folder must take a file (tried with a probe file, removed at once).
+pub fn check_destination(config: &Config) -> Result<(), String> {
+    let Some(Destination::File(path)) = destination(config) else {
+        return Ok(());
+    };
+    let cannot = |e: std::io::Error| format!("audit.path: cannot write {}: {e}", path.display());
+    if path.exists() {
+        return OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map(drop)
+            .map_err(cannot);
+    }
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let probe = folder.join(format!(".keygate-audit-check-{}", std::process::id()));
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(cannot)?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
 }
 
 /// Where the configuration file at `config_path` sends audit lines, for the CLI: read with
@@ -349,56 +408,155 @@ impl AuditLog {
 /// How often written lines are forced to disk.
 const FSYNC_EVERY: Duration = Duration::from_secs(1);
 
+/// How often the writer checks that the path still names the file it writes to.
+const CHECK_EVERY: Duration = Duration::from_millis(250);
+
+/// At most one error line per this long about lines not written (a full disk would
+/// otherwise log one per event); the count of the others goes into the next.
+const ERROR_EVERY: Duration = Duration::from_secs(10);
+
+/// The writer thread's file and what it knows about it.
+struct Writer<'a> {
+    destination: &'a Destination,
+    file: Option<File>,
+    /// Lines written since the path was last checked: lost if the file turns out deleted.
+    unchecked: u64,
+    checked: Instant,
+    errors: Throttled,
+}
+
+/// An error logged at most once per [`ERROR_EVERY`], with how many were not logged.
+struct Throttled {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttled {
+    fn report(&mut self, e: &std::io::Error, what: &str) {
+        if self.last.is_some_and(|t| t.elapsed() < ERROR_EVERY) {
+            self.suppressed += 1;
+            return;
+        }
+        let suppressed = std::mem::take(&mut self.suppressed);
+        tracing::error!(error = %e, suppressed, "{what}");
+        self.last = Some(Instant::now());
+    }
+}
+
+impl Writer<'_> {
+    fn write(&mut self, line: &str) -> bool {
+        let written = match &mut self.file {
+            Some(f) => f.write_all(line.as_bytes()),
+            None => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(line.as_bytes()).and_then(|()| out.flush())
+            }
+        };
+        match written {
+            Ok(()) => {
+                self.unchecked += 1;
+                true
+            }
+            Err(e) => {
+                metrics::counter!("keygate_audit_dropped_total").increment(1);
+                self.errors.report(
+                    &e,
+                    "audit line not written (counted in keygate_audit_dropped_total)",
+                );
+                false
+            }
+        }
+    }
+
+    /// Reopens the file at the path (SIGHUP, or the path names another file or none).
+    fn reopen(&mut self, path: &Path) {
+        if let Some(f) = &self.file {
+            let _ = f.sync_data();
+        }
+        match open_append(path) {
+            Ok(f) => self.file = Some(f),
+            Err(e) => self
+                .errors
+                .report(&e, "audit log not reopened; writing to the old file"),
+        }
+    }
+
+    /// Notices that the file written to was deleted or replaced (moved away, another file
+    /// put at its path) and reopens the path. Lines written since the last check to a file
+    /// that no name reaches any more are lost: they are counted as dropped. A moved file
+    /// keeps its lines (logrotate without SIGHUP).
+    fn check(&mut self) {
+        let Destination::File(path) = self.destination else {
+            return;
+        };
+        if self.checked.elapsed() < CHECK_EVERY {
+            return;
+        }
+        self.checked = Instant::now();
+        let unchecked = std::mem::take(&mut self.unchecked);
+        let Some(file) = &self.file else {
+            return self.reopen(path);
+        };
+        let Ok(open) = file.metadata() else {
+            return;
+        };
+        use std::os::unix::fs::MetadataExt as _;
+        let same = std::fs::metadata(path)
+            .is_ok_and(|now| now.ino() == open.ino() && now.dev() == open.dev());
+        if same {
+            return;
+        }
+        if open.nlink() == 0 && unchecked > 0 {
+            metrics::counter!("keygate_audit_dropped_total").increment(unchecked);
+            tracing::error!(
+                lost = unchecked,
+                path = %path.display(),
+                "the audit file was deleted; lines written to it since the last check are lost (counted in keygate_audit_dropped_total)"
+            );
+        }
+        self.reopen(path);
+    }
+}
+
 fn write_lines(
     receiver: &Receiver<Message>,
     destination: &Destination,
-    mut file: Option<File>,
+    file: Option<File>,
     reopen: &AtomicBool,
 ) {
+    let mut writer = Writer {
+        destination,
+        file,
+        unchecked: 0,
+        checked: Instant::now(),
+        errors: Throttled {
+            last: None,
+            suppressed: 0,
+        },
+    };
     let mut dirty = false;
     let mut synced = Instant::now();
     loop {
-        let message = receiver.recv_timeout(FSYNC_EVERY);
+        let message = receiver.recv_timeout(CHECK_EVERY);
         if reopen.swap(false, Ordering::AcqRel)
             && let Destination::File(path) = destination
         {
-            if let Some(f) = &file {
-                let _ = f.sync_data();
-            }
-            match open_append(path) {
-                Ok(f) => file = Some(f),
-                Err(e) => {
-                    tracing::error!(error = %e, "audit log not reopened; writing to the old file")
-                }
-            }
+            writer.reopen(path);
+            writer.unchecked = 0;
         }
+        writer.check();
         match message {
-            Ok(Message::Line(line)) => {
-                let written = match &mut file {
-                    Some(f) => f.write_all(line.as_bytes()),
-                    None => {
-                        let mut out = std::io::stdout().lock();
-                        out.write_all(line.as_bytes()).and_then(|()| out.flush())
-                    }
-                };
-                match written {
-                    Ok(()) => dirty = true,
-                    Err(e) => {
-                        metrics::counter!("keygate_audit_dropped_total").increment(1);
-                        tracing::error!(error = %e, "audit line not written");
-                    }
-                }
-            }
+            Ok(Message::Line(line)) => dirty |= writer.write(&line),
             Ok(Message::Wake) | Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
-                if let Some(f) = &file {
+                if let Some(f) = &writer.file {
                     let _ = f.sync_data();
                 }
                 return;
             }
         }
         if dirty && synced.elapsed() >= FSYNC_EVERY {
-            if let Some(f) = &file {
+            if let Some(f) = &writer.file {
                 let _ = f.sync_data();
             }
             dirty = false;
@@ -424,6 +582,123 @@ mod tests {
         assert!(v["ts"].as_str().unwrap().ends_with('Z'));
         assert_eq!(v.as_object().unwrap().len(), 4, "{v}");
         assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
+    }
+
+    #[test]
+    fn line_breaks_and_c1_controls_from_callers_are_escaped() {
+        let name = "a\u{2028}b\u{2029}c\u{85}d\u{9b}31me\u{1b}[0m\ne";
+        let line = AuditEvent::new(AuditKind::TokenRefused)
+            .username(name)
+            .line();
+        for raw in ['\u{2028}', '\u{2029}', '\u{85}', '\u{9b}', '\u{1b}'] {
+            assert!(!line.contains(raw), "{raw:?} raw in {line:?}");
+        }
+        assert!(
+            line.contains(r"a\u2028b\u2029c\u0085d\u009b31me\u001b[0m\ne"),
+            "{line}"
+        );
+        assert_eq!(line.matches('\n').count(), 1);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["username"], name, "escaping keeps the JSON value");
+        assert!(matches!(
+            escape_line("plain é"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
+    fn audit_config(dir: &Path) -> Config {
+        let mut config = Config {
+            base_dir: dir.to_path_buf(),
+            ..Config::default()
+        };
+        config.audit.path = Some("audit.jsonl".into());
+        config
+    }
+
+    /// Waits (bounded) until `path` holds a line containing `needle`.
+    fn wait_for_line(path: &Path, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle} in {path:?}: {text:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn a_deleted_audit_file_is_noticed_and_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::start(&audit_config(dir.path())).unwrap();
+        log.record(&AuditEvent::new(AuditKind::KeyAdded).client_id("before"));
+        wait_for_line(&path, "before");
+        std::fs::remove_file(&path).unwrap();
+        // Without SIGHUP: the writer finds the path empty and opens it anew.
+        log.record(&AuditEvent::new(AuditKind::KeyAdded).client_id("after"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !path.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the audit file was not made again"
+            );
+            log.record(&AuditEvent::new(AuditKind::KeyAdded).client_id("after"));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        log.record(&AuditEvent::new(AuditKind::KeyAdded).client_id("landed"));
+        let text = wait_for_line(&path, "landed");
+        assert!(!text.contains("before"), "{text}");
+    }
+
+    #[test]
+    fn a_moved_audit_file_keeps_its_lines_and_the_path_gets_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::start(&audit_config(dir.path())).unwrap();
+        log.record(&AuditEvent::new(AuditKind::KeyAdded).client_id("first"));
+        wait_for_line(&path, "first");
+        std::fs::rename(&path, dir.path().join("audit.jsonl.1")).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !path.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the audit file was not made again"
+            );
+            log.record(&AuditEvent::new(AuditKind::KeyAdded).client_id("later"));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        log.record(&AuditEvent::new(AuditKind::KeyAdded).client_id("second"));
+        wait_for_line(&path, "second");
+        let old = std::fs::read_to_string(dir.path().join("audit.jsonl.1")).unwrap();
+        assert!(old.contains("first") && !old.contains("second"), "{old}");
+    }
+
+    #[test]
+    fn a_failing_disk_logs_one_line_per_interval_not_per_event() {
+        let mut errors = Throttled {
+            last: None,
+            suppressed: 0,
+        };
+        let e = std::io::Error::other("no space left on device");
+        for _ in 0..1000 {
+            errors.report(&e, "audit line not written");
+        }
+        assert!(errors.last.is_some(), "the first is logged");
+        assert_eq!(
+            errors.suppressed, 999,
+            "the rest are counted for the next line"
+        );
+        errors.last = Some(Instant::now() - ERROR_EVERY);
+        errors.report(&e, "audit line not written");
+        assert_eq!(
+            errors.suppressed, 0,
+            "the next line carries the count and resets it"
+        );
     }
 
     #[test]

@@ -48,7 +48,8 @@ impl Filter {
 }
 
 /// Prints the last `lines` matching lines of the audit file, then, with `follow`, every new
-/// one as it is appended (across logrotate: a moved or truncated file is reopened).
+/// one as it is appended (across logrotate: a moved or truncated file is reopened). Lines
+/// are printed with C1 controls and U+2028/U+2029 escaped, whoever wrote the file.
 pub(crate) fn tail(
     config: &Path,
     filter: &Filter,
@@ -83,7 +84,7 @@ pub(crate) fn tail(
     }
     let mut out = std::io::stdout().lock();
     for l in &last {
-        writeln!(out, "{l}")?;
+        writeln!(out, "{}", audit::escape_line(l))?;
     }
     out.flush()?;
     if follow {
@@ -130,7 +131,7 @@ fn emit(file: &mut File, pending: &mut String, filter: &Filter) -> anyhow::Resul
     while let Some(end) = pending.find('\n') {
         let line: String = pending.drain(..=end).collect();
         if filter.matches(line.trim_end()) {
-            writeln!(out, "{}", line.trim_end())?;
+            writeln!(out, "{}", audit::escape_line(line.trim_end()))?;
         }
     }
     out.flush()?;

@@ -12,10 +12,12 @@ pub(crate) fn run(path: &Path) -> anyhow::Result<()> {
         .iter()
         .filter(|p| p.kind == PrincipalKind::User);
     let users = users.count();
-    // The certificate pair too, as `serve` would load it at start-up.
+    // The certificate pair and the audit file too, as `serve` would open them at start-up.
     if let Some(files) = &runtime.tls {
         keygate_server::tls::Certificates::load(files.clone())?;
     }
+    keygate_server::audit::check_destination(&runtime.config)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     println!(
         "{}: ok ({}, {} clients, {} users, listening on {}{})",
         path.display(),

@@ -236,3 +236,44 @@ fn the_server_and_the_cli_share_one_file_and_sighup_reopens_it() {
         "the moved file got nothing more"
     );
 }
+
+#[test]
+fn tail_escapes_line_breaks_and_c1_controls_whoever_wrote_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    init_with_audit(d, "audit.jsonl");
+    // A line as an older writer (or anyone) could have left it: raw U+2028, U+2029, C1.
+    let raw = "{\"ts\":\"2026-01-01T00:00:00Z\",\"event\":\"token.refused\",\"username\":\"a\u{2028}b\u{2029}c\u{9b}2Jd\u{85}e\"}\n";
+    std::fs::write(d.join("audit.jsonl"), raw).unwrap();
+    let out = ok(&keygate(d, &["audit", "tail"]));
+    for c in ['\u{2028}', '\u{2029}', '\u{9b}', '\u{85}'] {
+        assert!(!out.contains(c), "{c:?} printed raw: {out:?}");
+    }
+    assert_eq!(
+        out,
+        "{\"ts\":\"2026-01-01T00:00:00Z\",\"event\":\"token.refused\",\"username\":\"a\\u2028b\\u2029c\\u009b2Jd\\u0085e\"}\n"
+    );
+}
+
+#[test]
+fn check_config_refuses_an_audit_path_the_server_could_not_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    init_with_audit(d, "missing-folder/audit.jsonl");
+    let out = keygate(d, &["check-config"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("audit.path") && err.contains("missing-folder"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // The same file the server refuses to start with.
+    let out = keygate(d, &["serve"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // check-config opens nothing it should not: no file is created by the check.
+    std::fs::create_dir(d.join("missing-folder")).unwrap();
+    let out = keygate(d, &["check-config"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!d.join("missing-folder/audit.jsonl").exists());
+}

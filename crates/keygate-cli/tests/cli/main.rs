@@ -422,6 +422,67 @@ fn exit_codes_and_one_line_errors() {
 }
 
 #[test]
+fn durations_past_what_a_date_can_hold_and_empty_roles_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    init(d);
+    let before = std::fs::read_to_string(d.join("keygate.toml")).unwrap();
+    for args in [
+        &["key", "add", "far", "--role", "r", "--expires", "8000y"][..],
+        &["key", "rotate", "my-service", "--grace", "8000y"][..],
+        &[
+            "key",
+            "add",
+            "far",
+            "--role",
+            "r",
+            "--expires",
+            "99999999999999y",
+        ][..],
+    ] {
+        let out = keygate(d, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("8000y") || err.contains("99999999999999y"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+            "{err}"
+        );
+    }
+    for args in [
+        &["key", "add", "norole", "--role", ""][..],
+        &["key", "add", "noscope", "--role", "r", "--scope", ""][..],
+    ] {
+        let out = keygate(d, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    }
+    let out = keygate_stdin(
+        d,
+        &["user", "add", "alice", "--role", ""],
+        "a long passphrase\n",
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(d.join("keygate.toml")).unwrap(),
+        before,
+        "nothing was written"
+    );
+    // The server refuses a hand-written empty role the same way.
+    std::fs::write(
+        d.join("keygate.toml"),
+        format!("{before}\n[[users]]\nusername = \"bob\"\npassword_hash = \"$2b$10$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy\"\nrole = \"\"\n"),
+    )
+    .unwrap();
+    let out = keygate(d, &["check-config"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(stderr(&out).contains("role"), "{}", stderr(&out));
+}
+
+#[test]
 fn keygen_switches_to_es256_and_rotates_signing_keys() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

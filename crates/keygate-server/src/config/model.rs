@@ -268,6 +268,18 @@ impl StoreConfig {
     }
 }
 
+/// A `role` as written: present means 1-128 characters (checked further with the scopes);
+/// the empty string would read as no role at all, so it is refused where it is written.
+fn role<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let role = String::deserialize(d)?;
+    if role.is_empty() {
+        return Err(serde::de::Error::custom(
+            "an empty role is not a role: 1-128 of A-Z a-z 0-9 _ . : / - (leave `role` out for none)",
+        ));
+    }
+    Ok(role)
+}
+
 /// `[[clients]]`
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -276,8 +288,9 @@ pub struct ClientConfig {
     pub id: String,
     /// `sha256:<hex>`, `$argon2id$…` or `$2b$…`.
     pub key_hash: String,
-    /// The `role` claim: 1-128 of `A-Z a-z 0-9 _ . : / -`. Defaults to none (empty).
-    #[serde(default)]
+    /// The `role` claim: 1-128 of `A-Z a-z 0-9 _ . : / -`. Defaults to none (empty);
+    /// `role = ""` is refused (leave it out for none).
+    #[serde(default, deserialize_with = "role")]
     pub role: String,
     /// Scopes this client may be granted, each 1-128 of `A-Z a-z 0-9 _ . : / -`.
     #[serde(default)]
@@ -315,8 +328,9 @@ pub struct UserConfig {
     pub username: String,
     /// `$argon2id$…` or `$2b$…`.
     pub password_hash: String,
-    /// The `role` claim: 1-128 of `A-Z a-z 0-9 _ . : / -`. Defaults to none (empty).
-    #[serde(default)]
+    /// The `role` claim: 1-128 of `A-Z a-z 0-9 _ . : / -`. Defaults to none (empty);
+    /// `role = ""` is refused (leave it out for none).
+    #[serde(default, deserialize_with = "role")]
     pub role: String,
     /// Scopes this user may be granted, each 1-128 of `A-Z a-z 0-9 _ . : / -`.
     #[serde(default)]
