@@ -7,6 +7,7 @@
 #   the Dockerfile: hadolint, and its build context alone resolves as a workspace;
 #   the compose file: `docker-compose config` (schema and interpolation), and every file it
 #     names exists once `keygate init` has written keygate.toml;
+#   the Prometheus rules: `promtool check rules` and their unit tests (`promtool test rules`);
 #   nginx.conf: `nginx -t`, then the stack itself: nginx.conf in a real nginx in front of
 #     two real replicas sharing a real Redis, each on its own loopback address
 #     (deploy/stack_test.py; needs root for the DNS port 53 that nginx.conf's resolver uses).
@@ -124,6 +125,10 @@ if missing:
     sys.exit(f"compose.yaml names missing files: {missing}")
 print(f"{len(named)} files named, all present")
 PY
+
+echo "-- prometheus: promtool check rules, promtool test rules"
+promtool check rules deploy/prometheus/keygate.rules.yml
+(cd deploy/prometheus && promtool test rules keygate.rules.test.yml)
 
 echo "-- nginx: nginx -t -c deploy/nginx.conf"
 mkdir "$work/nginx"

@@ -32,6 +32,8 @@ const PACKAGES: &[(&[&str], &str)] = &[
     (&["/usr/bin/systemd-analyze"], "systemd"),
     (&["/usr/bin/strace"], "strace"),
     (&["/usr/bin/curl"], "curl"),
+    // Prometheus and promtool: the rules' checks and the dashboard's queries.
+    (&["/usr/bin/prometheus"], "prometheus"),
 ];
 
 /// Installed without their recommends: docker-compose's bring a container engine this

@@ -9,7 +9,16 @@
 //! | `keygate_tokens_refused_total` | `grant`, `reason` |
 //! | `keygate_token_verifications_total` | `result`, `reason` |
 //! | `keygate_rate_limited_total` | `grant` |
-//! | `keygate_config_reloads_total` | `result` |
+//! | `keygate_config_reloads_total` | `result` (`ok`, `refused`) |
+//! | `keygate_tls_reloads_total` | `result` (`ok`, `refused`) |
+//! | `keygate_quota_refused_total` | `route` |
+//! | `keygate_audit_events_total` | `event` |
+//! | `keygate_audit_dropped_total` | |
+//! | `keygate_store_in_sync` (gauge: 1 while the revocation copy follows the store) | |
+//! | `keygate_ready` (gauge: 1 while `/readyz` answers 200, read at each scrape) | |
+//!
+//! Alerting and recording rules over these, and a Grafana dashboard, ship in `deploy/`
+//! (see `docs/operations.md`).
 
 use std::cell::RefCell;
 use std::collections::HashMap;

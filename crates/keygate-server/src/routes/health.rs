@@ -22,26 +22,32 @@ pub(super) async fn healthz() -> Json<serde_json::Value> {
         (status = 503, description = "Draining, or the revocation store is unreachable", body = Object),
     ))]
 pub(super) async fn readyz(State(state): State<AppState>) -> Response {
-    if state.is_draining() {
-        return (
+    match readiness(&state) {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(status) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "draining"})),
+            Json(json!({"status": status})),
         )
-            .into_response();
+            .into_response(),
+    }
+}
+
+/// Whether this replica should get traffic, or the word `/readyz` answers 503 with.
+fn readiness(state: &AppState) -> Result<(), &'static str> {
+    if state.is_draining() {
+        return Err("draining");
     }
     if !state.revocations().is_available() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "store_unavailable"})),
-        )
-            .into_response();
+        return Err("store_unavailable");
     }
-    Json(json!({"status": "ready"})).into_response()
+    Ok(())
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations", summary = "Prometheus metrics",
     responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 pub(super) async fn metrics(State(state): State<AppState>) -> Response {
+    // Readiness as a series, read at each scrape: what alerts and dashboards watch.
+    metrics::gauge!("keygate_ready").set(if readiness(&state).is_ok() { 1.0 } else { 0.0 });
     let mut response = state.metrics().render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -13,6 +13,7 @@ mod login;
 mod logout;
 mod openapi;
 mod operations;
+mod prometheus;
 mod quota;
 mod redis_servers;
 mod reload;
