@@ -18,7 +18,8 @@ enum Format {
 
 pub(crate) fn run(path: PathBuf) -> anyhow::Result<()> {
     // Before anything else: a bad KEYGATE_LOG_FORMAT must not leave a new config behind.
-    let format = init_logging()?;
+    // The guard flushes the log's queue when `run` returns.
+    let (format, log) = init_logging()?;
     let first_key = if path.exists() {
         None
     } else {
@@ -62,6 +63,7 @@ pub(crate) fn run(path: PathBuf) -> anyhow::Result<()> {
             // Signal handlers first: a SIGHUP or SIGTERM sent as soon as the server says it
             // listens must reach them, not the default action that ends the process.
             reload::spawn(state.clone(), rt.config.server.reload_interval);
+            tokio::spawn(count_dropped_log_lines(log.dropped.clone()));
             let shutdown = shutdown_signal()?;
             let metrics = listeners.metrics_url();
             match format {
@@ -82,33 +84,78 @@ pub(crate) fn run(path: PathBuf) -> anyhow::Result<()> {
         })
 }
 
+/// The log's writer thread, kept for as long as the server runs.
+struct Log {
+    /// Flushes what is queued when dropped.
+    _guard: tracing_appender::non_blocking::WorkerGuard,
+    /// Lines dropped because the queue was full.
+    dropped: tracing_appender::non_blocking::ErrorCounter,
+}
+
+/// Lines the log's queue holds before new ones are dropped (and counted).
+const LOG_QUEUE_LINES: usize = 16_384;
+
 /// Logs go to stderr, filtered by `RUST_LOG` (default `info`): human-readable text, or with
 /// `KEYGATE_LOG_FORMAT=json` one JSON object per line for log collectors. Each line of a
-/// request carries its `request_id` (the `request` span, as `"span":{…}`).
-fn init_logging() -> anyhow::Result<Format> {
+/// request carries its `request_id` (the `request` span, as `"span":{…}`). Colour only on a
+/// terminal, and never with `NO_COLOR` set (no-color.org). Lines are formatted where they
+/// happen and written by a thread of their own through a bounded queue: a stalled stderr
+/// (a full pipe, a slow collector) costs dropped lines, counted in `keygate_log_dropped_total`,
+/// never a stalled request.
+fn init_logging() -> anyhow::Result<(Format, Log)> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match std::env::var("KEYGATE_LOG_FORMAT").as_deref() {
-        Err(std::env::VarError::NotPresent) | Ok("" | "text") => {
-            builder.with_ansi(std::io::stderr().is_terminal()).init();
-            Ok(Format::Text)
-        }
-        Ok("json") => {
-            builder
-                .json()
-                .flatten_event(true)
-                .with_current_span(true)
-                .with_span_list(false)
-                .init();
-            Ok(Format::Json)
-        }
+    let format = match std::env::var("KEYGATE_LOG_FORMAT").as_deref() {
+        Err(std::env::VarError::NotPresent) | Ok("" | "text") => Format::Text,
+        Ok("json") => Format::Json,
         Ok(other) => anyhow::bail!("KEYGATE_LOG_FORMAT: `{other}` is neither `text` nor `json`"),
         Err(std::env::VarError::NotUnicode(_)) => {
             anyhow::bail!("KEYGATE_LOG_FORMAT: is not UTF-8; expected `text` or `json`")
         }
+    };
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .lossy(true)
+        .thread_name("keygate-log")
+        .finish(std::io::stderr());
+    let dropped = writer.error_counter();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    match format {
+        Format::Text => {
+            let no_color = std::env::var_os("NO_COLOR");
+            let ansi = colour(std::io::stderr().is_terminal(), no_color.as_deref());
+            builder.with_ansi(ansi).init();
+        }
+        Format::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+    Ok((
+        format,
+        Log {
+            _guard: guard,
+            dropped,
+        },
+    ))
+}
+
+/// Whether log lines carry colour codes: on a terminal, unless `NO_COLOR` is set to
+/// anything but the empty string.
+fn colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// Publishes the count of dropped log lines as `keygate_log_dropped_total`.
+async fn count_dropped_log_lines(dropped: tracing_appender::non_blocking::ErrorCounter) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        every.tick().await;
+        metrics::counter!("keygate_log_dropped_total").absolute(dropped.dropped_lines() as u64);
     }
 }
 
@@ -122,4 +169,24 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
             _ = int.recv() => {},
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour;
+
+    #[test]
+    fn colour_only_on_a_terminal_and_never_with_no_color() {
+        assert!(colour(true, None));
+        assert!(
+            !colour(false, None),
+            "a pipe or a file gets no escape codes"
+        );
+        assert!(!colour(true, Some("1".as_ref())));
+        assert!(!colour(true, Some("yes".as_ref())));
+        assert!(
+            colour(true, Some("".as_ref())),
+            "an empty NO_COLOR is unset (no-color.org)"
+        );
+    }
 }

@@ -275,3 +275,51 @@ fn a_first_run_killed_at_any_moment_leaves_no_torn_configuration() {
         );
     }
 }
+
+#[test]
+fn a_stderr_nobody_reads_drops_counted_log_lines_and_never_stalls_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let key = init(d);
+    // stderr is a pipe nobody reads: once its 64 KiB are full, a synchronous log write
+    // would block the request that logs. At debug every request writes a line: 24 000
+    // requests are more lines than the queue's 16 384 and the pipe together hold.
+    let server = serve_logging(d, "debug", Stdio::piped());
+    let base = server.base.clone();
+    let client = http();
+    let token = login(&base, &key).json::<Value>().unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                let client = http();
+                for _ in 0..6000 {
+                    let r = client
+                        .get(format!("{base}/verify"))
+                        .bearer_auth(&token)
+                        .timeout(Duration::from_secs(5))
+                        .send()
+                        .expect("answered, however full stderr is");
+                    assert_eq!(r.status(), 200);
+                }
+            });
+        }
+    });
+    let metrics = client.get(format!("{base}/metrics")).send().unwrap();
+    assert_eq!(metrics.status(), 200);
+    eventually("the dropped lines are counted", || {
+        let text = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("keygate_log_dropped_total "))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
+    });
+    drop(server);
+}
