@@ -35,7 +35,7 @@ pub(crate) fn client(
             ));
         }
         for cert in certs {
-            builder = builder.add_root_certificate(cert);
+            builder = builder.tls_certs_merge([cert]);
         }
     }
     builder

@@ -103,7 +103,7 @@ pub(crate) fn call(args: &CallArgs) -> anyhow::Result<()> {
         .timeout(API_TIMEOUT);
     if let Some(pem) = &pem {
         for cert in reqwest::Certificate::from_pem_bundle(pem).context("--cacert")? {
-            http = http.add_root_certificate(cert);
+            http = http.tls_certs_merge([cert]);
         }
     }
     let http = http.build().context("--cacert")?;

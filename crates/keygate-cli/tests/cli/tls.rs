@@ -123,7 +123,7 @@ fn test_certs() -> TestCerts {
 fn tls_keygate() -> TlsKeygate {
     let certs = test_certs();
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
+        rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .unwrap()

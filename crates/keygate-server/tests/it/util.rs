@@ -472,8 +472,7 @@ impl TestCa {
     /// A reqwest client trusting this CA only.
     pub(crate) fn client(&self) -> reqwest::ClientBuilder {
         reqwest::Client::builder()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_pem(self.pem.as_bytes()).unwrap())
+            .tls_certs_only([reqwest::Certificate::from_pem(self.pem.as_bytes()).unwrap()])
             .redirect(reqwest::redirect::Policy::none())
     }
 }

@@ -128,7 +128,7 @@ impl JwksVerifierBuilder {
                 .filter(|c| !c.is_empty())
                 .ok_or_else(|| Error::BadCertificate("root certificate is not PEM".into()))?;
             for cert in certs {
-                http = http.add_root_certificate(cert);
+                http = http.tls_certs_merge([cert]);
             }
         }
         let http = http
