@@ -67,6 +67,10 @@ pub(crate) async fn check_token(
         "keygate_token_verifications_total",
         [("result", "valid"), ("reason", "")],
     );
+    // Only an id that names a principal of this deployment goes into a trace.
+    if crate::telemetry::enabled() && rt.directory.get(&claims.client_id).is_some() {
+        crate::telemetry::record("keygate.client_id", &claims.client_id);
+    }
     Ok(claims)
 }
 

@@ -54,6 +54,10 @@ struct Pending {
     /// Route and method for the debug line, only gathered when it is written.
     debug: Option<(&'static str, Method)>,
     span: tracing::Span,
+    /// The span is exported (`crate::telemetry`): its status and outcome are recorded.
+    traced: bool,
+    /// The route index ([`crate::metrics::route_index`]).
+    route: u8,
 }
 
 impl<S> Service<Request> for Frame<S>
@@ -70,8 +74,13 @@ where
 
     fn call(&mut self, req: Request) -> Self::Future {
         let id = crate::request_id::pick(req.headers());
-        let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or_default());
         let route = crate::metrics::route_index(req.uri().path());
+        let traced = crate::telemetry::enabled();
+        let span = if traced {
+            traced_span(&req, &id, route)
+        } else {
+            tracing::info_span!("request", request_id = id.to_str().unwrap_or_default())
+        };
         let labels = self
             .metrics
             .then(|| (route, crate::metrics::method_index(req.method())));
@@ -90,8 +99,55 @@ where
                 start,
                 debug,
                 span,
+                traced,
+                route,
             }),
         }
+    }
+}
+
+/// The request span as an OpenTelemetry server span (`crate::telemetry`): named after the
+/// route (`POST /login`), the child of the caller's `traceparent`, with the fields the
+/// request fills in as it goes. Method and route come from fixed sets: never the raw path.
+fn traced_span(req: &Request, id: &HeaderValue, route: u8) -> tracing::Span {
+    use tracing::field::Empty;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let method = crate::metrics::METHODS[usize::from(crate::metrics::method_index(req.method()))];
+    let route = crate::metrics::route_label(route);
+    let span = tracing::info_span!(
+        "request",
+        request_id = id.to_str().unwrap_or_default(),
+        otel.name = format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = method,
+        http.route = route,
+        http.response.status_code = Empty,
+        otel.status_code = Empty,
+        keygate.outcome = Empty,
+        keygate.refusal = Empty,
+        keygate.grant = Empty,
+        keygate.client_id = Empty,
+        keygate.kid = Empty,
+    );
+    // A malformed or absent `traceparent` leaves a root span, sampled at sample_ratio.
+    let _ = span.set_parent(crate::telemetry::parent_of(req.headers()));
+    span
+}
+
+/// `keygate.outcome`: what became of the request, from its route and status.
+fn outcome(route: &str, status: axum::http::StatusCode) -> &'static str {
+    match status.as_u16() {
+        429 => "rate_limited",
+        500.. => "error",
+        400.. => "refused",
+        200..=299 => match route {
+            "/login" | "/token" => "issued",
+            "/verify" | "/userinfo" => "verified",
+            "/introspect" => "introspected",
+            "/logout" | "/revoke" => "revoked",
+            _ => "ok",
+        },
+        _ => "ok",
     }
 }
 
@@ -118,6 +174,17 @@ where
             panic!("FrameFuture polled after completion");
         };
         let mut response = crate::hardening::harden(response, pending.docs);
+        if pending.traced {
+            let status = response.status();
+            let route = crate::metrics::route_label(pending.route);
+            pending
+                .span
+                .record("http.response.status_code", status.as_u16())
+                .record("keygate.outcome", outcome(route, status));
+            if status.is_server_error() {
+                pending.span.record("otel.status_code", "ERROR");
+            }
+        }
         let elapsed = pending.start.map(|s| s.elapsed());
         if let (Some((route, method)), Some(elapsed)) = (pending.labels, elapsed) {
             crate::metrics::record_request(route, method, response.status(), elapsed);

@@ -84,6 +84,8 @@ pub(crate) fn issue(
         Rejection::Internal
     })?;
     crate::metrics::increment("keygate_tokens_issued_total", [("grant", grant_type)]);
+    crate::telemetry::record("keygate.grant", grant_type);
+    crate::telemetry::record("keygate.client_id", &principal.id);
     // At debug: one line per token would cost every request a formatted line. The record of
     // each token issued is the audit log's `token.issued`.
     tracing::debug!(sub = %principal.id, jti = %issued.claims.jti, grant = grant_type, "token issued");

@@ -24,6 +24,7 @@
 //! | [`reload`] | configuration reload on SIGHUP or file change |
 //! | `server` | [`Listeners`] and [`serve`]: the connection loop, its header timeout and connection cap |
 //! | [`tls`] | HTTPS: the certificate pair, swapped without a restart when its files change |
+//! | [`telemetry`] | OpenTelemetry traces: the request span's parent from `traceparent`, export over OTLP/HTTP through a bounded queue |
 //!
 //! A handler loads the [`Runtime`] once (`state.runtime()`) and hands `&Runtime` to every
 //! helper, so a request never sees two configurations. `/login` flows `routes/login.rs` →
@@ -49,6 +50,7 @@ pub mod routes;
 mod server;
 pub mod state;
 pub mod store;
+pub mod telemetry;
 pub mod tls;
 
 pub use config::{Config, ConfigError, Runtime};

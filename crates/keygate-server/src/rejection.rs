@@ -169,6 +169,9 @@ impl From<AuthRejection> for Rejection {
 
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
+        if crate::telemetry::enabled() {
+            crate::telemetry::record("keygate.refusal", self.body().error);
+        }
         if let Some(refusal) = self.bearer() {
             return refusal.into_response();
         }

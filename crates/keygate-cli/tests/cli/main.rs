@@ -8,6 +8,7 @@ mod ops;
 mod revoked;
 mod serve;
 mod store;
+mod telemetry;
 mod tls;
 
 use std::io::{BufRead, BufReader, Write};

@@ -28,6 +28,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// `[audit]`: the audit log (off when `path` is unset).
     pub audit: AuditConfig,
+    /// `[telemetry]`: OpenTelemetry traces (off when `otlp_endpoint` is unset).
+    pub telemetry: TelemetryConfig,
     /// `[[clients]]`: machines with API keys.
     pub clients: Vec<ClientConfig>,
     /// `[[users]]`: people with passwords.
@@ -363,9 +365,41 @@ impl Default for AuditConfig {
     }
 }
 
+/// `[telemetry]`: OpenTelemetry traces over OTLP/HTTP (docs/operations.md#traces). Read at
+/// start: a change takes effect on restart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Base URL of an OTLP/HTTP receiver (`http://collector:4318`); spans are sent (protobuf)
+    /// to `{otlp_endpoint}/v1/traces`. Defaults to none: no traces.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` of the spans. Defaults to `keygate`.
+    pub service_name: String,
+    /// Share of root traces (requests without a sampled `traceparent`) recorded, 0 to 1; a
+    /// request whose caller sampled its trace is always recorded. Defaults to 1.
+    pub sample_ratio: f64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            service_name: "keygate".into(),
+            sample_ratio: 1.0,
+        }
+    }
+}
+
 /// The sections that `KEYGATE_<SECTION>_<KEY>` can override.
 pub(super) const SECTIONS: &[&str] = &[
-    "server", "token", "api_key", "cookie", "limits", "store", "audit",
+    "server",
+    "token",
+    "api_key",
+    "cookie",
+    "limits",
+    "store",
+    "audit",
+    "telemetry",
 ];
 
 /// `cookie.same_site`: the token cookie's `SameSite` attribute.

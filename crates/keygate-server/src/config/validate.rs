@@ -47,6 +47,7 @@ impl Config {
             limits: self.limits.clone(),
             store: self.store.clone(),
             audit: self.audit.clone(),
+            telemetry: self.telemetry.clone(),
             clients: Vec::new(),
             users: Vec::new(),
             base_dir: self.base_dir.clone(),
@@ -63,6 +64,7 @@ impl Config {
         self.check_cookie()?;
         self.check_limits()?;
         self.check_store()?;
+        self.check_telemetry()?;
         for (i, role) in self.token.admin_roles.iter().enumerate() {
             check_name(role, "role", || format!("token.admin_roles[{i}]"))?;
         }
@@ -131,6 +133,31 @@ impl Config {
         let issuer = Issuer::new(keys.clone(), policy.clone());
         let verifier = Verifier::new(algorithm, keys.clone(), policy);
         Ok((issuer, verifier, keys, keyring_dir))
+    }
+
+    fn check_telemetry(&self) -> Result<(), ConfigError> {
+        let t = &self.telemetry;
+        if let Some(endpoint) = &t.otlp_endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Err(ConfigError::new(
+                "telemetry.otlp_endpoint",
+                "must be an http:// or https:// URL, like http://127.0.0.1:4318",
+            ));
+        }
+        if !(0.0..=1.0).contains(&t.sample_ratio) {
+            return Err(ConfigError::new(
+                "telemetry.sample_ratio",
+                "must be between 0 and 1",
+            ));
+        }
+        if t.service_name.is_empty() {
+            return Err(ConfigError::new(
+                "telemetry.service_name",
+                "must not be empty",
+            ));
+        }
+        Ok(())
     }
 
     fn check_api_key(&self) -> Result<(), ConfigError> {
