@@ -13,7 +13,7 @@ use crate::credentials::{
 };
 use crate::extract::{Peer, client_ip};
 use crate::form::Form;
-use crate::issue::{issue, narrow_scopes, token_response};
+use crate::issue::{issue, issue_requested_by, narrow_scopes, token_response};
 use crate::limits::Subject;
 use crate::quota::{charge, with_headers};
 use crate::rejection::Rejection;
@@ -40,7 +40,7 @@ pub(super) struct TokenForm {
 #[utoipa::path(
     post, path = "/token", tag = "tokens",
     summary = "RFC 6749 token endpoint",
-    description = "`grant_type=client_credentials` (client authentication by HTTP Basic `client_id:api_key`, form `client_id`+`client_secret`, or the API-key header) or `grant_type=password` (on when users exist). `scope` narrows the grant.",
+    description = "`grant_type=client_credentials` (client authentication by HTTP Basic `client_id:api_key`, form `client_id`+`client_secret`, or the API-key header) or `grant_type=password` (on when users exist; client authentication, when included, is checked first and a wrong one is 401 `invalid_client`; without it the token's `client_id` is `token.public_client_id`, and a `client_id` naming another client is 401). `scope` narrows the grant.",
     request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "A token", body = crate::issue::TokenResponse, headers(("cache-control" = String, description = "`no-store`"))),
@@ -78,14 +78,74 @@ pub(super) async fn token(
             };
             Ok(with_headers(quota.as_ref(), response))
         }
-        Some("password") if rt.directory.has_users() => password(&state, &rt, &form, ip).await,
+        Some("password") if rt.directory.has_users() => {
+            password(&state, &rt, &headers, &form, ip).await
+        }
         Some(_) => Err(Rejection::UnsupportedGrantType),
+    }
+}
+
+/// The client that requests a password-grant token. When the request includes client
+/// authentication (HTTP Basic, form `client_secret`, the API-key header), the client is
+/// authenticated before anything else and a wrong one is 401 `invalid_client`, whatever
+/// the password (RFC 6749 §4.3.2, §5.2); its quota is charged as for any of its `/token`
+/// requests. Otherwise the requester is the public client `token.public_client_id`: a
+/// `client_id` naming any other client is refused, as a confidential client must
+/// authenticate (§3.2.1).
+async fn requesting_client<'rt>(
+    state: &AppState,
+    rt: &'rt Runtime,
+    headers: &HeaderMap,
+    form: &TokenForm,
+    ip: std::net::IpAddr,
+) -> Result<(&'rt str, Option<crate::quota::Decision>), Rejection> {
+    let basic = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"));
+    let key_header = matches!(
+        rt.client_key_header.find(headers, None),
+        Ok(Some(_)) | Err(_)
+    );
+    if basic || key_header || form.client_secret.is_some() {
+        let secret = FormSecret {
+            client_id: form.client_id.as_deref(),
+            client_secret: form.client_secret.as_deref(),
+        };
+        let client = authenticate_client(state, rt, ip, headers, secret, "password").await?;
+        let quota = charge(state, rt, &client.id, "/token", Some(ip), None).await?;
+        return Ok((&client.id, quota));
+    }
+    let public = rt.config.token.public_client_id.as_str();
+    match form.client_id.as_deref() {
+        None => Ok((public, None)),
+        Some(id) if id == public => Ok((public, None)),
+        Some(_) => Err(Rejection::InvalidClient { basic: true }),
     }
 }
 
 async fn password(
     state: &AppState,
     rt: &Runtime,
+    headers: &HeaderMap,
+    form: &TokenForm,
+    ip: std::net::IpAddr,
+) -> Result<Response, Rejection> {
+    let (client_id, quota) = requesting_client(state, rt, headers, form, ip).await?;
+    // Every answer counted against a quota carries its fields, refusals included.
+    let response = match user_token(state, rt, client_id, form, ip).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    };
+    Ok(with_headers(quota.as_ref(), response))
+}
+
+/// The password check and the token of the user, requested by `client_id`.
+async fn user_token(
+    state: &AppState,
+    rt: &Runtime,
+    client_id: &str,
     form: &TokenForm,
     ip: std::net::IpAddr,
 ) -> Result<Response, Rejection> {
@@ -115,6 +175,6 @@ async fn password(
     .await?;
     let user = not_revoked_in_store(state, rt, user, Rejection::InvalidGrant, "password")?;
     let scopes = narrow_scopes(form.scope.as_deref(), user.scopes())?;
-    let issued = issue(state, rt, user, &scopes, "password", ip)?;
+    let issued = issue_requested_by(state, rt, user, client_id, &scopes, "password", ip)?;
     Ok(token_response(&issued, None))
 }
