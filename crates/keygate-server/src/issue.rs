@@ -103,7 +103,10 @@ pub(crate) fn issue_requested_by(
     tracing::info!(sub = %principal.id, jti = %issued.claims.jti, grant = grant_type, "token issued");
     state.audit().record_with(AuditKind::TokenIssued, |event| {
         let event = about(event, principal);
-        let event = if client_id == &*principal.id {
+        // The requesting client, when one authenticated: neither the principal itself
+        // nor the public client (no configured principal has its id).
+        let event = if client_id == &*principal.id || client_id == rt.config.token.public_client_id
+        {
             event
         } else {
             event.client_id(client_id)

@@ -9,7 +9,8 @@ use utoipa::ToSchema;
 
 use crate::config::Runtime;
 use crate::credentials::{
-    Claimed, FormSecret, authenticate_client, begin_attempt, finish_attempt, not_revoked_in_store,
+    Claimed, FormSecret, authenticate_client, begin_attempt, decode_basic, finish_attempt,
+    not_revoked_in_store,
 };
 use crate::extract::{Peer, client_ip};
 use crate::form::Form;
@@ -86,12 +87,12 @@ pub(super) async fn token(
 }
 
 /// The client that requests a password-grant token. When the request includes client
-/// authentication (HTTP Basic, form `client_secret`, the API-key header), the client is
-/// authenticated before anything else and a wrong one is 401 `invalid_client`, whatever
-/// the password (RFC 6749 §4.3.2, §5.2); its quota is charged as for any of its `/token`
-/// requests. Otherwise the requester is the public client `token.public_client_id`: a
-/// `client_id` naming any other client is refused, as a confidential client must
-/// authenticate (§3.2.1).
+/// authentication (HTTP Basic with a secret, form `client_secret`, the API-key header), the
+/// client is authenticated before anything else and a wrong one is 401 `invalid_client`,
+/// whatever the password (RFC 6749 §4.3.2, §5.2); its quota is charged as for any of its
+/// `/token` requests. Otherwise the requester is the public client
+/// `token.public_client_id`: a `client_id` naming any other client is refused, as a
+/// confidential client must authenticate (§3.2.1).
 async fn requesting_client<'rt>(
     state: &AppState,
     rt: &'rt Runtime,
@@ -99,16 +100,20 @@ async fn requesting_client<'rt>(
     form: &TokenForm,
     ip: std::net::IpAddr,
 ) -> Result<(&'rt str, Option<crate::quota::Decision>), Rejection> {
-    let basic = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"));
+    let basic = basic_credentials(headers)?;
+    // Basic with an empty secret authenticates nothing: it names a client at most, as a
+    // lone `client_id` does. Swagger UI's password flow sends `Basic <base64 of ":">` when
+    // its client fields are left empty.
+    let (basic_secret, basic_id) = match &basic {
+        Some((id, secret)) if secret.is_empty() => (false, (!id.is_empty()).then_some(id.as_str())),
+        Some(_) => (true, None),
+        None => (false, None),
+    };
     let key_header = matches!(
         rt.client_key_header.find(headers, None),
         Ok(Some(_)) | Err(_)
     );
-    if basic || key_header || form.client_secret.is_some() {
+    if basic_secret || key_header || form.client_secret.is_some() {
         let secret = FormSecret {
             client_id: form.client_id.as_deref(),
             client_secret: form.client_secret.as_deref(),
@@ -118,10 +123,30 @@ async fn requesting_client<'rt>(
         return Ok((&client.id, quota));
     }
     let public = rt.config.token.public_client_id.as_str();
-    match form.client_id.as_deref() {
-        None => Ok((public, None)),
-        Some(id) if id == public => Ok((public, None)),
-        Some(_) => Err(Rejection::InvalidClient { basic: true }),
+    let named = [basic_id, form.client_id.as_deref()];
+    if named.iter().flatten().all(|id| *id == public) {
+        Ok((public, None))
+    } else {
+        Err(Rejection::InvalidClient { basic: true })
+    }
+}
+
+/// The id and secret of an `Authorization: Basic` header, read as client authentication
+/// reads them (`credentials::decode_basic`: form-decoded, RFC 6749 §2.3.1); `None` without
+/// such a header. An undecodable one is 401 `invalid_client`, as at any token endpoint.
+fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, Rejection> {
+    let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| Rejection::InvalidClient { basic: true })?;
+    match value.split_once(' ') {
+        Some((scheme, creds)) if scheme.eq_ignore_ascii_case("basic") => {
+            let mut readings = decode_basic(creds.trim())?;
+            Ok(Some(readings.swap_remove(0)))
+        }
+        _ => Ok(None),
     }
 }
 

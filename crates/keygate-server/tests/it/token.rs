@@ -315,6 +315,19 @@ async fn password_grant_tokens_name_the_client_that_requested_them() {
         assert_eq!(claims["client_id"], "keygate", "{extra:?}");
     }
 
+    // HTTP Basic with an empty secret authenticates nothing: Swagger UI sends `Basic` of
+    // ":" when its client fields are empty. It may name the public client, no other.
+    for (id, expected) in [("", 200), ("keygate", 200), ("billing", 401)] {
+        let r = password_grant(&s, Some((id, "")), USER_PASSWORD, &[]).await;
+        assert_eq!(r.status(), expected, "Basic {id:?} with no secret");
+        if expected == 200 {
+            let claims = claims_of(&token_of(r.json().await.unwrap()));
+            assert_eq!(claims["client_id"], "keygate");
+        } else {
+            expect_invalid_client(r, "a client named by Basic without a secret").await;
+        }
+    }
+
     // `token.public_client_id` names it.
     let text = std::fs::read_to_string(&s.config_path).unwrap().replacen(
         "leeway = \"30s\"",
