@@ -47,6 +47,7 @@ secret = "{secret}"
 audience = ["http://127.0.0.1:8080"]
 ttl = "30m"
 leeway = "30s"
+# public_client_id = "keygate"           # client_id of password-grant tokens sent without client authentication
 
 [api_key]
 header = "X-API-Key"                     # the seed used "access_token"
