@@ -203,16 +203,7 @@ fn node_packages(root: &Path) -> Result<(), String> {
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .ok_or_else(|| format!("the tests need Node.js, which is not on PATH: {how}"))?;
-    let parsed = version
-        .trim_start_matches('v')
-        .split('.')
-        .map(|n| n.parse::<u32>().unwrap_or(0))
-        .collect::<Vec<_>>();
-    let (major, minor) = (
-        parsed.first().copied().unwrap_or(0),
-        parsed.get(1).copied().unwrap_or(0),
-    );
-    if (major, minor) < NODE_MIN {
+    if !is_recent_enough(&version) {
         return Err(format!(
             "the tests need Node.js 20.19 or later, found {version}: {how}"
         ));
@@ -234,6 +225,18 @@ fn node_packages(root: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `node --version` (`v20.19.0`) names at least [`NODE_MIN`].
+fn is_recent_enough(version: &str) -> bool {
+    let mut parts = version
+        .trim()
+        .trim_start_matches('v')
+        .split('.')
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    (major, minor) >= NODE_MIN
+}
+
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -249,5 +252,20 @@ fn run(cmd: &mut Command) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("{:?} failed: {status}", cmd.get_program()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_versions_are_compared_by_major_then_minor() {
+        for ok in ["v20.19.0", "v20.20.2", "v22.1.0", "v24.0.0\n"] {
+            assert!(is_recent_enough(ok), "{ok}");
+        }
+        for old in ["v18.20.4", "v20.18.9", "v12", "", "garbage"] {
+            assert!(!is_recent_enough(old), "{old}");
+        }
     }
 }
