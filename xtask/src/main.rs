@@ -9,8 +9,13 @@
 //!    strace, curl, docker-compose.)
 //! 2. The Python virtualenv `.venv` from the requirements files, created once and
 //!    re-installed when they change.
-//! 3. `cargo test --workspace --all-features ARGS…`, then (without ARGS) `deploy/check.sh`
-//!    on the binary the tests built.
+//! 3. Node.js and the packages of the JavaScript suites (`tests/node`: oauth4webapi,
+//!    openid-client, jose; `examples/express`), `npm ci` from their lockfiles, again when a
+//!    lockfile changes. A missing or too old Node stops here with the line to fix it, in CI
+//!    (`CI=true`) and out of it alike: the suite is never skipped.
+//! 4. `cargo test --workspace --all-features ARGS…` (the node suite runs in it, against a
+//!    real keygate per signing algorithm: `tests/it/node.rs`), then (without ARGS)
+//!    `deploy/check.sh` on the binary the tests built.
 //!
 //! Written with std only: it runs before anything else is built, and a task runner that
 //! needs its own dependency tree would slow every run of the test command.
@@ -46,6 +51,13 @@ const REQUIREMENTS: &[&str] = &[
     "deploy/requirements.txt",
 ];
 
+/// The folders whose `package-lock.json` `npm ci` installs: the node suite and the Express
+/// example, both run by `tests/it/node.rs`.
+const NODE_PACKAGES: &[&str] = &["tests/node", "examples/express"];
+
+/// The oldest Node.js the pinned packages run on (jose 6 and openid-client 6).
+const NODE_MIN: (u32, u32) = (20, 19);
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -68,6 +80,7 @@ fn test(args: &[String]) -> Result<ExitCode, String> {
     std::env::set_current_dir(&root).map_err(|e| format!("{}: {e}", root.display()))?;
     system_packages()?;
     virtualenv(&root)?;
+    node_packages(&root)?;
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["test", "--workspace", "--all-features"])
         .args(args)
@@ -180,6 +193,52 @@ fn virtualenv(root: &Path) -> Result<(), String> {
     std::fs::write(&stamp, requirements).map_err(|e| format!("{}: {e}", stamp.display()))
 }
 
+/// Node.js at least [`NODE_MIN`], and `npm ci` in each of [`NODE_PACKAGES`] whose
+/// lockfile changed since it was last installed. Never skipped: without Node the run stops
+/// here, with the line that installs it.
+fn node_packages(root: &Path) -> Result<(), String> {
+    let how = "install Node.js 20.19 or later with npm (Debian 12's nodejs is too old: `curl -fsSL https://deb.nodesource.com/setup_22.x | sudo bash - && sudo apt-get install -y nodejs`), then run this again";
+    let version = Command::new("node")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .ok_or_else(|| format!("the tests need Node.js, which is not on PATH: {how}"))?;
+    if !is_recent_enough(&version) {
+        return Err(format!(
+            "the tests need Node.js 20.19 or later, found {version}: {how}"
+        ));
+    }
+    for folder in NODE_PACKAGES {
+        let dir = root.join(folder);
+        let lock = std::fs::read_to_string(dir.join("package-lock.json"))
+            .map_err(|e| format!("{folder}/package-lock.json: {e}"))?;
+        let stamp = dir.join("node_modules/.installed-lockfile");
+        if std::fs::read_to_string(&stamp).is_ok_and(|s| s == lock) {
+            continue;
+        }
+        eprintln!("xtask test: npm ci in {folder}");
+        run(Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir))?;
+        std::fs::write(&stamp, lock).map_err(|e| format!("{}: {e}", stamp.display()))?;
+    }
+    Ok(())
+}
+
+/// Whether `node --version` (`v20.19.0`) names at least [`NODE_MIN`].
+fn is_recent_enough(version: &str) -> bool {
+    let mut parts = version
+        .trim()
+        .trim_start_matches('v')
+        .split('.')
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    (major, minor) >= NODE_MIN
+}
+
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -195,5 +254,20 @@ fn run(cmd: &mut Command) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("{:?} failed: {status}", cmd.get_program()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_versions_are_compared_by_major_then_minor() {
+        for ok in ["v20.19.0", "v20.20.2", "v22.1.0", "v24.0.0\n"] {
+            assert!(is_recent_enough(ok), "{ok}");
+        }
+        for old in ["v18.20.4", "v20.18.9", "v12", "", "garbage"] {
+            assert!(!is_recent_enough(old), "{old}");
+        }
     }
 }

@@ -64,7 +64,8 @@ pub(crate) fn token_response(issued: &IssuedToken, set_cookie: Option<HeaderValu
     response
 }
 
-/// Signs a token for `principal` with the granted `scopes`, counts it and audits it.
+/// Signs a token for `principal` with the granted `scopes`, counts it and audits it. The
+/// principal is also the client that requested it (`/login`, `client_credentials`).
 pub(crate) fn issue(
     state: &AppState,
     rt: &Runtime,
@@ -73,9 +74,24 @@ pub(crate) fn issue(
     grant_type: &'static str,
     ip: std::net::IpAddr,
 ) -> Result<IssuedToken, Rejection> {
+    issue_requested_by(state, rt, principal, &principal.id, scopes, grant_type, ip)
+}
+
+/// [`issue`] for a token requested by the client `client_id` on behalf of `principal`
+/// (the password grant): `client_id` is the claim of that name, the OAuth client that
+/// requested the token (RFC 9068 §2.2), and the audit event names both.
+pub(crate) fn issue_requested_by(
+    state: &AppState,
+    rt: &Runtime,
+    principal: &Principal,
+    client_id: &str,
+    scopes: &[String],
+    grant_type: &'static str,
+    ip: std::net::IpAddr,
+) -> Result<IssuedToken, Rejection> {
     let grant = Grant {
         subject: &principal.id,
-        client_id: &principal.id,
+        client_id,
         role: principal.role(),
         scopes,
     };
@@ -90,7 +106,16 @@ pub(crate) fn issue(
     // each token issued is the audit log's `token.issued`.
     tracing::debug!(sub = %principal.id, jti = %issued.claims.jti, grant = grant_type, "token issued");
     state.audit().record_with(AuditKind::TokenIssued, |event| {
-        about(event, principal)
+        let event = about(event, principal);
+        // The requesting client, when one authenticated: neither the principal itself
+        // nor the public client (no configured principal has its id).
+        let event = if client_id == &*principal.id || client_id == rt.config.token.public_client_id
+        {
+            event
+        } else {
+            event.client_id(client_id)
+        };
+        event
             .address(Some(ip))
             .jti(&issued.claims.jti)
             .reason(grant_type)

@@ -256,6 +256,8 @@ fn fastapi_blog_trusts_hs256_tokens_with_the_shared_secret() {
         &[
             ("KEYGATE_URL", &server.base),
             ("KEYGATE_ISSUER", "http://127.0.0.1:8080"),
+            // `keygate init` writes `token.audience = ["<public_url>"]`: RFC 9068 tokens.
+            ("KEYGATE_AUDIENCE", "http://127.0.0.1:8080"),
             ("KEYGATE_ALGORITHM", "HS256"),
             ("KEYGATE_SECRET", &secret),
         ],
@@ -293,6 +295,8 @@ fn fastapi_blog_trusts_es256_tokens_through_the_jwks_across_a_key_rotation() {
         &[
             ("KEYGATE_URL", &server.base),
             ("KEYGATE_ISSUER", "http://127.0.0.1:8080"),
+            // `keygate init` writes `token.audience = ["<public_url>"]`: RFC 9068 tokens.
+            ("KEYGATE_AUDIENCE", "http://127.0.0.1:8080"),
             ("KEYGATE_ALGORITHM", "ES256"),
             ("JWKS_LIFESPAN", "1"),
         ],

@@ -126,6 +126,10 @@ pub struct TokenConfig {
     /// Clock skew tolerated on `exp`, `nbf`, `iat`. Defaults to `30s`.
     #[serde(with = "humane")]
     pub leeway: Duration,
+    /// `client_id` of tokens from the password grant sent without client authentication
+    /// (RFC 9068 §2.2: the client that requested the token; here, a public client). No
+    /// configured client may have this id. Defaults to `keygate`.
+    pub public_client_id: String,
 }
 
 impl Default for TokenConfig {
@@ -140,6 +144,7 @@ impl Default for TokenConfig {
             audience: Vec::new(),
             ttl: Duration::from_secs(30 * 60),
             leeway: Duration::from_secs(30),
+            public_client_id: "keygate".into(),
         }
     }
 }

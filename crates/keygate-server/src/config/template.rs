@@ -8,8 +8,10 @@ use super::ConfigError;
 /// Id of the client `keygate init` creates.
 pub const FIRST_CLIENT: &str = "my-service";
 
-/// A complete, commented configuration with a fresh secret and one client. Returns the
-/// text and the client's API key, which is stored only as a hash.
+/// A complete, commented configuration with a fresh secret and one client. Its
+/// `token.audience` is the default public URL, so that its tokens are RFC 9068 access
+/// tokens (which require `aud`). Returns the text and the client's API key, which is
+/// stored only as a hash.
 pub fn initial_config() -> Result<(String, String), ConfigError> {
     let secret = HmacSecret::generate_hex().map_err(|e| ConfigError::new("token.secret", e))?;
     let key = api_key::generate(FIRST_CLIENT).map_err(|e| ConfigError::new("clients", e))?;
@@ -38,9 +40,14 @@ algorithm = "HS256"                      # HS256 HS384 HS512
 # (it is written with mode 0600), or use secret = "${{KEYGATE_SECRET}}".
 secret = "{secret}"
 # issuer = "http://127.0.0.1:8080"       # defaults to server.public_url
-# audience = ["orders-api"]
+# `aud` of every token (RFC 9068 makes it required), and what keygate demands of the tokens
+# it checks. Services verifying a token check it too. Name your APIs instead
+# (["orders-api"]) if you like; with no audience at all, tokens carry none and are not
+# RFC 9068 access tokens (strict libraries such as oauth4webapi refuse them).
+audience = ["http://127.0.0.1:8080"]
 ttl = "30m"
 leeway = "30s"
+# public_client_id = "keygate"           # client_id of password-grant tokens sent without client authentication
 
 [api_key]
 header = "X-API-Key"                     # the seed used "access_token"

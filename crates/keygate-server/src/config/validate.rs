@@ -69,6 +69,7 @@ impl Config {
             check_name(role, "role", || format!("token.admin_roles[{i}]"))?;
         }
         let (directory, quotas) = principals.finish(&self.limits)?;
+        self.check_public_client_id(&directory)?;
         check_tokens_verify(&issuer, &verifier, &directory)?;
         Ok(Runtime {
             listen: server.listen,
@@ -155,6 +156,31 @@ impl Config {
             return Err(ConfigError::new(
                 "telemetry.service_name",
                 "must not be empty",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `token.public_client_id` names the requester of password-grant tokens sent without
+    /// client authentication: a configured principal of that id would own them (revoke them,
+    /// be charged for them), so none may have it.
+    fn check_public_client_id(
+        &self,
+        directory: &keygate::principal::Directory,
+    ) -> Result<(), ConfigError> {
+        let id = &self.token.public_client_id;
+        if !keygate::api_key::is_valid_id(id) {
+            return Err(ConfigError::new(
+                "token.public_client_id",
+                "must be 1-64 of A-Z a-z 0-9 . _ - @",
+            ));
+        }
+        if directory.get(id).is_some() {
+            return Err(ConfigError::new(
+                "token.public_client_id",
+                format!(
+                    "`{id}` is also the id of a configured client or user: pick another for one of them"
+                ),
             ));
         }
         Ok(())

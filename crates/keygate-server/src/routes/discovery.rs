@@ -1,5 +1,5 @@
-//! `GET /.well-known/jwks.json` and the discovery documents (RFC 8414, OpenID Connect
-//! Discovery), so standard clients find the token endpoint and the keys by themselves.
+//! `GET /.well-known/jwks.json` and the RFC 8414 metadata (also at the OpenID Connect
+//! Discovery path), so standard clients find the token endpoint and the keys by themselves.
 
 use std::collections::BTreeSet;
 
@@ -73,37 +73,20 @@ pub(super) async fn oauth_authorization_server(State(state): State<AppState>) ->
     Json(metadata(&state.runtime())).into_response()
 }
 
-/// OpenID Connect Discovery. keygate issues access tokens only — no ID tokens and no
-/// authorization endpoint — so the fields OIDC requires say exactly that: no response
-/// types, `public` subjects, the claims of the access token, and as the signing algorithm
-/// the one access tokens use (the one an ID token would use, were there any).
+/// The same RFC 8414 document at the path of OpenID Connect Discovery. keygate is not an
+/// OpenID Provider: it has no authorization endpoint and issues no ID tokens, so it claims
+/// none of the members OIDC Discovery 1.0 §3 requires of a provider
+/// (`authorization_endpoint`, `subject_types_supported`,
+/// `id_token_signing_alg_values_supported`); an OpenID relying party correctly refuses it.
+/// It is served because RFC 8414 §5 lets OAuth clients look here, and they do:
+/// openid-client's `discovery()` asks this path first, and Swagger UI reads it for the
+/// OpenAPI `openIdConnect` security scheme. See docs/conformance.md.
 #[utoipa::path(
     get, path = "/.well-known/openid-configuration", tag = "discovery",
-    summary = "OpenID Connect discovery document",
+    summary = "RFC 8414 metadata at the OpenID Connect discovery path",
+    description = "The document of `/.well-known/oauth-authorization-server`, byte for byte. keygate is not an OpenID Provider (no authorization endpoint, no ID tokens), so the members OpenID Connect Discovery requires of a provider are absent.",
     responses((status = 200, description = "Metadata", body = Object))
 )]
 pub(super) async fn openid_configuration(State(state): State<AppState>) -> Response {
-    let rt = state.runtime();
-    let mut doc = metadata(&rt);
-    if let Value::Object(map) = &mut doc {
-        let alg = rt.verifier.algorithm().as_str();
-        map.insert("subject_types_supported".into(), json!(["public"]));
-        map.insert("id_token_signing_alg_values_supported".into(), json!([alg]));
-        map.insert(
-            "claims_supported".into(),
-            json!([
-                "iss",
-                "sub",
-                "aud",
-                "exp",
-                "iat",
-                "nbf",
-                "jti",
-                "client_id",
-                "role",
-                "scope"
-            ]),
-        );
-    }
-    Json(doc).into_response()
+    Json(metadata(&state.runtime())).into_response()
 }

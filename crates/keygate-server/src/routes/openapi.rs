@@ -139,7 +139,11 @@ fn security_schemes<'a>(
     s.insert("oauth2".into(), json!({"type": "oauth2", "flows": flows}));
     s.insert(
         "openid".into(),
-        json!({"type": "openIdConnect", "openIdConnectUrl": "/.well-known/openid-configuration"}),
+        json!({
+            "type": "openIdConnect",
+            "openIdConnectUrl": "/.well-known/openid-configuration",
+            "description": "The seed's discovery scheme. The document is RFC 8414 metadata: keygate is not an OpenID Provider (access tokens only, no ID tokens, no authorization endpoint)."
+        }),
     );
     s
 }

@@ -9,11 +9,12 @@ use utoipa::ToSchema;
 
 use crate::config::Runtime;
 use crate::credentials::{
-    Claimed, FormSecret, authenticate_client, begin_attempt, finish_attempt, not_revoked_in_store,
+    Claimed, FormSecret, authenticate_client, begin_attempt, decode_basic, finish_attempt,
+    not_revoked_in_store,
 };
 use crate::extract::{Peer, client_ip};
 use crate::form::Form;
-use crate::issue::{issue, narrow_scopes, token_response};
+use crate::issue::{issue, issue_requested_by, narrow_scopes, token_response};
 use crate::limits::Subject;
 use crate::quota::{charge, with_headers};
 use crate::rejection::Rejection;
@@ -40,7 +41,7 @@ pub(super) struct TokenForm {
 #[utoipa::path(
     post, path = "/token", tag = "tokens",
     summary = "RFC 6749 token endpoint",
-    description = "`grant_type=client_credentials` (client authentication by HTTP Basic `client_id:api_key`, form `client_id`+`client_secret`, or the API-key header) or `grant_type=password` (on when users exist). `scope` narrows the grant.",
+    description = "`grant_type=client_credentials` (client authentication by HTTP Basic `client_id:api_key`, form `client_id`+`client_secret`, or the API-key header) or `grant_type=password` (on when users exist; client authentication, when included, is checked first and a wrong one is 401 `invalid_client`; without it the token's `client_id` is `token.public_client_id`, and a `client_id` naming another client is 401). `scope` narrows the grant.",
     request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "A token", body = crate::issue::TokenResponse, headers(("cache-control" = String, description = "`no-store`"))),
@@ -78,14 +79,98 @@ pub(super) async fn token(
             };
             Ok(with_headers(quota.as_ref(), response))
         }
-        Some("password") if rt.directory.has_users() => password(&state, &rt, &form, ip).await,
+        Some("password") if rt.directory.has_users() => {
+            password(&state, &rt, &headers, &form, ip).await
+        }
         Some(_) => Err(Rejection::UnsupportedGrantType),
+    }
+}
+
+/// The client that requests a password-grant token. When the request includes client
+/// authentication (HTTP Basic with a secret, form `client_secret`, the API-key header), the
+/// client is authenticated before anything else and a wrong one is 401 `invalid_client`,
+/// whatever the password (RFC 6749 §4.3.2, §5.2); its quota is charged as for any of its
+/// `/token` requests. Otherwise the requester is the public client
+/// `token.public_client_id`: a `client_id` naming any other client is refused, as a
+/// confidential client must authenticate (§3.2.1).
+async fn requesting_client<'rt>(
+    state: &AppState,
+    rt: &'rt Runtime,
+    headers: &HeaderMap,
+    form: &TokenForm,
+    ip: std::net::IpAddr,
+) -> Result<(&'rt str, Option<crate::quota::Decision>), Rejection> {
+    let basic = basic_credentials(headers)?;
+    // Basic with an empty secret authenticates nothing: it names a client at most, as a
+    // lone `client_id` does. Swagger UI's password flow sends `Basic <base64 of ":">` when
+    // its client fields are left empty.
+    let (basic_secret, basic_id) = match &basic {
+        Some((id, secret)) if secret.is_empty() => (false, (!id.is_empty()).then_some(id.as_str())),
+        Some(_) => (true, None),
+        None => (false, None),
+    };
+    let key_header = matches!(
+        rt.client_key_header.find(headers, None),
+        Ok(Some(_)) | Err(_)
+    );
+    if basic_secret || key_header || form.client_secret.is_some() {
+        let secret = FormSecret {
+            client_id: form.client_id.as_deref(),
+            client_secret: form.client_secret.as_deref(),
+        };
+        let client = authenticate_client(state, rt, ip, headers, secret, "password").await?;
+        let quota = charge(state, rt, &client.id, "/token", Some(ip), None).await?;
+        return Ok((&client.id, quota));
+    }
+    let public = rt.config.token.public_client_id.as_str();
+    let named = [basic_id, form.client_id.as_deref()];
+    if named.iter().flatten().all(|id| *id == public) {
+        Ok((public, None))
+    } else {
+        Err(Rejection::InvalidClient { basic: true })
+    }
+}
+
+/// The id and secret of an `Authorization: Basic` header, read as client authentication
+/// reads them (`credentials::decode_basic`: form-decoded, RFC 6749 §2.3.1); `None` without
+/// such a header. An undecodable one is 401 `invalid_client`, as at any token endpoint.
+fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, Rejection> {
+    let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| Rejection::InvalidClient { basic: true })?;
+    match value.split_once(' ') {
+        Some((scheme, creds)) if scheme.eq_ignore_ascii_case("basic") => {
+            let mut readings = decode_basic(creds.trim())?;
+            Ok(Some(readings.swap_remove(0)))
+        }
+        _ => Ok(None),
     }
 }
 
 async fn password(
     state: &AppState,
     rt: &Runtime,
+    headers: &HeaderMap,
+    form: &TokenForm,
+    ip: std::net::IpAddr,
+) -> Result<Response, Rejection> {
+    let (client_id, quota) = requesting_client(state, rt, headers, form, ip).await?;
+    // Every answer counted against a quota carries its fields, refusals included.
+    let response = match user_token(state, rt, client_id, form, ip).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    };
+    Ok(with_headers(quota.as_ref(), response))
+}
+
+/// The password check and the token of the user, requested by `client_id`.
+async fn user_token(
+    state: &AppState,
+    rt: &Runtime,
+    client_id: &str,
     form: &TokenForm,
     ip: std::net::IpAddr,
 ) -> Result<Response, Rejection> {
@@ -115,6 +200,6 @@ async fn password(
     .await?;
     let user = not_revoked_in_store(state, rt, user, Rejection::InvalidGrant, "password")?;
     let scopes = narrow_scopes(form.scope.as_deref(), user.scopes())?;
-    let issued = issue(state, rt, user, &scopes, "password", ip)?;
+    let issued = issue_requested_by(state, rt, user, client_id, &scopes, "password", ip)?;
     Ok(token_response(&issued, None))
 }

@@ -8,6 +8,7 @@ Usage: clients.py '<json>' where the JSON names the server and what to check:
 Prints one line per check and exits non-zero on the first failure.
 """
 
+import base64
 import json
 import sys
 
@@ -85,10 +86,21 @@ def oauth(c):
         assert "invalid_client" in str(e), e
     print("authlib wrong secret: invalid_client")
 
-    # The password grant (a public client: no client authentication).
-    user = OAuth2Session(token_endpoint_auth_method="none")
+    # The password grant: by the public client (no client authentication, its id
+    # `keygate`), then by the confidential client, which is authenticated first.
+    def client_id_of(token):
+        payload = token.split(".")[1]
+        return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["client_id"]
+
+    user = OAuth2Session(client_id="keygate", token_endpoint_auth_method="none")
     t = user.fetch_token(token_url, username=c["username"], password=c["password"])
     assert t["token_type"] == "Bearer", t
+    assert client_id_of(t["access_token"]) == "keygate", t
+    confidential = OAuth2Session(
+        c["client_id"], c["client_secret"], token_endpoint_auth_method="client_secret_basic"
+    )
+    t = confidential.fetch_token(token_url, username=c["username"], password=c["password"])
+    assert client_id_of(t["access_token"]) == c["client_id"], t
     print("authlib password grant: ok")
 
     # Introspection and revocation through the endpoints the metadata names.

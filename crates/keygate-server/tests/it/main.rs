@@ -11,6 +11,7 @@ mod interop;
 mod limits;
 mod login;
 mod logout;
+mod node;
 mod openapi;
 mod operations;
 mod prometheus;

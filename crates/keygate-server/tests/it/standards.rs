@@ -271,14 +271,24 @@ async fn discovery_documents_name_every_endpoint() {
             "scopes_supported": ["orders:read", "orders:write"],
         })
     );
-    let oidc: Value = s.json("/.well-known/openid-configuration").await;
-    assert_eq!(oidc["issuer"], ISSUER);
-    assert_eq!(oidc["jwks_uri"], doc["jwks_uri"]);
-    assert_eq!(oidc["subject_types_supported"], json!(["public"]));
-    assert_eq!(
-        oidc["id_token_signing_alg_values_supported"],
-        json!(["ES256"])
-    );
+    // keygate is not an OpenID Provider: the OIDC path serves the RFC 8414 document as
+    // it is, claiming no ID tokens, subject types or authorization endpoint.
+    let r = s
+        .http
+        .get(s.url("/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let oidc: Value = r.json().await.unwrap();
+    assert_eq!(oidc, doc);
+    for member in [
+        "authorization_endpoint",
+        "subject_types_supported",
+        "id_token_signing_alg_values_supported",
+    ] {
+        assert!(oidc.get(member).is_none(), "{member} claimed");
+    }
 }
 
 // ---------------------------------------------------------------- revocation
@@ -354,6 +364,56 @@ async fn a_client_revokes_only_its_own_tokens_unless_admin() {
         .await;
     assert_eq!(r.status(), 200);
     assert_eq!(s.verify(&billing_token).await.status(), 401);
+}
+
+/// RFC 6749 §3.1/§3.2: unrecognised parameters are ignored, repeated or not (the pair
+/// schemathesis sent); only the endpoint's own parameters must not repeat.
+#[tokio::test]
+async fn unrecognised_parameters_are_ignored_even_when_repeated() {
+    let s = TestServer::start().await;
+    let token = s.token().await;
+    let post = |path: &'static str, body: String| {
+        s.http
+            .post(s.url(path))
+            .basic_auth("legacy", Some(SEED_KEY))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    let odd = "%C3%BC%C2%B5=1&%C3%BC%C2%B5=2";
+    let r = post("/introspect", format!("{odd}&token={token}&x=a&x=b"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["active"], true);
+    let r = post("/revoke", format!("token=garbage&{odd}"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = s
+        .http
+        .post(s.url("/token"))
+        .basic_auth("legacy", Some(SEED_KEY))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("grant_type=client_credentials&{odd}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    for path in ["/introspect", "/revoke"] {
+        let r = post(path, format!("token={token}&token={token}"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(
+            body,
+            json!({"error": "invalid_request", "error_description": "a parameter is repeated"}),
+            "{path}"
+        );
+    }
+    assert_eq!(s.verify(&token).await.status(), 200);
 }
 
 // ---------------------------------------------------------------- introspection

@@ -24,7 +24,8 @@ pub struct Claims {
     pub nbf: u64,
     /// Unique token id (128 random bits, base64url); the revocation list's key with `iss`.
     pub jti: String,
-    /// The client the token was issued to (for a password grant: the username).
+    /// The OAuth client that requested the token (RFC 9068 §2.2): for a password grant, the
+    /// client that authenticated, or the configured public client id when none did.
     pub client_id: String,
     /// The principal's role.
     pub role: String,

@@ -298,3 +298,46 @@ fn errors_of_streamed_entries_name_their_entry_after_the_settings() {
     let e = load_many("[token]\nsecret = \"short\"\n", 1000, Some(700)).unwrap_err();
     assert_eq!(e.setting, "token.secret");
 }
+
+#[test]
+fn the_public_client_id_is_a_valid_id_that_no_principal_has() {
+    let rt = check(&minimal()).unwrap();
+    assert_eq!(rt.config.token.public_client_id, "keygate");
+    let own = format!("{}public_client_id = \"web-app\"\n", minimal());
+    assert_eq!(
+        check(&own).unwrap().config.token.public_client_id,
+        "web-app"
+    );
+    let bad = format!("{}public_client_id = \"a b\"\n", minimal());
+    assert_eq!(check(&bad).unwrap_err().setting, "token.public_client_id");
+    let taken = format!(
+        "{}\n[[clients]]\nid = \"keygate\"\nkey_hash = \"sha256:{}\"\nrole = \"service\"\n",
+        minimal(),
+        "ab".repeat(32)
+    );
+    let e = check(&taken).unwrap_err();
+    assert_eq!(e.setting, "token.public_client_id", "{e}");
+}
+
+#[test]
+fn the_initial_config_issues_rfc_9068_tokens_with_an_audience() {
+    let (text, _) = initial_config().unwrap();
+    let rt = check(&text).unwrap();
+    let public_url = rt.public_url.clone();
+    assert_eq!(rt.config.token.audience, vec![public_url.clone()]);
+    let rt = check(&text).unwrap();
+    let p = rt.directory.get("my-service").unwrap();
+    let issued = rt
+        .issuer
+        .issue(&keygate::token::Grant {
+            subject: &p.id,
+            client_id: &p.id,
+            role: p.role(),
+            scopes: &[],
+        })
+        .unwrap();
+    assert_eq!(
+        issued.claims.aud,
+        Some(keygate::token::Audience::One(public_url))
+    );
+}
