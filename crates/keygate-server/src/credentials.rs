@@ -1,13 +1,16 @@
 //! Checking credentials: API keys (`/login`), client authentication for `/token`,
 //! `/revoke` and `/introspect`, and the failed-attempt bookkeeping every check shares.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::time::Instant;
 
 use axum::http::{HeaderMap, header};
 use base64::Engine as _;
+use hmac::{Hmac, Mac};
 use keygate::Error;
 use keygate::principal::Principal;
+use sha2::Sha256;
 use time::OffsetDateTime;
 
 use crate::audit::AuditKind;
@@ -58,6 +61,11 @@ pub(crate) async fn authenticate_client<'rt>(
         .find(headers, None)
         .map_err(|_| Rejection::InvalidRequest("the API key header is repeated or unreadable"))?;
     let candidates = match (basic, form, api_key) {
+        // The Stripe convention: a generated key as the Basic user name, no password.
+        (Some(basic), None, None) if stripe_key(&basic).is_some() => {
+            let key = stripe_key(&basic).unwrap_or_default();
+            return authenticate_api_key(state, rt, ip, key, label, true).await;
+        }
         (Some(basic), None, None) => basic,
         (None, Some(form), None) => vec![form],
         (None, None, Some(key)) => {
@@ -119,6 +127,16 @@ pub(crate) async fn authenticate_api_key<'rt>(
     let refusal = Rejection::InvalidClient { basic };
     let client = finish_attempt(state, &subjects, label, claimed, outcome, refusal).await?;
     not_revoked_in_store(state, rt, client, Rejection::InvalidClient { basic }, label)
+}
+
+/// The key of HTTP Basic `<key>:` (the Stripe convention: the key as the user name and
+/// an empty password), when the key is a generated `kg_` key with a good checksum. The
+/// user part is then a whole credential, never a client id, and is checked as an API key.
+fn stripe_key(candidates: &[(String, String)]) -> Option<&str> {
+    candidates
+        .iter()
+        .find(|(id, secret)| secret.is_empty() && key_client_id(id).is_some())
+        .map(|(key, _)| key.as_str())
 }
 
 /// The id and secret of a Basic header: first as RFC 6749 §2.3.1 says (each part
@@ -282,8 +300,8 @@ pub(crate) enum Claimed<'a> {
     User(&'a str),
 }
 
-/// `token.refused`, naming the address and who the attempt claimed to be (the caller's
-/// words, bounded by the audit log).
+/// `token.refused`, naming the address and who the attempt claimed to be: the id when it
+/// names a principal of the running configuration, else [`shown_claim`]'s fingerprint.
 fn audit_refusal(state: &AppState, subjects: &[Subject], claimed: Claimed<'_>, reason: &str) {
     // Built only when the log is on: a flood of refused attempts is a hot path too.
     state.audit().record_with(AuditKind::TokenRefused, |event| {
@@ -291,12 +309,70 @@ fn audit_refusal(state: &AppState, subjects: &[Subject], claimed: Claimed<'_>, r
         if let Some(Subject::Address(ip)) = subjects.first() {
             event = event.address(Some(*ip));
         }
+        let rt = state.runtime();
         match claimed {
-            Claimed::Client(Some(id)) => event.client_id(id),
+            Claimed::Client(Some(id)) => event.client_id(&shown_claim(&rt, id)),
             Claimed::Client(None) => event,
-            Claimed::User(name) => event.username(name),
+            Claimed::User(name) => event.username(&shown_claim(&rt, name)),
         }
     });
+}
+
+/// How a claimed client id or username may be written to the audit log, tracing or
+/// metrics. A claim that names no principal may be anything the caller typed: a whole
+/// API key sent as a client id, a password typed into the username field. It is shown
+/// as `unknown:` and a fingerprint (see [`DeploymentKey::fingerprint`]), which tells
+/// repeated claims apart without revealing them; an existing principal's id is shown as is.
+pub(crate) fn shown_claim<'a>(rt: &Runtime, claim: &'a str) -> Cow<'a, str> {
+    if rt.directory.get(claim).is_some() {
+        Cow::Borrowed(claim)
+    } else {
+        Cow::Owned(format!("unknown:{}", rt.deployment_key.fingerprint(claim)))
+    }
+}
+
+/// A secret of the deployment, derived from its token secret (HS*) or its earliest
+/// signing key: the same on every replica of one configuration and across reloads, known
+/// to nobody without the configuration. It keys the choice of stand-in password hashes
+/// and the fingerprints of claimed ids that name no principal.
+#[derive(Clone)]
+pub(crate) struct DeploymentKey([u8; 32]);
+
+impl std::fmt::Debug for DeploymentKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeploymentKey(..)")
+    }
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+impl DeploymentKey {
+    /// HMAC-SHA256 of a fixed label under `secret`: the secret itself never leaves the
+    /// token code, and what is derived here tells nothing about it.
+    pub(crate) fn from_secret(secret: &[u8]) -> Self {
+        Self(hmac(secret, b"keygate deployment key v1"))
+    }
+
+    /// The key of the stand-in choice for unknown usernames.
+    pub(crate) fn stand_in_key(&self) -> [u8; 32] {
+        hmac(&self.0, b"stand-in hashes")
+    }
+
+    /// 12 hex characters (48 bits) of HMAC-SHA256 of `claim`: the same claim gives the
+    /// same fingerprint on every replica, and without the key it cannot be reversed or
+    /// checked against a guess.
+    pub(crate) fn fingerprint(&self, claim: &str) -> String {
+        let mut mac = HmacSha256::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(b"claimed id\0");
+        mac.update(claim.as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..6])
+    }
+}
+
+fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(message);
+    mac.finalize().into_bytes().into()
 }
 
 /// The client id a `kg_` key names (readable without any lookup); hand-made keys name none.
