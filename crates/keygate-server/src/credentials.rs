@@ -3,7 +3,6 @@
 
 use std::borrow::Cow;
 use std::net::IpAddr;
-use std::time::Instant;
 
 use axum::http::{HeaderMap, header};
 use base64::Engine as _;
@@ -15,7 +14,7 @@ use time::OffsetDateTime;
 
 use crate::audit::AuditKind;
 use crate::config::{OnUnavailable, Runtime};
-use crate::limits::Subject;
+use crate::limits::{Attempt, Refused, Subject};
 use crate::rejection::Rejection;
 use crate::state::AppState;
 use crate::store::Verdict;
@@ -81,7 +80,7 @@ pub(crate) async fn authenticate_client<'rt>(
     // A client secret is an API key: its failures count against the address only.
     let subjects = [Subject::Address(ip)];
     let claimed = Claimed::Client(Some(candidates[0].0.as_str()));
-    begin_attempt(state, &subjects, label, claimed).await?;
+    let attempt = begin_attempt(state, &subjects, label, claimed).await?;
     let now = OffsetDateTime::now_utc();
     let mut outcome = Err(Error::WrongCredential);
     for (client_id, secret) in &candidates {
@@ -94,7 +93,8 @@ pub(crate) async fn authenticate_client<'rt>(
         }
     }
     let refusal = Rejection::InvalidClient { basic: true };
-    let client = finish_attempt(state, &subjects, label, claimed, outcome, refusal).await?;
+    let client =
+        finish_attempt(state, attempt, &subjects, label, claimed, outcome, refusal).await?;
     not_revoked_in_store(
         state,
         rt,
@@ -118,14 +118,15 @@ pub(crate) async fn authenticate_api_key<'rt>(
     // only, so that no stranger can lock a genuine client out (SPEC §9).
     let subjects = [Subject::Address(ip)];
     let claimed = Claimed::Client(key_client_id(key));
-    begin_attempt(state, &subjects, label, claimed).await?;
+    let attempt = begin_attempt(state, &subjects, label, claimed).await?;
     let now = OffsetDateTime::now_utc();
     let outcome = rt
         .directory
         .authenticate_key(key, state.passwords(), now)
         .await;
     let refusal = Rejection::InvalidClient { basic };
-    let client = finish_attempt(state, &subjects, label, claimed, outcome, refusal).await?;
+    let client =
+        finish_attempt(state, attempt, &subjects, label, claimed, outcome, refusal).await?;
     not_revoked_in_store(state, rt, client, Rejection::InvalidClient { basic }, label)
 }
 
@@ -215,15 +216,24 @@ pub(crate) const TOO_MANY_ATTEMPTS_DELAY: std::time::Duration =
 
 /// Counts an attempt against `subjects` before its credential is checked, in one step
 /// with the check of the limit: 429 when one of them has used up its attempts, after
-/// [`TOO_MANY_ATTEMPTS_DELAY`].
-pub(crate) async fn begin_attempt(
-    state: &AppState,
+/// [`TOO_MANY_ATTEMPTS_DELAY`]. While attempts in flight hold all a subject has left, it
+/// waits for them (see [`crate::limits::RESERVED_WAIT`]), then answers 503.
+pub(crate) async fn begin_attempt<'s>(
+    state: &'s AppState,
     subjects: &[Subject],
     grant_type: &'static str,
     claimed: Claimed<'_>,
-) -> Result<(), Rejection> {
-    let Err(after) = state.attempts().begin(subjects, Instant::now()).await else {
-        return Ok(());
+) -> Result<Attempt<'s>, Rejection> {
+    let after = match state.attempts().begin_waiting(subjects).await {
+        Ok(attempt) => return Ok(attempt),
+        Err(Refused::Busy) => {
+            tracing::warn!(
+                grant = grant_type,
+                "attempts in flight held every remaining attempt for too long; answering 503"
+            );
+            return Err(Rejection::Unavailable(std::time::Duration::from_secs(1)));
+        }
+        Err(Refused::Blocked(after)) => after,
     };
     crate::metrics::increment("keygate_rate_limited_total", [("grant", grant_type)]);
     audit_refusal(state, subjects, claimed, "too_many_attempts");
@@ -231,11 +241,12 @@ pub(crate) async fn begin_attempt(
     Err(Rejection::TooManyAttempts(after))
 }
 
-/// Ends an attempt begun with [`begin_attempt`]: a good credential takes the attempt back;
+/// Ends an attempt begun with [`begin_attempt`]: a good credential gives the attempt back;
 /// a refused one stays counted and answers `rejection`; a busy hashing queue or a failing
-/// store is no failure of the caller's and is taken back too.
+/// store is no failure of the caller's and is given back too.
 pub(crate) async fn finish_attempt<T>(
     state: &AppState,
+    attempt: Attempt<'_>,
     subjects: &[Subject],
     grant_type: &'static str,
     claimed: Claimed<'_>,
@@ -244,7 +255,7 @@ pub(crate) async fn finish_attempt<T>(
 ) -> Result<T, Rejection> {
     let error = match outcome {
         Ok(value) => {
-            state.attempts().succeeded(subjects).await;
+            attempt.succeeded().await;
             return Ok(value);
         }
         Err(e) => e,
@@ -257,15 +268,16 @@ pub(crate) async fn finish_attempt<T>(
     audit_refusal(state, subjects, claimed, error.reason());
     match error {
         Error::HashingBusy => {
-            state.attempts().succeeded(subjects).await;
+            attempt.succeeded().await;
             Err(Rejection::Unavailable(std::time::Duration::from_secs(1)))
         }
         Error::StoreUnavailable(_) | Error::Signing(_) => {
-            state.attempts().succeeded(subjects).await;
+            attempt.succeeded().await;
             tracing::error!(error = %error, "credential check failed");
             Err(Rejection::Internal)
         }
         _ => {
+            attempt.failed().await;
             tracing::info!(
                 reason = error.reason(),
                 grant = grant_type,

@@ -224,6 +224,12 @@ impl Config {
                 format!("must be between 1 and {MAX_HASHING}"),
             ));
         }
+        if !(1..=128).contains(&self.limits.ipv6_prefix) {
+            return Err(ConfigError::new(
+                "limits.ipv6_prefix",
+                "must be between 1 and 128 (bits of an IPv6 address that name one sender)",
+            ));
+        }
         if self.limits.hashing_queue > MAX_HASHING_QUEUE {
             return Err(ConfigError::new(
                 "limits.hashing_queue",

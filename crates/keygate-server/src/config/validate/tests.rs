@@ -251,6 +251,18 @@ fn limits_are_bounded_above_too() {
     check(&format!("{}[limits]\nwindow = \"1d\"\n", minimal())).unwrap();
 }
 
+#[test]
+fn ipv6_prefix_is_between_1_and_128() {
+    for line in ["ipv6_prefix = 0", "ipv6_prefix = 129"] {
+        let err = check(&format!("{}[limits]\n{line}\n", minimal())).unwrap_err();
+        assert_eq!(err.setting, "limits.ipv6_prefix", "{line}: {err}");
+    }
+    assert!(check(&format!("{}[limits]\nipv6_prefix = 300\n", minimal())).is_err());
+    for prefix in [1, 48, 64, 128] {
+        check(&format!("{}[limits]\nipv6_prefix = {prefix}\n", minimal())).unwrap();
+    }
+}
+
 /// A file with many clients, written where `Config::load` reads it.
 fn load_many(settings: &str, count: usize, broken: Option<usize>) -> Result<Runtime, ConfigError> {
     let dir = tempfile::tempdir().unwrap();
