@@ -101,13 +101,18 @@ impl Config {
 
     /// The deployment's own key (see [`DeploymentKey`]), from the HMAC secret, or, for
     /// public-key algorithms, from the earliest-created key of the folder: the same for
-    /// every replica of one configuration and across reloads.
+    /// every replica of one configuration and across reloads (it changes only when that
+    /// key is removed from the folder, long after it was retired).
     fn deployment_key(
         &self,
         keyring_dir: Option<&std::path::Path>,
     ) -> Result<DeploymentKey, ConfigError> {
         if let Some(dir) = keyring_dir {
+            // Only keys of the configured algorithm: their files were just read by
+            // `keyring::load`, so they exist.
+            let alg = self.token.algorithm.as_str();
             let mut entries = keyring::list(dir)?;
+            entries.retain(|e| e.alg == alg);
             entries.sort_by(|a, b| (&a.created_at, &a.kid).cmp(&(&b.created_at, &b.kid)));
             let first = entries.first().ok_or_else(|| {
                 ConfigError::new("token.signing_keys", "the key folder lists no key")

@@ -256,6 +256,10 @@ impl Captured {
 /// Stripe convention (`-u "$KEY:"`) is client authentication by that key.
 #[tokio::test(flavor = "current_thread")]
 async fn claimed_ids_that_name_nobody_are_fingerprinted_never_logged() {
+    // While only one dispatcher exists, tracing-core caches the interest of a callsite
+    // first reached on another thread (another test's) from that thread's default: none,
+    // so never. A second dispatcher makes every interest be computed from all of them.
+    let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()

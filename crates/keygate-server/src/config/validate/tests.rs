@@ -310,3 +310,55 @@ fn errors_of_streamed_entries_name_their_entry_after_the_settings() {
     let e = load_many("[token]\nsecret = \"short\"\n", 1000, Some(700)).unwrap_err();
     assert_eq!(e.setting, "token.secret");
 }
+
+/// With a public-key algorithm the stand-in choice is keyed by the earliest signing key:
+/// two copies of one folder choose alike, a reload of one copy too, and a folder with
+/// other keys chooses otherwise.
+#[test]
+fn stand_ins_follow_the_signing_keys_of_the_configuration() {
+    let users: String = (0..4)
+        .map(|i| {
+            let hash = keygate::password::hash_password(format!("pw {i}").as_bytes()).unwrap();
+            format!(
+                "[[users]]\nusername = \"u{i}\"\npassword_hash = \"{}\"\nrole = \"r\"\n",
+                hash.as_str()
+            )
+        })
+        .collect();
+    let text = format!(
+        "[token]\nalgorithm = \"ES256\"\nsigning_keys = \"keys\"\nkey_publish_delay = \"0s\"\n{users}"
+    );
+    let copy = |keys_from: Option<&std::path::Path>| {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        match keys_from {
+            Some(from) => {
+                std::fs::create_dir(&keys).unwrap();
+                for entry in std::fs::read_dir(from).unwrap() {
+                    let entry = entry.unwrap();
+                    std::fs::copy(entry.path(), keys.join(entry.file_name())).unwrap();
+                }
+            }
+            None => {
+                crate::config::keyring::generate(&keys, SigningAlgorithm::ES256).unwrap();
+            }
+        }
+        std::fs::write(dir.path().join("keygate.toml"), &text).unwrap();
+        dir
+    };
+    let names: Vec<String> = (0..50).map(|i| format!("nobody-{i}")).collect();
+    let picks = |dir: &tempfile::TempDir| -> Vec<String> {
+        let rt = Config::load(&dir.path().join("keygate.toml")).unwrap();
+        names
+            .iter()
+            .map(|n| rt.directory.stand_in(n).unwrap().as_str().to_owned())
+            .collect()
+    };
+    let a = copy(None);
+    let b = copy(Some(&a.path().join("keys")));
+    let first = picks(&a);
+    assert_eq!(first, picks(&b), "two copies of one configuration");
+    assert_eq!(first, picks(&a), "a reload");
+    let other = copy(None);
+    assert_ne!(first, picks(&other), "other signing keys, another choice");
+}
