@@ -59,12 +59,13 @@ pub(crate) async fn authenticate_client<'rt>(
         .client_key_header
         .find(headers, None)
         .map_err(|_| Rejection::InvalidRequest("the API key header is repeated or unreadable"))?;
+    // The Stripe convention: a generated key as the Basic user name, no password.
+    if let (Some(basic), None, None) = (&basic, &form, &api_key)
+        && let Some(key) = stripe_key(basic)
+    {
+        return authenticate_api_key(state, rt, ip, key, label, true).await;
+    }
     let candidates = match (basic, form, api_key) {
-        // The Stripe convention: a generated key as the Basic user name, no password.
-        (Some(basic), None, None) if stripe_key(&basic).is_some() => {
-            let key = stripe_key(&basic).unwrap_or_default();
-            return authenticate_api_key(state, rt, ip, key, label, true).await;
-        }
         (Some(basic), None, None) => basic,
         (None, Some(form), None) => vec![form],
         (None, None, Some(key)) => {
