@@ -405,6 +405,21 @@ mod with_redis {
         assert_eq!(answered.get(&429), Some(&35), "{answered:?}");
     }
 
+    /// Attempts in flight on one replica make the other's wait, not fail: 64 correct
+    /// logins from one address, half on each of two replicas sharing the counters.
+    #[tokio::test]
+    async fn correct_logins_in_flight_on_two_replicas_are_all_served() {
+        let redis = Redis::start(&[]).await;
+        let a = server_with(5, &store(&redis)).await;
+        let b = server_with(5, &store(&redis)).await;
+        let answered = statuses((0..64).map(|i| {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            async move { s.login(&s.billing_key).await }
+        }))
+        .await;
+        assert_eq!(answered, [(200, 64)].into(), "{answered:?}");
+    }
+
     #[tokio::test]
     async fn ipv6_senders_are_counted_per_slash_64() {
         let redis = Redis::start(&[]).await;
