@@ -1,18 +1,20 @@
 //! Checking credentials: API keys (`/login`), client authentication for `/token`,
 //! `/revoke` and `/introspect`, and the failed-attempt bookkeeping every check shares.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
-use std::time::Instant;
 
 use axum::http::{HeaderMap, header};
 use base64::Engine as _;
+use hmac::{Hmac, Mac};
 use keygate::Error;
 use keygate::principal::Principal;
+use sha2::Sha256;
 use time::OffsetDateTime;
 
 use crate::audit::AuditKind;
 use crate::config::{OnUnavailable, Runtime};
-use crate::limits::Subject;
+use crate::limits::{Attempt, Refused, Subject};
 use crate::rejection::Rejection;
 use crate::state::AppState;
 use crate::store::Verdict;
@@ -57,6 +59,12 @@ pub(crate) async fn authenticate_client<'rt>(
         .client_key_header
         .find(headers, None)
         .map_err(|_| Rejection::InvalidRequest("the API key header is repeated or unreadable"))?;
+    // The Stripe convention: a generated key as the Basic user name, no password.
+    if let (Some(basic), None, None) = (&basic, &form, &api_key)
+        && let Some(key) = stripe_key(basic)
+    {
+        return authenticate_api_key(state, rt, ip, key, label, true).await;
+    }
     let candidates = match (basic, form, api_key) {
         (Some(basic), None, None) => basic,
         (None, Some(form), None) => vec![form],
@@ -73,7 +81,7 @@ pub(crate) async fn authenticate_client<'rt>(
     // A client secret is an API key: its failures count against the address only.
     let subjects = [Subject::Address(ip)];
     let claimed = Claimed::Client(Some(candidates[0].0.as_str()));
-    begin_attempt(state, &subjects, label, claimed).await?;
+    let attempt = begin_attempt(state, &subjects, label, claimed).await?;
     let now = OffsetDateTime::now_utc();
     let mut outcome = Err(Error::WrongCredential);
     for (client_id, secret) in &candidates {
@@ -86,7 +94,8 @@ pub(crate) async fn authenticate_client<'rt>(
         }
     }
     let refusal = Rejection::InvalidClient { basic: true };
-    let client = finish_attempt(state, &subjects, label, claimed, outcome, refusal).await?;
+    let client =
+        finish_attempt(state, attempt, &subjects, label, claimed, outcome, refusal).await?;
     not_revoked_in_store(
         state,
         rt,
@@ -110,15 +119,26 @@ pub(crate) async fn authenticate_api_key<'rt>(
     // only, so that no stranger can lock a genuine client out (SPEC §9).
     let subjects = [Subject::Address(ip)];
     let claimed = Claimed::Client(key_client_id(key));
-    begin_attempt(state, &subjects, label, claimed).await?;
+    let attempt = begin_attempt(state, &subjects, label, claimed).await?;
     let now = OffsetDateTime::now_utc();
     let outcome = rt
         .directory
         .authenticate_key(key, state.passwords(), now)
         .await;
     let refusal = Rejection::InvalidClient { basic };
-    let client = finish_attempt(state, &subjects, label, claimed, outcome, refusal).await?;
+    let client =
+        finish_attempt(state, attempt, &subjects, label, claimed, outcome, refusal).await?;
     not_revoked_in_store(state, rt, client, Rejection::InvalidClient { basic }, label)
+}
+
+/// The key of HTTP Basic `<key>:` (the Stripe convention: the key as the user name and
+/// an empty password), when the key is a generated `kg_` key with a good checksum. The
+/// user part is then a whole credential, never a client id, and is checked as an API key.
+fn stripe_key(candidates: &[(String, String)]) -> Option<&str> {
+    candidates
+        .iter()
+        .find(|(id, secret)| secret.is_empty() && key_client_id(id).is_some())
+        .map(|(key, _)| key.as_str())
 }
 
 /// The id and secret of a Basic header: first as RFC 6749 §2.3.1 says (each part
@@ -197,15 +217,24 @@ pub(crate) const TOO_MANY_ATTEMPTS_DELAY: std::time::Duration =
 
 /// Counts an attempt against `subjects` before its credential is checked, in one step
 /// with the check of the limit: 429 when one of them has used up its attempts, after
-/// [`TOO_MANY_ATTEMPTS_DELAY`].
-pub(crate) async fn begin_attempt(
-    state: &AppState,
+/// [`TOO_MANY_ATTEMPTS_DELAY`]. While attempts in flight hold all a subject has left, it
+/// waits for them (see [`crate::limits::RESERVED_WAIT`]), then answers 503.
+pub(crate) async fn begin_attempt<'s>(
+    state: &'s AppState,
     subjects: &[Subject],
     grant_type: &'static str,
     claimed: Claimed<'_>,
-) -> Result<(), Rejection> {
-    let Err(after) = state.attempts().begin(subjects, Instant::now()).await else {
-        return Ok(());
+) -> Result<Attempt<'s>, Rejection> {
+    let after = match state.attempts().begin_waiting(subjects).await {
+        Ok(attempt) => return Ok(attempt),
+        Err(Refused::Busy) => {
+            tracing::warn!(
+                grant = grant_type,
+                "attempts in flight held every remaining attempt for too long; answering 503"
+            );
+            return Err(Rejection::Unavailable(std::time::Duration::from_secs(1)));
+        }
+        Err(Refused::Blocked(after)) => after,
     };
     crate::metrics::increment("keygate_rate_limited_total", [("grant", grant_type)]);
     audit_refusal(state, subjects, claimed, "too_many_attempts");
@@ -213,11 +242,12 @@ pub(crate) async fn begin_attempt(
     Err(Rejection::TooManyAttempts(after))
 }
 
-/// Ends an attempt begun with [`begin_attempt`]: a good credential takes the attempt back;
+/// Ends an attempt begun with [`begin_attempt`]: a good credential gives the attempt back;
 /// a refused one stays counted and answers `rejection`; a busy hashing queue or a failing
-/// store is no failure of the caller's and is taken back too.
+/// store is no failure of the caller's and is given back too.
 pub(crate) async fn finish_attempt<T>(
     state: &AppState,
+    attempt: Attempt<'_>,
     subjects: &[Subject],
     grant_type: &'static str,
     claimed: Claimed<'_>,
@@ -226,7 +256,7 @@ pub(crate) async fn finish_attempt<T>(
 ) -> Result<T, Rejection> {
     let error = match outcome {
         Ok(value) => {
-            state.attempts().succeeded(subjects).await;
+            attempt.succeeded().await;
             return Ok(value);
         }
         Err(e) => e,
@@ -239,15 +269,16 @@ pub(crate) async fn finish_attempt<T>(
     audit_refusal(state, subjects, claimed, error.reason());
     match error {
         Error::HashingBusy => {
-            state.attempts().succeeded(subjects).await;
+            attempt.succeeded().await;
             Err(Rejection::Unavailable(std::time::Duration::from_secs(1)))
         }
         Error::StoreUnavailable(_) | Error::Signing(_) => {
-            state.attempts().succeeded(subjects).await;
+            attempt.succeeded().await;
             tracing::error!(error = %error, "credential check failed");
             Err(Rejection::Internal)
         }
         _ => {
+            attempt.failed().await;
             tracing::info!(
                 reason = error.reason(),
                 grant = grant_type,
@@ -282,8 +313,8 @@ pub(crate) enum Claimed<'a> {
     User(&'a str),
 }
 
-/// `token.refused`, naming the address and who the attempt claimed to be (the caller's
-/// words, bounded by the audit log).
+/// `token.refused`, naming the address and who the attempt claimed to be: the id when it
+/// names a principal of the running configuration, else [`shown_claim`]'s fingerprint.
 fn audit_refusal(state: &AppState, subjects: &[Subject], claimed: Claimed<'_>, reason: &str) {
     // Built only when the log is on: a flood of refused attempts is a hot path too.
     state.audit().record_with(AuditKind::TokenRefused, |event| {
@@ -291,12 +322,70 @@ fn audit_refusal(state: &AppState, subjects: &[Subject], claimed: Claimed<'_>, r
         if let Some(Subject::Address(ip)) = subjects.first() {
             event = event.address(Some(*ip));
         }
+        let rt = state.runtime();
         match claimed {
-            Claimed::Client(Some(id)) => event.client_id(id),
+            Claimed::Client(Some(id)) => event.client_id(&shown_claim(&rt, id)),
             Claimed::Client(None) => event,
-            Claimed::User(name) => event.username(name),
+            Claimed::User(name) => event.username(&shown_claim(&rt, name)),
         }
     });
+}
+
+/// How a claimed client id or username may be written to the audit log, tracing or
+/// metrics. A claim that names no principal may be anything the caller typed: a whole
+/// API key sent as a client id, a password typed into the username field. It is shown
+/// as `unknown:` and a fingerprint (see [`DeploymentKey::fingerprint`]), which tells
+/// repeated claims apart without revealing them; an existing principal's id is shown as is.
+pub(crate) fn shown_claim<'a>(rt: &Runtime, claim: &'a str) -> Cow<'a, str> {
+    if rt.directory.get(claim).is_some() {
+        Cow::Borrowed(claim)
+    } else {
+        Cow::Owned(format!("unknown:{}", rt.deployment_key.fingerprint(claim)))
+    }
+}
+
+/// A secret of the deployment, derived from its token secret (HS*) or its earliest
+/// signing key: the same on every replica of one configuration and across reloads, known
+/// to nobody without the configuration. It keys the choice of stand-in password hashes
+/// and the fingerprints of claimed ids that name no principal.
+#[derive(Clone)]
+pub(crate) struct DeploymentKey([u8; 32]);
+
+impl std::fmt::Debug for DeploymentKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeploymentKey(..)")
+    }
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+impl DeploymentKey {
+    /// HMAC-SHA256 of a fixed label under `secret`: the secret itself never leaves the
+    /// token code, and what is derived here tells nothing about it.
+    pub(crate) fn from_secret(secret: &[u8]) -> Self {
+        Self(hmac(secret, b"keygate deployment key v1"))
+    }
+
+    /// The key of the stand-in choice for unknown usernames.
+    pub(crate) fn stand_in_key(&self) -> [u8; 32] {
+        hmac(&self.0, b"stand-in hashes")
+    }
+
+    /// 12 hex characters (48 bits) of HMAC-SHA256 of `claim`: the same claim gives the
+    /// same fingerprint on every replica, and without the key it cannot be reversed or
+    /// checked against a guess.
+    pub(crate) fn fingerprint(&self, claim: &str) -> String {
+        let mut mac = HmacSha256::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(b"claimed id\0");
+        mac.update(claim.as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..6])
+    }
+}
+
+fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(message);
+    mac.finalize().into_bytes().into()
 }
 
 /// The client id a `kg_` key names (readable without any lookup); hand-made keys name none.

@@ -71,6 +71,7 @@ impl AppState {
         let passwords = PasswordVerifier::new(limits.hashing_concurrency, limits.hashing_queue)
             .map_err(|e| ConfigError::new("limits", e))?;
         let mut attempts = FailedAttempts::new(limits.failed_attempts, limits.window);
+        attempts.set_ipv6_prefix(limits.ipv6_prefix);
         let mut quotas = Quotas::new(None);
         let issuer = runtime.issuer.policy().issuer.clone();
         let store = RedisStore::from_config(&runtime.config.store)
@@ -190,6 +191,7 @@ impl AppState {
                 self.inner
                     .attempts
                     .reconfigure(limits.failed_attempts, limits.window);
+                self.inner.attempts.set_ipv6_prefix(limits.ipv6_prefix);
                 let replaced = self.inner.runtime.swap(Arc::new(runtime));
                 drop(old);
                 release(replaced);

@@ -291,8 +291,21 @@ pub struct Directory {
     /// schemes and cost settings the users have (a stand-in that were always the costliest
     /// hash would make every fast answer a known name).
     stand_ins: Vec<PasswordHash>,
-    /// Keys that pick, so which stand-in a name gets cannot be worked out from outside.
-    stand_in_key: std::hash::RandomState,
+    /// Keys the pick (HMAC-SHA256 of the name), so which stand-in a name gets cannot be
+    /// worked out from outside. Derived from the configuration, never per process: every
+    /// replica of one file, and the same file after a reload, give a name the same
+    /// stand-in and so the same cost (see [`Directory::with_stand_in_key`]).
+    stand_in_key: StandInKey,
+}
+
+/// The key of the stand-in choice; `Debug` does not show it.
+#[derive(Clone, Default)]
+struct StandInKey([u8; 32]);
+
+impl fmt::Debug for StandInKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StandInKey(..)")
+    }
 }
 
 /// Why a set of principals cannot be a [`Directory`].
@@ -359,7 +372,7 @@ impl Directory {
             .filter(|p| p.kind == PrincipalKind::User)
             .collect();
         users.sort_by(|a, b| a.id.cmp(&b.id));
-        let stand_ins = users
+        let stand_ins: Vec<PasswordHash> = users
             .iter()
             .filter_map(|u| {
                 u.credentials.iter().find_map(|c| match &c.hash {
@@ -369,6 +382,7 @@ impl Directory {
             })
             .collect();
         let has_users = !users.is_empty();
+        let stand_in_key = StandInKey(stand_in_key_of(&stand_ins));
         Ok(Directory {
             principals,
             by_id,
@@ -376,8 +390,18 @@ impl Directory {
             hasher,
             has_users,
             stand_ins,
-            stand_in_key: std::hash::RandomState::new(),
+            stand_in_key,
         })
+    }
+
+    /// Keys the choice of stand-in hashes with `key`, a secret of the deployment (the
+    /// server derives it from the token secret or signing key). Without it the choice is
+    /// keyed by the users' own password hashes, whose random salts are as much a secret of
+    /// the configuration file; either way it depends on the configuration alone.
+    #[must_use]
+    pub fn with_stand_in_key(mut self, key: [u8; 32]) -> Self {
+        self.stand_in_key = StandInKey(key);
+        self
     }
 
     /// The principal with this id.
@@ -490,18 +514,37 @@ impl Directory {
         Ok(user)
     }
 
-    /// The real user's hash an unknown `username` is checked against.
-    fn stand_in(&self, username: &str) -> Option<&PasswordHash> {
+    /// The real user's hash an unknown `username` is checked against (`None` without
+    /// users). Public so that deployments can check that replicas agree.
+    pub fn stand_in(&self, username: &str) -> Option<&PasswordHash> {
         if self.stand_ins.is_empty() {
             return None;
         }
-        let pick = self.stand_in_key.hash_one(username) % self.stand_ins.len() as u64;
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &self.stand_in_key.0);
+        let tag = aws_lc_rs::hmac::sign(&key, username.as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&tag.as_ref()[..8]);
+        // 64 bits modulo a few thousand users at most: the bias is far below noise.
+        let pick = u64::from_be_bytes(first) % self.stand_ins.len() as u64;
         self.stand_ins.get(usize::try_from(pick).ok()?)
     }
 
     fn client(&self, id: &str) -> Option<&Principal> {
         self.get(id).filter(|p| p.kind == PrincipalKind::Client)
     }
+}
+
+/// The default key of the stand-in choice: a digest of the stand-in hashes themselves
+/// (PHC strings with their salts), in user-id order.
+fn stand_in_key_of(stand_ins: &[PasswordHash]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"keygate stand-in key\0");
+    for s in stand_ins {
+        h.update(s.as_str().as_bytes());
+        h.update(b"\0");
+    }
+    h.finalize().into()
 }
 
 /// The digest a `by_digest` entry stands for: the credential (low bit: 0 current, 1

@@ -213,6 +213,9 @@ pub struct LimitsConfig {
     /// The quota of every client without its own `rate_limit`: `N/DURATION`, like
     /// `1000/1m` (SPEC §10). Defaults to none: such clients are not limited.
     pub default_rate_limit: Option<String>,
+    /// IPv6 senders are counted by this many leading bits of their address (1–128);
+    /// IPv4 addresses, mapped or not, by the whole address. Defaults to 64.
+    pub ipv6_prefix: u8,
 }
 
 impl Default for LimitsConfig {
@@ -223,6 +226,7 @@ impl Default for LimitsConfig {
             hashing_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
             hashing_queue: 64,
             default_rate_limit: None,
+            ipv6_prefix: crate::limits::DEFAULT_IPV6_PREFIX,
         }
     }
 }

@@ -14,6 +14,7 @@ use keygate::token::{
 use super::model::{LimitsConfig, SameSite};
 use super::principals::{Principals, check_name};
 use super::{Config, ConfigError, keyring};
+use crate::credentials::DeploymentKey;
 use crate::quota::QuotaTable;
 use crate::tls::TlsFiles;
 
@@ -68,8 +69,10 @@ impl Config {
         for (i, role) in self.token.admin_roles.iter().enumerate() {
             check_name(role, "role", || format!("token.admin_roles[{i}]"))?;
         }
+        let deployment_key = self.deployment_key(keyring_dir.as_deref())?;
         let (directory, quotas) = principals.finish(&self.limits)?;
         self.check_public_client_id(&directory)?;
+        let directory = directory.with_stand_in_key(deployment_key.stand_in_key());
         check_tokens_verify(&issuer, &verifier, &directory)?;
         Ok(Runtime {
             listen: server.listen,
@@ -95,7 +98,41 @@ impl Config {
             issuer,
             verifier,
             quotas,
+            deployment_key,
         })
+    }
+
+    /// The deployment's own key (see [`DeploymentKey`]), from the HMAC secret, or, for
+    /// public-key algorithms, from the earliest-created key of the folder: the same for
+    /// every replica of one configuration and across reloads (it changes only when that
+    /// key is removed from the folder, long after it was retired).
+    fn deployment_key(
+        &self,
+        keyring_dir: Option<&std::path::Path>,
+    ) -> Result<DeploymentKey, ConfigError> {
+        if let Some(dir) = keyring_dir {
+            // Only keys of the configured algorithm: their files were just read by
+            // `keyring::load`, so they exist.
+            let alg = self.token.algorithm.as_str();
+            let mut entries = keyring::list(dir)?;
+            entries.retain(|e| e.alg == alg);
+            entries.sort_by(|a, b| (&a.created_at, &a.kid).cmp(&(&b.created_at, &b.kid)));
+            let first = entries.first().ok_or_else(|| {
+                ConfigError::new("token.signing_keys", "the key folder lists no key")
+            })?;
+            let pem = std::fs::read(dir.join(&first.file)).map_err(|e| {
+                ConfigError::new("token.signing_keys", format!("{}: {e}", first.file))
+            })?;
+            return Ok(DeploymentKey::from_secret(&pem));
+        }
+        let secret: HmacSecret = self
+            .token
+            .secret
+            .as_deref()
+            .unwrap_or_default()
+            .parse()
+            .map_err(|e| ConfigError::new("token.secret", e))?;
+        Ok(DeploymentKey::from_secret(secret.as_bytes()))
     }
 
     /// The token policy, the signing keys, and the issuer and verifier sharing them.
@@ -245,6 +282,12 @@ impl Config {
                 format!("must be between 1 and {MAX_HASHING}"),
             ));
         }
+        if !(1..=128).contains(&self.limits.ipv6_prefix) {
+            return Err(ConfigError::new(
+                "limits.ipv6_prefix",
+                "must be between 1 and 128 (bits of an IPv6 address that name one sender)",
+            ));
+        }
         if self.limits.hashing_queue > MAX_HASHING_QUEUE {
             return Err(ConfigError::new(
                 "limits.hashing_queue",
@@ -385,6 +428,9 @@ pub struct Runtime {
     pub verifier: Verifier,
     /// The quota of each client that has one (`rate_limit`, or `limits.default_rate_limit`).
     pub quotas: QuotaTable,
+    /// Keys what must be the same on every replica yet unknown outside: the stand-in
+    /// hash of unknown usernames, the fingerprints of unknown claimed ids.
+    pub(crate) deployment_key: DeploymentKey,
 }
 
 /// The longest token this configuration can issue must pass its own verifier: the issuer,

@@ -183,7 +183,7 @@ async fn user_token(
     // from one address is bounded, and nobody elsewhere can lock the user out.
     let subjects = [Subject::Address(ip), Subject::UserAt(username.clone(), ip)];
     let claimed = Claimed::User(username);
-    begin_attempt(state, &subjects, "password", claimed).await?;
+    let attempt = begin_attempt(state, &subjects, "password", claimed).await?;
     let now = OffsetDateTime::now_utc();
     let outcome = rt
         .directory
@@ -191,6 +191,7 @@ async fn user_token(
         .await;
     let user = finish_attempt(
         state,
+        attempt,
         &subjects,
         "password",
         claimed,

@@ -13,7 +13,8 @@
 //!   each write.
 //! - `…:principals`: sorted set, member `<credential fingerprint> <principal id>`, score
 //!   the revocation time in milliseconds (see [`super::principals`]). Kept for good.
-//! - `…:attempts:<sha256(subject)>`: a failed-attempt counter, always with a TTL.
+//! - `…:attempts:<sha256(subject)>`: a failed-attempt counter (failures and attempts in
+//!   flight), always with a TTL; `…:attempts:<sha256(subject)>:in-flight`: those in flight.
 //! - channel `…:changes`: every revocation as it is written (see [`super::revocations`]).
 //!
 //! Values are hashes, so neither client addresses, usernames nor token ids sit in Redis

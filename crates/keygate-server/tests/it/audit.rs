@@ -228,3 +228,164 @@ async fn dropped(s: &TestServer) -> u64 {
         .find_map(|l| l.strip_prefix("keygate_audit_dropped_total "))
         .map_or(0, |v| v.trim().parse().unwrap())
 }
+
+/// What the server writes to tracing while `f` runs on this thread (a current-thread
+/// runtime: the server's tasks run here too), at every level.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// A claimed id that names no principal is logged as `unknown:<fingerprint>`: a whole
+/// API key sent as a client id (HTTP Basic user or form `client_id`) or a password typed
+/// into the username field never reaches the audit log, tracing or `/metrics`. The
+/// Stripe convention (`-u "$KEY:"`) is client authentication by that key.
+#[tokio::test(flavor = "current_thread")]
+async fn claimed_ids_that_name_nobody_are_fingerprinted_never_logged() {
+    // While only one dispatcher exists, tracing-core caches the interest of a callsite
+    // first reached on another thread (another test's) from that thread's default: none,
+    // so never. A second dispatcher makes every interest be computed from all of them.
+    let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let key = keygate::api_key::generate("billing").unwrap();
+    let text = config_text(&key, user_hash(), "[audit]\npath = \"audit.jsonl\"\n")
+        .replace("failed_attempts = 5", "failed_attempts = 100");
+    let s = TestServer::with_config(text.clone(), key.clone()).await;
+    let audit = s.dir().join("audit.jsonl");
+    let stripe = Some((key.as_str(), ""));
+
+    // `-u "$KEY:"`: a token, and client authentication at /introspect and /revoke.
+    let token = access_token(
+        s.post_form("/token", stripe, &[("grant_type", "client_credentials")])
+            .await,
+    )
+    .await;
+    let r = s
+        .post_form("/introspect", stripe, &[("token", &token)])
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["active"], true);
+    let r = s.post_form("/revoke", stripe, &[("token", &token)]).await;
+    assert_eq!(r.status(), 200);
+
+    // The key as a client id, with a secret, without one, and as the Basic user name
+    // with a password: all refused, none logged.
+    let mut refusals = 0;
+    for path in ["/token", "/introspect", "/revoke"] {
+        for form in [
+            vec![("client_id", key.as_str()), ("client_secret", "not it")],
+            vec![("client_id", key.as_str())],
+        ] {
+            let mut form = form;
+            form.push(("grant_type", "client_credentials"));
+            form.push(("token", &token));
+            let r = s.post_form(path, None, &form).await;
+            assert_eq!(r.status(), 401, "{path} {form:?}");
+            refusals += usize::from(form.len() == 4);
+        }
+        let r = s
+            .post_form(
+                path,
+                Some((key.as_str(), "a password")),
+                &[("grant_type", "client_credentials"), ("token", &token)],
+            )
+            .await;
+        assert_eq!(r.status(), 401, "{path}");
+        refusals += 1;
+    }
+    // A password typed into the username field, twice (one fingerprint).
+    for _ in 0..2 {
+        let r = s
+            .token_form(&[
+                ("grant_type", "password"),
+                ("username", USER_PASSWORD),
+                ("password", "alice"),
+            ])
+            .await;
+        assert_eq!(r.status(), 400);
+    }
+
+    let lines = lines_of(&audit, 1 + 1 + refusals + 2).await;
+    let refused: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["event"] == "token.refused")
+        .collect();
+    assert_eq!(refused.len(), refusals + 2, "{lines:?}");
+    let fingerprint = |v: &Value| -> String {
+        let shown = v.as_str().unwrap();
+        let fp = shown.strip_prefix("unknown:").expect(shown);
+        assert_eq!(fp.len(), 12, "{shown}");
+        assert!(fp.bytes().all(|b| b.is_ascii_hexdigit()), "{shown}");
+        fp.to_owned()
+    };
+    let key_fps: std::collections::BTreeSet<String> = refused[..refusals]
+        .iter()
+        .map(|l| fingerprint(&l["client_id"]))
+        .collect();
+    assert_eq!(key_fps.len(), 1, "one claim, one fingerprint: {key_fps:?}");
+    let typed = fingerprint(&refused[refusals]["username"]);
+    assert_eq!(typed, fingerprint(&refused[refusals + 1]["username"]));
+    assert!(!key_fps.contains(&typed));
+    assert_eq!(lines[0]["event"], "token.issued");
+    assert_eq!(lines[0]["client_id"], "billing");
+
+    // Another replica of the same file gives the same claim the same fingerprint.
+    let replica = TestServer::with_config(text, key.clone()).await;
+    let r = replica
+        .token_form(&[
+            ("grant_type", "password"),
+            ("username", USER_PASSWORD),
+            ("password", "alice"),
+        ])
+        .await;
+    assert_eq!(r.status(), 400);
+    let replica_lines = lines_of(&replica.dir().join("audit.jsonl"), 1).await;
+    assert_eq!(fingerprint(&replica_lines[0]["username"]), typed);
+
+    let raw = std::fs::read_to_string(&audit).unwrap();
+    let traced = captured.text();
+    assert!(traced.contains("token issued"), "tracing was captured");
+    assert!(
+        traced.contains("credential refused"),
+        "tracing was captured"
+    );
+    let metrics = s.text("/metrics").await;
+    for (what, text) in [
+        ("audit log", &raw),
+        ("tracing", &traced),
+        ("/metrics", &metrics),
+    ] {
+        for secret in [key.as_str(), USER_PASSWORD, &token] {
+            for form in encodings(secret) {
+                assert!(
+                    !text.contains(&form),
+                    "a secret reached the {what} as {form}"
+                );
+            }
+        }
+        // The key's random part alone is as good as the key.
+        assert!(!text.contains(&key[key.len() - 40..]), "{what}");
+    }
+}

@@ -228,3 +228,203 @@ async fn a_flood_of_password_logins_does_not_stall_verify() {
         assert_eq!(status.unwrap(), 400, "every guess was checked and refused");
     }
 }
+
+/// A server with `failed_attempts = {limit}`, 127.0.0.1 trusted as a proxy, and `store`.
+async fn server_with(limit: u32, store: &str) -> std::sync::Arc<TestServer> {
+    let key = keygate::api_key::generate("billing").unwrap();
+    let text = config_text(&key, user_hash(), store)
+        .replace("failed_attempts = 5", &format!("failed_attempts = {limit}"))
+        .replacen(
+            "shutdown_timeout = \"5s\"",
+            "shutdown_timeout = \"5s\"\ntrusted_proxies = [\"127.0.0.1\"]",
+            1,
+        );
+    std::sync::Arc::new(TestServer::with_config(text, key).await)
+}
+
+/// The statuses of `jobs` run at once, counted.
+async fn statuses<F>(jobs: impl IntoIterator<Item = F>) -> std::collections::BTreeMap<u16, u32>
+where
+    F: std::future::Future<Output = reqwest::Response> + Send + 'static,
+{
+    let mut set = tokio::task::JoinSet::new();
+    for job in jobs {
+        set.spawn(async move { job.await.status().as_u16() });
+    }
+    let mut answered = std::collections::BTreeMap::new();
+    while let Some(status) = set.join_next().await {
+        *answered.entry(status.unwrap()).or_insert(0) += 1;
+    }
+    answered
+}
+
+/// Correct passwords in flight are no failures: 30 at once from one address, with 10
+/// attempts allowed, are all served (the ones finding every attempt held wait for one).
+#[tokio::test]
+async fn concurrent_correct_passwords_from_one_address_are_all_served() {
+    let s = server_with(10, "").await;
+    let answered = statuses((0..30).map(|_| {
+        let s = s.clone();
+        async move {
+            s.token_form(&[
+                ("grant_type", "password"),
+                ("username", "alice"),
+                ("password", USER_PASSWORD),
+            ])
+            .await
+        }
+    }))
+    .await;
+    assert_eq!(answered, [(200, 30)].into(), "{answered:?}");
+}
+
+/// Wrong passwords for one user from 300 addresses of one /64: one sender, so at most
+/// `failed_attempts` are checked and the rest get 429.
+async fn one_slash_64_is_one_sender(s: std::sync::Arc<TestServer>) {
+    let answered = statuses((0..300u32).map(|i| {
+        let s = s.clone();
+        async move {
+            let addr = format!("2001:db8:7:64:{:x}::{:x}", i % 30, i);
+            s.token_form_from(
+                &addr,
+                &[
+                    ("grant_type", "password"),
+                    ("username", "alice"),
+                    ("password", &format!("guess-{i}")),
+                ],
+            )
+            .await
+        }
+    }))
+    .await;
+    assert_eq!(answered.get(&400), Some(&10), "{answered:?}");
+    assert_eq!(answered.get(&429), Some(&290), "{answered:?}");
+    // Another /64 is another sender.
+    let r = s
+        .token_form_from(
+            "2001:db8:7:65::1",
+            &[
+                ("grant_type", "password"),
+                ("username", "alice"),
+                ("password", USER_PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+}
+
+/// An IPv4 address and its IPv6-mapped form are one sender.
+async fn a_mapped_address_is_its_ipv4_sender(s: &TestServer) {
+    for addr in ["198.51.100.7", "::ffff:198.51.100.7"].repeat(5) {
+        let r = s
+            .token_form_from(
+                addr,
+                &[
+                    ("grant_type", "password"),
+                    ("username", "alice"),
+                    ("password", "wrong"),
+                ],
+            )
+            .await;
+        assert_eq!(r.status(), 400, "{addr}");
+    }
+    for addr in ["198.51.100.7", "::ffff:198.51.100.7"] {
+        let r = s
+            .token_form_from(
+                addr,
+                &[
+                    ("grant_type", "password"),
+                    ("username", "alice"),
+                    ("password", USER_PASSWORD),
+                ],
+            )
+            .await;
+        assert_eq!(r.status(), 429, "{addr}");
+    }
+}
+
+#[tokio::test]
+async fn ipv6_senders_are_counted_per_slash_64() {
+    let s = server_with(10, "").await;
+    one_slash_64_is_one_sender(s.clone()).await;
+    a_mapped_address_is_its_ipv4_sender(&s).await;
+}
+
+#[tokio::test]
+async fn ipv6_prefix_is_configurable() {
+    let s = server_with(10, "").await;
+    let text = std::fs::read_to_string(&s.config_path)
+        .unwrap()
+        .replace("window = \"1m\"", "window = \"1m\"\nipv6_prefix = 128");
+    s.rewrite_config(&text).unwrap();
+    for i in 0..12 {
+        let r = s
+            .token_form_from(
+                &format!("2001:db8:7:64::{i:x}"),
+                &[
+                    ("grant_type", "password"),
+                    ("username", "alice"),
+                    ("password", "wrong"),
+                ],
+            )
+            .await;
+        assert_eq!(r.status(), 400, "each /128 its own sender");
+    }
+}
+
+mod with_redis {
+    use super::*;
+    use crate::redis_servers::Redis;
+
+    fn store(redis: &Redis) -> String {
+        format!("[store]\nurl = \"{}\"\n", redis.url())
+    }
+
+    /// Correct API keys in flight are no failures with the Redis counters either: 64
+    /// logins at once from one address, with 5 attempts allowed, are all served.
+    #[tokio::test]
+    async fn concurrent_correct_logins_from_one_address_are_all_served() {
+        let redis = Redis::start(&[]).await;
+        let s = server_with(5, &store(&redis)).await;
+        let answered = statuses((0..64).map(|_| {
+            let s = s.clone();
+            async move { s.login(&s.billing_key).await }
+        }))
+        .await;
+        assert_eq!(answered, [(200, 64)].into(), "{answered:?}");
+        // The limit still holds: concurrent wrong keys get at most 5 answers but 429.
+        let answered = statuses((0..40).map(|_| {
+            let s = s.clone();
+            async move {
+                s.login(&keygate::api_key::generate("billing").unwrap())
+                    .await
+            }
+        }))
+        .await;
+        assert_eq!(answered.get(&401), Some(&5), "{answered:?}");
+        assert_eq!(answered.get(&429), Some(&35), "{answered:?}");
+    }
+
+    /// Attempts in flight on one replica make the other's wait, not fail: 64 correct
+    /// logins from one address, half on each of two replicas sharing the counters.
+    #[tokio::test]
+    async fn correct_logins_in_flight_on_two_replicas_are_all_served() {
+        let redis = Redis::start(&[]).await;
+        let a = server_with(5, &store(&redis)).await;
+        let b = server_with(5, &store(&redis)).await;
+        let answered = statuses((0..64).map(|i| {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            async move { s.login(&s.billing_key).await }
+        }))
+        .await;
+        assert_eq!(answered, [(200, 64)].into(), "{answered:?}");
+    }
+
+    #[tokio::test]
+    async fn ipv6_senders_are_counted_per_slash_64() {
+        let redis = Redis::start(&[]).await;
+        let s = server_with(10, &store(&redis)).await;
+        one_slash_64_is_one_sender(s.clone()).await;
+        a_mapped_address_is_its_ipv4_sender(&s).await;
+    }
+}

@@ -175,3 +175,42 @@ async fn expired_and_revoked_clients_cannot_log_in() {
     assert_eq!(s.login("gone-key-000").await.status(), 401);
     assert_eq!(s.login(&s.billing_key.clone()).await.status(), 200);
 }
+
+/// An unknown username is checked against one real user's hash, chosen by a key derived
+/// from the configuration: two replicas of one file, and one replica after a reload,
+/// choose the same for every name, so a name's cost tells nothing about which replica
+/// answered or when.
+#[tokio::test]
+async fn replicas_and_reloads_pick_the_same_stand_in() {
+    let key = keygate::api_key::generate("billing").unwrap();
+    let mut text = config_text(&key, user_hash(), "");
+    for i in 0..3 {
+        let hash = keygate::password::hash_password(format!("password {i}").as_bytes()).unwrap();
+        text.push_str(&format!(
+            "\n[[users]]\nusername = \"user-{i}\"\npassword_hash = \"{}\"\nrole = \"user\"\n",
+            hash.as_str()
+        ));
+    }
+    let a = TestServer::with_config(text.clone(), key.clone()).await;
+    let b = TestServer::with_config(text.clone(), key).await;
+    let names: Vec<String> = (0..50).map(|i| format!("nobody-{i}")).collect();
+    let picks = |s: &TestServer| -> Vec<String> {
+        let rt = s.state.runtime();
+        names
+            .iter()
+            .map(|n| rt.directory.stand_in(n).unwrap().as_str().to_owned())
+            .collect()
+    };
+    let first = picks(&a);
+    assert_eq!(first, picks(&b), "two replicas of one file");
+    let distinct: std::collections::BTreeSet<&String> = first.iter().collect();
+    assert_eq!(distinct.len(), 4, "every user stands in for some name");
+    a.rewrite_config(&text.replace("ttl = \"30m\"", "ttl = \"20m\""))
+        .unwrap();
+    assert_eq!(
+        a.state.runtime().config.token.ttl,
+        std::time::Duration::from_secs(1200),
+        "reloaded"
+    );
+    assert_eq!(first, picks(&a), "after a reload");
+}

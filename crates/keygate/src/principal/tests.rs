@@ -331,3 +331,52 @@ async fn ids_of_every_length_are_found() {
     assert!(dir.get("").is_none());
     assert!(dir.get(&"i".repeat(65)).is_none());
 }
+
+/// The stand-in a name gets depends on the configuration alone: two directories built
+/// from the same users (two replicas of one file, or one file before and after a reload)
+/// agree on every name, with or without a deployment key; another key picks otherwise.
+#[test]
+fn stand_ins_are_chosen_the_same_way_by_every_copy_of_one_configuration() {
+    let hashes: Vec<PasswordHash> = (0..4)
+        .map(|i| hash_password(format!("user password {i}").as_bytes()).unwrap())
+        .collect();
+    let users = || {
+        hashes.iter().enumerate().map(|(i, h)| Principal {
+            id: format!("user-{i}").as_str().into(),
+            kind: PrincipalKind::User,
+            access: Arc::new(Access {
+                role: "user".into(),
+                scopes: vec![],
+            }),
+            credentials: Credentials::one(Credential {
+                hash: KeyHash::Password(h.clone()),
+                valid_until: None,
+            }),
+            revoked_at: None,
+            not_before: None,
+        })
+    };
+    let names: Vec<String> = (0..50).map(|i| format!("unknown-{i}")).collect();
+    let picks = |dir: &Directory| -> Vec<String> {
+        names
+            .iter()
+            .map(|n| dir.stand_in(n).unwrap().as_str().to_owned())
+            .collect()
+    };
+    let (a, b) = (
+        Directory::new(users()).unwrap(),
+        Directory::new(users()).unwrap(),
+    );
+    assert_eq!(picks(&a), picks(&b));
+    let distinct: std::collections::BTreeSet<_> = picks(&a).into_iter().collect();
+    assert_eq!(distinct.len(), 4, "all four users stand in for some name");
+
+    let key = [7u8; 32];
+    let keyed_a = Directory::new(users()).unwrap().with_stand_in_key(key);
+    let keyed_b = Directory::new(users()).unwrap().with_stand_in_key(key);
+    assert_eq!(picks(&keyed_a), picks(&keyed_b));
+    let other = Directory::new(users())
+        .unwrap()
+        .with_stand_in_key([8u8; 32]);
+    assert_ne!(picks(&keyed_a), picks(&other), "the key decides the choice");
+}

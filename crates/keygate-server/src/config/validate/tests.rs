@@ -251,6 +251,18 @@ fn limits_are_bounded_above_too() {
     check(&format!("{}[limits]\nwindow = \"1d\"\n", minimal())).unwrap();
 }
 
+#[test]
+fn ipv6_prefix_is_between_1_and_128() {
+    for line in ["ipv6_prefix = 0", "ipv6_prefix = 129"] {
+        let err = check(&format!("{}[limits]\n{line}\n", minimal())).unwrap_err();
+        assert_eq!(err.setting, "limits.ipv6_prefix", "{line}: {err}");
+    }
+    assert!(check(&format!("{}[limits]\nipv6_prefix = 300\n", minimal())).is_err());
+    for prefix in [1, 48, 64, 128] {
+        check(&format!("{}[limits]\nipv6_prefix = {prefix}\n", minimal())).unwrap();
+    }
+}
+
 /// A file with many clients, written where `Config::load` reads it.
 fn load_many(settings: &str, count: usize, broken: Option<usize>) -> Result<Runtime, ConfigError> {
     let dir = tempfile::tempdir().unwrap();
@@ -340,4 +352,56 @@ fn the_initial_config_issues_rfc_9068_tokens_with_an_audience() {
         issued.claims.aud,
         Some(keygate::token::Audience::One(public_url))
     );
+}
+
+/// With a public-key algorithm the stand-in choice is keyed by the earliest signing key:
+/// two copies of one folder choose alike, a reload of one copy too, and a folder with
+/// other keys chooses otherwise.
+#[test]
+fn stand_ins_follow_the_signing_keys_of_the_configuration() {
+    let users: String = (0..4)
+        .map(|i| {
+            let hash = keygate::password::hash_password(format!("pw {i}").as_bytes()).unwrap();
+            format!(
+                "[[users]]\nusername = \"u{i}\"\npassword_hash = \"{}\"\nrole = \"r\"\n",
+                hash.as_str()
+            )
+        })
+        .collect();
+    let text = format!(
+        "[token]\nalgorithm = \"ES256\"\nsigning_keys = \"keys\"\nkey_publish_delay = \"0s\"\n{users}"
+    );
+    let copy = |keys_from: Option<&std::path::Path>| {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        match keys_from {
+            Some(from) => {
+                std::fs::create_dir(&keys).unwrap();
+                for entry in std::fs::read_dir(from).unwrap() {
+                    let entry = entry.unwrap();
+                    std::fs::copy(entry.path(), keys.join(entry.file_name())).unwrap();
+                }
+            }
+            None => {
+                crate::config::keyring::generate(&keys, SigningAlgorithm::ES256).unwrap();
+            }
+        }
+        std::fs::write(dir.path().join("keygate.toml"), &text).unwrap();
+        dir
+    };
+    let names: Vec<String> = (0..50).map(|i| format!("nobody-{i}")).collect();
+    let picks = |dir: &tempfile::TempDir| -> Vec<String> {
+        let rt = Config::load(&dir.path().join("keygate.toml")).unwrap();
+        names
+            .iter()
+            .map(|n| rt.directory.stand_in(n).unwrap().as_str().to_owned())
+            .collect()
+    };
+    let a = copy(None);
+    let b = copy(Some(&a.path().join("keys")));
+    let first = picks(&a);
+    assert_eq!(first, picks(&b), "two copies of one configuration");
+    assert_eq!(first, picks(&a), "a reload");
+    let other = copy(None);
+    assert_ne!(first, picks(&other), "other signing keys, another choice");
 }
