@@ -206,6 +206,11 @@ pub struct LimitsConfig {
     /// The quota of every client without its own `rate_limit`: `N/DURATION`, like
     /// `1000/1m` (SPEC §10). Defaults to none: such clients are not limited.
     pub default_rate_limit: Option<String>,
+    /// Token revocations (`/logout`, `/revoke`) one principal holds on the revocation
+    /// list at once, 1 to 1 000 000. One more folds them into a single record refusing
+    /// every token of that principal issued until then, so one principal can never fill
+    /// the list for others. Defaults to 10 000.
+    pub revocations_per_principal: usize,
 }
 
 impl Default for LimitsConfig {
@@ -216,6 +221,7 @@ impl Default for LimitsConfig {
             hashing_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
             hashing_queue: 64,
             default_rate_limit: None,
+            revocations_per_principal: keygate::revocation::DEFAULT_PRINCIPAL_SHARE,
         }
     }
 }

@@ -19,7 +19,7 @@ pub(super) async fn healthz() -> Json<serde_json::Value> {
 #[utoipa::path(get, path = "/readyz", tag = "operations", summary = "Readiness",
     responses(
         (status = 200, description = "`{\"status\": \"ready\"}`", body = Object),
-        (status = 503, description = "Draining, or the revocation store is unreachable", body = Object),
+        (status = 503, description = "`draining`; `store_unavailable` (the revocation list is out of sync with the store); `revocations_pending` (revocations made here wait for the store); `store_degraded` (the store cannot take writes)", body = Object),
     ))]
 pub(super) async fn readyz(State(state): State<AppState>) -> Response {
     if state.is_draining() {
@@ -29,10 +29,13 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
         )
             .into_response();
     }
-    if !state.revocations().is_available() {
+    // `store_unavailable`: the local copy of the revocation list is out of sync;
+    // `revocations_pending`: revocations applied here wait for the store;
+    // `store_degraded`: the store's shard holding this deployment does not answer.
+    if let Some(status) = state.revocations().readiness() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "store_unavailable"})),
+            Json(json!({"status": status})),
         )
             .into_response();
     }

@@ -4,7 +4,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::authorize::{authorize, revoke};
+use crate::authorize::{authorize_logout, revoke};
 use crate::config::Config;
 use crate::credentials::authenticate_api_key;
 use crate::extract::{Peer, TokenSource, api_key, client_ip};
@@ -73,7 +73,7 @@ pub(super) async fn logout(State(state): State<AppState>, headers: HeaderMap) ->
         .then(|| token_cookie(&rt.config, "", 0))
         .flatten();
     let outcome = async {
-        let authorized = authorize(&state, &rt, &headers).await?;
+        let authorized = authorize_logout(&state, &rt, &headers).await?;
         if authorized.source == TokenSource::Cookie && is_cross_site(&headers, &rt.public_url) {
             return Err(Rejection::CrossSite);
         }

@@ -255,6 +255,25 @@ impl RedisStore {
         Err(error)
     }
 
+    /// True for a Redis Cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.inner.topology, Topology::Cluster { .. })
+    }
+
+    /// Drops the shared connection, so the next call connects again (and, under
+    /// Sentinel, asks the sentinels where the primary is).
+    pub(crate) async fn reset(&self) {
+        *self.inner.connection.lock().await = None;
+    }
+
+    /// The sentinels and the monitored primary's name, under Sentinel.
+    pub(crate) fn sentinels(&self) -> Option<(Vec<redis::Client>, String)> {
+        match &self.inner.topology {
+            Topology::Sentinel(s) => Some((s.sentinels.clone(), s.master.clone())),
+            _ => None,
+        }
+    }
+
     /// True when the store answers `PING` within `store.timeout`.
     pub async fn ping(&self) -> bool {
         self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })

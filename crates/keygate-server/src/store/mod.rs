@@ -34,4 +34,4 @@ pub use self::connection::RedisStore;
 pub use self::principals::PendingRevocation;
 pub use self::quota::RedisQuota;
 pub use self::revocations::SharedRevocations;
-pub(crate) use self::revocations::{Revocations, Verdict};
+pub(crate) use self::revocations::{Revocations, Revoke, Verdict};
