@@ -251,6 +251,25 @@ fn limits_are_bounded_above_too() {
     check(&format!("{}[limits]\nwindow = \"1d\"\n", minimal())).unwrap();
 }
 
+#[test]
+fn the_revocation_share_is_between_one_and_the_whole_list() {
+    for line in [
+        "revocations_per_principal = 0",
+        "revocations_per_principal = 1000001",
+    ] {
+        let err = check(&format!("{}[limits]\n{line}\n", minimal())).unwrap_err();
+        assert_eq!(
+            err.setting, "limits.revocations_per_principal",
+            "{line}: {err}"
+        );
+    }
+    check(&format!(
+        "{}[limits]\nrevocations_per_principal = 1\n",
+        minimal()
+    ))
+    .unwrap();
+}
+
 /// A file with many clients, written where `Config::load` reads it.
 fn load_many(settings: &str, count: usize, broken: Option<usize>) -> Result<Runtime, ConfigError> {
     let dir = tempfile::tempdir().unwrap();
