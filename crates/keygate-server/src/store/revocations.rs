@@ -7,6 +7,11 @@
 //! `sync.rs`). While it is not in sync, a token the copy does not list is
 //! `Verdict::Unknown`, and `store.on_unavailable` decides: `deny` answers 503, `allow`
 //! answers from the copy.
+//!
+//! A revocation is confirmed by the store or kept pending: applied to the copy and
+//! written again until the store takes it (see `sync.rs`). Each principal holds at most
+//! its share of token revocations in the store; past it they are folded into one
+//! principal revocation (`REVOKE_TOKEN`), so no one can fill the list for others.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -199,8 +204,8 @@ pub(super) struct Shared {
     started: AtomicBool,
     /// Token revocations per principal before they are folded.
     pub(super) share: usize,
-    /// How long principal revocations are kept, in ms (ttl + leeway + 1 s); updated by
-    /// each revocation from the configuration in force.
+    /// How long principal revocations are kept, in ms (ttl + leeway + 1 s): the longest
+    /// configured since start (each revocation passes the one in force).
     pub(super) horizon_ms: AtomicU64,
     /// Why the store cannot take writes although the subscription is up (a Cluster
     /// shard lost), or `None`.
@@ -256,15 +261,22 @@ impl Copy {
         }
     }
 
-    pub(super) fn add_principal(&mut self, r: PrincipalRevocation) {
+    /// A principal revocation as it happens (published, or the answer to this replica's
+    /// own write): a fold also drops the principal's token entries, which the store has
+    /// just dropped too (pending ones stay: they are not in the store yet).
+    pub(super) fn apply_principal(&mut self, r: PrincipalRevocation) {
         if r.fingerprint == FOLDED {
-            // The store folded this principal's token revocations into this one.
             let folded = owner(&r.id);
             let pending = &self.pending;
             self.tokens.retain(|member, t| {
                 t.owner.as_deref() != Some(folded.as_str()) || pending.contains_key(member)
             });
         }
+        self.add_principal(r);
+    }
+
+    /// A principal revocation read from the store.
+    pub(super) fn add_principal(&mut self, r: PrincipalRevocation) {
         let member = r.member();
         let at = self.principal_entries.entry(member).or_insert(r.at_ms);
         *at = (*at).max(r.at_ms);
@@ -466,14 +478,15 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The pending token revocations: (digest, until, principal).
-    pub(super) fn read_pending(&self) -> Vec<(String, u64, String)> {
+    /// At most `limit` pending token revocations: (digest, until, principal).
+    pub(super) fn read_pending(&self, limit: usize) -> Vec<(String, u64, String)> {
         let copy = self
             .copy
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         copy.pending
             .iter()
+            .take(limit)
             .map(|(m, p)| (m.clone(), p.until, p.sub.clone()))
             .collect()
     }
@@ -566,7 +579,7 @@ pub(super) async fn write_token(
     copy.pending.remove(member);
     if outcome == 2 {
         if let Some(r) = PrincipalRevocation::from_member(&fold_member, fold_ms) {
-            copy.add_principal(r);
+            copy.apply_principal(r);
         }
     } else {
         copy.add_token(member.to_owned(), until, Some(owner(sub)));

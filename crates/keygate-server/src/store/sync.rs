@@ -6,7 +6,10 @@
 //! failover to a replica that had not received them) are written back and published.
 //! Only then is the copy "in sync". A `PING` every [`HEARTBEAT`] on the subscription,
 //! answered within `store.timeout`, notices a stalled or vanished Redis; the copy is then
-//! out of sync until the next full resynchronisation.
+//! out of sync until the next full resynchronisation. Each heartbeat and resynchronisation
+//! also writes the revocations still pending (applied here while the store refused them),
+//! and, on a Cluster, reads through the data connection to notice a lost shard. Under
+//! Sentinel, every sentinel's `+switch-master` event triggers a reconnection.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -18,7 +21,7 @@ use redis::aio::{PubSubSink, PubSubStream};
 
 use super::principals::PrincipalRevocation;
 use super::requirements;
-use super::revocations::{Copy, Shared, write_token};
+use super::revocations::{Copy, FOLDED, Shared, owner, write_token};
 
 /// How often the subscription is checked.
 const HEARTBEAT: Duration = Duration::from_millis(500);
@@ -147,13 +150,15 @@ async fn resync(s: &Shared) -> Result<(), keygate::Error> {
     let missing = {
         let mut copy = s.write();
         copy.prune(now, cutoff);
-        // Principal revocations first: a fold the copy missed drops the principal's
-        // tokens here too, rather than writing them back.
-        for (member, at) in &entries {
-            if let Some(r) = PrincipalRevocation::from_member(member, *at) {
-                copy.add_principal(r);
-            }
-        }
+        // Principals the store folded: their token entries left the store on purpose,
+        // so the copy's are not written back (they expire here; the fold refuses those
+        // tokens anyway).
+        let folded: std::collections::HashSet<String> = entries
+            .iter()
+            .filter_map(|(m, at)| PrincipalRevocation::from_member(m, *at))
+            .filter(|r| r.fingerprint == FOLDED)
+            .map(|r| owner(&r.id))
+            .collect();
         let in_store: std::collections::HashSet<&str> = tokens
             .iter()
             .chain(entries.iter())
@@ -162,7 +167,11 @@ async fn resync(s: &Shared) -> Result<(), keygate::Error> {
         let mut missing: Vec<String> = Vec::new();
         for (member, t) in &copy.tokens {
             // Pending ones are written below, through the principal's share.
-            if !in_store.contains(member.as_str()) && !copy.pending.contains_key(member) {
+            let was_folded = t.owner.as_ref().is_some_and(|o| folded.contains(o));
+            if !in_store.contains(member.as_str())
+                && !copy.pending.contains_key(member)
+                && !was_folded
+            {
                 missing.extend(["t".into(), t.until.to_string(), member.clone()]);
             }
         }
@@ -202,22 +211,26 @@ async fn resync(s: &Shared) -> Result<(), keygate::Error> {
     Ok(())
 }
 
-fn merge(copy: &mut Copy, tokens: Scored, _entries: Scored) {
+fn merge(copy: &mut Copy, tokens: Scored, entries: Scored) {
     for (member, until) in tokens {
         copy.add_token(member, until, None);
+    }
+    for (member, at) in entries {
+        if let Some(r) = PrincipalRevocation::from_member(&member, at) {
+            copy.add_principal(r);
+        }
     }
 }
 
 /// Pending token revocations written per call, at most, so that a long queue does not
 /// hold the heartbeat for long.
-const FLUSH_BATCH: usize = 64;
+const FLUSH_BATCH: usize = 1024;
 
 /// Writes revocations applied here while the store could not take them; stops at the
 /// first failure (the store is still unavailable) and is called again at the next
 /// heartbeat.
 async fn flush_pending(s: &Shared) -> Result<(), keygate::Error> {
-    let batch: Vec<(String, u64, String)> =
-        s.read_pending().into_iter().take(FLUSH_BATCH).collect();
+    let batch = s.read_pending(FLUSH_BATCH);
     let written = batch.len();
     for (member, until, sub) in batch {
         write_token(s, &member, until, &sub).await?;
@@ -301,7 +314,7 @@ fn apply(s: &Arc<Shared>, text: &str) {
                 && let Ok(at) = at.parse()
                 && let Some(r) = PrincipalRevocation::from_member(member, at)
             {
-                copy.add_principal(r);
+                copy.apply_principal(r);
             }
         }
         _ => tracing::debug!("unknown message on the store channel ignored"),
