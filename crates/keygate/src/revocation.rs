@@ -83,6 +83,10 @@ struct Folded {
 
 type Digest32 = [u8; 32];
 
+/// The principal of revocations made through [`RevocationStore::revoke`], which names
+/// none (no digest of a principal's id is all zeroes).
+const ANONYMOUS: Digest32 = [0; 32];
+
 #[derive(Debug, Default)]
 struct Entries {
     /// Token id → (refused until, principal).
@@ -230,9 +234,11 @@ impl MemoryRevocationStore {
         if entries.until.len() >= self.capacity {
             share?;
             // The principal holding most entries gives up its room; it may be this one.
+            // Anonymous entries (no `sub` to refuse by) are never folded.
             let largest = entries
                 .per_principal
                 .iter()
+                .filter(|(p, _)| **p != ANONYMOUS)
                 .max_by_key(|(_, n)| **n)
                 .map(|(p, _)| *p);
             if largest.is_none_or(|p| p == owner) {
@@ -330,7 +336,7 @@ impl RevocationStore for MemoryRevocationStore {
     async fn revoke(&self, issuer: &str, jti: &str, expires_at: u64) -> Result<()> {
         // Anonymous revocations share one principal of their own, never folded (a fold
         // refuses tokens by their `sub`, which these have none of).
-        self.insert([0; 32], id(issuer, jti), expires_at, None)
+        self.insert(ANONYMOUS, id(issuer, jti), expires_at, None)
             .map(|_| ())
             .ok_or_else(|| Error::StoreUnavailable("the revocation list is full".into()))
     }
@@ -424,6 +430,27 @@ mod tests {
             !store.principal_refused("victim", now),
             "the victim is not folded"
         );
+    }
+
+    #[tokio::test]
+    async fn anonymous_revocations_are_never_folded_away() {
+        let store = MemoryRevocationStore::with_share(3, 3);
+        let later = now_unix() + 60;
+        for jti in ["x1", "x2"] {
+            store.revoke("iss", jti, later).await.unwrap();
+        }
+        store.revoke_token_of("a", "iss", "a1", later);
+        assert_eq!(
+            store.revoke_token_of("b", "iss", "b1", later),
+            Revoked::Listed,
+            "`a` folded to make room"
+        );
+        assert!(store.contains("iss", "x1") && store.contains("iss", "x2"));
+        assert!(matches!(
+            store.revoke_token_of("c", "iss", "c1", later),
+            Revoked::Listed | Revoked::Folded { .. }
+        ));
+        assert!(store.contains("iss", "x1") && store.contains("iss", "x2"));
     }
 
     #[test]
