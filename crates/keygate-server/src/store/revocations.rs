@@ -210,7 +210,8 @@ pub(super) struct Shared {
     /// Why the store cannot take writes although the subscription is up (a Cluster
     /// shard lost), or `None`.
     pub(super) degraded: Mutex<Option<String>>,
-    /// Woken when the connection must be re-established (a Sentinel switched primary).
+    /// Woken when the connection must be re-established and the copy resynchronised (a
+    /// Sentinel switched primary, a lost Cluster shard is back).
     pub(super) reconnect: Arc<tokio::sync::Notify>,
 }
 
@@ -514,7 +515,14 @@ impl Shared {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match outcome {
-            Ok(_) => *degraded = None,
+            Ok(_) => {
+                if degraded.take().is_some() {
+                    // The shard is back, perhaps empty (a restart without persistence):
+                    // resynchronise, which writes back what it lost.
+                    tracing::info!("the store's shard answers again; resynchronising");
+                    self.reconnect.notify_one();
+                }
+            }
             Err(e) => {
                 if degraded.is_none() {
                     tracing::error!(error = %e, "the store's shard holding this deployment does not answer: revocations and attempt counters cannot be written");

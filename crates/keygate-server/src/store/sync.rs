@@ -261,7 +261,7 @@ async fn follow(
     loop {
         tokio::select! {
             () = &mut switched => {
-                tracing::warn!("the sentinels switched the primary; reconnecting");
+                tracing::warn!("reconnecting: the sentinels switched the primary, or a lost shard is back");
                 if let Some(s) = shared.upgrade() {
                     s.store.reset().await;
                 }

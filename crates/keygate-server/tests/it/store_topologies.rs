@@ -227,7 +227,9 @@ async fn a_graceful_sentinel_failover_is_followed_within_10_s() {
 
 /// A Cluster without replicas losing the master of the deployment's slot cannot take
 /// revocations or attempt counters any more: `/readyz` says so (503) on every replica
-/// rather than staying 200.
+/// rather than staying 200. A logout meanwhile answers 503; once the shard is back (empty:
+/// no persistence) it is either written there or was applied nowhere and can be repeated,
+/// and the earlier revocation is written back: both replicas refuse both tokens.
 #[tokio::test]
 async fn a_cluster_master_lost_without_replicas_shows_in_readiness() {
     let mut cluster = Cluster::start().await;
@@ -241,6 +243,7 @@ async fn a_cluster_master_lost_without_replicas_shows_in_readiness() {
         }
     }
     let owner = owner.expect("one node holds the deployment's slot");
+    let second = servers[0].token().await;
     cluster.nodes[owner].kill();
     let killed = Instant::now();
     for s in &servers {
@@ -263,4 +266,32 @@ async fn a_cluster_master_lost_without_replicas_shows_in_readiness() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+    let (a, b) = (&servers[0], &servers[1]);
+    assert_eq!(a.logout(&second).await.status(), 503);
+    cluster.nodes[owner].restart().await;
+    let restarted = Instant::now();
+    let done = eventually(Duration::from_secs(20), || async {
+        matches!(a.logout(&second).await.status().as_u16(), 204 | 401)
+            && b.verify(&second).await.status() == 401
+            && b.verify(&token).await.status() == 401
+            && a.verify(&token).await.status() == 401
+    })
+    .await;
+    assert!(
+        done.is_some(),
+        "both revocations held after the shard came back"
+    );
+    eprintln!(
+        "shard back: revocations whole {:?} after its restart",
+        restarted.elapsed()
+    );
+    // In the store itself: a replica started now reads both.
+    let text = std::fs::read_to_string(&a.config_path).unwrap();
+    let c = TestServer::with_config(text, a.billing_key.clone()).await;
+    c.wait_in_sync().await;
+    let stored = eventually(Duration::from_secs(2), || async {
+        c.verify(&token).await.status() == 401 && c.verify(&second).await.status() == 401
+    })
+    .await;
+    assert!(stored.is_some(), "written back to the shard");
 }
