@@ -61,6 +61,7 @@ pub(super) async fn login(
         (status = 204, description = "Revoked until it expires"),
         (status = 401, description = "No token, or a bad, expired or revoked one", body = crate::rejection::ErrorBody, headers(("www-authenticate" = String, description = "`Bearer realm=\"keygate\"`, with `error=\"invalid_token\"` for a bad token"))),
         (status = 403, description = "Cross-site request carrying only the cookie", body = crate::rejection::ErrorBody),
+        (status = 503, description = "With a store and `store.on_unavailable = \"deny\"`: the revocation list is not in sync with the store, or the store did not confirm the revocation (it is applied on this replica and retried until the store has it; repeating the logout is accepted)", body = crate::rejection::ErrorBody, headers(("retry-after" = u64))),
     ),
     security(("bearer" = []), ("token_cookie" = []), ("oauth2" = []))
 )]
