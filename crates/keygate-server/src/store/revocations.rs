@@ -594,3 +594,58 @@ pub(super) async fn write_token(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fold_of(id: &str, at_ms: u64) -> PrincipalRevocation {
+        PrincipalRevocation::from_member(&format!("{FOLDED} {id}"), at_ms).unwrap()
+    }
+
+    #[test]
+    fn a_published_fold_drops_the_principals_entries_but_not_its_pending_ones() {
+        let mut copy = Copy::default();
+        let until = now_unix() + 60;
+        copy.add_token("m1".into(), until, Some(owner("mallory")));
+        copy.add_token("m2".into(), until, Some(owner("mallory")));
+        copy.add_token("v1".into(), until, Some(owner("victim")));
+        copy.add_token("u1".into(), until, None);
+        copy.set_owner("u1", &owner("mallory"));
+        copy.add_token("p1".into(), until, Some(owner("mallory")));
+        copy.pending.insert(
+            "p1".into(),
+            PendingToken {
+                until,
+                sub: "mallory".into(),
+            },
+        );
+        copy.apply_principal(fold_of("mallory", now_ms()));
+        let mut left: Vec<&str> = copy.tokens.keys().map(String::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["p1", "v1"]);
+        let (at, fps) = &copy.by_principal["mallory"];
+        assert!(issued_before(now_unix() - 1, *at));
+        assert!(fps.contains(FOLDED));
+        // Read from the store (a resynchronisation), a fold drops nothing by itself.
+        copy.add_principal(fold_of("victim", now_ms()));
+        assert!(copy.tokens.contains_key("v1"));
+    }
+
+    #[test]
+    fn principal_revocations_older_than_the_cutoff_are_pruned() {
+        let mut copy = Copy::default();
+        copy.add_principal(fold_of("old", 1_000));
+        copy.add_principal(fold_of("new", 5_000));
+        copy.add_principal(PrincipalRevocation::from_member("ab12 new", 2_000).unwrap());
+        copy.prune(now_unix(), 3_000);
+        assert_eq!(copy.principal_entries.len(), 1);
+        assert!(!copy.by_principal.contains_key("old"));
+        let (at, fps) = &copy.by_principal["new"];
+        assert_eq!(*at, 5_000);
+        assert!(
+            !fps.contains("ab12"),
+            "the pruned credential is forgotten too"
+        );
+    }
+}
