@@ -188,6 +188,11 @@ impl AppState {
                         was.audit.path != now.audit.path || was.audit.buffer != now.audit.buffer,
                     ),
                     (
+                        "limits.revocations_per_principal",
+                        was.limits.revocations_per_principal
+                            != now.limits.revocations_per_principal,
+                    ),
+                    (
                         "limits.hashing_*",
                         was.limits.hashing_concurrency != now.limits.hashing_concurrency
                             || was.limits.hashing_queue != now.limits.hashing_queue,

@@ -209,7 +209,7 @@ pub struct LimitsConfig {
     /// Token revocations (`/logout`, `/revoke`) one principal holds on the revocation
     /// list at once, 1 to 1 000 000. One more folds them into a single record refusing
     /// every token of that principal issued until then, so one principal can never fill
-    /// the list for others. Defaults to 10 000.
+    /// the list for others. Restart to change. Defaults to 10 000.
     pub revocations_per_principal: usize,
 }
 
