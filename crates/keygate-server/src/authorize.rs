@@ -13,7 +13,7 @@ use crate::config::{OnUnavailable, Runtime};
 use crate::extract::{TokenSource, bearer_token};
 use crate::rejection::Rejection;
 use crate::state::AppState;
-use crate::store::Verdict;
+use crate::store::{Revoke, Verdict};
 
 /// A request whose token passed every check.
 #[derive(Debug)]
@@ -39,6 +39,28 @@ pub(crate) async fn check_token(
     rt: &Runtime,
     token: &str,
 ) -> Result<Claims, Rejection> {
+    check(state, rt, token, false).await
+}
+
+/// [`authorize`] for `/logout`: a token whose revocation made here still waits for the
+/// store passes, so that the client answered 503 can repeat its logout (which writes the
+/// revocation again).
+pub(crate) async fn authorize_logout(
+    state: &AppState,
+    rt: &Runtime,
+    headers: &HeaderMap,
+) -> Result<Authorized, Rejection> {
+    let (token, source) = bearer_token(headers, &rt.config)?.ok_or(Rejection::MissingToken)?;
+    let claims = check(state, rt, token, true).await?;
+    Ok(Authorized { claims, source })
+}
+
+async fn check(
+    state: &AppState,
+    rt: &Runtime,
+    token: &str,
+    pending_passes: bool,
+) -> Result<Claims, Rejection> {
     let claims = rt.verifier.verify(token).map_err(|e| {
         refused(e.reason());
         tracing::debug!(reason = e.reason(), "token refused");
@@ -46,6 +68,9 @@ pub(crate) async fn check_token(
     })?;
     let revocations = state.revocations();
     let verdict = match revocations.token(&claims.iss, &claims.jti).await {
+        Verdict::Revoked if pending_passes && revocations.is_pending(&claims.iss, &claims.jti) => {
+            revocations.principal_token(&claims.sub, claims.iat)
+        }
         Verdict::Clear => revocations.principal_token(&claims.sub, claims.iat),
         other => other,
     };
@@ -115,19 +140,33 @@ pub(crate) async fn revoke(
     claims: &Claims,
     by: &str,
 ) -> Result<(), Rejection> {
-    let leeway = rt.verifier.policy().leeway.as_secs();
-    state
+    let policy = rt.verifier.policy();
+    let leeway = policy.leeway.as_secs();
+    // Principal revocations (folds) are kept as long as a token verifies after its `iat`.
+    let horizon = policy.ttl + policy.leeway + Duration::from_secs(1);
+    let outcome = state
         .revocations()
         .revoke(
             &claims.iss,
             &claims.jti,
             claims.exp.saturating_add(leeway).saturating_add(1),
+            &claims.sub,
+            horizon,
         )
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "revocation failed");
-            Rejection::Unavailable(Duration::from_secs(1))
-        })?;
+        .await;
+    match outcome {
+        Ok(()) => {}
+        // Applied here and retried until the store takes it (`/readyz` answers
+        // `revocations_pending` meanwhile): under `allow`, which answers from this copy
+        // anyway, that is a logout done; under `deny` the caller is told to retry.
+        Err(e @ Revoke::Pending(_)) if rt.config.store.on_unavailable == OnUnavailable::Allow => {
+            tracing::warn!(error = %e, "revocation pending for the store (store.on_unavailable = allow)");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "revocation not confirmed by the store");
+            return Err(Rejection::Unavailable(Duration::from_secs(1)));
+        }
+    }
     tracing::info!(sub = %claims.sub, jti = %claims.jti, by, "token revoked");
     let event = AuditEvent::new(AuditKind::TokenRevoked);
     let event = if rt

@@ -80,13 +80,23 @@ impl AppState {
             Some(redis) => {
                 attempts = attempts.shared(RedisAttempts::new(redis.clone(), &issuer));
                 quotas = Quotas::new(Some(RedisQuota::new(redis.clone(), &issuer)));
-                let shared = SharedRevocations::new(redis, &issuer);
+                let policy = runtime.issuer.policy();
+                let horizon = policy.ttl + policy.leeway + Duration::from_secs(1);
+                let shared = SharedRevocations::new(
+                    redis,
+                    &issuer,
+                    limits.revocations_per_principal,
+                    horizon,
+                );
                 if tokio::runtime::Handle::try_current().is_ok() {
                     shared.start();
                 }
                 Revocations::Shared(shared)
             }
-            None => Revocations::Memory(MemoryRevocationStore::new()),
+            None => Revocations::Memory(MemoryRevocationStore::with_share(
+                keygate::revocation::MAX_REVOKED,
+                limits.revocations_per_principal,
+            )),
         };
         let audit =
             AuditLog::start(&runtime.config).map_err(|e| ConfigError::new("audit.path", e))?;
@@ -177,6 +187,11 @@ impl AppState {
                     (
                         "audit",
                         was.audit.path != now.audit.path || was.audit.buffer != now.audit.buffer,
+                    ),
+                    (
+                        "limits.revocations_per_principal",
+                        was.limits.revocations_per_principal
+                            != now.limits.revocations_per_principal,
                     ),
                     (
                         "limits.hashing_*",

@@ -32,15 +32,19 @@ pub trait RevocationStore: Send + Sync + fmt::Debug {
 
 /// A revocation list in this process's memory. Entries are dropped once their token has
 /// expired, so the list holds at most the tokens revoked within one token lifetime.
-/// Revoked ids kept in memory until they expire, at most [`MAX_REVOKED`] at once.
 ///
-/// Bounded by configuration, never by input (SPEC §9): an entry is a fixed-size digest of
-/// `iss` + `jti` and its expiry, expired entries leave in expiry order without a scan,
-/// and a full list refuses new revocations (the caller answers 503) rather than grow.
+/// Bounded by configuration, never by input: an entry is a fixed-size digest of `iss` +
+/// `jti`, its expiry and the digest of the principal the token was issued to; expired
+/// entries leave in expiry order without a scan. Revocation never fails for lack of room
+/// (see [`MemoryRevocationStore::revoke_token_of`]): each principal holds at most its
+/// share of entries, and a principal past its share — or the one holding most entries
+/// when the whole list is full — has its entries folded into one record, "its tokens
+/// issued before T are refused", which logs out only that principal.
 #[derive(Debug)]
 pub struct MemoryRevocationStore {
     inner: Mutex<Entries>,
     capacity: usize,
+    share: usize,
 }
 
 impl Default for MemoryRevocationStore {
@@ -53,18 +57,76 @@ impl Default for MemoryRevocationStore {
 /// second per replica.
 pub const MAX_REVOKED: usize = 1_000_000;
 
-#[derive(Debug, Default)]
-struct Entries {
-    until: HashMap<[u8; 32], u64>,
-    by_expiry: BinaryHeap<Reverse<(u64, [u8; 32])>>,
+/// Token revocations one principal holds at once before they are folded into one
+/// "tokens issued before T" record: 1 % of [`MAX_REVOKED`].
+pub const DEFAULT_PRINCIPAL_SHARE: usize = 10_000;
+
+/// What a revocation did to the list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoked {
+    /// The token is listed on its own.
+    Listed,
+    /// The principal's entries, this token's included, were folded: every token of the
+    /// principal issued before `before_ms` (milliseconds since the epoch) is refused.
+    Folded {
+        /// Tokens whose `iat`, in milliseconds, is below this are refused.
+        before_ms: u64,
+    },
 }
 
-fn id(issuer: &str, jti: &str) -> [u8; 32] {
+/// "Tokens of this principal issued before `before_ms` are refused, until `until`."
+#[derive(Debug, Clone, Copy)]
+struct Folded {
+    before_ms: u64,
+    until: u64,
+}
+
+type Digest32 = [u8; 32];
+
+/// The principal of revocations made through [`RevocationStore::revoke`], which names
+/// none (no digest of a principal's id is all zeroes).
+const ANONYMOUS: Digest32 = [0; 32];
+
+#[derive(Debug, Default)]
+struct Entries {
+    /// Token id → (refused until, principal).
+    until: HashMap<Digest32, (u64, Digest32)>,
+    by_expiry: BinaryHeap<Reverse<(u64, Digest32)>>,
+    /// Entries held per principal.
+    per_principal: HashMap<Digest32, usize>,
+    /// Folded principals.
+    folded: HashMap<Digest32, Folded>,
+}
+
+fn id(issuer: &str, jti: &str) -> Digest32 {
     let mut h = Sha256::new();
     h.update((issuer.len() as u64).to_be_bytes());
     h.update(issuer.as_bytes());
     h.update(jti.as_bytes());
     h.finalize().into()
+}
+
+fn principal_id(principal: &str) -> Digest32 {
+    let mut h = Sha256::new();
+    h.update(b"keygate principal\0");
+    h.update(principal.as_bytes());
+    h.finalize().into()
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// True when a token issued at `iat` (whole seconds) may have been issued before the
+/// instant `at_ms`: its second began before it. A token whose second begins at or after
+/// `at_ms` was issued at or after it (`iat` is the issue time rounded down), so a
+/// revocation made on a whole second (`key rotate --grace 0s`) spares the tokens the new
+/// key obtains in that second.
+pub fn issued_before(iat: u64, at_ms: u64) -> bool {
+    iat.saturating_mul(1000) < at_ms
 }
 
 impl MemoryRevocationStore {
@@ -79,7 +141,20 @@ impl MemoryRevocationStore {
         self.lock()
             .until
             .get(&key)
-            .is_some_and(|exp| *exp >= now_unix())
+            .is_some_and(|(exp, _)| *exp >= now_unix())
+    }
+
+    /// True when the tokens of `principal` issued at `iat` were folded away (see
+    /// [`MemoryRevocationStore::revoke_token_of`]).
+    pub fn principal_refused(&self, principal: &str, iat: u64) -> bool {
+        if self.lock().folded.is_empty() {
+            return false;
+        }
+        let key = principal_id(principal);
+        self.lock()
+            .folded
+            .get(&key)
+            .is_some_and(|f| f.until >= now_unix() && issued_before(iat, f.before_ms))
     }
 
     /// An empty list holding at most [`MAX_REVOKED`] entries.
@@ -87,22 +162,98 @@ impl MemoryRevocationStore {
         Self::default()
     }
 
-    /// An empty list holding at most `capacity` entries.
+    /// An empty list holding at most `capacity` entries, at most
+    /// [`DEFAULT_PRINCIPAL_SHARE`] (or `capacity`, if lower) of one principal.
     pub fn bounded(capacity: usize) -> Self {
+        Self::with_share(capacity, DEFAULT_PRINCIPAL_SHARE)
+    }
+
+    /// An empty list holding at most `capacity` entries, at most `share` of one principal.
+    pub fn with_share(capacity: usize, share: usize) -> Self {
         Self {
             inner: Mutex::default(),
-            capacity,
+            capacity: capacity.max(1),
+            share: share.clamp(1, capacity.max(1)),
         }
     }
 
-    /// Entries held now, expired ones not yet swept included.
+    /// Entries held now, expired ones not yet swept included; a folded principal counts
+    /// as one.
     pub fn len(&self) -> usize {
-        self.lock().until.len()
+        let entries = self.lock();
+        entries.until.len() + entries.folded.len()
     }
 
     /// True when nothing is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Refuses the token `issuer` + `jti`, issued to `principal` (its `sub`), until
+    /// `expires_at`. Never fails: past the principal's share, or with the list full, a
+    /// principal's entries are folded (see [`Revoked::Folded`]).
+    pub fn revoke_token_of(
+        &self,
+        principal: &str,
+        issuer: &str,
+        jti: &str,
+        expires_at: u64,
+    ) -> Revoked {
+        self.insert(
+            principal_id(principal),
+            id(issuer, jti),
+            expires_at,
+            Some(self.share),
+        )
+        .unwrap_or(Revoked::Listed)
+    }
+
+    /// `share` `None`: an anonymous entry, refused (`None`) when the list is full.
+    fn insert(
+        &self,
+        owner: Digest32,
+        key: Digest32,
+        expires_at: u64,
+        share: Option<usize>,
+    ) -> Option<Revoked> {
+        let mut entries = self.lock();
+        entries.sweep(now_unix());
+        if let Some((exp, _)) = entries.until.get_mut(&key) {
+            if expires_at > *exp {
+                *exp = expires_at;
+                entries.by_expiry.push(Reverse((expires_at, key)));
+            }
+            return Some(Revoked::Listed);
+        }
+        let held = entries.per_principal.get(&owner).copied().unwrap_or(0);
+        if share.is_some_and(|share| held >= share) {
+            return Some(Revoked::Folded {
+                before_ms: entries.fold(owner, expires_at),
+            });
+        }
+        if entries.until.len() >= self.capacity {
+            share?;
+            // The principal holding most entries gives up its room; it may be this one.
+            // Anonymous entries (no `sub` to refuse by) are never folded.
+            let largest = entries
+                .per_principal
+                .iter()
+                .filter(|(p, _)| **p != ANONYMOUS)
+                .max_by_key(|(_, n)| **n)
+                .map(|(p, _)| *p);
+            if largest.is_none_or(|p| p == owner) {
+                return Some(Revoked::Folded {
+                    before_ms: entries.fold(owner, expires_at),
+                });
+            }
+            if let Some(p) = largest {
+                entries.fold(p, 0);
+            }
+        }
+        entries.until.insert(key, (expires_at, owner));
+        entries.by_expiry.push(Reverse((expires_at, key)));
+        *entries.per_principal.entry(owner).or_insert(0) += 1;
+        Some(Revoked::Listed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
@@ -119,30 +270,75 @@ impl Entries {
                 break;
             }
             self.by_expiry.pop();
-            if self.until.get(&key) == Some(&exp) {
+            if let Some((held, owner)) = self.until.get(&key).copied()
+                && held == exp
+            {
                 self.until.remove(&key);
+                self.release(owner);
             }
         }
+        if !self.folded.is_empty() {
+            self.folded.retain(|_, f| f.until >= now);
+        }
+    }
+
+    fn release(&mut self, owner: Digest32) {
+        if let Some(n) = self.per_principal.get_mut(&owner) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_principal.remove(&owner);
+            }
+        }
+    }
+
+    /// Replaces every entry of `owner` by one record refusing its tokens issued up to
+    /// now, kept until the last of them (or `until`, if later) expires. Returns the
+    /// record's bound in milliseconds. One pass over the list, once per `share`
+    /// revocations of that principal at most.
+    fn fold(&mut self, owner: Digest32, until: u64) -> u64 {
+        // Every token revoked so far was issued at or before now: `iat * 1000 <= now`.
+        let before_ms = now_ms() + 1;
+        let mut latest = until;
+        self.until.retain(|_, (exp, o)| {
+            if *o == owner {
+                latest = latest.max(*exp);
+                false
+            } else {
+                true
+            }
+        });
+        self.per_principal.remove(&owner);
+        let f = self.folded.entry(owner).or_insert(Folded {
+            before_ms,
+            until: latest,
+        });
+        f.before_ms = f.before_ms.max(before_ms);
+        f.until = f.until.max(latest);
+        // The heap keeps stale (expiry, id) pairs of the removed entries; `sweep` skips
+        // them, and they leave with their expiry.
+        if self.by_expiry.len() > 2 * self.until.len() + 1024 {
+            let live: BinaryHeap<_> = self
+                .until
+                .iter()
+                .map(|(k, (exp, _))| Reverse((*exp, *k)))
+                .collect();
+            self.by_expiry = live;
+        }
+        before_ms
     }
 }
 
 #[async_trait]
 impl RevocationStore for MemoryRevocationStore {
+    /// Without the principal the token was issued to, a full list refuses new
+    /// revocations (the caller answers 503) rather than grow; keygate's server uses
+    /// [`MemoryRevocationStore::revoke_token_of`], which never refuses.
     async fn revoke(&self, issuer: &str, jti: &str, expires_at: u64) -> Result<()> {
-        let key = id(issuer, jti);
-        let mut entries = self.lock();
-        entries.sweep(now_unix());
-        if entries.until.len() >= self.capacity && !entries.until.contains_key(&key) {
-            return Err(Error::StoreUnavailable(
-                "the revocation list is full".into(),
-            ));
-        }
-        let exp = entries.until.entry(key).or_insert(0);
-        if expires_at > *exp {
-            *exp = expires_at;
-            entries.by_expiry.push(Reverse((expires_at, key)));
-        }
-        Ok(())
+        // Anonymous revocations share one principal of their own, never folded (a fold
+        // refuses tokens by their `sub`, which these have none of).
+        self.insert(ANONYMOUS, id(issuer, jti), expires_at, None)
+            .map(|_| ())
+            .ok_or_else(|| Error::StoreUnavailable("the revocation list is full".into()))
     }
 
     async fn is_revoked(&self, issuer: &str, jti: &str) -> Result<bool> {
@@ -186,5 +382,114 @@ mod tests {
         store.revoke("iss", "e", later).await.unwrap();
         assert!(store.is_revoked("iss", &long_jti).await.unwrap());
         assert_eq!(store.len(), 2, "the expired entry made room");
+    }
+
+    /// One principal revoking a million of its own tokens never fills the list: its
+    /// entries are folded each time it passes its share, and another principal's
+    /// revocation is still listed and refused.
+    #[test]
+    fn a_million_revocations_of_one_principal_leave_room_for_everyone_else() {
+        let store = MemoryRevocationStore::new();
+        let later = now_unix() + 1800;
+        let started = std::time::Instant::now();
+        let mut folds = 0;
+        for n in 0..1_000_000u32 {
+            if let Revoked::Folded { .. } =
+                store.revoke_token_of("mallory", "iss", &format!("m{n}"), later)
+            {
+                folds += 1;
+            }
+        }
+        eprintln!(
+            "1 000 000 revocations of one principal: {folds} folds, {} entries held, {:?}",
+            store.len(),
+            started.elapsed()
+        );
+        assert_eq!(folds, 1_000_000 / (DEFAULT_PRINCIPAL_SHARE + 1));
+        assert!(
+            store.len() <= DEFAULT_PRINCIPAL_SHARE + 1,
+            "{}",
+            store.len()
+        );
+        let now = now_unix();
+        assert!(
+            store.principal_refused("mallory", now),
+            "its tokens are refused"
+        );
+        assert!(
+            !store.principal_refused("mallory", now + 2),
+            "not those it obtains later"
+        );
+        assert_eq!(
+            store.revoke_token_of("victim", "iss", "v1", later),
+            Revoked::Listed
+        );
+        assert!(store.contains("iss", "v1"));
+        assert!(!store.contains("iss", "v2"));
+        assert!(
+            !store.principal_refused("victim", now),
+            "the victim is not folded"
+        );
+    }
+
+    #[tokio::test]
+    async fn anonymous_revocations_are_never_folded_away() {
+        let store = MemoryRevocationStore::with_share(3, 3);
+        let later = now_unix() + 60;
+        for jti in ["x1", "x2"] {
+            store.revoke("iss", jti, later).await.unwrap();
+        }
+        store.revoke_token_of("a", "iss", "a1", later);
+        assert_eq!(
+            store.revoke_token_of("b", "iss", "b1", later),
+            Revoked::Listed,
+            "`a` folded to make room"
+        );
+        assert!(store.contains("iss", "x1") && store.contains("iss", "x2"));
+        assert!(matches!(
+            store.revoke_token_of("c", "iss", "c1", later),
+            Revoked::Listed | Revoked::Folded { .. }
+        ));
+        assert!(store.contains("iss", "x1") && store.contains("iss", "x2"));
+    }
+
+    #[test]
+    fn a_full_list_folds_the_principal_holding_most() {
+        let store = MemoryRevocationStore::with_share(4, 3);
+        let later = now_unix() + 60;
+        store.revoke_token_of("a", "iss", "a1", later);
+        store.revoke_token_of("a", "iss", "a2", later);
+        store.revoke_token_of("a", "iss", "a3", later);
+        store.revoke_token_of("b", "iss", "b1", later);
+        assert_eq!(
+            store.revoke_token_of("b", "iss", "b2", later),
+            Revoked::Listed,
+            "room made by folding `a`"
+        );
+        assert!(store.contains("iss", "b1") && store.contains("iss", "b2"));
+        assert!(!store.contains("iss", "a1"));
+        assert!(store.principal_refused("a", now_unix()));
+        assert!(!store.principal_refused("b", now_unix()));
+        // Past its share, a principal folds itself, whatever room is left.
+        store.revoke_token_of("b", "iss", "b3", later);
+        assert!(matches!(
+            store.revoke_token_of("b", "iss", "b4", later),
+            Revoked::Folded { .. }
+        ));
+        assert!(store.principal_refused("b", now_unix()));
+    }
+
+    #[test]
+    fn a_token_from_the_second_a_revocation_began_is_refused_unless_that_was_a_whole_second() {
+        assert!(issued_before(99, 100_000));
+        assert!(
+            !issued_before(100, 100_000),
+            "iat == the whole second: issued after"
+        );
+        assert!(
+            issued_before(100, 100_001),
+            "may predate a revocation within its second"
+        );
+        assert!(!issued_before(101, 100_999));
     }
 }

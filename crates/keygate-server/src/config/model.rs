@@ -216,6 +216,11 @@ pub struct LimitsConfig {
     /// IPv6 senders are counted by this many leading bits of their address (1–128);
     /// IPv4 addresses, mapped or not, by the whole address. Defaults to 64.
     pub ipv6_prefix: u8,
+    /// Token revocations (`/logout`, `/revoke`) one principal holds on the revocation
+    /// list at once, 1 to 1 000 000. One more folds them into a single record refusing
+    /// every token of that principal issued until then, so one principal can never fill
+    /// the list for others. Restart to change. Defaults to 10 000.
+    pub revocations_per_principal: usize,
 }
 
 impl Default for LimitsConfig {
@@ -227,6 +232,7 @@ impl Default for LimitsConfig {
             hashing_queue: 64,
             default_rate_limit: None,
             ipv6_prefix: crate::limits::DEFAULT_IPV6_PREFIX,
+            revocations_per_principal: keygate::revocation::DEFAULT_PRINCIPAL_SHARE,
         }
     }
 }

@@ -294,6 +294,13 @@ impl Config {
                 format!("must be at most {MAX_HASHING_QUEUE}"),
             ));
         }
+        if !(1..=keygate::revocation::MAX_REVOKED).contains(&self.limits.revocations_per_principal)
+        {
+            return Err(ConfigError::new(
+                "limits.revocations_per_principal",
+                format!("must be between 1 and {}", keygate::revocation::MAX_REVOKED),
+            ));
+        }
         Ok(())
     }
 

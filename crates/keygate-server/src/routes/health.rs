@@ -19,7 +19,7 @@ pub(super) async fn healthz() -> Json<serde_json::Value> {
 #[utoipa::path(get, path = "/readyz", tag = "operations", summary = "Readiness",
     responses(
         (status = 200, description = "`{\"status\": \"ready\"}`", body = Object),
-        (status = 503, description = "Draining, or the revocation store is unreachable", body = Object),
+        (status = 503, description = "`draining`; `store_unavailable` (the revocation list is out of sync with the store); `revocations_pending` (revocations made here wait for the store); `store_degraded` (the store cannot take writes)", body = Object),
     ))]
 pub(super) async fn readyz(State(state): State<AppState>) -> Response {
     match readiness(&state) {
@@ -37,8 +37,11 @@ fn readiness(state: &AppState) -> Result<(), &'static str> {
     if state.is_draining() {
         return Err("draining");
     }
-    if !state.revocations().is_available() {
-        return Err("store_unavailable");
+    // `store_unavailable`: the local copy of the revocation list is out of sync;
+    // `revocations_pending`: revocations applied here wait for the store;
+    // `store_degraded`: the store's shard holding this deployment does not answer.
+    if let Some(status) = state.revocations().readiness() {
+        return Err(status);
     }
     Ok(())
 }

@@ -95,6 +95,7 @@ fn no_store(mut response: Response) -> Response {
         (status = 400, description = "`invalid_request` (not a form, no `token`, a repeated parameter, two client authentication methods at once), or `unauthorized_client` for another client's token", body = crate::rejection::ErrorBody),
         (status = 401, description = "`invalid_client`", body = crate::rejection::ErrorBody),
         (status = 429, description = "Too many failed attempts", body = crate::rejection::ErrorBody, headers(("retry-after" = u64))),
+        (status = 503, description = "With a store and `store.on_unavailable = \"deny\"`: the store did not confirm the revocation (it is applied on this replica and retried until the store has it; repeating the request is accepted)", body = crate::rejection::ErrorBody, headers(("retry-after" = u64))),
     ),
     security(("client_basic" = []), ("api_key_header" = []))
 )]

@@ -4,7 +4,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::authorize::{authorize, revoke};
+use crate::authorize::{authorize_logout, revoke};
 use crate::config::Config;
 use crate::credentials::authenticate_api_key;
 use crate::extract::{Peer, TokenSource, api_key, client_ip};
@@ -61,6 +61,7 @@ pub(super) async fn login(
         (status = 204, description = "Revoked until it expires"),
         (status = 401, description = "No token, or a bad, expired or revoked one", body = crate::rejection::ErrorBody, headers(("www-authenticate" = String, description = "`Bearer realm=\"keygate\"`, with `error=\"invalid_token\"` for a bad token"))),
         (status = 403, description = "Cross-site request carrying only the cookie", body = crate::rejection::ErrorBody),
+        (status = 503, description = "With a store and `store.on_unavailable = \"deny\"`: the revocation list is not in sync with the store, or the store did not confirm the revocation (it is applied on this replica and retried until the store has it; repeating the logout is accepted)", body = crate::rejection::ErrorBody, headers(("retry-after" = u64))),
     ),
     security(("bearer" = []), ("token_cookie" = []), ("oauth2" = []))
 )]
@@ -73,7 +74,7 @@ pub(super) async fn logout(State(state): State<AppState>, headers: HeaderMap) ->
         .then(|| token_cookie(&rt.config, "", 0))
         .flatten();
     let outcome = async {
-        let authorized = authorize(&state, &rt, &headers).await?;
+        let authorized = authorize_logout(&state, &rt, &headers).await?;
         if authorized.source == TokenSource::Cookie && is_cross_site(&headers, &rt.public_url) {
             return Err(Rejection::CrossSite);
         }

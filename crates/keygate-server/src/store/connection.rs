@@ -127,8 +127,8 @@ impl RedisStore {
     /// connected yet, so a server starts even while Redis is down.
     pub fn from_config(config: &StoreConfig) -> Result<Option<Self>, String> {
         // The redis crate builds its `rediss://` TLS configuration from rustls's process
-        // default; with both aws-lc-rs and ring in the build, rustls cannot pick one by
-        // itself and would panic at the first TLS connection. keygate uses aws-lc-rs.
+        // default provider: installed here, aws-lc-rs (the workspace's only one), so that
+        // it is there whoever embeds the server.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let ca = read_ca(config)?;
         let topology = if let Some(url) = &config.url {
@@ -253,6 +253,25 @@ impl RedisStore {
             self.forget(g);
         }
         Err(error)
+    }
+
+    /// True for a Redis Cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.inner.topology, Topology::Cluster { .. })
+    }
+
+    /// Drops the shared connection, so the next call connects again (and, under
+    /// Sentinel, asks the sentinels where the primary is).
+    pub(crate) async fn reset(&self) {
+        *self.inner.connection.lock().await = None;
+    }
+
+    /// The sentinels and the monitored primary's name, under Sentinel.
+    pub(crate) fn sentinels(&self) -> Option<(Vec<redis::Client>, String)> {
+        match &self.inner.topology {
+            Topology::Sentinel(s) => Some((s.sentinels.clone(), s.master.clone())),
+            _ => None,
+        }
     }
 
     /// True when the store answers `PING` within `store.timeout`.

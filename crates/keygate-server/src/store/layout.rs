@@ -11,8 +11,13 @@
 //!   until which the token must be refused (`exp + leeway + 1`). No TTL on the key, so a
 //!   `volatile-*` eviction policy never drops it; entries past their score are pruned by
 //!   each write.
-//! - `…:principals`: sorted set, member `<credential fingerprint> <principal id>`, score
-//!   the revocation time in milliseconds (see [`super::principals`]). Kept for good.
+//! - `…:revoked-by:<sha256(principal id)>`: sorted set, the same members for one
+//!   principal, counting its share; expires with its last entry. A principal past its
+//!   share is folded: its members leave both sets for one principal revocation.
+//! - `…:principals`: sorted set, member `<credential fingerprint> <principal id>` (or
+//!   `logout <principal id>` for a fold), score the revocation time in milliseconds (see
+//!   [`super::principals`]). Entries older than the longest a token verifies after its
+//!   `iat` (ttl + leeway + 1 s) cover no token any more and are pruned by each write.
 //! - `…:attempts:<sha256(subject)>`: a failed-attempt counter (failures and attempts in
 //!   flight), always with a TTL; `…:attempts:<sha256(subject)>:in-flight`: those in flight.
 //! - channel `…:changes`: every revocation as it is written (see [`super::revocations`]).
@@ -39,6 +44,12 @@ impl Layout {
 
     pub(crate) fn revoked(&self) -> String {
         format!("{}revoked", self.prefix)
+    }
+
+    /// The token revocations of one principal (`owner`: a digest of its id), counted
+    /// against its share.
+    pub(crate) fn revoked_by(&self, owner: &str) -> String {
+        format!("{}revoked-by:{owner}", self.prefix)
     }
 
     pub(crate) fn principals(&self) -> String {

@@ -16,8 +16,9 @@
 //!
 //! When the store cannot be reached nothing crashes and nothing waits long: token checks
 //! follow `store.on_unavailable` (`deny`, the default, answers 503 while the copy is not
-//! in sync; `allow` answers from the copy), revoking answers 503, and the attempt counters
-//! fall back to this replica's own counts. `/readyz` reports the outage. Connections are
+//! in sync; `allow` answers from the copy), a revocation is applied here and retried until
+//! the store takes it (503 under `deny`, 204 under `allow`), and the attempt counters fall
+//! back to this replica's own counts. `/readyz` reports the outage and pending revocations. Connections are
 //! re-established on their own once Redis is back.
 
 pub mod attempts;
@@ -34,4 +35,4 @@ pub use self::connection::RedisStore;
 pub use self::principals::PendingRevocation;
 pub use self::quota::RedisQuota;
 pub use self::revocations::SharedRevocations;
-pub(crate) use self::revocations::{Revocations, Verdict};
+pub(crate) use self::revocations::{Revocations, Revoke, Verdict};

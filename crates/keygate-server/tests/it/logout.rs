@@ -98,3 +98,69 @@ async fn cookie_mode_sets_and_clears_the_token_cookie() {
         .unwrap();
     assert_eq!(r.status(), 400, "header and cookie disagree");
 }
+
+/// One client logging out more tokens than its share of the revocation list
+/// (`limits.revocations_per_principal`, 3 here) has them folded into one record refusing
+/// every token it obtained until then: it logs out only itself. Another client's logout
+/// still answers 204 and its revoked token is refused.
+#[tokio::test]
+async fn a_client_past_its_revocation_share_logs_out_only_itself() {
+    let s = TestServer::with_extra("revocations_per_principal = 3").await;
+    let kept = s.token().await;
+    let legacy_live = s.token_of_legacy().await;
+    for _ in 0..3 {
+        let t = s.token().await;
+        assert_eq!(s.logout(&t).await.status(), 204);
+        assert_invalid(&s, &t, "listed").await;
+    }
+    assert_eq!(s.verify(&kept).await.status(), 200, "within its share");
+    let fourth = s.token().await;
+    assert_eq!(
+        s.logout(&fourth).await.status(),
+        204,
+        "past its share: folded"
+    );
+    assert_invalid(&s, &fourth, "folded").await;
+    assert_invalid(&s, &kept, "every token billing held is refused").await;
+    assert_eq!(
+        s.verify(&legacy_live).await.status(),
+        200,
+        "not another client's"
+    );
+
+    let legacy = s.token_of_legacy().await;
+    assert_eq!(s.logout(&legacy).await.status(), 204);
+    assert_invalid(&s, &legacy, "legacy's own logout").await;
+    assert_eq!(s.verify(&legacy_live).await.status(), 200);
+
+    // Tokens billing obtains once the second of the fold has passed work again (`iat`
+    // has whole seconds, so those of that very second may predate it).
+    let fresh = eventually_token(&s).await;
+    assert_eq!(s.verify(&fresh).await.status(), 200);
+}
+
+impl TestServer {
+    /// A token of the `legacy` client.
+    async fn token_of_legacy(&self) -> String {
+        let r = self.login(SEED_KEY).await;
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+}
+
+/// A billing token that verifies, within 2 s.
+async fn eventually_token(s: &TestServer) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let t = s.token().await;
+        if s.verify(&t).await.status() == 200 {
+            return t;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "billing's new tokens are refused"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -436,3 +436,179 @@ async fn two_deployments_share_one_redis_without_colliding() {
         "another deployment's counters"
     );
 }
+
+/// A token of the `legacy` client from `s`.
+async fn legacy_token(s: &TestServer) -> String {
+    let r = s.login(SEED_KEY).await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+/// The key names of the test deployment (`keygate:{<ns>}:`).
+fn key(name: &str) -> String {
+    use sha2::Digest;
+    let ns = &hex::encode(sha2::Sha256::digest(ISSUER.as_bytes()))[..16];
+    format!("keygate:{{{ns}}}:{name}")
+}
+
+/// Item: one client cannot fill the store's list. Past its share (3 here) its token
+/// revocations are folded into one principal revocation, on every replica; another
+/// client's logout still answers 204 and travels.
+#[tokio::test]
+async fn a_client_past_its_share_is_folded_in_the_store_and_others_still_revoke() {
+    let redis = Redis::start(&[]).await;
+    let store = format!(
+        "revocations_per_principal = 3\n\n[store]\nurl = \"{}\"\n",
+        redis.url()
+    );
+    let servers = replicas_with(&store, 2).await;
+    let (a, b) = (&servers[0], &servers[1]);
+    let kept = a.token().await;
+    let legacy_live = legacy_token(a).await;
+    for _ in 0..3 {
+        let t = a.token().await;
+        assert_eq!(a.logout(&t).await.status(), 204);
+    }
+    let mut c = redis.connection().await;
+    let held: u64 = redis::cmd("ZCARD")
+        .arg(key("revoked"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(held, 3);
+    assert_eq!(b.verify(&kept).await.status(), 200, "within its share");
+    let fourth = a.token().await;
+    assert_eq!(a.logout(&fourth).await.status(), 204, "folded, not refused");
+    for s in [a, b] {
+        let took = eventually(Duration::from_secs(1), || async {
+            s.verify(&kept).await.status() == 401 && s.verify(&fourth).await.status() == 401
+        })
+        .await;
+        assert!(took.is_some(), "billing's tokens refused on every replica");
+        assert_eq!(s.verify(&legacy_live).await.status(), 200);
+    }
+    let held: u64 = redis::cmd("ZCARD")
+        .arg(key("revoked"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(held, 0, "billing's entries left the list");
+    let folds: Vec<String> = redis::cmd("ZRANGE")
+        .arg(key("principals"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(folds, vec!["logout billing".to_owned()]);
+
+    let legacy = legacy_token(b).await;
+    assert_eq!(b.logout(&legacy).await.status(), 204);
+    let took = eventually(Duration::from_secs(1), || async {
+        a.verify(&legacy).await.status() == 401
+    })
+    .await;
+    assert!(took.is_some(), "another client's logout still travels");
+    assert_eq!(a.verify(&legacy_live).await.status(), 200);
+    // A replica started now reads the fold from the store.
+    let text = std::fs::read_to_string(&a.config_path).unwrap();
+    let c3 = TestServer::with_config(text, a.billing_key.clone()).await;
+    c3.wait_in_sync().await;
+    assert_eq!(c3.verify(&kept).await.status(), 401);
+    assert_eq!(c3.verify(&legacy_live).await.status(), 200);
+}
+
+/// `key rotate --grace 0s` revokes the old key at a whole second T (the new key's
+/// `not_before`): tokens with `iat == T` were issued at or after T and pass; a
+/// revocation within a second still refuses that second's tokens.
+#[tokio::test]
+async fn a_principal_revocation_on_a_whole_second_spares_the_tokens_of_that_second() {
+    let redis = Redis::start(&[]).await;
+    let (a, b) = replicas(&redis, "deny").await;
+    let real = a.token().await;
+    let header = String::from_utf8(unb64(real.split('.').next().unwrap())).unwrap();
+    let t = now() - 5;
+    let signed = |iat: u64, n: &str| {
+        let claims =
+            claims_with(serde_json::json!({"iat": iat, "nbf": iat, "jti": format!("r-{n}")}));
+        sign_hs256(&header, &claims, SECRET.as_bytes())
+    };
+    let (before, same, after) = (
+        signed(t - 1, "before"),
+        signed(t, "same"),
+        signed(t + 1, "after"),
+    );
+    for s in [&a, &b] {
+        for tok in [&before, &same, &after] {
+            assert_eq!(s.verify(tok).await.status(), 200);
+        }
+    }
+    let publish = |at_ms: i128| {
+        let path = a.config_path.clone();
+        tokio::task::spawn_blocking(move || {
+            let pending = keygate_server::store::PendingRevocation::prepare(&path, "billing")
+                .unwrap()
+                .unwrap();
+            let at = time::OffsetDateTime::from_unix_timestamp_nanos(at_ms * 1_000_000).unwrap();
+            pending.publish(at).unwrap();
+        })
+    };
+    publish(i128::from(t) * 1000).await.unwrap();
+    for s in [&a, &b] {
+        let took = eventually(Duration::from_secs(1), || async {
+            s.verify(&before).await.status() == 401
+        })
+        .await;
+        assert!(
+            took.is_some(),
+            "a token from before the revocation is refused"
+        );
+        assert_eq!(
+            s.verify(&same).await.status(),
+            200,
+            "iat == the revocation's whole second: issued after it"
+        );
+    }
+    publish(i128::from(t) * 1000 + 1).await.unwrap();
+    for s in [&a, &b] {
+        let took = eventually(Duration::from_secs(1), || async {
+            s.verify(&same).await.status() == 401
+        })
+        .await;
+        assert!(
+            took.is_some(),
+            "may predate a revocation made within its second"
+        );
+        assert_eq!(s.verify(&after).await.status(), 200);
+    }
+}
+
+/// Principal revocations are pruned once every token they cover has expired (ttl 30 m +
+/// leeway 30 s + 1 s after them), like token revocations.
+#[tokio::test]
+async fn principal_revocations_expire_once_no_token_they_cover_can_verify() {
+    let redis = Redis::start(&[]).await;
+    let (a, _b) = replicas(&redis, "deny").await;
+    let now_ms = now() * 1000;
+    let mut c = redis.connection().await;
+    let _: () = redis::cmd("ZADD")
+        .arg(key("principals"))
+        .arg(now_ms - (1800 + 30 + 1) * 1000 - 2000)
+        .arg("old gone-client")
+        .arg(now_ms - (1800 + 30 + 1) * 1000 + 60_000)
+        .arg("recent other-client")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let token = a.token().await;
+    assert_eq!(a.logout(&token).await.status(), 204);
+    let left: Vec<String> = redis::cmd("ZRANGE")
+        .arg(key("principals"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(left, vec!["recent other-client".to_owned()]);
+}

@@ -148,3 +148,105 @@ async fn redis_killed_and_restarted_under_load() {
         slowest(&outcomes)
     );
 }
+
+/// `/readyz`: status code and `status` member.
+async fn readiness(s: &TestServer) -> (u16, String) {
+    let r = s.http.get(s.url("/readyz")).send().await.unwrap();
+    let code = r.status().as_u16();
+    let body: serde_json::Value = r.json().await.unwrap();
+    (code, body["status"].as_str().unwrap_or_default().to_owned())
+}
+
+/// Redis refuses writes for 2 s (`CLIENT PAUSE 2000 WRITE`), reads still answered: a
+/// logout on A answers 503 and is pending (A refuses the token, `/readyz` says
+/// `revocations_pending`), repeating it answers 503 again rather than 401, and once Redis
+/// takes writes again the revocation reaches it without any further request: B refuses
+/// the token and A is ready.
+#[tokio::test]
+async fn a_logout_during_a_write_pause_reaches_the_store_once_it_takes_writes() {
+    let redis = Redis::start(&[]).await;
+    let store = format!("[store]\nurl = \"{}\"\ntimeout = \"250ms\"\n", redis.url());
+    let servers = replicas_with(&store, 2).await;
+    let (a, b) = (&servers[0], &servers[1]);
+    let token = a.token().await;
+    let mut c = redis.connection().await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(2000)
+        .arg("WRITE")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let paused = Instant::now();
+    let r = a.logout(&token).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(retry_after(&r), 1);
+    assert_eq!(readiness(a).await, (503, "revocations_pending".into()));
+    assert_eq!(a.verify(&token).await.status(), 401, "applied on A at once");
+    let r = a.logout(&token).await;
+    assert!(
+        paused.elapsed() < Duration::from_millis(1800),
+        "still paused"
+    );
+    assert_eq!(r.status(), 503, "a repeated logout retries the write");
+    let landed = eventually(Duration::from_secs(6), || async {
+        b.verify(&token).await.status() == 401 && readiness(a).await.0 == 200
+    })
+    .await;
+    assert!(landed.is_some(), "the pending revocation reached the store");
+    eprintln!(
+        "write pause: the revocation reached B {:?} after the pause began",
+        paused.elapsed()
+    );
+    let mut c = redis.connection().await;
+    let held: Vec<String> = redis::cmd("KEYS")
+        .arg("keygate:*:revoked")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let n: u64 = redis::cmd("ZCARD")
+        .arg(&held[0])
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(a.logout(&token).await.status(), 401, "now revoked for good");
+}
+
+/// Redis killed, `on_unavailable = "allow"`: a logout on A is applied there and answers
+/// 204 (it is pending, not lost: `/readyz` answers 503 meanwhile). Redis restarted
+/// empty: A writes it to the store, and B refuses the token.
+#[tokio::test]
+async fn a_logout_while_the_store_is_down_is_written_when_it_returns() {
+    let mut redis = Redis::start(&[]).await;
+    let store = format!(
+        "[store]\nurl = \"{}\"\ntimeout = \"250ms\"\non_unavailable = \"allow\"\n",
+        redis.url()
+    );
+    let servers = replicas_with(&store, 2).await;
+    let (a, b) = (&servers[0], &servers[1]);
+    let token = a.token().await;
+    redis.kill();
+    let out = eventually(Duration::from_secs(3), || async {
+        readiness(a).await.0 == 503
+    })
+    .await;
+    assert!(out.is_some(), "A noticed the outage");
+    assert_eq!(
+        a.logout(&token).await.status(),
+        204,
+        "applied here, pending"
+    );
+    assert_eq!(a.verify(&token).await.status(), 401);
+    assert_eq!(
+        b.verify(&token).await.status(),
+        200,
+        "B answers from its copy"
+    );
+    redis.restart().await;
+    let landed = eventually(Duration::from_secs(6), || async {
+        b.verify(&token).await.status() == 401 && readiness(a).await.0 == 200
+    })
+    .await;
+    assert!(landed.is_some(), "written to the store once it came back");
+}

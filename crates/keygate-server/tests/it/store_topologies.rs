@@ -159,3 +159,139 @@ async fn rediss_with_a_private_ca() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(untrusting.login(&billing).await.status(), 503);
 }
+
+/// `ROLE`'s first word, or `None` while the node drops connections (a failover does).
+async fn role_of(node: &Redis) -> Option<String> {
+    let client = redis::Client::open(node.url()).ok()?;
+    let mut c = client.get_multiplexed_async_connection().await.ok()?;
+    let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut c).await.ok()?;
+    match role.first() {
+        Some(redis::Value::BulkString(r)) => Some(String::from_utf8_lossy(r).into_owned()),
+        _ => None,
+    }
+}
+
+/// A graceful `SENTINEL FAILOVER` leaves the old primary running and taking writes until
+/// the sentinels demote it. keygate follows the `+switch-master` event: within 10 s a
+/// logout lands on the promoted replica, and nothing written since the switch is lost.
+#[tokio::test]
+async fn a_graceful_sentinel_failover_is_followed_within_10_s() {
+    let set = SentinelSet::start().await;
+    let servers = replicas_with(&set.store_toml(), 2).await;
+    let (a, b) = (&servers[0], &servers[1]);
+    let mut s0 = set.sentinels[0].connection().await;
+    let _: () = redis::cmd("SENTINEL")
+        .arg("FAILOVER")
+        .arg("keygate")
+        .query_async(&mut s0)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    // The promoted replica says it is the primary first; then keygate writes there.
+    let promoted = eventually(Duration::from_secs(10), || async {
+        role_of(&set.replica).await.as_deref() == Some("master")
+    })
+    .await;
+    assert!(promoted.is_some(), "the sentinels promoted the replica");
+    let followed = eventually(Duration::from_secs(10), || async {
+        let r = a.login(&a.billing_key).await;
+        if r.status() != 200 {
+            return false;
+        }
+        let body: serde_json::Value = r.json().await.unwrap();
+        let t = body["access_token"].as_str().unwrap().to_owned();
+        a.logout(&t).await.status() == 204 && revocations_on(&set.replica).await >= 1
+    })
+    .await;
+    let took = started.elapsed();
+    assert!(
+        followed.is_some(),
+        "keygate writes to the new primary within 10 s"
+    );
+    assert!(took < Duration::from_secs(10), "followed after {took:?}");
+    eprintln!("graceful SENTINEL FAILOVER followed in {took:?}");
+    // What was written to the new primary stays: it travels to B and is not discarded
+    // when the old primary is demoted.
+    let after = a.token().await;
+    assert_eq!(a.logout(&after).await.status(), 204);
+    b.wait_in_sync().await;
+    refused_within_a_second(b, &after).await;
+    let held = revocations_on(&set.replica).await;
+    let demoted = eventually(Duration::from_secs(10), || async {
+        role_of(&set.primary).await.as_deref() == Some("slave")
+    })
+    .await;
+    assert!(demoted.is_some(), "the old primary was demoted");
+    assert!(revocations_on(&set.replica).await >= held);
+}
+
+/// A Cluster without replicas losing the master of the deployment's slot cannot take
+/// revocations or attempt counters any more: `/readyz` says so (503) on every replica
+/// rather than staying 200. A logout meanwhile answers 503; once the shard is back (empty:
+/// no persistence) it is either written there or was applied nowhere and can be repeated,
+/// and the earlier revocation is written back: both replicas refuse both tokens.
+#[tokio::test]
+async fn a_cluster_master_lost_without_replicas_shows_in_readiness() {
+    let mut cluster = Cluster::start().await;
+    let servers = replicas_with(&cluster.store_toml(), 2).await;
+    let token = servers[0].token().await;
+    assert_eq!(servers[0].logout(&token).await.status(), 204);
+    let mut owner = None;
+    for (i, n) in cluster.nodes.iter().enumerate() {
+        if revocations_on(n).await == 1 {
+            owner = Some(i);
+        }
+    }
+    let owner = owner.expect("one node holds the deployment's slot");
+    let second = servers[0].token().await;
+    cluster.nodes[owner].kill();
+    let killed = Instant::now();
+    for s in &servers {
+        loop {
+            let r = s.http.get(s.url("/readyz")).send().await.unwrap();
+            let code = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.unwrap();
+            if code == 503 {
+                let status = body["status"].as_str().unwrap_or_default().to_owned();
+                assert!(
+                    ["store_degraded", "store_unavailable"].contains(&status.as_str()),
+                    "{status}"
+                );
+                break;
+            }
+            assert!(
+                killed.elapsed() < Duration::from_secs(5),
+                "readiness still 200 5 s after the shard was lost"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let (a, b) = (&servers[0], &servers[1]);
+    assert_eq!(a.logout(&second).await.status(), 503);
+    cluster.nodes[owner].restart().await;
+    let restarted = Instant::now();
+    let done = eventually(Duration::from_secs(20), || async {
+        matches!(a.logout(&second).await.status().as_u16(), 204 | 401)
+            && b.verify(&second).await.status() == 401
+            && b.verify(&token).await.status() == 401
+            && a.verify(&token).await.status() == 401
+    })
+    .await;
+    assert!(
+        done.is_some(),
+        "both revocations held after the shard came back"
+    );
+    eprintln!(
+        "shard back: revocations whole {:?} after its restart",
+        restarted.elapsed()
+    );
+    // In the store itself: a replica started now reads both.
+    let text = std::fs::read_to_string(&a.config_path).unwrap();
+    let c = TestServer::with_config(text, a.billing_key.clone()).await;
+    c.wait_in_sync().await;
+    let stored = eventually(Duration::from_secs(2), || async {
+        c.verify(&token).await.status() == 401 && c.verify(&second).await.status() == 401
+    })
+    .await;
+    assert!(stored.is_some(), "written back to the shard");
+}

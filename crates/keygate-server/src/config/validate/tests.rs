@@ -263,6 +263,25 @@ fn ipv6_prefix_is_between_1_and_128() {
     }
 }
 
+#[test]
+fn the_revocation_share_is_between_one_and_the_whole_list() {
+    for line in [
+        "revocations_per_principal = 0",
+        "revocations_per_principal = 1000001",
+    ] {
+        let err = check(&format!("{}[limits]\n{line}\n", minimal())).unwrap_err();
+        assert_eq!(
+            err.setting, "limits.revocations_per_principal",
+            "{line}: {err}"
+        );
+    }
+    check(&format!(
+        "{}[limits]\nrevocations_per_principal = 1\n",
+        minimal()
+    ))
+    .unwrap();
+}
+
 /// A file with many clients, written where `Config::load` reads it.
 fn load_many(settings: &str, count: usize, broken: Option<usize>) -> Result<Runtime, ConfigError> {
     let dir = tempfile::tempdir().unwrap();
