@@ -64,6 +64,13 @@ pub struct ServerConfig {
     /// keep-alive connection is closed after it too. Defaults to `10s`.
     #[serde(with = "humane")]
     pub header_timeout: Duration,
+    /// How long a whole request (headers and body) may take to arrive, and a response to
+    /// be taken by the client. A request whose body is late is answered 408 and its
+    /// connection closed; a connection whose client does not read its response, or with an
+    /// HTTP/2 stream in flight longer than this (plus a second), is dropped. Defaults to
+    /// `10s`.
+    #[serde(with = "humane")]
+    pub request_timeout: Duration,
     /// Connections served at once; more wait in the kernel's accept queue until one
     /// closes. Defaults to 10000.
     pub max_connections: usize,
@@ -88,6 +95,7 @@ impl Default for ServerConfig {
             tls_key: None,
             metrics_listen: None,
             header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             trusted_proxies: Vec::new(),
             shutdown_timeout: Duration::from_secs(30),
