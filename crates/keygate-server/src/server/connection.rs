@@ -58,7 +58,8 @@ pub(super) const MAX_STREAMS: u32 = 32;
 /// and per connection.
 pub(super) const H2_STREAM_WINDOW: u32 = 64 * 1024;
 pub(super) const H2_CONNECTION_WINDOW: u32 = 128 * 1024;
-/// What hyper buffers of one HTTP/2 response the client has not made room for.
+/// What hyper buffers of one HTTP/2 response the client has not made room for, and the
+/// largest piece of a response body handed to hyper at once.
 pub(super) const H2_SEND_BUF: usize = 16 * 1024;
 /// What a request in flight may take beyond `request_timeout` before its connection is
 /// dropped: time to write the 408 it got when its body was late.
@@ -449,14 +450,22 @@ fn guarded(response: Response, busy: Busy, slot: Option<OwnedSemaphorePermit>) -
     response.map(|inner| {
         Body::new(Guarded {
             inner,
+            rest: Bytes::new(),
             _busy: busy,
             _slot: slot,
         })
     })
 }
 
+/// A response body handed to hyper in pieces of at most [`H2_SEND_BUF`]: hyper asks for the
+/// next piece only once the previous one is on its way (HTTP/1.1: its write buffer has
+/// room; HTTP/2: the client's window does), so a response the client does not take keeps
+/// its request in flight (and [`watchdog`] sees it) instead of sitting whole in hyper's
+/// buffers.
 struct Guarded {
     inner: Body,
+    /// What is left of the last data frame.
+    rest: Bytes,
     _busy: Busy,
     _slot: Option<OwnedSemaphorePermit>,
 }
@@ -469,15 +478,33 @@ impl hyper::body::Body for Guarded {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let this = &mut *self;
+        if this.rest.is_empty() {
+            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => this.rest = data,
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+                other => return Poll::Ready(other),
+            }
+        }
+        let n = this.rest.len().min(H2_SEND_BUF);
+        Poll::Ready(Some(Ok(Frame::data(this.rest.split_to(n)))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.rest.is_empty() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let inner = self.inner.size_hint();
+        let rest = self.rest.len() as u64;
+        let mut hint = SizeHint::new();
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + rest);
+        }
+        hint.set_lower(inner.lower() + rest);
+        hint
     }
 }
 
@@ -575,7 +602,8 @@ impl<I: AsyncWrite + Unpin> Watched<I> {
                 self.pending = None;
                 break;
             }
-            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &bytes[*written..]))?;
+            let polled = Pin::new(&mut self.io).poll_write(cx, &bytes[*written..]);
+            let n = ready!(timed(&self.conn, polled))?;
             if n == 0 {
                 return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
             }
@@ -583,11 +611,17 @@ impl<I: AsyncWrite + Unpin> Watched<I> {
         }
         Poll::Ready(Ok(()))
     }
+}
 
-    fn timed<T>(&self, poll: Poll<T>) -> Poll<T> {
-        self.conn.write_blocked(poll.is_pending());
-        poll
+/// Notes a write the client has not taken (`Pending`) and one it has (bytes written);
+/// wake-ups that write nothing leave the mark where it is.
+fn timed(conn: &Conn, poll: Poll<std::io::Result<usize>>) -> Poll<std::io::Result<usize>> {
+    match &poll {
+        Poll::Pending => conn.write_blocked(true),
+        Poll::Ready(Ok(n)) if *n > 0 => conn.write_blocked(false),
+        Poll::Ready(_) => {}
     }
+    poll
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
@@ -612,10 +646,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
-        let polled = this.poll_pending(cx);
-        if let Err(e) = ready!(this.timed(polled)) {
-            return Poll::Ready(Err(e));
-        }
+        ready!(this.poll_pending(cx))?;
         if this.h1
             && let Some(refusal) = hyper_refusal(buf)
         {
@@ -627,21 +658,22 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
             return Poll::Ready(Ok(buf.len()));
         }
         let polled = Pin::new(&mut this.io).poll_write(cx, buf);
-        this.timed(polled)
+        timed(&this.conn, polled)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
-        let polled = this.poll_pending(cx);
-        ready!(this.timed(polled))?;
+        ready!(this.poll_pending(cx))?;
         let polled = Pin::new(&mut this.io).poll_flush(cx);
-        this.timed(polled)
+        if polled.is_pending() {
+            this.conn.write_blocked(true);
+        }
+        polled
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
-        let polled = this.poll_pending(cx);
-        ready!(this.timed(polled))?;
+        ready!(this.poll_pending(cx))?;
         Pin::new(&mut this.io).poll_shutdown(cx)
     }
 
