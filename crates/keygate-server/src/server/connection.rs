@@ -65,17 +65,25 @@ pub(super) const H2_SEND_BUF: usize = 16 * 1024;
 /// dropped: time to write the 408 it got when its body was late.
 const IN_FLIGHT_GRACE: Duration = Duration::from_secs(1);
 
+/// What every connection of one listener shares.
+#[derive(Clone)]
+pub(super) struct Site {
+    pub(super) app: Router,
+    pub(super) tls: Option<TlsAcceptor>,
+    /// The listener's request slots, `max_connections` of them.
+    pub(super) requests: Arc<Semaphore>,
+}
+
 /// Serves one connection, holding its slot until it closes.
 pub(super) async fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
-    app: Router,
-    tls: Option<TlsAcceptor>,
+    site: Site,
     limits: Limits,
     stop: watch::Receiver<bool>,
-    requests: Arc<Semaphore>,
     _slot: OwnedSemaphorePermit,
 ) {
+    let Site { app, tls, requests } = site;
     let _ = tcp.set_nodelay(true);
     let conn = Conn::default();
     let outcome = match tls {

@@ -198,7 +198,11 @@ async fn accept_loop(
     mut stop: watch::Receiver<bool>,
 ) -> JoinSet<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let requests = Arc::new(Semaphore::new(limits.max_connections));
+    let site = connection::Site {
+        app,
+        tls,
+        requests: Arc::new(Semaphore::new(limits.max_connections)),
+    };
     let mut conns = JoinSet::new();
     loop {
         while conns.try_join_next().is_some() {}
@@ -222,11 +226,9 @@ async fn accept_loop(
         conns.spawn(connection::serve(
             tcp,
             peer,
-            app.clone(),
-            tls.clone(),
+            site.clone(),
             limits,
             stop.clone(),
-            Arc::clone(&requests),
             permit,
         ));
     }
