@@ -190,16 +190,13 @@ async fn drive<C: GracefulConnection>(
     if verdict.is_none() {
         // Shutting down: in-flight requests finish (the caller bounds it), but a stalled
         // one still gets the connection dropped.
-        return tokio::select! {
-            outcome = conn => outcome,
-            v = watch => {
-                if v == Verdict::Drop {
-                    Ok(())
-                } else {
-                    std::future::pending().await
-                }
-            }
-        };
+        tokio::select! {
+            outcome = conn.as_mut() => return outcome,
+            v = watch.as_mut() => if v == Verdict::Drop {
+                return Ok(());
+            },
+        }
+        return conn.await;
     }
     match tokio::time::timeout(GOAWAY_GRACE, conn).await {
         Ok(outcome) => outcome,
