@@ -72,7 +72,9 @@ pub struct ServerConfig {
     #[serde(with = "humane")]
     pub request_timeout: Duration,
     /// Connections served at once; more wait in the kernel's accept queue until one
-    /// closes. Defaults to 10000.
+    /// closes. Also the requests in flight at once (HTTP/2 multiplexes many on one
+    /// connection): one more is refused with 503, `/healthz` and `/readyz` excepted.
+    /// Defaults to 10000.
     pub max_connections: usize,
     /// Peers whose `X-Forwarded-For` is believed for the client address (rate limits).
     /// Defaults to none: the socket address is used.
