@@ -159,6 +159,10 @@ impl AppState {
                         was.server.header_timeout != now.server.header_timeout,
                     ),
                     (
+                        "server.request_timeout",
+                        was.server.request_timeout != now.server.request_timeout,
+                    ),
+                    (
                         "server.max_connections",
                         was.server.max_connections != now.server.max_connections,
                     ),

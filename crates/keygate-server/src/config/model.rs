@@ -66,8 +66,17 @@ pub struct ServerConfig {
     /// keep-alive connection is closed after it too. Defaults to `10s`.
     #[serde(with = "humane")]
     pub header_timeout: Duration,
+    /// How long a whole request (headers and body) may take to arrive, and a response to
+    /// be taken by the client. A request whose body is late is answered 408 and its
+    /// connection closed; a connection whose client does not read its response, or with an
+    /// HTTP/2 stream in flight longer than this (plus a second), is dropped. Defaults to
+    /// `10s`.
+    #[serde(with = "humane")]
+    pub request_timeout: Duration,
     /// Connections served at once; more wait in the kernel's accept queue until one
-    /// closes. Defaults to 10000.
+    /// closes. Also the requests in flight at once (HTTP/2 multiplexes many on one
+    /// connection): one more is refused with 503, `/healthz` and `/readyz` excepted.
+    /// Defaults to 10000.
     pub max_connections: usize,
     /// Peers whose `X-Forwarded-For` is believed for the client address (rate limits).
     /// Defaults to none: the socket address is used.
@@ -90,6 +99,7 @@ impl Default for ServerConfig {
             tls_key: None,
             metrics_listen: None,
             header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             trusted_proxies: Vec::new(),
             shutdown_timeout: Duration::from_secs(30),

@@ -69,6 +69,12 @@ impl Config {
                 "must be at least 1s",
             ));
         }
+        if s.request_timeout < Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "server.request_timeout",
+                "must be at least 1s",
+            ));
+        }
         if s.max_connections == 0 {
             return Err(ConfigError::new(
                 "server.max_connections",
@@ -122,6 +128,10 @@ mod tests {
                 "server.header_timeout",
             ),
             (
+                &format!("{}[server]\nrequest_timeout = \"500ms\"\n", minimal()),
+                "server.request_timeout",
+            ),
+            (
                 &format!("{}[server]\nmax_connections = 0\n", minimal()),
                 "server.max_connections",
             ),
@@ -138,6 +148,7 @@ mod tests {
         let rt = check(&minimal()).unwrap();
         let server = &rt.config.server;
         assert_eq!(server.header_timeout, Duration::from_secs(10));
+        assert_eq!(server.request_timeout, Duration::from_secs(10));
         assert_eq!(server.max_connections, 10_000);
         assert_eq!((rt.tls.as_ref(), rt.metrics_listen), (None, None));
         assert_eq!(rt.public_url, "http://127.0.0.1:8080");
@@ -160,5 +171,19 @@ mod tests {
             check(&explicit).unwrap().public_url,
             "https://auth.example.com"
         );
+    }
+
+    #[test]
+    fn request_timeout_takes_its_environment_override() {
+        let env = BTreeMap::from([("KEYGATE_SERVER_REQUEST_TIMEOUT".to_owned(), "3s".to_owned())]);
+        let rt = Config::parse(&minimal(), &env).unwrap().validate().unwrap();
+        assert_eq!(rt.config.server.request_timeout, Duration::from_secs(3));
+        let env = BTreeMap::from([("KEYGATE_SERVER_REQUEST_TIMEOUT".to_owned(), "0s".to_owned())]);
+        let err = Config::parse(&minimal(), &env)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("server.request_timeout"), "{err}");
     }
 }

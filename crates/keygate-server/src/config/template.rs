@@ -30,7 +30,9 @@ listen = "127.0.0.1:8080"
 # metrics_listen = "127.0.0.1:9464"      # /metrics there only, plain HTTP (404 on listen)
 # trusted_proxies = ["127.0.0.1"]        # believe X-Forwarded-For from these peers only
 header_timeout = "10s"                   # request headers (and TLS handshake) must arrive within
+request_timeout = "10s"                  # a whole request must arrive, and its response be read, within
 max_connections = 10000                  # served at once; more wait in the accept queue
+#                                        #   (~308 KiB each at most: README, "Memory per connection")
 shutdown_timeout = "30s"
 reload_interval = "1s"                   # how often this file (and the TLS pair) is checked; "0s": SIGHUP only
 

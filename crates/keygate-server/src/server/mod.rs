@@ -6,7 +6,13 @@
 //!   wait in the kernel's accept queue until one closes;
 //! - a connection has `server.header_timeout` to complete its TLS handshake, and again to
 //!   send its request headers (idle keep-alive connections are closed after it too); one
-//!   that has not is closed.
+//!   that has not is closed;
+//! - a whole request (headers and body) has `server.request_timeout` to arrive (else 408
+//!   and the connection is closed), and a client as long to take its response (else the
+//!   connection is dropped); HTTP/2 streams stalled that long count as no activity;
+//! - requests in flight, HTTP/2 streams included, are capped at `server.max_connections`
+//!   per listener: one over it is refused with 503 at once; request headers are capped at
+//!   16 KiB (431), HTTP/2 streams at 32 per connection (see `connection.rs`).
 //!
 //! HTTP/2 is chosen by ALPN under TLS and by the client's preface in plain HTTP (h2c with
 //! prior knowledge); everything else is HTTP/1.1.
@@ -111,6 +117,7 @@ pub async fn serve(
     let rt = state.runtime();
     let limits = Limits {
         header_timeout: rt.config.server.header_timeout,
+        request_timeout: rt.config.server.request_timeout,
         max_connections: rt.config.server.max_connections,
     };
     let drain_for = rt.config.server.shutdown_timeout;
@@ -168,6 +175,7 @@ pub async fn serve(
 #[derive(Debug, Clone, Copy)]
 struct Limits {
     header_timeout: Duration,
+    request_timeout: Duration,
     max_connections: usize,
 }
 
@@ -179,7 +187,9 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 /// Accepts until `stop`, one task per connection, never more than `max_connections`
 /// alive: the semaphore is taken before `accept`, so the excess waits in the kernel's
-/// queue. Returns the connections still running.
+/// queue. The connections share `max_connections` request slots, which bound the requests
+/// in flight (HTTP/2 multiplexes many on one connection). Returns the connections still
+/// running.
 async fn accept_loop(
     listener: TcpListener,
     app: Router,
@@ -188,6 +198,11 @@ async fn accept_loop(
     mut stop: watch::Receiver<bool>,
 ) -> JoinSet<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let site = connection::Site {
+        app,
+        tls,
+        requests: Arc::new(Semaphore::new(limits.max_connections)),
+    };
     let mut conns = JoinSet::new();
     loop {
         while conns.try_join_next().is_some() {}
@@ -211,8 +226,7 @@ async fn accept_loop(
         conns.spawn(connection::serve(
             tcp,
             peer,
-            app.clone(),
-            tls.clone(),
+            site.clone(),
             limits,
             stop.clone(),
             permit,

@@ -182,3 +182,94 @@ async fn metrics_do_not_tell_an_expired_key_from_a_wrong_one() {
         )
     );
 }
+
+/// `request` sent raw on a fresh connection: everything the server says before closing.
+async fn raw_exchange(s: &TestServer, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The server may answer and close before it has read everything.
+    let _ = conn.write_all(request).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        conn.read_to_end(&mut answer),
+    )
+    .await
+    .expect("closed within 5 s");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Requests hyper refuses before any handler runs (it cannot parse them) get the same
+/// shape as every other refusal, and the connection is closed.
+#[tokio::test]
+async fn requests_hyper_cannot_parse_get_the_oauth_shape_and_nosniff() {
+    let s = TestServer::start().await;
+    let filler = "a".repeat(17 * 1024);
+    let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
+        (
+            "malformed request line",
+            b"GET /healthz HTTP/1.1 junk\r\nhost: keygate\r\n\r\n".to_vec(),
+            "400 Bad Request",
+            "the request is malformed",
+        ),
+        (
+            "bad method token",
+            b"G\x01T /healthz HTTP/1.1\r\nhost: keygate\r\n\r\n".to_vec(),
+            "400 Bad Request",
+            "the request is malformed",
+        ),
+        (
+            "duplicate Content-Length",
+            b"POST /token HTTP/1.1\r\nhost: keygate\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello"
+                .to_vec(),
+            "400 Bad Request",
+            "the request is malformed",
+        ),
+        (
+            "a header line without a colon",
+            b"GET /healthz HTTP/1.1\r\nhost: keygate\r\nno colon here\r\n\r\n".to_vec(),
+            "400 Bad Request",
+            "the request is malformed",
+        ),
+        (
+            "headers over 16 KiB",
+            format!("GET /healthz HTTP/1.1\r\nhost: keygate\r\nx-filler: {filler}\r\n\r\n")
+                .into_bytes(),
+            "431 Request Header Fields Too Large",
+            "the request headers are too large",
+        ),
+    ];
+    for (what, request, status, description) in cases {
+        let answer = raw_exchange(&s, &request).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}\r\n")),
+            "{what}: {answer}"
+        );
+        let head = answer.to_ascii_lowercase();
+        for line in [
+            "\r\ncontent-type: application/json\r\n",
+            "\r\nx-content-type-options: nosniff\r\n",
+            "\r\ncache-control: no-store\r\n",
+            "\r\nconnection: close\r\n",
+        ] {
+            assert!(head.contains(line), "{what}: no {line:?} in {answer}");
+        }
+        let body = format!(r#"{{"error":"invalid_request","error_description":"{description}"}}"#);
+        assert!(
+            answer.ends_with(&format!("\r\n\r\n{body}")),
+            "{what}: {answer}"
+        );
+    }
+    // Just under the cap is served, and the server is unharmed.
+    let filler = "a".repeat(15 * 1024);
+    let answer = raw_exchange(
+        &s,
+        format!(
+            "GET /healthz HTTP/1.1\r\nhost: keygate\r\nx-filler: {filler}\r\nconnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+}
