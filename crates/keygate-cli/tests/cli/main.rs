@@ -7,7 +7,7 @@ mod fastapi;
 mod ops;
 mod revoked;
 mod serve;
-mod store;
+pub(crate) mod store;
 mod telemetry;
 mod tls;
 

@@ -19,14 +19,14 @@ fn redis_server() -> PathBuf {
 }
 
 /// A redis-server on a free port, killed on drop.
-struct Redis {
+pub(crate) struct Redis {
     child: Child,
     port: u16,
     _dir: tempfile::TempDir,
 }
 
 impl Redis {
-    fn start(extra: &[&str]) -> Self {
+    pub(crate) fn start(extra: &[&str]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -70,7 +70,7 @@ impl Drop for Redis {
 }
 
 /// `keygate init` with the store at `redis`; returns the first key.
-fn init_with_store(dir: &Path, redis: &Redis) -> String {
+pub(crate) fn init_with_store(dir: &Path, redis: &Redis) -> String {
     let key = init(dir);
     let path = dir.join("keygate.toml");
     let text = std::fs::read_to_string(&path).unwrap().replacen(

@@ -436,3 +436,49 @@ fn behind_nginx_auth_request_verify_joins_the_trace_the_client_started() {
     let _ = nginx.wait();
     drop(server);
 }
+
+#[test]
+fn store_calls_are_child_spans_of_the_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let redis = super::store::Redis::start(&[]);
+    let key = super::store::init_with_store(d, &redis);
+    let (url, received) = receiver();
+    with_telemetry(d, &format!("otlp_endpoint = \"{url}\"\nsample_ratio = 0.0"));
+    let server = serve(d);
+    let token = login(&server.base, &key).json::<Value>().unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A logout writes the revocation to the store: one store call at least.
+    let (ctx, trace, _) = trace_context(5);
+    let r = http()
+        .post(format!("{}/logout", server.base))
+        .bearer_auth(&token)
+        .header("traceparent", &ctx)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let spans = spans_of(&received, &trace, 2);
+    let logout = spans
+        .iter()
+        .map(|(_, s)| s)
+        .find(|s| s.name == "POST /logout")
+        .expect("the request span");
+    assert_eq!(
+        attribute(logout, "keygate.outcome").as_deref(),
+        Some("revoked")
+    );
+    let store: Vec<&Span> = spans
+        .iter()
+        .map(|(_, s)| s)
+        .filter(|s| s.name == "redis")
+        .collect();
+    assert!(!store.is_empty(), "{spans:?}");
+    for s in store {
+        assert_eq!(s.parent_span_id, logout.span_id, "a child of the request");
+        assert_eq!(s.kind, 3, "SPAN_KIND_CLIENT");
+        assert_eq!(attribute(s, "db.system.name").as_deref(), Some("redis"));
+    }
+    drop(server);
+}

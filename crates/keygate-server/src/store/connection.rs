@@ -240,7 +240,24 @@ impl RedisStore {
             generation = Some(g);
             f(conn).await
         };
-        let outcome = tokio::time::timeout(self.inner.timeout, call).await;
+        let timed = tokio::time::timeout(self.inner.timeout, call);
+        let outcome = if crate::telemetry::enabled() {
+            // A child span of the request's, for the trace (see `crate::telemetry`).
+            let span = tracing::info_span!(
+                "store",
+                otel.name = "redis",
+                otel.kind = "client",
+                db.system.name = "redis",
+                otel.status_code = tracing::field::Empty,
+            );
+            let outcome = tracing::Instrument::instrument(timed, span.clone()).await;
+            if !matches!(outcome, Ok(Ok(_))) {
+                span.record("otel.status_code", "ERROR");
+            }
+            outcome
+        } else {
+            timed.await
+        };
         let error = match outcome {
             Ok(Ok(v)) => return Ok(v),
             Ok(Err(e)) if !drops_connection(&e) => return Err(unavailable(&e)),
