@@ -1,4 +1,4 @@
-//! The audit log (SPEC §10): one JSON line per security event, appended to `[audit] path`.
+//! The audit log (README, Audit log): one JSON line per security event, appended to `[audit] path`.
 //!
 //! A line has `ts` (RFC 3339, UTC), `event` (one of [`AuditKind`]), and those of
 //! `client_id`, `username`, `address`, `jti` and `reason` that apply. Never a key, secret,
@@ -61,7 +61,7 @@ pub enum AuditKind {
 }
 
 impl AuditKind {
-    /// Every kind, in the order the SPEC lists them.
+    /// Every kind, in the order the README's audit table lists them.
     pub const ALL: [AuditKind; 10] = [
         AuditKind::TokenIssued,
         AuditKind::TokenRefused,

@@ -116,7 +116,7 @@ pub(crate) async fn authenticate_api_key<'rt>(
     basic: bool,
 ) -> Result<&'rt Principal, Rejection> {
     // Keys carry 256 random bits: their failures count against the sending address
-    // only, so that no stranger can lock a genuine client out (SPEC §9).
+    // only, so that no stranger can lock a genuine client out (docs/security.md).
     let subjects = [Subject::Address(ip)];
     let claimed = Claimed::Client(key_client_id(key));
     let attempt = begin_attempt(state, &subjects, label, claimed).await?;

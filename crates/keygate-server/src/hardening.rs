@@ -1,7 +1,7 @@
 //! What every response carries, whoever wrote it: `X-Content-Type-Options: nosniff`, the
 //! OAuth error shape for the framework's own 404, 405 and 413 (which would otherwise be
 //! empty or plain text), and on the Swagger UI pages a `Content-Security-Policy` and
-//! `X-Frame-Options: DENY` (SPEC §9).
+//! `X-Frame-Options: DENY` (docs/security.md).
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};

@@ -98,7 +98,7 @@ fn recorder_is_ours() -> bool {
 }
 
 /// The `method` label: one of the standard methods, or `other`, so that requests with
-/// made-up methods cannot add series (SPEC §9: labels from fixed sets).
+/// made-up methods cannot add series (docs/security.md: bounded by configuration, never by input).
 pub(crate) const METHODS: [&str; 10] = [
     "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE", "other",
 ];

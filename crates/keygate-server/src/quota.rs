@@ -1,4 +1,4 @@
-//! Per-client quotas (SPEC §10): `rate_limit = "N/DURATION"` on a client, or
+//! Per-client quotas (README, Quotas): `rate_limit = "N/DURATION"` on a client, or
 //! `limits.default_rate_limit`, counted on `/login`, `/token`, and `/verify` and `/userinfo`
 //! for the client's tokens.
 //!

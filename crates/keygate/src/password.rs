@@ -26,7 +26,7 @@ pub const BCRYPT_MAX_PASSWORD: usize = 72;
 pub const MAX_PASSWORD: usize = 1024;
 /// Largest argon2 memory cost accepted in a stored hash, in KiB (1 GiB: a guard against
 /// a configured hash that would allocate gigabytes per check). With the limits below, no
-/// accepted hash costs much over a second to check (SPEC §9).
+/// accepted hash costs much over a second to check (docs/security.md).
 const ARGON2_MAX_M_COST: u32 = 1024 * 1024;
 /// Largest argon2 iteration count accepted (a `t=100000` hash would stall a hashing thread
 /// for minutes).
@@ -75,7 +75,7 @@ impl FromStr for PasswordHash {
                 )));
             }
             // Read here before argon2 reads them: its check `m < 8·p` overflows on a huge `p`
-            // (a panic where overflow checks are on; found by fuzz/api_key), and a parameter
+            // (a panic where overflow checks are on), and a parameter
             // given twice would leave it unclear which one argon2 uses.
             let mut seen = Vec::with_capacity(4);
             for (name, value) in parsed.params.iter() {
@@ -474,7 +474,7 @@ mod tests {
         }
     }
 
-    /// SPEC §9: a hash whose check would take over a second is refused at load, so a
+    /// docs/security.md: a hash whose check would take over a second is refused at load, so a
     /// configuration cannot stall the hashing threads (`t=100000` used to load).
     #[test]
     fn hashes_costing_over_a_second_are_refused() {

@@ -1,6 +1,6 @@
 //! With `[store]` configured, `key revoke`, `user remove` and `key rotate --grace 0s` also
 //! write the revocation to the store once the file edit has succeeded, so replicas reading
-//! other copies of the file refuse the credential within a second (SPEC §8).
+//! other copies of the file refuse the credential within a second (docs/scale-out.md).
 
 use std::path::Path;
 

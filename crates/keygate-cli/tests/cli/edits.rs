@@ -1,4 +1,4 @@
-//! SPEC §9 "Every CLI edit lands or fails loudly", with the real `keygate` binary:
+//! The guarantee "Every CLI edit lands or fails loudly" (docs/security.md), with the real `keygate` binary:
 //! concurrent edits all land, what the server would refuse is refused with the file
 //! untouched, owner, group, mode and symlinks are kept, and `kill -9` at any moment leaves
 //! a file that loads with every entry reported written.

@@ -1,4 +1,4 @@
-//! SPEC §9 "Revoked stays revoked", each sequence of issue 7's finding 1 run with the real
+//! The guarantee "Revoked stays revoked" (docs/security.md), each sequence that could revive a key run with the real
 //! `keygate` binary against a real `keygate serve`: the old key and the old token get 401,
 //! the new key 200, whether or not the server saw the revocation in between.
 

@@ -184,7 +184,7 @@ fn sigterm_drains_in_flight_requests_then_exits_0() {
 }
 
 /// `kill -9` of the server under load, then a restart: the configuration is untouched,
-/// it loads, and tokens issued before the crash still verify (SPEC §9, Faults).
+/// it loads, and tokens issued before the crash still verify (docs/security.md, Faults).
 #[test]
 fn a_server_killed_under_load_restarts_on_the_same_configuration() {
     let dir = tempfile::tempdir().unwrap();

@@ -221,7 +221,7 @@ pub struct LimitsConfig {
     /// Password checks allowed to wait for a hashing thread before `503`. Defaults to 64.
     pub hashing_queue: usize,
     /// The quota of every client without its own `rate_limit`: `N/DURATION`, like
-    /// `1000/1m` (SPEC §10). Defaults to none: such clients are not limited.
+    /// `1000/1m` (README, Quotas). Defaults to none: such clients are not limited.
     pub default_rate_limit: Option<String>,
     /// IPv6 senders are counted by this many leading bits of their address (1–128);
     /// IPv4 addresses, mapped or not, by the whole address. Defaults to 64.
@@ -368,7 +368,7 @@ pub struct UserConfig {
     pub not_before: Option<String>,
 }
 
-/// `[audit]`: security events as JSON lines (SPEC §10).
+/// `[audit]`: security events as JSON lines (README, Audit log).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {

@@ -268,7 +268,7 @@ impl Config {
             ));
         }
         // Upper bounds too: a window of 2^64 seconds would overflow the clock arithmetic of
-        // the counters (found by fuzz/, target `config`), and a pool of a million hashing
+        // the counters, and a pool of a million hashing
         // threads is no bound at all.
         if self.limits.window.as_secs() == 0 || self.limits.window > MAX_WINDOW {
             return Err(ConfigError::new(

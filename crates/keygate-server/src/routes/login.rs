@@ -83,7 +83,7 @@ pub(super) async fn logout(State(state): State<AppState>, headers: HeaderMap) ->
     .await;
     let mut response = match outcome {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        // A refused logout changes nothing, the cookie included (SPEC §9).
+        // A refused logout changes nothing, the cookie included (docs/security.md).
         Err(r) => return r.into_response(),
     };
     if let Some(clear) = clear {

@@ -1,6 +1,6 @@
 //! Serving: [`Listeners`] (`server.listen`, `server.metrics_listen` and the TLS pair) and
 //! the connection loop behind [`serve`], which keeps slow and idle clients from starving
-//! the server (SPEC §9):
+//! the server (docs/security.md):
 //!
 //! - at most `server.max_connections` connections are served at once per listener; more
 //!   wait in the kernel's accept queue until one closes;

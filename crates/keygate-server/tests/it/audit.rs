@@ -1,4 +1,4 @@
-//! The audit log (SPEC §10): one JSON line per security event with exactly the fields
+//! The audit log (README, Audit log): one JSON line per security event with exactly the fields
 //! that apply, never a secret in any encoding, and a full writer that drops (and counts)
 //! rather than delaying a request.
 

@@ -1,4 +1,4 @@
-//! Slow and idle clients (SPEC §9): a connection that has not sent its request headers
+//! Slow and idle clients (docs/security.md): a connection that has not sent its request headers
 //! within `server.header_timeout` is closed; at most `server.max_connections` are served at
 //! once, the rest waiting in the accept queue; hundreds of half-sent connections leave
 //! `/healthz` answering within `header_timeout` plus a second. Also `server.metrics_listen`.

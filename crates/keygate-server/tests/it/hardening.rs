@@ -1,4 +1,4 @@
-//! What every answer carries and what no request can grow (SPEC §9): nosniff everywhere,
+//! What every answer carries and what no request can grow (docs/security.md): nosniff everywhere,
 //! the OAuth error shape for 404, 405 and 413, CSP and framing headers on `/docs`, a
 //! logout that changes nothing when refused, and metrics labels from fixed sets.
 

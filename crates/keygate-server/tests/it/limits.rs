@@ -34,7 +34,7 @@ fn behind_a_proxy(s: &TestServer) {
 }
 
 /// The checksum of a `kg_` key is public, so anyone can make well-formed wrong keys for a
-/// client; from however many addresses, they must not lock the genuine key out (SPEC §9).
+/// client; from however many addresses, they must not lock the genuine key out (docs/security.md).
 #[tokio::test]
 async fn strangers_cannot_lock_a_client_out() {
     let s = TestServer::start().await;
@@ -121,7 +121,7 @@ async fn a_username_is_limited_per_address() {
 }
 
 /// Check and count are one step, before any hashing: concurrent wrong passwords from one
-/// address get at most `failed_attempts` answers other than 429 (SPEC §9).
+/// address get at most `failed_attempts` answers other than 429 (docs/security.md).
 #[tokio::test]
 async fn concurrent_wrong_passwords_never_exceed_the_limit() {
     let s = std::sync::Arc::new(TestServer::start().await);

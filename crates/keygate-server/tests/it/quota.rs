@@ -1,4 +1,4 @@
-//! Per-client quotas (SPEC §10): exact under concurrency, the IETF RateLimit header fields
+//! Per-client quotas (README, Quotas): exact under concurrency, the IETF RateLimit header fields
 //! byte for byte, `/login`, `/token`, `/verify` and `/userinfo` counted against one quota,
 //! and clients without a quota untouched.
 

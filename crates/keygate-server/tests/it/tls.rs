@@ -1,4 +1,4 @@
-//! HTTPS (SPEC §11): `server.tls_cert` + `server.tls_key` with a CA and certificates made
+//! HTTPS (README, Serving HTTPS): `server.tls_cert` + `server.tls_key` with a CA and certificates made
 //! here; HTTP/1.1 and HTTP/2 by ALPN; certificates rotated on disk picked up without a
 //! restart while connections opened before keep working; bad pairs refused; shutdown drains
 //! HTTPS connections as it does plain ones.

@@ -174,7 +174,7 @@ impl Verifier {
             }
             (None, false) => return Err(Error::BadClaim("aud".into())),
             // With no audience configured, a token meant for some audience is not meant
-            // for us (RFC 8725 §3.9, SPEC §9).
+            // for us (RFC 8725 §3.9; docs/security.md, Audience).
             (Some(_), true) => return Err(Error::BadClaim("aud".into())),
             (None, true) => {}
         }

@@ -327,7 +327,7 @@ fn issuer_and_audience_must_match_exactly() {
     verifier.verify(&t).unwrap();
 }
 
-/// SPEC §9: with no audience configured, a token that names one is meant for someone
+/// docs/security.md, Audience: with no audience configured, a token that names one is meant for someone
 /// else and is refused; a token without `aud` is accepted.
 #[test]
 fn with_no_audience_configured_tokens_naming_one_are_refused() {
