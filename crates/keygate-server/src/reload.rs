@@ -1,6 +1,7 @@
 //! Picking up configuration changes without a restart: on SIGHUP, and when the
-//! configuration file or the signing keyring changes (modification time or size, checked
-//! every `interval`). A file that does not validate is refused with a logged error and the
+//! configuration file or the signing keyring changes (modification time, size or the file
+//! itself — a replace by rename, as `keygate key …` writes, is seen even within one tick of
+//! a coarse clock — checked every `interval`). A file that does not validate is refused with a logged error and the
 //! running configuration keeps serving. Reading files and parsing keys runs on the
 //! blocking pool, never on the workers that answer requests. The TLS certificate and key
 //! are watched the same way ([`crate::tls`]).
@@ -34,8 +35,9 @@ pub fn spawn(state: AppState, interval: Duration) -> tokio::task::JoinHandle<()>
 }
 
 /// Runs `on_change(by_signal)` on the blocking pool on SIGHUP and whenever one of
-/// `paths()` changes (modification time or size, checked every `interval`; zero: SIGHUP
-/// only).
+/// `paths()` changes (modification time, size or inode, checked every `interval`; zero:
+/// SIGHUP only). The files are first looked at before this returns: a change made after
+/// it is never taken for the starting state.
 pub(crate) fn watch_files(
     interval: Duration,
     paths: impl Fn() -> Vec<PathBuf> + Send + 'static,
@@ -50,8 +52,8 @@ pub(crate) fn watch_files(
             None
         }
     };
+    let mut seen = stamp(&paths());
     tokio::spawn(async move {
-        let mut seen = stamp(&paths());
         let mut tick = (!interval.is_zero()).then(|| {
             let mut t = tokio::time::interval(interval);
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -82,12 +84,49 @@ pub(crate) fn watch_files(
     })
 }
 
-fn stamp(paths: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
+/// What tells one version of a file from the next: modification time, size, and the file
+/// itself (device and inode).
+type Stamp = (SystemTime, u64, u64, u64);
+
+fn stamp(paths: &[PathBuf]) -> Vec<Option<Stamp>> {
+    use std::os::unix::fs::MetadataExt as _;
     paths
         .iter()
         .map(|p| {
             let meta = std::fs::metadata(p).ok()?;
-            Some((meta.modified().ok()?, meta.len()))
+            Some((meta.modified().ok()?, meta.len(), meta.dev(), meta.ino()))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stamp;
+
+    #[test]
+    fn a_file_replaced_by_rename_is_a_change_even_with_the_same_time_and_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keygate.toml");
+        std::fs::write(&path, "a = 1\n").unwrap();
+        let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let before = stamp(std::slice::from_ref(&path));
+        // Same length, same modification time: only the file itself differs, as when an
+        // edit lands within one tick of a filesystem's coarse clock.
+        let tmp = dir.path().join("keygate.toml.new");
+        std::fs::write(&tmp, "a = 2\n").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&tmp)
+            .unwrap()
+            .set_modified(modified)
+            .unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        let after = stamp(std::slice::from_ref(&path));
+        assert_eq!(
+            before[0].map(|s| (s.0, s.1)),
+            after[0].map(|s| (s.0, s.1)),
+            "time and size alike"
+        );
+        assert_ne!(before, after, "the replaced file is seen");
+    }
 }

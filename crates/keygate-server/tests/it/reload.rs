@@ -50,8 +50,8 @@ async fn file_changes_are_picked_up_without_a_restart() {
     let start = text.find("[[clients]]\nid = \"billing\"").unwrap();
     let end = text.find("[[clients]]\nid = \"legacy\"").unwrap();
     let without = format!("{}{}", &text[..start], &text[end..]);
-    tokio::time::sleep(Duration::from_millis(1100)).await; // a distinct mtime second
-    std::fs::write(&s.config_path, without).unwrap();
+    // Replaced by a rename, as `keygate key …` writes: a new file, whatever the clock says.
+    replace(&s.config_path, &without);
     let mut refused = false;
     for _ in 0..100 {
         if s.login(&s.billing_key).await.status() == 401 {
@@ -159,8 +159,8 @@ async fn verify_keeps_answering_while_a_large_file_reloads() {
     let hash = keygate::api_key::KeyHash::sha256_of(&late);
     let text = std::fs::read_to_string(&s.config_path).unwrap();
     let with_late = format!("{text}\n[[clients]]\nid = \"late\"\nkey_hash = \"{hash}\"\n");
-    tokio::time::sleep(Duration::from_millis(100)).await; // the watcher has its first look
-    std::fs::write(&s.config_path, with_late).unwrap();
+    // The watcher looked at the file before `spawn` returned: this write is a change.
+    replace(&s.config_path, &with_late);
     let started = Instant::now();
     let (mut answered, mut slowest) = (0u32, Duration::ZERO);
     while s.state.runtime().directory.get("late").is_none() {
@@ -184,4 +184,11 @@ async fn verify_keeps_answering_while_a_large_file_reloads() {
     );
     assert_eq!(s.verify(&token).await.status(), 200);
     assert_eq!(s.login(&late).await.status(), 200);
+}
+
+/// Writes `text` to a temporary file beside `path`, then renames it over `path`.
+fn replace(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("toml.new");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
 }
