@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A/B HTTP load, in one run, same pinning: keygate against the bare stack it is built on
+# A/B HTTP load, in one run, same pinning: keygate as `keygate init` configures it (its
+# generated key, default logging) against the bare stack it is built on
 # (../shared/anchors/axum-jwt-baseline: axum + jsonwebtoken, HS256 + exp + role, nothing
 # else) and the seed's FastAPI stack (../shared/anchors/fastapi-seed). Each server runs
 # alone on core $SERVER_CPU, wrk on core $LOAD_CPU (a 2-core machine: the generator must
@@ -39,19 +40,13 @@ trap cleanup EXIT
 
 wait_up() { for _ in $(seq 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "$1 never came up" >&2; exit 1; }
 
-# keygate: the seed's key in the seed's header, every check on (revocation list, iss/aud/
-# typ/crit, metrics, attempt limits, request ids).
-"$BIN" init --config "$work/keygate.toml" >/dev/null
-sed -i 's/^header = "X-API-Key"/header = "access_token"/' "$work/keygate.toml"
-cat >>"$work/keygate.toml" <<TOML
-
-[[clients]]
-id = "anchor"
-key_hash = "sha256:$(printf %s "$ANCHOR_API_KEY" | sha256sum | cut -d' ' -f1)"
-role = "admin"
-scopes = []
-TOML
-KEYGATE_SERVER_LISTEN=127.0.0.1:$KG_PORT RUST_LOG=warn \
+# keygate as a user runs it: the configuration `keygate init` writes, its generated `kg_`
+# key in the default header, default logging (RUST_LOG unset: info), every check on
+# (revocation list, iss/aud/typ/crit, metrics, attempt limits, request ids).
+"$BIN" init --config "$work/keygate.toml" >"$work/init.out"
+kg_key=$(grep -o 'kg_[A-Za-z0-9_-]*' "$work/init.out" | head -n1)
+[ -n "$kg_key" ] || { echo "keygate init printed no key" >&2; exit 1; }
+env -u RUST_LOG KEYGATE_SERVER_LISTEN=127.0.0.1:$KG_PORT \
   taskset -c "$SERVER_CPU" "$BIN" serve --config "$work/keygate.toml" >"$work/kg.out" 2>&1 &
 pids+=($!); kg_pid=$!
 ANCHOR_BIND=127.0.0.1:$BASE_PORT taskset -c "$SERVER_CPU" "$BASELINE" >"$work/base.out" 2>&1 &
@@ -61,13 +56,17 @@ taskset -c "$SERVER_CPU" target/seed-venv/bin/uvicorn --app-dir "$ANCHORS/fastap
 pids+=($!); seed_pid=$!
 wait_up "http://127.0.0.1:$KG_PORT/healthz"; wait_up "http://127.0.0.1:$BASE_PORT/hello"; wait_up "http://127.0.0.1:$SEED_PORT/hello"
 
-token_of() { curl -s -X POST -H "access_token: $ANCHOR_API_KEY" "$1/login" | sed 's/.*"access_token":"\([^"]*\)".*/\1/'; }
-kg_token=$(token_of "http://127.0.0.1:$KG_PORT")
-base_token=$(token_of "http://127.0.0.1:$BASE_PORT")
-seed_token=$(token_of "http://127.0.0.1:$SEED_PORT")
+token_of() { curl -s -X POST -H "$2" "$1/login" | sed 's/.*"access_token":"\([^"]*\)".*/\1/'; }
+kg_token=$(token_of "http://127.0.0.1:$KG_PORT" "X-API-Key: $kg_key")
+base_token=$(token_of "http://127.0.0.1:$BASE_PORT" "access_token: $ANCHOR_API_KEY")
+seed_token=$(token_of "http://127.0.0.1:$SEED_PORT" "access_token: $ANCHOR_API_KEY")
 cat >"$work/login.lua" <<LUA
 wrk.method = "POST"
 wrk.headers["access_token"] = "$ANCHOR_API_KEY"
+LUA
+cat >"$work/kg_login.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["X-API-Key"] = "$kg_key"
 LUA
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -98,7 +97,7 @@ for round in $(seq "$ROUNDS"); do
   add kg_verify   "$(measure $kg_pid   "http://127.0.0.1:$KG_PORT/verify"      -H "Authorization: Bearer $kg_token")"
   add base_verify "$(measure $base_pid "http://127.0.0.1:$BASE_PORT/protected" -H "Authorization: Bearer $base_token")"
   add seed_verify "$(measure $seed_pid "http://127.0.0.1:$SEED_PORT/protected" -H "Authorization: Bearer $seed_token")"
-  add kg_login    "$(measure $kg_pid   "http://127.0.0.1:$KG_PORT/login"       -s "$work/login.lua")"
+  add kg_login    "$(measure $kg_pid   "http://127.0.0.1:$KG_PORT/login"       -s "$work/kg_login.lua")"
   add base_login  "$(measure $base_pid "http://127.0.0.1:$BASE_PORT/login"     -s "$work/login.lua")"
   add seed_login  "$(measure $seed_pid "http://127.0.0.1:$SEED_PORT/login"     -s "$work/login.lua")"
 done
@@ -133,7 +132,7 @@ fi
 # core with it on this 2-core machine, so requests per second cannot show the scaling;
 # the server's CPU per request can: were it unchanged with two workers, two cores would
 # serve twice the requests. Scaling = 2 × (CPU per request on one core) / (on two).
-KEYGATE_SERVER_LISTEN=127.0.0.1:$((KG_PORT + 10)) RUST_LOG=warn \
+env -u RUST_LOG KEYGATE_SERVER_LISTEN=127.0.0.1:$((KG_PORT + 10)) \
   taskset -c "$SERVER_CPU,$LOAD_CPU" "$BIN" serve --config "$work/keygate.toml" >"$work/kg2.out" 2>&1 &
 pids+=($!); kg2_pid=$!
 wait_up "http://127.0.0.1:$((KG_PORT + 10))/healthz"

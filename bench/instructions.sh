@@ -23,16 +23,12 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-target/release/keygate init --config "$work/keygate.toml" >/dev/null
-sed -i 's/^header = "X-API-Key"/header = "access_token"/' "$work/keygate.toml"
-cat >>"$work/keygate.toml" <<TOML
-
-[[clients]]
-id = "anchor"
-key_hash = "sha256:$(printf %s "$ANCHOR_API_KEY" | sha256sum | cut -d' ' -f1)"
-role = "admin"
-TOML
-KEYGATE_SERVER_LISTEN=127.0.0.1:$KG_PORT RUST_LOG=warn valgrind --tool=callgrind \
+# keygate as a user runs it: `keygate init`'s configuration and generated key, default
+# logging (RUST_LOG unset).
+target/release/keygate init --config "$work/keygate.toml" >"$work/init.out"
+kg_key=$(grep -o 'kg_[A-Za-z0-9_-]*' "$work/init.out" | head -n1)
+[ -n "$kg_key" ] || { echo "keygate init printed no key" >&2; exit 1; }
+env -u RUST_LOG KEYGATE_SERVER_LISTEN=127.0.0.1:$KG_PORT valgrind --tool=callgrind \
   --callgrind-out-file="$work/kg.%p" target/release/keygate serve --config "$work/keygate.toml" >"$work/kg.log" 2>&1 &
 pids+=($!); kg_pid=$!
 ANCHOR_BIND=127.0.0.1:$BASE_PORT valgrind --tool=callgrind \
@@ -42,9 +38,9 @@ for _ in $(seq 200); do
   curl -s -o /dev/null "http://127.0.0.1:$KG_PORT/healthz" && curl -s -o /dev/null "http://127.0.0.1:$BASE_PORT/hello" && break
   sleep 0.3
 done
-token_of() { curl -s -X POST -H "access_token: $ANCHOR_API_KEY" "$1/login" | sed 's/.*"access_token":"\([^"]*\)".*/\1/'; }
-kg_token=$(token_of "http://127.0.0.1:$KG_PORT")
-base_token=$(token_of "http://127.0.0.1:$BASE_PORT")
+token_of() { curl -s -X POST -H "$2" "$1/login" | sed 's/.*"access_token":"\([^"]*\)".*/\1/'; }
+kg_token=$(token_of "http://127.0.0.1:$KG_PORT" "X-API-Key: $kg_key")
+base_token=$(token_of "http://127.0.0.1:$BASE_PORT" "access_token: $ANCHOR_API_KEY")
 
 # run PID PREFIX URL [oha args] -> instructions per request
 run() {
@@ -60,7 +56,7 @@ run() {
 }
 kv=$(run $kg_pid kg "http://127.0.0.1:$KG_PORT/verify" -H "Authorization: Bearer $kg_token")
 bv=$(run $base_pid base "http://127.0.0.1:$BASE_PORT/protected" -H "Authorization: Bearer $base_token")
-kl=$(run $kg_pid kg "http://127.0.0.1:$KG_PORT/login" -m POST -H "access_token: $ANCHOR_API_KEY")
+kl=$(run $kg_pid kg "http://127.0.0.1:$KG_PORT/login" -m POST -H "X-API-Key: $kg_key")
 bl=$(run $base_pid base "http://127.0.0.1:$BASE_PORT/login" -m POST -H "access_token: $ANCHOR_API_KEY")
 echo "| endpoint | keygate | bare stack | ratio |"
 echo "|---|---:|---:|---:|"
