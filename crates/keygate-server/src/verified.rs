@@ -212,6 +212,8 @@ struct Shard {
     entries: usize,
     bytes: usize,
     max_bytes: usize,
+    /// Lookups answered here (kept under the lock: no shared counter on the hot path).
+    hits: u64,
 }
 
 impl Shard {
@@ -223,6 +225,7 @@ impl Shard {
             protected: Ring::new(protected.max(1)),
             entries,
             bytes: 0,
+            hits: 0,
             max_bytes,
         }
     }
@@ -251,7 +254,7 @@ impl Shard {
     fn evict_probation(&mut self) {
         for _ in 0..self.probation.slots.len() {
             let i = self.probation.advance();
-            let Some(mut entry) = self.probation.take(i) else {
+            let Some(entry) = self.probation.take(i) else {
                 continue;
             };
             if entry.frequency > 0 {
@@ -375,7 +378,9 @@ impl VerifiedTokens {
             return Lookup::Miss;
         }
         entry.frequency = (entry.frequency + 1).min(MAX_FREQUENCY);
-        Lookup::Hit(entry.claims.clone())
+        let claims = entry.claims.clone();
+        shard.hits += 1;
+        Lookup::Hit(claims)
     }
 
     /// Keeps `token`, which passed every check, with its `claims`, valid within `window`.
@@ -409,6 +414,14 @@ impl VerifiedTokens {
     /// True when no token is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Lookups answered from the cache so far.
+    pub fn hits(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).hits)
+            .sum()
     }
 
     /// Accounted bytes held now.

@@ -440,7 +440,7 @@ pub struct Runtime {
     /// hash of unknown usernames, the fingerprints of unknown claimed ids.
     pub(crate) deployment_key: DeploymentKey,
     /// Tokens verified under this runtime (empty in a new one: a reload starts afresh).
-    pub(crate) verified: crate::verified::VerifiedTokens,
+    pub verified: crate::verified::VerifiedTokens,
 }
 
 /// The longest token this configuration can issue must pass its own verifier: the issuer,
