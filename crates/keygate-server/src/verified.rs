@@ -54,7 +54,7 @@ pub const MAX_CACHED_TOKEN: usize = 4 * 1024;
 
 /// Bytes counted per entry beyond its strings: the entry, its map slot, the claims' fixed
 /// part and the allocations' headers, rounded up.
-const ENTRY_OVERHEAD: usize = 256;
+const ENTRY_OVERHEAD: usize = 512;
 
 /// Passes of the protected segment's hand a token presented often survives unused.
 const MAX_FREQUENCY: u8 = 3;
