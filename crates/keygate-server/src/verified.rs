@@ -2,8 +2,8 @@
 //! service presenting the same token for its whole life costs `/verify` a lookup instead
 //! of a signature check and two JSON parses.
 //!
-//! What it holds and why it never answers wrongly (docs/architecture.md, "The verified-token
-//! cache"; docs/security.md):
+//! What it holds and why it never answers wrongly (docs/security.md, "The verified-token
+//! cache"):
 //!
 //! - **Only the signature and claims check is cached.** The revocation list (token,
 //!   principal and folded revocations) and the directory (a removed or revoked principal,
@@ -16,8 +16,8 @@
 //! - **Every time-dependent check is repeated on a hit**: an entry answers only while the
 //!   clock is inside the window the verifier would accept (`nbf`/`iat` minus the leeway up
 //!   to `exp` plus the leeway, RFC 7519 §4.1.4–4.1.5), and no later than the moment a
-//!   retired key of the set stops verifying (`retired_at + ttl + leeway`); outside it, the
-//!   entry is dropped and the full verifier runs (and gives the exact refusal).
+//!   retired key of the set stops verifying (`retired_at + ttl + leeway`); outside it the
+//!   full verifier runs (and gives the exact refusal), and an entry past its end is dropped.
 //! - **Keyed by the whole token.** A 64-bit hash, seeded at random per process, picks the
 //!   entry; the stored token is then compared byte for byte, so a different token never
 //!   hits, whatever the hash does.
@@ -45,7 +45,9 @@ use keygate::token::{Claims, KeySet, TokenPolicy};
 /// Tokens kept at most, by default.
 pub const DEFAULT_ENTRIES: usize = 65_536;
 
-/// Accounted bytes kept at most, by default (see [`entry_bytes`]).
+/// Accounted bytes kept at most, by default: each entry counts its token, its claims'
+/// strings and a fixed overhead per entry (what the entry, its claims and its map slot
+/// take, rounded up).
 pub const DEFAULT_BYTES: usize = 64 * 1024 * 1024;
 
 /// Longest token kept. keygate's own tokens are a few hundred bytes; the verifier accepts
