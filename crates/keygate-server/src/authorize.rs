@@ -1,7 +1,12 @@
 //! Checking the bearer token of a request: signature and claims ([`keygate::token::Verifier`]),
 //! the revocation list, and that its principal still exists, is not revoked, and is not
 //! newer than the token (`not_before`).
+//!
+//! The signature and claims check is answered from the runtime's
+//! [`crate::verified::VerifiedTokens`] for a token already verified under this runtime;
+//! the revocation list and the directory are looked up on every request all the same.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::HeaderMap;
@@ -14,11 +19,13 @@ use crate::extract::{TokenSource, bearer_token};
 use crate::rejection::Rejection;
 use crate::state::AppState;
 use crate::store::{Revoke, Verdict};
+use crate::verified::{Lookup, Window};
 
 /// A request whose token passed every check.
 #[derive(Debug)]
 pub(crate) struct Authorized {
-    pub(crate) claims: Claims,
+    /// Shared with the verified-token cache.
+    pub(crate) claims: Arc<Claims>,
     pub(crate) source: TokenSource,
 }
 
@@ -28,7 +35,7 @@ pub(crate) async fn authorize(
     headers: &HeaderMap,
 ) -> Result<Authorized, Rejection> {
     let (token, source) = bearer_token(headers, &rt.config)?.ok_or(Rejection::MissingToken)?;
-    let claims = check_token(state, rt, token).await?;
+    let claims = check(state, rt, token, false).await?;
     Ok(Authorized { claims, source })
 }
 
@@ -39,7 +46,9 @@ pub(crate) async fn check_token(
     rt: &Runtime,
     token: &str,
 ) -> Result<Claims, Rejection> {
-    check(state, rt, token, false).await
+    check(state, rt, token, false)
+        .await
+        .map(Arc::unwrap_or_clone)
 }
 
 /// [`authorize`] for `/logout`: a token whose revocation made here still waits for the
@@ -60,12 +69,21 @@ async fn check(
     rt: &Runtime,
     token: &str,
     pending_passes: bool,
-) -> Result<Claims, Rejection> {
-    let claims = rt.verifier.verify(token).map_err(|e| {
-        refused(e.reason());
-        tracing::debug!(reason = e.reason(), "token refused");
-        Rejection::InvalidToken
-    })?;
+) -> Result<Arc<Claims>, Rejection> {
+    // The signature and every claim, or the verdict already taken on this very token under
+    // this runtime while its time window holds (see `verified.rs`).
+    let unix_now = keygate::token::now_unix();
+    let (claims, cached) = match rt.verified.get(token, unix_now) {
+        Lookup::Hit(claims) => (claims, true),
+        Lookup::Miss => {
+            let claims = rt.verifier.verify(token).map_err(|e| {
+                refused(e.reason());
+                tracing::debug!(reason = e.reason(), "token refused");
+                Rejection::InvalidToken
+            })?;
+            (Arc::new(claims), false)
+        }
+    };
     let revocations = state.revocations();
     let verdict = match revocations.token(&claims.iss, &claims.jti).await {
         Verdict::Revoked if pending_passes && revocations.is_pending(&claims.iss, &claims.jti) => {
@@ -92,6 +110,15 @@ async fn check(
         "keygate_token_verifications_total",
         [("result", "valid"), ("reason", "")],
     );
+    if cached {
+        crate::metrics::increment("keygate_verified_cache_total", [("result", "hit")]);
+    } else {
+        // Kept only now that it has passed every check: each entry costs whoever fills
+        // the cache a token issued at /login.
+        let window = Window::of(&claims, rt.verifier.policy(), &rt.keys, unix_now);
+        rt.verified.insert(token, claims.clone(), window);
+        crate::metrics::increment("keygate_verified_cache_total", [("result", "miss")]);
+    }
     // Only an id that names a principal of this deployment goes into a trace.
     if crate::telemetry::enabled() && rt.directory.get(&claims.client_id).is_some() {
         crate::telemetry::record("keygate.client_id", &claims.client_id);

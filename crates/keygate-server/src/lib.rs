@@ -12,6 +12,7 @@
 //! | `credentials` | API keys and client authentication (Basic, form, API-key header), failed-attempt bookkeeping |
 //! | `issue` | a token for an authenticated principal and its RFC 6749 §5.1 response |
 //! | `authorize` | the bearer-token check shared by `/verify`, `/userinfo`, `/logout` and `/introspect` |
+//! | [`verified`] | the verified-token cache of a runtime: a token verified once is not verified again while it holds |
 //! | `frame` | the one layer around every route: request id, hardening, metrics |
 //! | `hardening` | nosniff on every response, the OAuth shape for 404/405/413, CSP on `/docs` |
 //! | [`rejection`] | [`Rejection`]: status, challenge and body of every refusal (token refusals in `keygate::axum`'s words) |
@@ -52,6 +53,7 @@ pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod verified;
 
 pub use config::{Config, ConfigError, Runtime};
 pub use rejection::Rejection;

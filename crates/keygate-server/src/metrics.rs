@@ -8,6 +8,7 @@
 //! | `keygate_tokens_issued_total` | `grant` |
 //! | `keygate_tokens_refused_total` | `grant`, `reason` |
 //! | `keygate_token_verifications_total` | `result`, `reason` |
+//! | `keygate_verified_cache_total` | `result` (`hit`, `miss`) |
 //! | `keygate_rate_limited_total` | `grant` |
 //! | `keygate_config_reloads_total` | `result` (`ok`, `refused`) |
 //! | `keygate_tls_reloads_total` | `result` (`ok`, `refused`) |

@@ -99,6 +99,7 @@ impl Config {
             verifier,
             quotas,
             deployment_key,
+            verified: crate::verified::VerifiedTokens::default(),
         })
     }
 
@@ -438,6 +439,8 @@ pub struct Runtime {
     /// Keys what must be the same on every replica yet unknown outside: the stand-in
     /// hash of unknown usernames, the fingerprints of unknown claimed ids.
     pub(crate) deployment_key: DeploymentKey,
+    /// Tokens verified under this runtime (empty in a new one: a reload starts afresh).
+    pub verified: crate::verified::VerifiedTokens,
 }
 
 /// The longest token this configuration can issue must pass its own verifier: the issuer,

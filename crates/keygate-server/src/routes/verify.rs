@@ -129,7 +129,7 @@ pub(super) async fn userinfo(
         Some(&claims.jti),
     )
     .await?;
-    let mut response = Json(claims).into_response();
+    let mut response = Json(&*claims).into_response();
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -26,4 +26,5 @@ mod store_topologies;
 mod tls;
 mod token;
 mod util;
+mod verified_cache;
 mod verify;
