@@ -75,11 +75,15 @@ where
     fn call(&mut self, req: Request) -> Self::Future {
         let id = crate::request_id::pick(req.headers());
         let route = crate::metrics::route_index(req.uri().path());
-        let traced = crate::telemetry::enabled();
-        let span = if traced {
-            traced_span(&req, &id, route)
+        let parent = if crate::telemetry::enabled() {
+            crate::telemetry::sample(req.headers())
         } else {
-            tracing::info_span!("request", request_id = id.to_str().unwrap_or_default())
+            None
+        };
+        let traced = parent.is_some();
+        let span = match parent {
+            Some(parent) => traced_span(&req, &id, route, parent),
+            None => tracing::info_span!("request", request_id = id.to_str().unwrap_or_default()),
         };
         let labels = self
             .metrics
@@ -106,10 +110,15 @@ where
     }
 }
 
-/// The request span as an OpenTelemetry server span (`crate::telemetry`): named after the
-/// route (`POST /login`), the child of the caller's `traceparent`, with the fields the
-/// request fills in as it goes. Method and route come from fixed sets: never the raw path.
-fn traced_span(req: &Request, id: &HeaderValue, route: u8) -> tracing::Span {
+/// The request span of a sampled request as an OpenTelemetry server span
+/// (`crate::telemetry`): named after the route (`POST /login`), the child of `parent` (the
+/// caller's `traceparent`, or none), with the fields the request fills in as it goes. Method and route come from fixed sets: never the raw path.
+fn traced_span(
+    req: &Request,
+    id: &HeaderValue,
+    route: u8,
+    parent: opentelemetry::Context,
+) -> tracing::Span {
     use tracing::field::Empty;
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     let method = crate::metrics::METHODS[usize::from(crate::metrics::method_index(req.method()))];
@@ -129,8 +138,8 @@ fn traced_span(req: &Request, id: &HeaderValue, route: u8) -> tracing::Span {
         keygate.client_id = Empty,
         keygate.kid = Empty,
     );
-    // A malformed or absent `traceparent` leaves a root span, sampled at sample_ratio.
-    let _ = span.set_parent(crate::telemetry::parent_of(req.headers()));
+    // The caller's context, or none: a root span.
+    let _ = span.set_parent(parent);
     span
 }
 

@@ -53,7 +53,8 @@ pub fn enabled() -> bool {
 }
 
 /// Records `value` as attribute `field` of the current request's span, when traces are on.
-/// `field` must be one the request span declares (see `frame.rs`).
+/// `field` must be one the request span declares (see `frame.rs`); an untraced request's
+/// span declares none, and the call changes nothing.
 #[inline]
 pub(crate) fn record(field: &'static str, value: &str) {
     if enabled() {
@@ -61,9 +62,39 @@ pub(crate) fn record(field: &'static str, value: &str) {
     }
 }
 
+/// Whether this request is traced, and under which parent: `Some` with the caller's
+/// context when its W3C `traceparent` is sampled, `Some` with no parent for a root drawn at
+/// `sample_ratio`, `None` otherwise (an unsampled `traceparent`, or a root not drawn). The
+/// decision is made here, before any span exists, so that a request that is not recorded
+/// costs what it costs with traces off; the SDK then records every span it is given.
+pub(crate) fn sample(headers: &axum::http::HeaderMap) -> Option<Context> {
+    use opentelemetry::trace::TraceContextExt as _;
+    if headers.contains_key("traceparent") {
+        let parent = parent_of(headers);
+        let remote = parent.span().span_context().clone();
+        if remote.is_valid() {
+            return remote.is_sampled().then_some(parent);
+        }
+    }
+    let ratio = f64::from_bits(RATIO.load(Ordering::Relaxed));
+    (ratio > 0.0 && fastrand::f64() < ratio).then(Context::new)
+}
+
+/// `sample_ratio`, as the bits of an `f64`.
+static RATIO: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// True inside a request whose span is recorded: only there are child spans (store calls)
+/// made, so that none is made for a request that is not traced.
+pub(crate) fn in_traced_request() -> bool {
+    enabled()
+        && tracing::Span::current()
+            .metadata()
+            .is_some_and(|m| m.fields().field("otel.kind").is_some())
+}
+
 /// The caller's trace context from the W3C `traceparent` / `tracestate` headers; the empty
 /// context when there is none (or it is malformed: a root span then).
-pub(crate) fn parent_of(headers: &axum::http::HeaderMap) -> Context {
+fn parent_of(headers: &axum::http::HeaderMap) -> Context {
     struct Headers<'a>(&'a axum::http::HeaderMap);
     impl Extractor for Headers<'_> {
         fn get(&self, key: &str) -> Option<&str> {
@@ -110,20 +141,23 @@ impl Telemetry {
         exporter.set_resource(&resource);
         let processor = QueueProcessor::start(exporter)
             .map_err(|e| ConfigError::new("telemetry", format!("starting the exporter: {e}")))?;
+        // The sampling decision is [`sample`]'s: every span made is recorded.
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
-            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-                t.sample_ratio,
-            ))))
+            .with_sampler(Sampler::AlwaysOn)
             .with_resource(resource)
             .build();
         let tracer = provider.tracer("keygate");
-        // keygate's spans only: no log event becomes a span event, no span of a library.
+        // keygate's trace spans only (those declaring `otel.kind`): no log event becomes a
+        // span event, no span of a library, no request span that was not sampled.
         let layer = tracing_opentelemetry::layer()
             .with_tracer(tracer)
             .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-                meta.is_span() && meta.target().starts_with("keygate")
+                meta.is_span()
+                    && meta.target().starts_with("keygate")
+                    && meta.fields().field("otel.kind").is_some()
             }));
+        RATIO.store(t.sample_ratio.to_bits(), Ordering::Relaxed);
         ENABLED.store(true, Ordering::Relaxed);
         Ok(Some((Self { provider }, layer)))
     }

@@ -188,6 +188,15 @@ fn spans_join_the_callers_trace_with_route_outcome_and_principal_and_no_secret()
     // No traceparent and a sample ratio of 0: not recorded.
     let r = client.get(format!("{base}/healthz")).send().unwrap();
     assert_eq!(r.status(), 200);
+    // A caller that did not sample its trace (flags 00): not recorded either.
+    let (unsampled, _, _) = trace_context(4);
+    let r = client
+        .get(format!("{base}/verify"))
+        .bearer_auth(&token)
+        .header("traceparent", unsampled.replace("-01", "-00"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
 
     let (service, login) = spans_of(&received, &login_trace, 1).remove(0);
     assert_eq!(service, "auth-edge");

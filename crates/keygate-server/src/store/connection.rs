@@ -241,7 +241,7 @@ impl RedisStore {
             f(conn).await
         };
         let timed = tokio::time::timeout(self.inner.timeout, call);
-        let outcome = if crate::telemetry::enabled() {
+        let outcome = if crate::telemetry::in_traced_request() {
             // A child span of the request's, for the trace (see `crate::telemetry`).
             let span = tracing::info_span!(
                 "store",
