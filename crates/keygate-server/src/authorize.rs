@@ -120,7 +120,7 @@ async fn check(
         crate::metrics::increment("keygate_verified_cache_total", [("result", "miss")]);
     }
     // Only an id that names a principal of this deployment goes into a trace.
-    if crate::telemetry::enabled() && rt.directory.get(&claims.client_id).is_some() {
+    if crate::telemetry::in_traced_request() && rt.directory.get(&claims.client_id).is_some() {
         crate::telemetry::record("keygate.client_id", &claims.client_id);
     }
     Ok(claims)
