@@ -124,6 +124,27 @@ fn serve_with(dir: &Path, level: &str, log: Stdio, env: &[(&str, &str)]) -> Serv
     }
 }
 
+/// `GET /verify` with `token`, `per_thread` times from each of four threads: every answer
+/// a 200 within five seconds (`why` says what could have stalled it).
+fn verify_from_four_threads(base: &str, token: &str, per_thread: usize, why: &str) {
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                let client = http();
+                for _ in 0..per_thread {
+                    let r = client
+                        .get(format!("{base}/verify"))
+                        .bearer_auth(token)
+                        .timeout(Duration::from_secs(5))
+                        .send()
+                        .unwrap_or_else(|e| panic!("not answered {why}: {e}"));
+                    assert_eq!(r.status(), 200);
+                }
+            });
+        }
+    });
+}
+
 fn http() -> reqwest::blocking::Client {
     reqwest::blocking::Client::new()
 }

@@ -291,22 +291,7 @@ fn a_stderr_nobody_reads_drops_counted_log_lines_and_never_stalls_requests() {
         .as_str()
         .unwrap()
         .to_owned();
-    std::thread::scope(|scope| {
-        for _ in 0..4 {
-            scope.spawn(|| {
-                let client = http();
-                for _ in 0..6000 {
-                    let r = client
-                        .get(format!("{base}/verify"))
-                        .bearer_auth(&token)
-                        .timeout(Duration::from_secs(5))
-                        .send()
-                        .expect("answered, however full stderr is");
-                    assert_eq!(r.status(), 200);
-                }
-            });
-        }
-    });
+    verify_from_four_threads(&base, &token, 6000, "however full stderr is");
     let metrics = client.get(format!("{base}/metrics")).send().unwrap();
     assert_eq!(metrics.status(), 200);
     eventually("the dropped lines are counted", || {

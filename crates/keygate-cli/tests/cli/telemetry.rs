@@ -300,22 +300,7 @@ fn a_receiver_that_never_answers_costs_counted_drops_not_slow_requests() {
         .unwrap()
         .to_owned();
     // More spans than the exporter's queue holds, while it waits on the receiver.
-    std::thread::scope(|scope| {
-        for _ in 0..4 {
-            scope.spawn(|| {
-                let client = http();
-                for _ in 0..1500 {
-                    let r = client
-                        .get(format!("{base}/verify"))
-                        .bearer_auth(&token)
-                        .timeout(Duration::from_secs(5))
-                        .send()
-                        .expect("answered while the receiver stalls");
-                    assert_eq!(r.status(), 200);
-                }
-            });
-        }
-    });
+    verify_from_four_threads(&base, &token, 1500, "while the receiver stalls");
     eventually("the dropped spans are counted", || {
         http()
             .get(format!("{base}/metrics"))
