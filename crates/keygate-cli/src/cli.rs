@@ -146,7 +146,8 @@ pub(crate) enum SigningCommand {
     List(ListArgs),
     /// Stop signing with a key; it stays published until its last token has expired
     Retire {
-        /// Key id
+        /// Key id (base64url: it may begin with `-`)
+        #[arg(allow_hyphen_values = true)]
         kid: String,
         #[command(flatten)]
         config: ConfigArg,

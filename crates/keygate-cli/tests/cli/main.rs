@@ -505,6 +505,17 @@ fn durations_past_what_a_date_can_hold_and_empty_roles_are_usage_errors() {
 }
 
 #[test]
+fn a_key_id_beginning_with_a_hyphen_is_a_key_id_not_an_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    init(d);
+    let out = keygate(d, &["signing", "retire", "-aZ3kQ"]);
+    let err = stderr(&out);
+    assert!(!err.contains("unexpected argument"), "{err}");
+    assert_eq!(out.status.code(), Some(2), "{err}");
+}
+
+#[test]
 fn keygen_switches_to_es256_and_rotates_signing_keys() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
