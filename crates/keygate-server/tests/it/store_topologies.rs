@@ -217,7 +217,9 @@ async fn a_graceful_sentinel_failover_is_followed_within_10_s() {
     b.wait_in_sync().await;
     refused_within_a_second(b, &after).await;
     let held = revocations_on(&set.replica).await;
-    let demoted = eventually(Duration::from_secs(10), || async {
+    // Sentinels demote the old primary when they next read its INFO, which they do every
+    // 10 s outside a failover: allow three such periods on a loaded machine.
+    let demoted = eventually(Duration::from_secs(30), || async {
         role_of(&set.primary).await.as_deref() == Some("slave")
     })
     .await;
