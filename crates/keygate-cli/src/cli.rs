@@ -60,6 +60,9 @@ pub(crate) enum Command {
     /// Manage users of the password grant
     #[command(subcommand)]
     User(UserCommand),
+    /// Move principals between the file and the directory (`[directory]`)
+    #[command(subcommand)]
+    Directory(DirectoryCommand),
     /// Print a new HMAC secret: 32 random bytes, hex
     Secret,
     /// Read a password on stdin and print its argon2id hash
@@ -188,6 +191,24 @@ pub(crate) enum KeyCommand {
         /// How long the old key stays valid
         #[arg(long, default_value = "24h", value_parser = lifetime)]
         grace: Duration,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DirectoryCommand {
+    /// Move the file's clients and users into the directory (one transaction; removed
+    /// from the file once committed)
+    Import(ConfigArg),
+    /// Write the directory's principals out: TOML (`[[clients]]`, `[[users]]`) or JSON lines
+    Export {
+        /// toml or jsonl
+        #[arg(long, default_value = "toml", value_parser = ["toml", "jsonl"])]
+        format: String,
+        /// Write here (atomically) instead of standard output
+        #[arg(long, short)]
+        output: Option<std::path::PathBuf>,
         #[command(flatten)]
         config: ConfigArg,
     },

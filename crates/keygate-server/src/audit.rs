@@ -58,11 +58,23 @@ pub enum AuditKind {
     ConfigReloaded,
     /// A changed configuration did not validate; the previous one keeps serving.
     ConfigRefused,
+    /// `keygate directory import`: the file's principals moved into the directory.
+    DirectoryImported,
+    /// Admin API: a principal created.
+    AdminCreated,
+    /// Admin API: a principal's fields changed (or a user's password).
+    AdminUpdated,
+    /// Admin API: a client's key rotated.
+    AdminRotated,
+    /// Admin API: a principal revoked.
+    AdminRevoked,
+    /// Admin API: a principal deleted.
+    AdminDeleted,
 }
 
 impl AuditKind {
     /// Every kind, in the order the README's audit table lists them.
-    pub const ALL: [AuditKind; 10] = [
+    pub const ALL: [AuditKind; 16] = [
         AuditKind::TokenIssued,
         AuditKind::TokenRefused,
         AuditKind::TokenRevoked,
@@ -73,6 +85,12 @@ impl AuditKind {
         AuditKind::UserRemoved,
         AuditKind::ConfigReloaded,
         AuditKind::ConfigRefused,
+        AuditKind::DirectoryImported,
+        AuditKind::AdminCreated,
+        AuditKind::AdminUpdated,
+        AuditKind::AdminRotated,
+        AuditKind::AdminRevoked,
+        AuditKind::AdminDeleted,
     ];
 
     /// The `event` value: `token.issued`, …
@@ -88,6 +106,12 @@ impl AuditKind {
             AuditKind::UserRemoved => "user.removed",
             AuditKind::ConfigReloaded => "config.reloaded",
             AuditKind::ConfigRefused => "config.refused",
+            AuditKind::DirectoryImported => "directory.imported",
+            AuditKind::AdminCreated => "admin.created",
+            AuditKind::AdminUpdated => "admin.updated",
+            AuditKind::AdminRotated => "admin.rotated",
+            AuditKind::AdminRevoked => "admin.revoked",
+            AuditKind::AdminDeleted => "admin.deleted",
         }
     }
 }
@@ -108,6 +132,9 @@ pub struct AuditEvent {
     /// The client address of the request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<IpAddr>,
+    /// The client whose token made the call (admin API).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
     /// The token's id (never the token).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
@@ -141,6 +168,7 @@ impl AuditEvent {
             client_id: None,
             username: None,
             address: None,
+            actor: None,
             jti: None,
             reason: None,
         }
@@ -164,6 +192,13 @@ impl AuditEvent {
     #[must_use]
     pub fn address(mut self, ip: Option<IpAddr>) -> Self {
         self.address = ip;
+        self
+    }
+
+    /// Sets `actor`.
+    #[must_use]
+    pub fn actor(mut self, id: &str) -> Self {
+        self.actor = Some(bounded(id));
         self
     }
 

@@ -99,8 +99,7 @@ async fn check(
     // or with a key revoked since: it never comes back.
     let now = OffsetDateTime::now_utc();
     let active = rt
-        .directory
-        .get(&claims.sub)
+        .principal(&claims.sub)
         .is_some_and(|p| p.accepts_token_issued_at(claims.iat, now));
     if !active {
         refused("principal_gone");
@@ -120,7 +119,7 @@ async fn check(
         crate::metrics::increment("keygate_verified_cache_total", [("result", "miss")]);
     }
     // Only an id that names a principal of this deployment goes into a trace.
-    if crate::telemetry::in_traced_request() && rt.directory.get(&claims.client_id).is_some() {
+    if crate::telemetry::in_traced_request() && rt.principal(&claims.client_id).is_some() {
         crate::telemetry::record("keygate.client_id", &claims.client_id);
     }
     Ok(claims)
@@ -197,8 +196,7 @@ pub(crate) async fn revoke(
     tracing::info!(sub = %claims.sub, jti = %claims.jti, by, "token revoked");
     let event = AuditEvent::new(AuditKind::TokenRevoked);
     let event = if rt
-        .directory
-        .get(&claims.sub)
+        .principal(&claims.sub)
         .is_some_and(|p| p.kind == keygate::principal::PrincipalKind::User)
     {
         event.username(&claims.sub)

@@ -4,11 +4,11 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 
+use crate::directory::Found;
 use axum::http::{HeaderMap, header};
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use keygate::Error;
-use keygate::principal::Principal;
 use sha2::Sha256;
 use time::OffsetDateTime;
 
@@ -36,7 +36,7 @@ pub(crate) async fn authenticate_client<'rt>(
     headers: &HeaderMap,
     form: FormSecret<'_>,
     label: &'static str,
-) -> Result<&'rt Principal, Rejection> {
+) -> Result<Found<'rt>, Rejection> {
     let basic = match headers.get(header::AUTHORIZATION) {
         Some(v) => {
             let v = v
@@ -78,6 +78,7 @@ pub(crate) async fn authenticate_client<'rt>(
             ));
         }
     };
+    directory_current(rt)?;
     // A client secret is an API key: its failures count against the address only.
     let subjects = [Subject::Address(ip)];
     let claimed = Claimed::Client(Some(candidates[0].0.as_str()));
@@ -86,7 +87,6 @@ pub(crate) async fn authenticate_client<'rt>(
     let mut outcome = Err(Error::WrongCredential);
     for (client_id, secret) in &candidates {
         outcome = rt
-            .directory
             .authenticate_client(client_id, secret, state.passwords(), now)
             .await;
         if outcome.is_ok() {
@@ -114,17 +114,15 @@ pub(crate) async fn authenticate_api_key<'rt>(
     key: &str,
     label: &'static str,
     basic: bool,
-) -> Result<&'rt Principal, Rejection> {
+) -> Result<Found<'rt>, Rejection> {
     // Keys carry 256 random bits: their failures count against the sending address
     // only, so that no stranger can lock a genuine client out (docs/security.md).
+    directory_current(rt)?;
     let subjects = [Subject::Address(ip)];
     let claimed = Claimed::Client(key_client_id(key));
     let attempt = begin_attempt(state, &subjects, label, claimed).await?;
     let now = OffsetDateTime::now_utc();
-    let outcome = rt
-        .directory
-        .authenticate_key(key, state.passwords(), now)
-        .await;
+    let outcome = rt.authenticate_key(key, state.passwords(), now).await;
     let refusal = Rejection::InvalidClient { basic };
     let client =
         finish_attempt(state, attempt, &subjects, label, claimed, outcome, refusal).await?;
@@ -175,10 +173,10 @@ pub(crate) fn decode_basic(creds: &str) -> Result<Vec<(String, String)>, Rejecti
 pub(crate) fn not_revoked_in_store<'p>(
     state: &AppState,
     rt: &Runtime,
-    principal: &'p Principal,
+    principal: Found<'p>,
     refusal: Rejection,
     grant_type: &'static str,
-) -> Result<&'p Principal, Rejection> {
+) -> Result<Found<'p>, Rejection> {
     // Only credentials still valid by this replica's file: a rotated-out key past its
     // grace stays in the file for a while and must not refuse its successor.
     let now = OffsetDateTime::now_utc();
@@ -331,13 +329,29 @@ fn audit_refusal(state: &AppState, subjects: &[Subject], claimed: Claimed<'_>, r
     });
 }
 
+/// Refuses (503) while this replica's copy of the directory is older than
+/// `directory.max_staleness`: a key revoked meanwhile on another replica could still
+/// work here (docs/directory.md#failures).
+pub(crate) fn directory_current(rt: &Runtime) -> Result<(), Rejection> {
+    match rt.live.as_ref().map(|l| l.staleness()) {
+        Some(crate::directory::Staleness::Stale) => {
+            crate::metrics::increment(
+                "keygate_tokens_refused_total",
+                [("grant", "any"), ("reason", "directory_stale")],
+            );
+            Err(Rejection::Unavailable(std::time::Duration::from_secs(1)))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// How a claimed client id or username may be written to the audit log, tracing or
 /// metrics. A claim that names no principal may be anything the caller typed: a whole
 /// API key sent as a client id, a password typed into the username field. It is shown
 /// as `unknown:` and a fingerprint (see [`DeploymentKey::fingerprint`]), which tells
 /// repeated claims apart without revealing them; an existing principal's id is shown as is.
 pub(crate) fn shown_claim<'a>(rt: &Runtime, claim: &'a str) -> Cow<'a, str> {
-    if rt.directory.get(claim).is_some() {
+    if rt.principal(claim).is_some() {
         Cow::Borrowed(claim)
     } else {
         Cow::Owned(format!("unknown:{}", rt.deployment_key.fingerprint(claim)))

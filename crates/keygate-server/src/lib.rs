@@ -20,6 +20,7 @@
 //! | [`quota`] | per-client quotas (GCRA, burst N) and their RateLimit header fields |
 //! | [`audit`] | the audit log: security events as JSON lines, written off the request path |
 //! | [`store`] | Redis (one server, Sentinel or Cluster) for several replicas: each replica's local copy of the revocation list, credential revocations from the CLI, attempt counters, quotas |
+//! | [`directory`] | principals in SQLite or PostgreSQL: the schema and change log, each replica's live copy, the edits the CLI and the admin API make |
 //! | [`metrics`] | Prometheus metrics |
 //! | `request_id` | `X-Request-Id`: a span per request, so its log lines name it; echoed |
 //! | [`reload`] | configuration reload on SIGHUP or file change |
@@ -36,6 +37,7 @@ pub mod audit;
 mod authorize;
 pub mod config;
 mod credentials;
+pub mod directory;
 mod extract;
 pub mod form;
 mod frame;

@@ -138,6 +138,11 @@ impl QuotaTable {
         (client.kind == PrincipalKind::Client).then_some(default)
     }
 
+    /// `limits.default_rate_limit`, the quota of a client without one of its own.
+    pub fn default_limit(&self) -> Option<RateLimit> {
+        self.default
+    }
+
     /// The number of clients with a quota.
     pub fn len(&self) -> usize {
         self.limited
@@ -294,7 +299,7 @@ pub(crate) async fn charge(
     ip: Option<std::net::IpAddr>,
     jti: Option<&str>,
 ) -> Result<Option<Decision>, Rejection> {
-    let Some(limit) = rt.quotas.get(client_id, &rt.directory) else {
+    let Some(limit) = rt.client_quota(client_id) else {
         return Ok(None);
     };
     let quotas = state.quotas();

@@ -12,6 +12,7 @@ use keygate::revocation::MemoryRevocationStore;
 
 use crate::audit::{AuditEvent, AuditKind, AuditLog};
 use crate::config::{Config, ConfigError, Runtime};
+use crate::directory::{LiveCopy, Location};
 use crate::limits::FailedAttempts;
 use crate::metrics::Metrics;
 use crate::quota::Quotas;
@@ -45,6 +46,52 @@ fn release<T: Send + Sync + 'static>(replaced: Arc<T>) -> Option<std::thread::Jo
     thread.spawn(wait_and_free).ok()
 }
 
+/// Opens `[directory]` and loads this replica's copy of it, when the configuration has
+/// one. The load runs on a thread of its own with its own Tokio runtime, so that it works
+/// before the server's runtime exists as well as inside it (tests); connections it made
+/// are made again by the copy's own task.
+fn open_directory(runtime: &Runtime) -> Result<Option<Arc<LiveCopy>>, ConfigError> {
+    let config = &runtime.config.directory;
+    let Some(location) = Location::of(config, &runtime.config.base_dir)? else {
+        return Ok(None);
+    };
+    let load = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?
+            .block_on(LiveCopy::load(&location, config))
+            .map_err(|e| e.to_string())
+    };
+    let loaded = std::thread::scope(|s| {
+        s.spawn(load)
+            .join()
+            .unwrap_or_else(|_| Err("loading the directory panicked".into()))
+    });
+    loaded.map(Some).map_err(|e| {
+        ConfigError::new(
+            "directory.url",
+            format!("cannot load {}: {e}", location.describe()),
+        )
+    })
+}
+
+/// Refuses a file whose principals share an id with the directory: one namespace, so
+/// that no token's `sub` can name two principals.
+fn check_namespace(runtime: &Runtime, live: &LiveCopy) -> Result<(), ConfigError> {
+    let taken = live.taken(runtime.directory.iter().map(|p| p.id.as_str()));
+    match taken.first() {
+        None => Ok(()),
+        Some(id) => Err(ConfigError::new(
+            "clients/users",
+            format!(
+                "`{id}` is both in the file and in the directory ({} in all); ids are one namespace: remove it from one",
+                taken.len()
+            ),
+        )),
+    }
+}
+
 /// Shared server state.
 #[derive(Clone, Debug)]
 pub struct AppState {
@@ -66,7 +113,14 @@ struct Inner {
 
 impl AppState {
     /// State for a validated runtime. `config_path` is where [`AppState::reload`] reads.
-    pub fn new(runtime: Runtime, config_path: Option<PathBuf>) -> Result<Self, ConfigError> {
+    pub fn new(mut runtime: Runtime, config_path: Option<PathBuf>) -> Result<Self, ConfigError> {
+        if let Some(live) = open_directory(&runtime)? {
+            check_namespace(&runtime, &live)?;
+            if tokio::runtime::Handle::try_current().is_ok() {
+                live.start();
+            }
+            runtime.live = Some(live);
+        }
         let limits = &runtime.config.limits;
         let passwords = PasswordVerifier::new(limits.hashing_concurrency, limits.hashing_queue)
             .map_err(|e| ConfigError::new("limits", e))?;
@@ -137,7 +191,13 @@ impl AppState {
         let Some(path) = &self.inner.config_path else {
             return Ok(());
         };
-        let outcome = Config::load(path);
+        let outcome = Config::load(path).and_then(|mut runtime| {
+            runtime.live = self.runtime().live.clone();
+            if let Some(live) = &runtime.live {
+                check_namespace(&runtime, live)?;
+            }
+            Ok(runtime)
+        });
         match outcome {
             Ok(runtime) => {
                 let old = self.runtime();
@@ -256,6 +316,9 @@ impl AppState {
     pub fn start_store_sync(&self) {
         if let Revocations::Shared(shared) = &self.inner.revocations {
             shared.start();
+        }
+        if let Some(live) = &self.runtime().live {
+            live.start();
         }
     }
 

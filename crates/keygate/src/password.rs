@@ -316,6 +316,30 @@ impl PasswordVerifier {
         self.run(stand_in.clone(), false, password).await
     }
 
+    /// Hashes `password` ([`hash_password`]) on the pool, under the same bound as the
+    /// checks: setting passwords can no more starve the async workers than logins can.
+    pub async fn hash(&self, password: &[u8]) -> Result<PasswordHash> {
+        if password.len() > MAX_PASSWORD {
+            return Err(Error::PasswordTooLong(MAX_PASSWORD));
+        }
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::HashingBusy)?;
+        let password = password.to_vec();
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        let submitted = self.pool.submit(Box::new(move || {
+            let _permit = permit;
+            let _ = done.send(hash_password(&password));
+        }));
+        if !submitted {
+            return Err(Error::HashingBusy);
+        }
+        outcome.await.map_err(|_| Error::HashingBusy)?
+    }
+
     async fn run(&self, hash: PasswordHash, known: bool, password: &[u8]) -> Result<()> {
         if password.len() > MAX_PASSWORD {
             return Err(Error::PasswordTooLong(MAX_PASSWORD));

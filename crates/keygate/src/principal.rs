@@ -491,7 +491,42 @@ impl Directory {
         passwords: &PasswordVerifier,
         now: OffsetDateTime,
     ) -> Result<&Principal> {
-        let user = self.get(username).filter(|p| p.kind == PrincipalKind::User);
+        let user = self.get(username);
+        self.authenticate_found_user(user, username, password, passwords, now)
+            .await
+    }
+
+    /// The real user's hash an unknown `username` is checked against (`None` without
+    /// users). Public so that deployments can check that replicas agree.
+    pub fn stand_in(&self, username: &str) -> Option<&PasswordHash> {
+        if self.stand_ins.is_empty() {
+            return None;
+        }
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &self.stand_in_key.0);
+        let tag = aws_lc_rs::hmac::sign(&key, username.as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&tag.as_ref()[..8]);
+        // 64 bits modulo a few thousand users at most: the bias is far below noise.
+        let pick = u64::from_be_bytes(first) % self.stand_ins.len() as u64;
+        self.stand_ins.get(usize::try_from(pick).ok()?)
+    }
+
+    fn client(&self, id: &str) -> Option<&Principal> {
+        self.get(id).filter(|p| p.kind == PrincipalKind::Client)
+    }
+
+    /// Checks a username and password against `user`, a user found outside this
+    /// directory (a server's database-backed copy): the same steps and costs as
+    /// [`Directory::authenticate_user`], with this directory's stand-ins for an unknown name.
+    pub async fn authenticate_found_user<'a>(
+        &self,
+        user: Option<&'a Principal>,
+        username: &str,
+        password: &str,
+        passwords: &PasswordVerifier,
+        now: OffsetDateTime,
+    ) -> Result<&'a Principal> {
+        let user = user.filter(|p| p.kind == PrincipalKind::User);
         let hash = user.and_then(|u| {
             u.live_credentials(now).find_map(|c| match &c.hash {
                 KeyHash::Password(p) => Some(p),
@@ -513,25 +548,19 @@ impl Directory {
         }
         Ok(user)
     }
+}
 
-    /// The real user's hash an unknown `username` is checked against (`None` without
-    /// users). Public so that deployments can check that replicas agree.
-    pub fn stand_in(&self, username: &str) -> Option<&PasswordHash> {
-        if self.stand_ins.is_empty() {
-            return None;
-        }
-        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &self.stand_in_key.0);
-        let tag = aws_lc_rs::hmac::sign(&key, username.as_bytes());
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&tag.as_ref()[..8]);
-        // 64 bits modulo a few thousand users at most: the bias is far below noise.
-        let pick = u64::from_be_bytes(first) % self.stand_ins.len() as u64;
-        self.stand_ins.get(usize::try_from(pick).ok()?)
-    }
-
-    fn client(&self, id: &str) -> Option<&Principal> {
-        self.get(id).filter(|p| p.kind == PrincipalKind::Client)
-    }
+/// Checks an API key or client secret against `client`, a client found outside a
+/// [`Directory`] (a server's database-backed copy), with the same steps and costs as
+/// [`Directory::authenticate_key`]: every credential compared, then the client's state.
+pub async fn check_client_secret<'a>(
+    client: Option<&'a Principal>,
+    secret: &str,
+    passwords: &PasswordVerifier,
+    now: OffsetDateTime,
+) -> Result<&'a Principal> {
+    let client = client.filter(|p| p.kind == PrincipalKind::Client);
+    check_secret(client, secret, passwords, now).await
 }
 
 /// The default key of the stand-in choice: a digest of the stand-in hashes themselves

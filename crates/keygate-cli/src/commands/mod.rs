@@ -4,6 +4,7 @@ mod audit;
 mod call;
 mod check_config;
 mod completions;
+mod directory;
 mod hash;
 mod healthcheck;
 mod init;
@@ -22,7 +23,9 @@ use anyhow::Context;
 use keygate_server::config::ConfigError;
 use keygate_server::config::edit::{ConfigFile, edit};
 
-use crate::cli::{AuditCommand, Command, KeyCommand, SigningCommand, TokenCommand, UserCommand};
+use crate::cli::{
+    AuditCommand, Command, DirectoryCommand, KeyCommand, SigningCommand, TokenCommand, UserCommand,
+};
 
 /// A refused credential or invalid token (or an untrusted certificate): exit code 1.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +61,12 @@ pub(crate) fn run(command: Command) -> anyhow::Result<()> {
             config,
         }) => user::add(&config.path(), &name, &role, &scopes),
         Command::User(UserCommand::Remove { name, config }) => user::remove(&config.path(), &name),
+        Command::Directory(DirectoryCommand::Import(c)) => directory::import(&c.path()),
+        Command::Directory(DirectoryCommand::Export {
+            format,
+            output,
+            config,
+        }) => directory::export(&config.path(), &format, output.as_deref()),
         Command::Secret => secret::run(),
         Command::Hash => hash::run(),
         Command::Token(TokenCommand::Issue {

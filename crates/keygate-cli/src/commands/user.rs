@@ -32,6 +32,12 @@ pub(crate) fn add(path: &Path, name: &str, role: &str, scopes: &[String]) -> any
         );
     }
     let hash = hash_password(password.as_bytes())?;
+    if let Some(dir) = super::directory::open(path)? {
+        dir.add_user(name, hash.as_str(), role, scopes)?;
+        super::audit::record(path, &AuditEvent::new(AuditKind::UserAdded).username(name));
+        eprintln!("added user `{name}`");
+        return Ok(());
+    }
     let created_at = next_second();
     super::edit_config(path, |f| {
         f.add_user(name, hash.as_str(), role, scopes, created_at)
@@ -42,6 +48,15 @@ pub(crate) fn add(path: &Path, name: &str, role: &str, scopes: &[String]) -> any
 }
 
 pub(crate) fn remove(path: &Path, name: &str) -> anyhow::Result<()> {
+    if let Some(dir) = super::directory::open(path)?.filter(|d| !d.in_file(name)) {
+        dir.remove_user(name)?;
+        super::audit::record(
+            path,
+            &AuditEvent::new(AuditKind::UserRemoved).username(name),
+        );
+        eprintln!("removed user `{name}`");
+        return Ok(());
+    }
     // Read before the edit: the password hash the store is told about.
     let pending = super::store_revocation::prepare(path, name);
     let now = time::OffsetDateTime::now_utc();

@@ -252,6 +252,24 @@ impl ConfigFile {
         Ok(())
     }
 
+    /// Removes every `[[clients]]` and `[[users]]` entry whose id is in `ids` (after
+    /// `keygate directory import` moved them to the directory).
+    pub fn remove_principals(&mut self, ids: &std::collections::HashSet<String>) {
+        for (array, field) in [("clients", "id"), ("users", "username")] {
+            if let Some(entries) = self
+                .doc
+                .get_mut(array)
+                .and_then(Item::as_array_of_tables_mut)
+            {
+                entries.retain(|t| {
+                    t.get(field)
+                        .and_then(Item::as_str)
+                        .is_none_or(|id| !ids.contains(id))
+                });
+            }
+        }
+    }
+
     /// Sets `[token] <key> = "<value>"`, creating the table if needed.
     pub fn set_token_setting(&mut self, key: &str, v: &str) -> Result<(), ConfigError> {
         let token = self

@@ -26,8 +26,8 @@ use std::path::{Path, PathBuf};
 
 pub(crate) use env::toml_error;
 pub use model::{
-    ApiKeyConfig, AuditConfig, ClientConfig, Config, CookieConfig, LimitsConfig, OnUnavailable,
-    SameSite, ServerConfig, StoreConfig, TokenConfig, UserConfig,
+    ApiKeyConfig, AuditConfig, ClientConfig, Config, CookieConfig, DirectoryConfig, LimitsConfig,
+    OnUnavailable, SameSite, ServerConfig, StoreConfig, TokenConfig, UserConfig,
 };
 pub use template::{FIRST_CLIENT, initial_config};
 pub use validate::Runtime;

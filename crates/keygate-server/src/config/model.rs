@@ -30,6 +30,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// `[telemetry]`: OpenTelemetry traces (off when `otlp_endpoint` is unset).
     pub telemetry: TelemetryConfig,
+    /// `[directory]`: principals in SQLite or PostgreSQL (off when `url` is unset).
+    pub directory: DirectoryConfig,
     /// `[[clients]]`: machines with API keys.
     pub clients: Vec<ClientConfig>,
     /// `[[users]]`: people with passwords.
@@ -415,6 +417,39 @@ impl Default for TelemetryConfig {
     }
 }
 
+/// `[directory]`: clients and users kept in a database as well as in the file
+/// (docs/directory.md). Read at start: a change takes effect on restart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DirectoryConfig {
+    /// `sqlite://keygate.db` (a file, relative to the configuration's folder, or
+    /// `sqlite:///abs/path`) or `postgres://user@host/db`. Defaults to none: principals
+    /// live in the file only.
+    pub url: Option<String>,
+    /// How often each replica reads the change log at least (PostgreSQL also wakes it at
+    /// once with `LISTEN`/`NOTIFY`). Defaults to `1s`.
+    #[serde(with = "humane")]
+    pub poll_interval: Duration,
+    /// How long a replica that cannot read the change log keeps authenticating from its
+    /// copy; past it `/login` and `/token` answer 503 until it has caught up. Defaults to `1m`.
+    #[serde(with = "humane")]
+    pub max_staleness: Duration,
+    /// The longest one database call may take before it counts as failed. Defaults to `2s`.
+    #[serde(with = "humane")]
+    pub timeout: Duration,
+}
+
+impl Default for DirectoryConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            poll_interval: Duration::from_secs(1),
+            max_staleness: Duration::from_secs(60),
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
 /// The sections that `KEYGATE_<SECTION>_<KEY>` can override.
 pub(super) const SECTIONS: &[&str] = &[
     "server",
@@ -425,6 +460,7 @@ pub(super) const SECTIONS: &[&str] = &[
     "store",
     "audit",
     "telemetry",
+    "directory",
 ];
 
 /// `cookie.same_site`: the token cookie's `SameSite` attribute.

@@ -49,6 +49,7 @@ impl Config {
             store: self.store.clone(),
             audit: self.audit.clone(),
             telemetry: self.telemetry.clone(),
+            directory: self.directory.clone(),
             clients: Vec::new(),
             users: Vec::new(),
             base_dir: self.base_dir.clone(),
@@ -66,6 +67,7 @@ impl Config {
         self.check_limits()?;
         self.check_store()?;
         self.check_telemetry()?;
+        crate::directory::Location::of(&self.directory, &self.base_dir)?;
         for (i, role) in self.token.admin_roles.iter().enumerate() {
             check_name(role, "role", || format!("token.admin_roles[{i}]"))?;
         }
@@ -100,6 +102,7 @@ impl Config {
             quotas,
             deployment_key,
             verified: crate::verified::VerifiedTokens::default(),
+            live: None,
         })
     }
 
@@ -441,6 +444,9 @@ pub struct Runtime {
     pub(crate) deployment_key: DeploymentKey,
     /// Tokens verified under this runtime (empty in a new one: a reload starts afresh).
     pub verified: crate::verified::VerifiedTokens,
+    /// This replica's copy of the database directory (`[directory]`), shared by every
+    /// runtime of the process: set by [`crate::AppState`].
+    pub live: Option<std::sync::Arc<crate::directory::LiveCopy>>,
 }
 
 /// The longest token this configuration can issue must pass its own verifier: the issuer,

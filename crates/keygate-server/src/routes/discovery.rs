@@ -37,7 +37,7 @@ pub(super) async fn jwks(State(state): State<AppState>) -> Response {
 fn metadata(rt: &Runtime) -> Value {
     let base = rt.public_url.trim_end_matches('/');
     let mut grants = vec!["client_credentials"];
-    if rt.directory.has_users() {
+    if rt.has_users() {
         grants.push("password");
     }
     let auth_methods = ["client_secret_basic", "client_secret_post"];

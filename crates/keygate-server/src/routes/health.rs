@@ -19,7 +19,7 @@ pub(super) async fn healthz() -> Json<serde_json::Value> {
 #[utoipa::path(get, path = "/readyz", tag = "operations", summary = "Readiness",
     responses(
         (status = 200, description = "`{\"status\": \"ready\"}`", body = Object),
-        (status = 503, description = "`draining`; `store_unavailable` (the revocation list is out of sync with the store); `revocations_pending` (revocations made here wait for the store); `store_degraded` (the store cannot take writes)", body = Object),
+        (status = 503, description = "`draining`; `store_unavailable` (the revocation list is out of sync with the store); `revocations_pending` (revocations made here wait for the store); `store_degraded` (the store cannot take writes); `directory_unavailable` (the directory's database cannot be read)", body = Object),
     ))]
 pub(super) async fn readyz(State(state): State<AppState>) -> Response {
     match readiness(&state) {
@@ -42,6 +42,16 @@ fn readiness(state: &AppState) -> Result<(), &'static str> {
     // `store_degraded`: the store's shard holding this deployment does not answer.
     if let Some(status) = state.revocations().readiness() {
         return Err(status);
+    }
+    // `directory_unavailable`: the last read of the directory's change log failed; the
+    // copy still authenticates until `directory.max_staleness`.
+    if state
+        .runtime()
+        .live
+        .as_ref()
+        .is_some_and(|l| l.staleness() != crate::directory::Staleness::Current)
+    {
+        return Err("directory_unavailable");
     }
     Ok(())
 }

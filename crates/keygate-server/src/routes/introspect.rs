@@ -11,7 +11,6 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use keygate::principal::Principal;
 use keygate::token::Claims;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -63,7 +62,7 @@ async fn client_and_token<'rt>(
     headers: &HeaderMap,
     form: TokenParam,
     label: &'static str,
-) -> Result<(&'rt Principal, String), Rejection> {
+) -> Result<(crate::directory::Found<'rt>, String), Rejection> {
     let ip = client_ip(peer, headers, &rt.config);
     let secret = FormSecret {
         client_id: form.client_id.as_deref(),

@@ -38,7 +38,7 @@ pub(super) async fn login(
     let ip = client_ip(peer, &headers, &rt.config);
     let client = authenticate_api_key(&state, &rt, ip, &key, "api_key", false).await?;
     let quota = charge(&state, &rt, &client.id, "/login", Some(ip), None).await?;
-    let issued = match issue(&state, &rt, client, client.scopes(), "api_key", ip) {
+    let issued = match issue(&state, &rt, &client, client.scopes(), "api_key", ip) {
         Ok(issued) => issued,
         Err(e) => return Ok(with_headers(quota.as_ref(), e.into_response())),
     };

@@ -1,5 +1,6 @@
 //! The whole HTTP API on one screen. Each group of endpoints lives in its own file.
 
+mod admin;
 mod discovery;
 mod health;
 mod introspect;
@@ -11,6 +12,8 @@ mod verify;
 use axum::Router;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+
+pub use admin::ADMIN_SCOPE;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 
@@ -46,6 +49,22 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/openapi.json", get(openapi::openapi_json))
         .merge(openapi::swagger_ui())
+        .route(
+            "/admin/v1/{collection}",
+            post(admin::create).get(admin::list),
+        )
+        .route(
+            "/admin/v1/{collection}/{id}",
+            get(admin::get_one)
+                .patch(admin::update)
+                .delete(admin::delete),
+        )
+        .route("/admin/v1/{collection}/{id}/rotate", post(admin::rotate))
+        .route("/admin/v1/{collection}/{id}/revoke", post(admin::revoke))
+        .route(
+            "/admin/v1/{collection}/{id}/password",
+            post(admin::password),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz));
     let api = if metrics_here {

@@ -154,7 +154,7 @@ pub(super) async fn openapi_json(State(state): State<AppState>) -> Json<Value> {
         .directory
         .iter()
         .flat_map(|p| p.scopes().iter().map(String::as_str));
-    Json(document(&rt.config, scopes, rt.directory.has_users()))
+    Json(document(&rt.config, scopes, rt.has_users()))
 }
 
 /// Swagger UI at `/docs`, reading `/openapi.json`.

@@ -72,16 +72,14 @@ pub(super) async fn token(
                     .await?;
             let quota = charge(&state, &rt, &client.id, "/token", Some(ip), None).await?;
             let issued = narrow_scopes(form.scope.as_deref(), client.scopes())
-                .and_then(|scopes| issue(&state, &rt, client, &scopes, "client_credentials", ip));
+                .and_then(|scopes| issue(&state, &rt, &client, &scopes, "client_credentials", ip));
             let response = match issued {
                 Ok(issued) => token_response(&issued, None),
                 Err(e) => e.into_response(),
             };
             Ok(with_headers(quota.as_ref(), response))
         }
-        Some("password") if rt.directory.has_users() => {
-            password(&state, &rt, &headers, &form, ip).await
-        }
+        Some("password") if rt.has_users() => password(&state, &rt, &headers, &form, ip).await,
         Some(_) => Err(Rejection::UnsupportedGrantType),
     }
 }
@@ -99,7 +97,7 @@ async fn requesting_client<'rt>(
     headers: &HeaderMap,
     form: &TokenForm,
     ip: std::net::IpAddr,
-) -> Result<(&'rt str, Option<crate::quota::Decision>), Rejection> {
+) -> Result<(std::borrow::Cow<'rt, str>, Option<crate::quota::Decision>), Rejection> {
     let basic = basic_credentials(headers)?;
     // Basic with an empty secret authenticates nothing: it names a client at most, as a
     // lone `client_id` does. Swagger UI's password flow sends `Basic <base64 of ":">` when
@@ -120,12 +118,12 @@ async fn requesting_client<'rt>(
         };
         let client = authenticate_client(state, rt, ip, headers, secret, "password").await?;
         let quota = charge(state, rt, &client.id, "/token", Some(ip), None).await?;
-        return Ok((&client.id, quota));
+        return Ok((client.id.to_string().into(), quota));
     }
     let public = rt.config.token.public_client_id.as_str();
     let named = [basic_id, form.client_id.as_deref()];
     if named.iter().flatten().all(|id| *id == public) {
-        Ok((public, None))
+        Ok((public.into(), None))
     } else {
         Err(Rejection::InvalidClient { basic: true })
     }
@@ -159,7 +157,7 @@ async fn password(
 ) -> Result<Response, Rejection> {
     let (client_id, quota) = requesting_client(state, rt, headers, form, ip).await?;
     // Every answer counted against a quota carries its fields, refusals included.
-    let response = match user_token(state, rt, client_id, form, ip).await {
+    let response = match user_token(state, rt, &client_id, form, ip).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     };
@@ -185,8 +183,8 @@ async fn user_token(
     let claimed = Claimed::User(username);
     let attempt = begin_attempt(state, &subjects, "password", claimed).await?;
     let now = OffsetDateTime::now_utc();
+    crate::credentials::directory_current(rt)?;
     let outcome = rt
-        .directory
         .authenticate_user(username, password, state.passwords(), now)
         .await;
     let user = finish_attempt(
@@ -201,6 +199,6 @@ async fn user_token(
     .await?;
     let user = not_revoked_in_store(state, rt, user, Rejection::InvalidGrant, "password")?;
     let scopes = narrow_scopes(form.scope.as_deref(), user.scopes())?;
-    let issued = issue_requested_by(state, rt, user, client_id, &scopes, "password", ip)?;
+    let issued = issue_requested_by(state, rt, &user, client_id, &scopes, "password", ip)?;
     Ok(token_response(&issued, None))
 }

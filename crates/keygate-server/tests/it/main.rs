@@ -5,6 +5,7 @@
 mod audit;
 mod browser;
 mod connections;
+mod directory;
 mod forward_auth;
 mod hardening;
 mod interop;
@@ -14,6 +15,7 @@ mod logout;
 mod node;
 mod openapi;
 mod operations;
+mod postgres_server;
 mod prometheus;
 mod quota;
 mod redis_servers;
