@@ -3,7 +3,7 @@
 //! stops saying what is missing — never a green run that tested less than it says.
 //!
 //! 1. Debian packages for the tests that drive real outside programs (redis-server, nginx,
-//!    chromium + chromium-driver, python3-venv). As root they are installed with apt-get;
+//!    chromium + chromium-driver, postgresql, python3-venv). As root they are installed with apt-get;
 //!    otherwise a missing one stops here with the `apt-get install` line to run.
 //!    (Also zsh and fish for the completion tests, and what `deploy/check.sh` needs: systemd,
 //!    strace, curl, docker-compose.)
@@ -39,6 +39,18 @@ const PACKAGES: &[(&[&str], &str)] = &[
     (&["/usr/bin/curl"], "curl"),
     // Prometheus and promtool: the rules' checks and the dashboard's queries.
     (&["/usr/bin/prometheus"], "prometheus"),
+    // The directory's tests start a PostgreSQL server of their own (tests/it/postgres_server.rs).
+    (
+        &[
+            "/usr/lib/postgresql/15/bin/postgres",
+            "/usr/lib/postgresql/16/bin/postgres",
+            "/usr/lib/postgresql/17/bin/postgres",
+            "/usr/lib/postgresql/18/bin/postgres",
+        ],
+        "postgresql",
+    ),
+    // `runuser`: as root, the tests run PostgreSQL as `nobody` (it refuses root).
+    (&["/usr/sbin/runuser", "/sbin/runuser"], "util-linux"),
 ];
 
 /// Installed without their recommends: docker-compose's bring a container engine this

@@ -2,6 +2,7 @@
 //! refused, and the exit codes of every failure class.
 
 mod audit;
+mod directory;
 mod edits;
 mod fastapi;
 mod ops;

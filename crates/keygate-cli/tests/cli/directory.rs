@@ -1,0 +1,213 @@
+//! The CLI on the directory (docs/directory.md) with a real SQLite file: `key …` and
+//! `user …` edit it, a running server picks the edits up within a poll, `directory
+//! import` moves the file's principals in, `directory export` writes them out, and a
+//! directory out of reach is exit 3.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+
+const DIRECTORY: &str = "\n[directory]\nurl = \"sqlite://keygate.db\"\npoll_interval = \"100ms\"\n";
+
+fn with_directory(dir: &Path) {
+    let path = dir.join("keygate.toml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(DIRECTORY);
+    std::fs::write(&path, text).unwrap();
+}
+
+fn login_status(base: &str, key: &str) -> u16 {
+    http()
+        .post(format!("{base}/login"))
+        .header("X-API-Key", key)
+        .send()
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn within_a_second(what: &str, check: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{what} took over a second"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn key_commands_edit_the_directory_and_a_running_server_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = init(dir.path());
+    with_directory(dir.path());
+    let server = serve(dir.path());
+    let started = Instant::now();
+    let out = keygate(
+        dir.path(),
+        &[
+            "key",
+            "add",
+            "svc",
+            "--role",
+            "service",
+            "--scope",
+            "orders:read",
+        ],
+    );
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    eprintln!("key add on the directory took {took:?} (process start included)");
+    let key = stdout(&out).trim().to_owned();
+    assert!(key.starts_with("kg_svc_"));
+    // The file is untouched: the key lives in the directory.
+    let text = std::fs::read_to_string(dir.path().join("keygate.toml")).unwrap();
+    assert!(!text.contains("id = \"svc\""));
+    within_a_second("the new key working", || {
+        login_status(&server.base, &key) == 200
+    });
+    // The file's own client still works, and is listed with the directory's.
+    assert_eq!(login_status(&server.base, &first), 200);
+    let list = keygate(dir.path(), &["key", "list", "--json"]);
+    let listed: Value = serde_json::from_slice(&list.stdout).unwrap();
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&"svc") && ids.len() == 2, "{ids:?}");
+    // An id of the file cannot be taken by the directory.
+    let out = keygate(dir.path(), &["key", "add", "my-service", "--role", "x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("one namespace"), "{}", stderr(&out));
+    let out = keygate(dir.path(), &["key", "add", "svc", "--role", "x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+
+    let out = keygate(dir.path(), &["key", "rotate", "svc", "--grace", "0s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let new_key = stdout(&out).trim().to_owned();
+    within_a_second("the old key refused", || {
+        login_status(&server.base, &key) != 200
+    });
+    assert_eq!(login_status(&server.base, &new_key), 200);
+    let out = keygate(dir.path(), &["key", "revoke", "svc"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    within_a_second("the revoked key refused", || {
+        login_status(&server.base, &new_key) != 200
+    });
+}
+
+#[test]
+fn import_moves_the_files_principals_and_export_writes_them_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = init(dir.path());
+    let out = keygate(dir.path(), &["key", "add", "legacy", "--role", "reader"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let legacy = stdout(&out).trim().to_owned();
+    let out = keygate_stdin(
+        dir.path(),
+        &["user", "add", "alice", "--role", "admin"],
+        "a long password\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    with_directory(dir.path());
+    let out = keygate(dir.path(), &["directory", "import"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("imported 3 principals"),
+        "{}",
+        stderr(&out)
+    );
+    let text = std::fs::read_to_string(dir.path().join("keygate.toml")).unwrap();
+    assert!(
+        !text.contains("[[clients]]") && !text.contains("[[users]]"),
+        "{text}"
+    );
+    // Running it again finds nothing left to move and loses nothing.
+    let out = keygate(dir.path(), &["directory", "import"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let server = serve(dir.path());
+    assert_eq!(login_status(&server.base, &first), 200);
+    assert_eq!(login_status(&server.base, &legacy), 200);
+    assert_eq!(
+        password_grant(&server.base, "alice", "a long password").status(),
+        200
+    );
+
+    let out = keygate(dir.path(), &["directory", "export", "--format", "jsonl"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let lines: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    let legacy_line = lines.iter().find(|l| l["id"] == "legacy").unwrap();
+    assert_eq!(
+        legacy_line["hash"],
+        keygate::api_key::KeyHash::sha256_of(&legacy).to_string()
+    );
+    let out = keygate(
+        dir.path(),
+        &["directory", "export", "--output", "backup.toml"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let backup = std::fs::read_to_string(dir.path().join("backup.toml")).unwrap();
+    let parsed: toml::Table = toml::from_str(&backup).unwrap();
+    assert_eq!(parsed["clients"].as_array().unwrap().len(), 2);
+    assert_eq!(parsed["users"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn sixteen_concurrent_key_adds_land_once_per_id_or_fail_loudly() {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path());
+    with_directory(dir.path());
+    let outcomes: Vec<(String, i32, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16)
+            .map(|i| {
+                let d = dir.path();
+                s.spawn(move || {
+                    let id = format!("race-{}", i % 4);
+                    let out = keygate(d, &["key", "add", &id, "--role", "r"]);
+                    (id, out.status.code().unwrap_or(-1), stdout(&out))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut created = std::collections::HashMap::new();
+    for (id, code, out) in outcomes {
+        match code {
+            0 => assert!(created.insert(id, out.trim().to_owned()).is_none()),
+            2 => {}
+            other => panic!("{id}: exit {other}"),
+        }
+    }
+    assert_eq!(created.len(), 4);
+    let server = serve(dir.path());
+    for key in created.values() {
+        assert_eq!(login_status(&server.base, key), 200);
+    }
+}
+
+#[test]
+fn a_directory_out_of_reach_is_exit_3_for_the_cli_and_a_clear_error_for_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path());
+    let path = dir.path().join("keygate.toml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(
+        "\n[directory]\nurl = \"postgres://keygate@127.0.0.1:1/keygate\"\ntimeout = \"500ms\"\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    let out = keygate(dir.path(), &["key", "add", "svc", "--role", "r"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("unavailable"), "{}", stderr(&out));
+    let out = keygate(dir.path(), &["serve"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("directory.url"), "{}", stderr(&out));
+}
