@@ -321,6 +321,19 @@ async fn hashed(state: &AppState, password: &str) -> Result<String, AdminError> 
 }
 
 /// `POST /admin/v1/{clients|users}`
+#[utoipa::path(post, path = "/admin/v1/{collection}", tag = "admin", summary = "Create a client (its API key is in the answer, this once) or a user",
+    params(("collection" = String, Path, description = "`clients` or `users`")),
+    request_body(content = Object, description = "A client: `{id, role?, scopes?, expires_at?, rate_limit?, metadata?}`; a user: `{username, password, role?, scopes?, metadata?}`. Unknown fields are refused."),
+    responses(
+        (status = 201, description = "`{client, api_key}` or `{user}`", body = Object),
+        (status = 400, description = "A field is missing, unknown or invalid: `invalid_request`", body = crate::rejection::ErrorBody),
+        (status = 409, description = "The id exists, in the directory or in the file: `conflict`", body = crate::rejection::ErrorBody),
+        (status = 401, description = "No token, or a bad, expired or revoked one", body = crate::rejection::ErrorBody),
+        (status = 403, description = "The token lacks the scope `keygate:admin`: `insufficient_scope`", body = crate::rejection::ErrorBody),
+        (status = 404, description = "No such principal, or no `[directory]`", body = crate::rejection::ErrorBody),
+        (status = 503, description = "The directory cannot be reached; nothing was written", body = crate::rejection::ErrorBody),
+    ),
+    security(("bearer" = []), ("oauth2" = [])))]
 pub(super) async fn create(
     State(state): State<AppState>,
     Path(collection): Path<String>,
@@ -394,6 +407,19 @@ pub(super) async fn create(
 }
 
 /// `GET /admin/v1/{clients|users}?limit=&after=`
+#[utoipa::path(get, path = "/admin/v1/{collection}", tag = "admin", summary = "A page of principals in id order",
+    params(("collection" = String, Path, description = "`clients` or `users`"),
+        ("limit" = Option<usize>, Query, description = "1 to 1000; defaults to 100"),
+        ("after" = Option<String>, Query, description = "The `next` of the previous page")),
+    responses(
+        (status = 200, description = "`{items, next}`; `next` is null on the last page", body = Object),
+        (status = 400, description = "`limit` out of range", body = crate::rejection::ErrorBody),
+        (status = 401, description = "No token, or a bad, expired or revoked one", body = crate::rejection::ErrorBody),
+        (status = 403, description = "The token lacks the scope `keygate:admin`: `insufficient_scope`", body = crate::rejection::ErrorBody),
+        (status = 404, description = "No such principal, or no `[directory]`", body = crate::rejection::ErrorBody),
+        (status = 503, description = "The directory cannot be reached; nothing was written", body = crate::rejection::ErrorBody),
+    ),
+    security(("bearer" = []), ("oauth2" = [])))]
 pub(super) async fn list(
     State(state): State<AppState>,
     Path(collection): Path<String>,
@@ -412,6 +438,13 @@ pub(super) async fn list(
 }
 
 /// `GET /admin/v1/{clients|users}/{id}`
+#[utoipa::path(get, path = "/admin/v1/{collection}/{id}", tag = "admin", summary = "One principal (never a hash)",
+    params(("collection" = String, Path, description = "`clients` or `users`"), ("id" = String, Path)),
+    responses((status = 200, description = "The principal", body = Object), (status = 401, description = "No token, or a bad, expired or revoked one", body = crate::rejection::ErrorBody),
+        (status = 403, description = "The token lacks the scope `keygate:admin`: `insufficient_scope`", body = crate::rejection::ErrorBody),
+        (status = 404, description = "No such principal, or no `[directory]`", body = crate::rejection::ErrorBody),
+        (status = 503, description = "The directory cannot be reached; nothing was written", body = crate::rejection::ErrorBody),),
+    security(("bearer" = []), ("oauth2" = [])))]
 pub(super) async fn get_one(
     State(state): State<AppState>,
     Path((collection, id)): Path<(String, String)>,
@@ -424,6 +457,15 @@ pub(super) async fn get_one(
 }
 
 /// `PATCH /admin/v1/{clients|users}/{id}`: only the fields named change.
+#[utoipa::path(patch, path = "/admin/v1/{collection}/{id}", tag = "admin", summary = "Change role, scopes, expires_at, rate_limit or metadata",
+    params(("collection" = String, Path, description = "`clients` or `users`"), ("id" = String, Path)),
+    request_body(content = Object, description = "Any of `role`, `scopes`, `expires_at`, `rate_limit`, `metadata` (clients); `null` clears the last three"),
+    responses((status = 200, description = "The principal", body = Object),
+        (status = 400, description = "`invalid_request`", body = crate::rejection::ErrorBody), (status = 401, description = "No token, or a bad, expired or revoked one", body = crate::rejection::ErrorBody),
+        (status = 403, description = "The token lacks the scope `keygate:admin`: `insufficient_scope`", body = crate::rejection::ErrorBody),
+        (status = 404, description = "No such principal, or no `[directory]`", body = crate::rejection::ErrorBody),
+        (status = 503, description = "The directory cannot be reached; nothing was written", body = crate::rejection::ErrorBody),),
+    security(("bearer" = []), ("oauth2" = [])))]
 pub(super) async fn update(
     State(state): State<AppState>,
     Path((collection, id)): Path<(String, String)>,
@@ -471,6 +513,15 @@ pub(super) async fn update(
 }
 
 /// `POST /admin/v1/clients/{id}/rotate` `{grace}` → `{api_key}`
+#[utoipa::path(post, path = "/admin/v1/{collection}/{id}/rotate", tag = "admin", summary = "A new API key for a client; the old one works for `grace` (default 24h; 0s: dies now with its tokens)",
+    params(("collection" = String, Path, description = "`clients` or `users`"), ("id" = String, Path)),
+    request_body(content = Object, description = "`{grace?}`"),
+    responses((status = 200, description = "`{api_key}`", body = Object),
+        (status = 400, description = "`invalid_request` (a bad grace, a revoked client)", body = crate::rejection::ErrorBody), (status = 401, description = "No token, or a bad, expired or revoked one", body = crate::rejection::ErrorBody),
+        (status = 403, description = "The token lacks the scope `keygate:admin`: `insufficient_scope`", body = crate::rejection::ErrorBody),
+        (status = 404, description = "No such principal, or no `[directory]`", body = crate::rejection::ErrorBody),
+        (status = 503, description = "The directory cannot be reached; nothing was written", body = crate::rejection::ErrorBody),),
+    security(("bearer" = []), ("oauth2" = [])))]
 pub(super) async fn rotate(
     State(state): State<AppState>,
     Path((collection, id)): Path<(String, String)>,
@@ -501,6 +552,13 @@ pub(super) async fn rotate(
 }
 
 /// `POST /admin/v1/{clients|users}/{id}/revoke`
+#[utoipa::path(post, path = "/admin/v1/{collection}/{id}/revoke", tag = "admin", summary = "Revoke: the credential and every token issued before now are refused on every replica within a second",
+    params(("collection" = String, Path, description = "`clients` or `users`"), ("id" = String, Path)),
+    responses((status = 200, description = "The principal, `state: revoked`", body = Object), (status = 401, description = "No token, or a bad, expired or revoked one", body = crate::rejection::ErrorBody),
+        (status = 403, description = "The token lacks the scope `keygate:admin`: `insufficient_scope`", body = crate::rejection::ErrorBody),
+        (status = 404, description = "No such principal, or no `[directory]`", body = crate::rejection::ErrorBody),
+        (status = 503, description = "The directory cannot be reached; nothing was written", body = crate::rejection::ErrorBody),),
+    security(("bearer" = []), ("oauth2" = [])))]
 pub(super) async fn revoke(
     State(state): State<AppState>,
     Path((collection, id)): Path<(String, String)>,
@@ -515,6 +573,14 @@ pub(super) async fn revoke(
 }
 
 /// `POST /admin/v1/users/{id}/password` `{password}`
+#[utoipa::path(post, path = "/admin/v1/{collection}/{id}/password", tag = "admin", summary = "Set a user's password",
+    params(("collection" = String, Path, description = "`clients` or `users`"), ("id" = String, Path)),
+    request_body(content = Object, description = "`{password}`: 8 characters to 1024 bytes"),
+    responses((status = 204, description = "Set"), (status = 400, description = "`invalid_request`", body = crate::rejection::ErrorBody), (status = 401, description = "No token, or a bad, expired or revoked one", body = crate::rejection::ErrorBody),
+        (status = 403, description = "The token lacks the scope `keygate:admin`: `insufficient_scope`", body = crate::rejection::ErrorBody),
+        (status = 404, description = "No such principal, or no `[directory]`", body = crate::rejection::ErrorBody),
+        (status = 503, description = "The directory cannot be reached; nothing was written", body = crate::rejection::ErrorBody),),
+    security(("bearer" = []), ("oauth2" = [])))]
 pub(super) async fn password(
     State(state): State<AppState>,
     Path((collection, id)): Path<(String, String)>,
@@ -540,6 +606,13 @@ pub(super) async fn password(
 }
 
 /// `DELETE /admin/v1/{clients|users}/{id}`
+#[utoipa::path(delete, path = "/admin/v1/{collection}/{id}", tag = "admin", summary = "Delete: its tokens are refused as after a revocation; a new principal of the id never accepts them",
+    params(("collection" = String, Path, description = "`clients` or `users`"), ("id" = String, Path)),
+    responses((status = 204, description = "Deleted"), (status = 401, description = "No token, or a bad, expired or revoked one", body = crate::rejection::ErrorBody),
+        (status = 403, description = "The token lacks the scope `keygate:admin`: `insufficient_scope`", body = crate::rejection::ErrorBody),
+        (status = 404, description = "No such principal, or no `[directory]`", body = crate::rejection::ErrorBody),
+        (status = 503, description = "The directory cannot be reached; nothing was written", body = crate::rejection::ErrorBody),),
+    security(("bearer" = []), ("oauth2" = [])))]
 pub(super) async fn delete(
     State(state): State<AppState>,
     Path((collection, id)): Path<(String, String)>,

@@ -40,6 +40,14 @@ use crate::state::AppState;
         super::health::healthz,
         super::health::readyz,
         super::health::metrics,
+        super::admin::create,
+        super::admin::list,
+        super::admin::get_one,
+        super::admin::update,
+        super::admin::rotate,
+        super::admin::revoke,
+        super::admin::password,
+        super::admin::delete,
     ),
     components(schemas(
         crate::issue::TokenResponse,
@@ -52,6 +60,7 @@ use crate::state::AppState;
         (name = "verification", description = "Checking tokens"),
         (name = "discovery", description = "Keys and metadata for standard clients"),
         (name = "operations", description = "Health and metrics"),
+        (name = "admin", description = "Principals of the directory, for tokens with the scope `keygate:admin`"),
     )
 )]
 struct ApiDoc;
@@ -206,7 +215,10 @@ mod tests {
         );
         let login_security = &doc["paths"]["/login"]["post"]["security"];
         assert_eq!(login_security, &json!([{"api_key_header": []}]));
-        assert_eq!(doc["paths"].as_object().unwrap().len(), 13);
+        // 13 endpoints, and the admin API's five paths.
+        assert_eq!(doc["paths"].as_object().unwrap().len(), 18);
+        let admin = &doc["paths"]["/admin/v1/{collection}"]["post"]["security"];
+        assert_eq!(admin, &json!([{"bearer": []}, {"oauth2": []}]));
     }
 
     #[test]
