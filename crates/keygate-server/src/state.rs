@@ -208,6 +208,10 @@ impl AppState {
                         "server.metrics_listen",
                         was.server.metrics_listen != now.server.metrics_listen,
                     ),
+                    (
+                        "server.admin_listen",
+                        was.server.admin_listen != now.server.admin_listen,
+                    ),
                     // The files' contents are re-read by the TLS watcher; their names are not.
                     (
                         "server.tls_cert/tls_key",
@@ -243,6 +247,7 @@ impl AppState {
                             || was.store.ca_file != now.store.ca_file
                             || was.store.timeout != now.store.timeout,
                     ),
+                    ("directory.*", was.directory != now.directory),
                     (
                         "token.issuer (the store's namespace)",
                         was.store.is_shared()

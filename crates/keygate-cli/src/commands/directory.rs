@@ -26,7 +26,15 @@ pub(crate) struct Dir {
 }
 
 /// Loads the configuration at `path`; opens its directory when it has `[directory]`.
+///
+/// A file without `directory.url` is left to the file edits, which check only the
+/// principals they write (a secret the server resolves from its own environment need not
+/// be set in the shell that adds a key); only a configuration with a directory is loaded
+/// whole here, since its principals live in the database.
 pub(crate) fn open(path: &Path) -> anyhow::Result<Option<Dir>> {
+    if !names_a_directory(path) {
+        return Ok(None);
+    }
     let file = keygate_server::Config::load(path)?;
     let Some(location) = Location::of(&file.config.directory, &file.config.base_dir)? else {
         return Ok(None);
@@ -40,6 +48,18 @@ pub(crate) fn open(path: &Path) -> anyhow::Result<Option<Dir>> {
         .block_on(Store::open(&location, timeout))
         .map_err(|e| failed(&location, e))?;
     Ok(Some(Dir { store, file, tokio }))
+}
+
+/// True when the file at `path` reads and parses as TOML with a `directory.url`; a file
+/// that does not is reported by the file edit that follows.
+fn names_a_directory(path: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return false;
+    };
+    let Ok(doc) = text.parse::<toml_edit::DocumentMut>() else {
+        return false;
+    };
+    doc.get("directory").and_then(|d| d.get("url")).is_some()
 }
 
 /// The error of a directory call: exit 3 when the database could not be reached (worth

@@ -63,6 +63,10 @@ pub struct ServerConfig {
     /// address); `/metrics` on `listen` then answers 404. Defaults to none: `/metrics` is
     /// on `listen`.
     pub metrics_listen: Option<String>,
+    /// Address to serve the admin API (`/admin/v1/…`) on, alone (HTTPS when the TLS pair
+    /// is set); the admin API on `listen` then answers 404. Defaults to none: the admin
+    /// API is on `listen`.
+    pub admin_listen: Option<String>,
     /// How long a new connection may take to send its request headers (TLS handshake
     /// included) before it is closed: slow clients cannot hold connections. An idle
     /// keep-alive connection is closed after it too. Defaults to `10s`.
@@ -100,6 +104,7 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             metrics_listen: None,
+            admin_listen: None,
             header_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
             max_connections: 10_000,
@@ -419,7 +424,7 @@ impl Default for TelemetryConfig {
 
 /// `[directory]`: clients and users kept in a database as well as in the file
 /// (docs/directory.md). Read at start: a change takes effect on restart.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DirectoryConfig {
     /// `sqlite://keygate.db` (a file, relative to the configuration's folder, or

@@ -12,6 +12,7 @@ pub(super) struct ServerChecked {
     pub(super) listen: SocketAddr,
     pub(super) public_url: String,
     pub(super) metrics_listen: Option<SocketAddr>,
+    pub(super) admin_listen: Option<SocketAddr>,
     pub(super) tls: Option<TlsFiles>,
 }
 
@@ -29,6 +30,18 @@ impl Config {
                     ConfigError::new(
                         "server.metrics_listen",
                         "expected an address like 127.0.0.1:9464",
+                    )
+                })
+            })
+            .transpose()?;
+        let admin_listen = s
+            .admin_listen
+            .as_deref()
+            .map(|m| {
+                m.parse::<SocketAddr>().map_err(|_| {
+                    ConfigError::new(
+                        "server.admin_listen",
+                        "expected an address like 127.0.0.1:8081",
                     )
                 })
             })
@@ -85,6 +98,7 @@ impl Config {
             listen,
             public_url,
             metrics_listen,
+            admin_listen,
             tls,
         })
     }

@@ -80,6 +80,7 @@ impl Config {
             listen: server.listen,
             public_url: server.public_url,
             metrics_listen: server.metrics_listen,
+            admin_listen: server.admin_listen,
             tls: server.tls,
             api_key_sources: keygate::axum::ApiKeySources {
                 header: self.api_key.header.clone(),
@@ -419,6 +420,8 @@ pub struct Runtime {
     pub public_url: String,
     /// `server.metrics_listen`, parsed.
     pub metrics_listen: Option<SocketAddr>,
+    /// `server.admin_listen`, parsed.
+    pub admin_listen: Option<SocketAddr>,
     /// `server.tls_cert` and `server.tls_key`, resolved against the file's folder; read
     /// when the server starts (see [`crate::tls::Certificates`]).
     pub tls: Option<TlsFiles>,

@@ -105,7 +105,7 @@ impl Record {
         self
     }
 
-    /// Checks every field as the file's entries are checked (docs/configuration.md), so
+    /// Checks every field as the file's entries are checked (README, Configuration), so
     /// that nothing the server would refuse to load is ever written.
     pub fn check(&self) -> Result<(), DirectoryError> {
         self.check_fields()?;

@@ -30,6 +30,7 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// served by [`metrics_router`] on its own listener.
 pub fn router(state: AppState) -> Router {
     let metrics_here = state.runtime().metrics_listen.is_none();
+    let admin_here = state.runtime().admin_listen.is_none();
     let api = Router::new()
         .route("/login", post(login::login))
         .route("/logout", post(login::logout))
@@ -49,6 +50,28 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/openapi.json", get(openapi::openapi_json))
         .merge(openapi::swagger_ui())
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz));
+    let api = if metrics_here {
+        api.route("/metrics", get(health::metrics))
+    } else {
+        api
+    };
+    let api = if admin_here {
+        api.merge(admin_routes())
+    } else {
+        api
+    };
+    framed(
+        api.fallback(|| async { Rejection::NotFound })
+            .with_state(state),
+        true,
+    )
+}
+
+/// The admin API (`/admin/v1/…`, routes/admin.rs).
+fn admin_routes() -> Router<AppState> {
+    Router::new()
         .route(
             "/admin/v1/{collection}",
             post(admin::create).get(admin::list),
@@ -65,15 +88,13 @@ pub fn router(state: AppState) -> Router {
             "/admin/v1/{collection}/{id}/password",
             post(admin::password),
         )
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz));
-    let api = if metrics_here {
-        api.route("/metrics", get(health::metrics))
-    } else {
-        api
-    };
+}
+
+/// The router of `server.admin_listen`: the admin API alone.
+pub fn admin_router(state: AppState) -> Router {
     framed(
-        api.fallback(|| async { Rejection::NotFound })
+        admin_routes()
+            .fallback(|| async { Rejection::NotFound })
             .with_state(state),
         true,
     )

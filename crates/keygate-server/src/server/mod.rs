@@ -42,6 +42,8 @@ pub struct Listeners {
     pub public: TcpListener,
     /// `server.metrics_listen`: `/metrics` alone, plain HTTP.
     pub metrics: Option<TcpListener>,
+    /// `server.admin_listen`: the admin API alone, with the public listener's TLS.
+    pub admin: Option<TcpListener>,
     /// The certificate pair of the public listener; `None` serves plain HTTP.
     pub tls: Option<Arc<Certificates>>,
 }
@@ -56,9 +58,14 @@ impl Listeners {
             Some(addr) => Some(bind(addr, "server.metrics_listen").await?),
             None => None,
         };
+        let admin = match rt.admin_listen {
+            Some(addr) => Some(bind(addr, "server.admin_listen").await?),
+            None => None,
+        };
         Ok(Self {
             public,
             metrics,
+            admin,
             tls,
         })
     }
@@ -67,6 +74,13 @@ impl Listeners {
     pub fn url(&self) -> std::io::Result<String> {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         Ok(format!("{scheme}://{}", self.public.local_addr()?))
+    }
+
+    /// `https://<address>` (or `http://`) of the admin listener, as bound.
+    pub fn admin_url(&self) -> Option<String> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let addr = self.admin.as_ref()?.local_addr().ok()?;
+        Some(format!("{scheme}://{addr}"))
     }
 
     /// `http://<address>/metrics` of the metrics listener, as bound.
@@ -82,6 +96,7 @@ impl From<TcpListener> for Listeners {
         Self {
             public,
             metrics: None,
+            admin: None,
             tls: None,
         }
     }
@@ -132,6 +147,16 @@ pub async fn serve(
     drop(rt);
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (admin_tls, admin_stop) = (tls.clone(), stop_rx.clone());
+    let admin = async {
+        match listeners.admin {
+            Some(l) => {
+                let app = crate::routes::admin_router(state.clone());
+                Some(accept_loop(l, app, admin_tls, limits, admin_stop).await)
+            }
+            None => None,
+        }
+    };
     let public = accept_loop(
         listeners.public,
         crate::routes::router(state.clone()),
@@ -154,18 +179,21 @@ pub async fn serve(
         tracing::info!("shutting down: draining in-flight requests");
         let _ = stop_tx.send(true);
     };
-    let ((), mut public_conns, metrics_conns) = tokio::join!(stopping, public, metrics);
+    let ((), mut public_conns, metrics_conns, admin_conns) =
+        tokio::join!(stopping, public, metrics, admin);
     // Every connection has been told to finish (idle ones close at once): wait for them.
     let mut metrics_conns = metrics_conns.unwrap_or_default();
+    let mut admin_conns = admin_conns.unwrap_or_default();
     let drained = async {
         while public_conns.join_next().await.is_some() {}
         while metrics_conns.join_next().await.is_some() {}
+        while admin_conns.join_next().await.is_some() {}
     };
     if tokio::time::timeout(drain_for, drained).await.is_err() {
         tracing::warn!(timeout = ?drain_for, "in-flight requests did not finish in time");
     }
     // Dropping the sets aborts whatever is left.
-    drop((public_conns, metrics_conns));
+    drop((public_conns, metrics_conns, admin_conns));
     if let Some(w) = tls_watch {
         w.abort();
     }

@@ -18,6 +18,8 @@ pub(crate) struct TestServer {
     pub(crate) base: String,
     /// `http://…/metrics` when the configuration has `server.metrics_listen`.
     pub(crate) metrics_url: Option<String>,
+    /// `http://…` of `server.admin_listen` when the configuration has it.
+    pub(crate) admin_url: Option<String>,
     pub(crate) http: reqwest::Client,
     pub(crate) state: AppState,
     pub(crate) config_path: PathBuf,
@@ -134,6 +136,7 @@ impl TestServer {
             .unwrap();
         let base = listeners.url().unwrap();
         let metrics_url = listeners.metrics_url();
+        let admin_url = listeners.admin_url();
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(keygate_server::serve(listeners, state.clone(), async {
             let _ = rx.await;
@@ -141,6 +144,7 @@ impl TestServer {
         Self {
             base,
             metrics_url,
+            admin_url,
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
