@@ -50,7 +50,14 @@ pub(crate) struct ListArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Write a new configuration with a fresh secret (mode 0600) and print the first API key once
-    Init(ConfigArg),
+    Init {
+        /// Keep clients and users in a database too: `sqlite` (keygate.db beside the
+        /// configuration) or a sqlite:// or postgres:// URL (docs/directory.md)
+        #[arg(long, value_name = "sqlite|URL")]
+        directory: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Run the server: HTTP, or HTTPS with `server.tls_cert`/`tls_key` (runs `init` first
     /// when there is no configuration)
     Serve(ConfigArg),

@@ -50,6 +50,28 @@ pub(crate) fn open(path: &Path) -> anyhow::Result<Option<Dir>> {
     Ok(Some(Dir { store, file, tokio }))
 }
 
+/// `keygate init --directory`: the database at `url` (relative to the folder of the
+/// configuration about to be written at `path`) reached and its schema made.
+pub(crate) fn prepare(path: &Path, url: &str) -> anyhow::Result<()> {
+    let config = keygate_server::config::DirectoryConfig {
+        url: Some(url.to_owned()),
+        ..Default::default()
+    };
+    let base = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let location = Location::of(&config, base)?.context("directory.url is set")?;
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    tokio
+        .block_on(Store::open(&location, config.timeout))
+        .map_err(|e| failed(&location, e))?;
+    Ok(())
+}
+
 /// True when the file at `path` reads and parses as TOML with a `directory.url`; a file
 /// that does not is reported by the file edit that follows.
 fn names_a_directory(path: &Path) -> bool {

@@ -40,7 +40,7 @@ pub(crate) struct Unavailable(pub String);
 
 pub(crate) fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Init(c) => init::run(&c.path()),
+        Command::Init { directory, config } => init::run(&config.path(), directory.as_deref()),
         Command::Serve(c) => serve::run(c.path()),
         Command::Key(KeyCommand::Add {
             id,

@@ -211,3 +211,50 @@ fn a_directory_out_of_reach_is_exit_3_for_the_cli_and_a_clear_error_for_serve() 
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("directory.url"), "{}", stderr(&out));
 }
+
+#[test]
+fn init_with_a_directory_writes_the_section_and_keys_go_to_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = keygate(d, &["init", "--directory", "sqlite"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let first = stdout(&out).lines().last().unwrap().trim().to_owned();
+    assert!(first.starts_with("kg_my-service_"), "{}", stdout(&out));
+    let text = std::fs::read_to_string(d.join("keygate.toml")).unwrap();
+    assert!(
+        text.contains("\n[directory]") && text.contains("url = \"sqlite://keygate.db\""),
+        "{text}"
+    );
+    assert!(d.join("keygate.db").exists(), "the schema is made at init");
+    let check = keygate(d, &["check-config"]);
+    assert_eq!(check.status.code(), Some(0), "{}", stderr(&check));
+
+    let out = keygate(d, &["key", "add", "svc", "--role", "service"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let key = stdout(&out).trim().to_owned();
+    assert_eq!(
+        std::fs::read_to_string(d.join("keygate.toml")).unwrap(),
+        text,
+        "the key went to the directory, not the file"
+    );
+    let server = serve(d);
+    assert_eq!(login_status(&server.base, &key), 200);
+    assert_eq!(login_status(&server.base, &first), 200);
+
+    // Anything but `sqlite` or a database URL is a usage error, and nothing is written.
+    let other = tempfile::tempdir().unwrap();
+    let out = keygate(other.path(), &["init", "--directory", "mysql://x"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--directory"), "{}", stderr(&out));
+    // A database out of reach: exit 3, and no configuration left behind.
+    let out = keygate(
+        other.path(),
+        &[
+            "init",
+            "--directory",
+            "postgres://keygate@127.0.0.1:1/keygate",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(!other.path().join("keygate.toml").exists());
+}

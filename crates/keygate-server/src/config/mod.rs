@@ -29,7 +29,7 @@ pub use model::{
     ApiKeyConfig, AuditConfig, ClientConfig, Config, CookieConfig, DirectoryConfig, LimitsConfig,
     OnUnavailable, SameSite, ServerConfig, StoreConfig, TokenConfig, UserConfig,
 };
-pub use template::{FIRST_CLIENT, initial_config};
+pub use template::{FIRST_CLIENT, initial_config, with_directory};
 pub use validate::Runtime;
 
 /// One line naming the setting and what is wrong with it.

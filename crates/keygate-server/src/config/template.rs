@@ -74,6 +74,9 @@ window = "1m"                            # then 429 until the window passes
 on_unavailable = "deny"                  # deny | allow, when Redis cannot be reached
 timeout = "250ms"                        # one store call; then on_unavailable applies
 
+# [directory]                            # clients and users in a database too (docs/directory.md)
+# url = "sqlite://keygate.db"            # beside this file; or "postgres://keygate@db/keygate"
+
 [[clients]]
 id = "{FIRST_CLIENT}"
 key_hash = "{hash}"
@@ -82,4 +85,20 @@ scopes = []
 "#
     );
     Ok((text, key))
+}
+
+/// `text` (an [`initial_config`]) with its `[directory]` section switched on at `url`
+/// (`keygate init --directory`, docs/directory.md).
+pub fn with_directory(text: &str, url: &str) -> String {
+    let url = toml_edit::Value::from(url).to_string();
+    text.replacen(
+        "# [directory]                            # clients",
+        "[directory]                              # clients",
+        1,
+    )
+    .replacen(
+        "# url = \"sqlite://keygate.db\"            # beside",
+        &format!("url = {:<36} # beside", url.trim()),
+        1,
+    )
 }
