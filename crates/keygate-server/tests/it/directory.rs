@@ -461,8 +461,14 @@ async fn two_replicas_on_postgres_see_each_others_changes_within_a_second() {
     let ops = api_key::generate("ops").unwrap();
     let a = Replica::with_ops(&pg.url(), &ops, "").await;
     let b = Replica::with_ops(&pg.url(), &ops, "").await;
+    // Each round is two changes (a create on A, a revocation on B). 20 rounds here;
+    // PROPAGATION_ROUNDS=500 measures 1 000 changes (docs/benchmarks.md).
+    let rounds: usize = std::env::var("PROPAGATION_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
     let mut lags = Vec::new();
-    for i in 0..20 {
+    for i in 0..rounds {
         let id = format!("pg-{i}");
         let key = a.create_client(&id).await;
         let started = Instant::now();
@@ -489,9 +495,10 @@ async fn two_replicas_on_postgres_see_each_others_changes_within_a_second() {
     }
     lags.sort();
     eprintln!(
-        "postgres propagation over {} changes: p50 {:?}, max {:?}",
+        "postgres propagation over {} changes: p50 {:?}, p99 {:?}, max {:?}",
         lags.len(),
         lags[lags.len() / 2],
+        lags[lags.len() * 99 / 100],
         lags[lags.len() - 1]
     );
 }

@@ -42,7 +42,10 @@ fn the_initial_config_is_valid() {
 #[test]
 fn the_initial_config_with_a_directory_names_it_and_stays_valid() {
     let (text, _) = initial_config().unwrap();
-    for url in ["sqlite://keygate.db", "postgres://kg@db.internal/kg?sslmode=disable"] {
+    for url in [
+        "sqlite://keygate.db",
+        "postgres://kg@db.internal/kg?sslmode=disable",
+    ] {
         let with = crate::config::with_directory(&text, url);
         let rt = check(&with).unwrap();
         assert_eq!(rt.config.directory.url.as_deref(), Some(url));
