@@ -258,3 +258,73 @@ fn init_with_a_directory_writes_the_section_and_keys_go_to_the_database() {
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(!other.path().join("keygate.toml").exists());
 }
+
+/// `kill -9` of `key add` at moments spread over its run: each id is in the directory whole
+/// (its key, once printed, works) or not at all, and the directory still opens, lists and
+/// serves.
+#[test]
+fn a_key_add_killed_at_any_moment_leaves_no_half_written_principal() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let first = init(d);
+    with_directory(d);
+    let started = Instant::now();
+    let out = keygate(d, &["key", "add", "warm", "--role", "service"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Kills spread from the start of a run to past its end, as long as runs take here.
+    let run = started.elapsed();
+    let mut finished = Vec::new();
+    for i in 0..40u64 {
+        let id = format!("k{i}");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+            .args(["key", "add", &id, "--role", "service"])
+            .current_dir(d)
+            .env_remove("KEYGATE_CONFIG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(run * (i * 37 % 40) as u32 / 30);
+        let _ = child.kill(); // SIGKILL
+        let out = child.wait_with_output().unwrap();
+        if out.status.success() {
+            finished.push((id, stdout(&out).trim().to_owned()));
+        }
+    }
+    let out = keygate(d, &["directory", "export", "--format", "jsonl"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let records: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for r in &records {
+        assert_eq!(r["role"], "service", "{r}");
+        assert!(r["hash"].as_str().unwrap().starts_with("sha256:"), "{r}");
+        assert!(r["created_at"].is_string(), "{r}");
+    }
+    let present: Vec<&str> = records.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    for (id, _) in &finished {
+        assert!(
+            present.contains(&id.as_str()),
+            "{id} was printed but is gone"
+        );
+    }
+    // An id whose add was killed before its commit can be added now.
+    for i in 0..40 {
+        let id = format!("k{i}");
+        if !present.contains(&id.as_str()) {
+            let out = keygate(d, &["key", "add", &id, "--role", "service"]);
+            assert_eq!(out.status.code(), Some(0), "{id}: {}", stderr(&out));
+        }
+    }
+    eprintln!(
+        "{} of 40 adds finished before the kill, {} committed",
+        finished.len(),
+        present.len() - 1
+    );
+    let server = serve(d);
+    assert_eq!(login_status(&server.base, &first), 200);
+    for (id, key) in &finished {
+        assert_eq!(login_status(&server.base, key), 200, "{id}");
+    }
+}

@@ -599,3 +599,53 @@ async fn concurrent_creates_on_postgres_land_once_or_fail_loudly() {
         assert!(ok.is_some());
     }
 }
+
+/// `last_used_at` is written in batches, at most once a minute, never per request: a client
+/// used twenty times shows one minute-truncated time after the next batch; one never used
+/// shows none.
+#[tokio::test]
+async fn last_used_at_is_written_in_a_batch_within_a_minute() {
+    let db = tempfile::tempdir().unwrap();
+    let a = Replica::start(&sqlite_url(&db), "").await;
+    let used = a.create_client("used").await;
+    a.create_client("idle").await;
+    let now = time::OffsetDateTime::now_utc();
+    let minute = now
+        .replace_second(0)
+        .unwrap()
+        .replace_nanosecond(0)
+        .unwrap();
+    for _ in 0..20 {
+        assert_eq!(a.server.login(&used).await.status(), 200);
+    }
+    let get = |id: &'static str| {
+        let a = &a;
+        async move {
+            let r = a
+                .call("GET", &format!("/admin/v1/clients/{id}"), None)
+                .await;
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    assert_eq!(
+        get("used").await["last_used_at"],
+        Value::Null,
+        "not per request"
+    );
+    let written = eventually(Duration::from_secs(75), || async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        !get("used").await["last_used_at"].is_null()
+    })
+    .await;
+    assert!(written.is_some(), "no batch within 75 s");
+    let at = get("used").await["last_used_at"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let at =
+        time::OffsetDateTime::parse(&at, &time::format_description::well_known::Rfc3339).unwrap();
+    assert_eq!((at.second(), at.nanosecond()), (0, 0), "{at}");
+    assert!(at >= minute, "{at} before the logins ({minute})");
+    assert_eq!(get("idle").await["last_used_at"], Value::Null);
+}
