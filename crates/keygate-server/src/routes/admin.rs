@@ -321,7 +321,7 @@ async fn hashed(state: &AppState, password: &str) -> Result<String, AdminError> 
 }
 
 /// `POST /admin/v1/{clients|users}`
-#[utoipa::path(post, path = "/admin/v1/{collection}", tag = "admin", summary = "Create a client (its API key is in the answer, this once) or a user",
+#[utoipa::path(post, operation_id = "admin_create", path = "/admin/v1/{collection}", tag = "admin", summary = "Create a client (its API key is in the answer, this once) or a user",
     params(("collection" = String, Path, description = "`clients` or `users`")),
     request_body(content = Object, description = "A client: `{id, role?, scopes?, expires_at?, rate_limit?, metadata?}`; a user: `{username, password, role?, scopes?, metadata?}`. Unknown fields are refused."),
     responses(
@@ -407,7 +407,7 @@ pub(super) async fn create(
 }
 
 /// `GET /admin/v1/{clients|users}?limit=&after=`
-#[utoipa::path(get, path = "/admin/v1/{collection}", tag = "admin", summary = "A page of principals in id order",
+#[utoipa::path(get, operation_id = "admin_list", path = "/admin/v1/{collection}", tag = "admin", summary = "A page of principals in id order",
     params(("collection" = String, Path, description = "`clients` or `users`"),
         ("limit" = Option<usize>, Query, description = "1 to 1000; defaults to 100"),
         ("after" = Option<String>, Query, description = "The `next` of the previous page")),
@@ -438,7 +438,7 @@ pub(super) async fn list(
 }
 
 /// `GET /admin/v1/{clients|users}/{id}`
-#[utoipa::path(get, path = "/admin/v1/{collection}/{id}", tag = "admin", summary = "One principal (never a hash)",
+#[utoipa::path(get, operation_id = "admin_get_one", path = "/admin/v1/{collection}/{id}", tag = "admin", summary = "One principal (never a hash)",
     params(("collection" = String, Path, description = "`clients` or `users`"), ("id" = String, Path)),
     responses((status = 200, description = "The principal", body = Object), (status = 401, description = "No token, or a bad, expired or revoked one", body = crate::rejection::ErrorBody),
         (status = 403, description = "The token lacks the scope `keygate:admin`: `insufficient_scope`", body = crate::rejection::ErrorBody),
@@ -457,7 +457,7 @@ pub(super) async fn get_one(
 }
 
 /// `PATCH /admin/v1/{clients|users}/{id}`: only the fields named change.
-#[utoipa::path(patch, path = "/admin/v1/{collection}/{id}", tag = "admin", summary = "Change role, scopes, expires_at, rate_limit or metadata",
+#[utoipa::path(patch, operation_id = "admin_update", path = "/admin/v1/{collection}/{id}", tag = "admin", summary = "Change role, scopes, expires_at, rate_limit or metadata",
     params(("collection" = String, Path, description = "`clients` or `users`"), ("id" = String, Path)),
     request_body(content = Object, description = "Any of `role`, `scopes`, `expires_at`, `rate_limit`, `metadata` (clients); `null` clears the last three"),
     responses((status = 200, description = "The principal", body = Object),
@@ -513,7 +513,7 @@ pub(super) async fn update(
 }
 
 /// `POST /admin/v1/clients/{id}/rotate` `{grace}` → `{api_key}`
-#[utoipa::path(post, path = "/admin/v1/{collection}/{id}/rotate", tag = "admin", summary = "A new API key for a client; the old one works for `grace` (default 24h; 0s: dies now with its tokens)",
+#[utoipa::path(post, operation_id = "admin_rotate", path = "/admin/v1/{collection}/{id}/rotate", tag = "admin", summary = "A new API key for a client; the old one works for `grace` (default 24h; 0s: dies now with its tokens)",
     params(("collection" = String, Path, description = "`clients` or `users`"), ("id" = String, Path)),
     request_body(content = Object, description = "`{grace?}`"),
     responses((status = 200, description = "`{api_key}`", body = Object),
@@ -552,7 +552,7 @@ pub(super) async fn rotate(
 }
 
 /// `POST /admin/v1/{clients|users}/{id}/revoke`
-#[utoipa::path(post, path = "/admin/v1/{collection}/{id}/revoke", tag = "admin", summary = "Revoke: the credential and every token issued before now are refused on every replica within a second",
+#[utoipa::path(post, operation_id = "admin_revoke", path = "/admin/v1/{collection}/{id}/revoke", tag = "admin", summary = "Revoke: the credential and every token issued before now are refused on every replica within a second",
     params(("collection" = String, Path, description = "`clients` or `users`"), ("id" = String, Path)),
     responses((status = 200, description = "The principal, `state: revoked`", body = Object), (status = 401, description = "No token, or a bad, expired or revoked one", body = crate::rejection::ErrorBody),
         (status = 403, description = "The token lacks the scope `keygate:admin`: `insufficient_scope`", body = crate::rejection::ErrorBody),
@@ -573,7 +573,7 @@ pub(super) async fn revoke(
 }
 
 /// `POST /admin/v1/users/{id}/password` `{password}`
-#[utoipa::path(post, path = "/admin/v1/{collection}/{id}/password", tag = "admin", summary = "Set a user's password",
+#[utoipa::path(post, operation_id = "admin_password", path = "/admin/v1/{collection}/{id}/password", tag = "admin", summary = "Set a user's password",
     params(("collection" = String, Path, description = "`clients` or `users`"), ("id" = String, Path)),
     request_body(content = Object, description = "`{password}`: 8 characters to 1024 bytes"),
     responses((status = 204, description = "Set"), (status = 400, description = "`invalid_request`", body = crate::rejection::ErrorBody), (status = 401, description = "No token, or a bad, expired or revoked one", body = crate::rejection::ErrorBody),
@@ -606,7 +606,7 @@ pub(super) async fn password(
 }
 
 /// `DELETE /admin/v1/{clients|users}/{id}`
-#[utoipa::path(delete, path = "/admin/v1/{collection}/{id}", tag = "admin", summary = "Delete: its tokens are refused as after a revocation; a new principal of the id never accepts them",
+#[utoipa::path(delete, operation_id = "admin_delete", path = "/admin/v1/{collection}/{id}", tag = "admin", summary = "Delete: its tokens are refused as after a revocation; a new principal of the id never accepts them",
     params(("collection" = String, Path, description = "`clients` or `users`"), ("id" = String, Path)),
     responses((status = 204, description = "Deleted"), (status = 401, description = "No token, or a bad, expired or revoked one", body = crate::rejection::ErrorBody),
         (status = 403, description = "The token lacks the scope `keygate:admin`: `insufficient_scope`", body = crate::rejection::ErrorBody),

@@ -193,6 +193,24 @@ mod tests {
         );
     }
 
+    /// OpenAPI requires each `operationId` to be unique (code generators name methods after
+    /// it); utoipa takes the handler's name, and `admin::revoke` shares one with `/revoke`'s.
+    #[test]
+    fn every_operation_id_is_unique() {
+        let doc = document(&Config::default(), [], true);
+        let mut seen = std::collections::HashSet::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let id = op["operationId"].as_str().unwrap_or_default();
+                assert!(
+                    seen.insert(id.to_owned()),
+                    "{method} {path}: operationId {id} repeated"
+                );
+            }
+        }
+        assert!(seen.len() > 20, "{seen:?}");
+    }
+
     #[test]
     fn the_document_is_openapi_3_1_with_the_seeds_security_schemes() {
         let doc = document(&Config::default(), [], true);

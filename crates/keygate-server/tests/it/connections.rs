@@ -605,6 +605,13 @@ struct ChildServer {
     _dir: tempfile::TempDir,
 }
 
+/// How long after request_timeout `/healthz` must answer while attackers hold every slot.
+/// The aim is 1 s (each test prints the figure it saw, under a second on a quiet machine);
+/// the suite runs these beside a hundred other tests and their
+/// servers on two cores, so the assertion allows 3 s more. Without the request timeout
+/// `/healthz` never answers at all.
+const HEALTHZ_SLACK: Duration = Duration::from_secs(4);
+
 impl ChildServer {
     fn start(server_lines: &str) -> Self {
         let billing_key = api_key::generate("billing").unwrap();
@@ -806,9 +813,7 @@ async fn ten_thousand_slow_bodies_leave_healthz_answering_and_are_closed() {
     let peak = server.rss_kib();
     // Every slot is taken (max_connections = 10 000): /healthz waits in the accept queue
     // until the first attackers are closed, request_timeout after they began.
-    let waited = server
-        .healthz_within(request_timeout + Duration::from_secs(1))
-        .await;
+    let waited = server.healthz_within(request_timeout + HEALTHZ_SLACK).await;
     let peak = peak.max(server.rss_kib());
     let latest = all_closed(set, "a slow-body connection").await;
     let grew_kib = peak.saturating_sub(before);
@@ -845,9 +850,7 @@ async fn three_hundred_clients_not_reading_leave_healthz_answering_and_are_dropp
     let peak = server.rss_kib();
     // Every slot is taken: /healthz waits in the accept queue until the server gives up on
     // the first of them.
-    let waited = server
-        .healthz_within(request_timeout + Duration::from_secs(1))
-        .await;
+    let waited = server.healthz_within(request_timeout + HEALTHZ_SLACK).await;
     let peak = peak.max(server.rss_kib());
     // The server closes its side of each (what its kernel still holds for the client is no
     // longer the server's): its descriptors go back to where they were. The clients read
@@ -913,9 +916,7 @@ async fn two_hundred_stalled_http2_connections_leave_healthz_answering_and_are_c
     )
     .await;
     let peak = server.rss_kib();
-    let waited = server
-        .healthz_within(request_timeout + Duration::from_secs(1))
-        .await;
+    let waited = server.healthz_within(request_timeout + HEALTHZ_SLACK).await;
     let peak = peak.max(server.rss_kib());
     let latest = all_closed(set, "a stalled HTTP/2 connection").await;
     let grew_kib = peak.saturating_sub(before);
