@@ -67,7 +67,9 @@ where
     type Rejection = AuthRejection;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(claims) = parts.extensions.get::<Claims>() {
+        // Only what keygate's own layer verified; a `Claims` another layer inserted is not
+        // evidence of anything.
+        if let Some(super::Verified(claims)) = parts.extensions.get::<super::Verified>() {
             return Ok(Self(claims.clone()));
         }
         let authority = Authority::from_ref(state);

@@ -151,6 +151,7 @@ where
         Box::pin(async move {
             match policy.check(token).await {
                 Ok(claims) => {
+                    req.extensions_mut().insert(super::Verified(claims.clone()));
                     req.extensions_mut().insert(claims);
                     inner.call(req).await
                 }

@@ -30,6 +30,14 @@ pub use extract::Authenticated;
 pub use layer::{RequireAuth, RequireAuthLayer};
 pub use rejection::{AuthRejection, BearerRefusal, REALM};
 
+/// The claims [`RequireAuthLayer`] verified, as [`Authenticated`] trusts them: a type no
+/// code outside this crate can construct, so a layer inserting a [`Claims`] of its own into
+/// the extensions cannot pass for keygate's verification.
+///
+/// [`Claims`]: crate::token::Claims
+#[derive(Debug, Clone)]
+struct Verified(crate::token::Claims);
+
 // Also used by keygate-server, so the server and the services it issues tokens for read
 // credentials from a request in exactly one way.
 
@@ -150,6 +158,41 @@ mod tests {
     async fn orders(auth: Authenticated) -> Result<String, AuthRejection> {
         auth.require_scope("orders:read")?;
         Ok(auth.claims().sub.clone())
+    }
+
+    /// A layer of the service's own (or a dependency's) that puts a `Claims` into the
+    /// extensions does not authenticate the request: only keygate's layer does.
+    #[tokio::test]
+    async fn claims_inserted_by_another_layer_are_not_trusted() {
+        let (issuer, verifier) = keys();
+        let forged = Claims {
+            sub: "admin".into(),
+            role: "admin".into(),
+            scope: "orders:read".into(),
+            ..verifier
+                .verify(&token(&issuer, "service", &["orders:read"]))
+                .unwrap()
+        };
+        let app = Router::new()
+            .route("/orders", get(orders))
+            .layer(axum::Extension(forged))
+            .with_state(AppState {
+                tokens: verifier.clone().into(),
+            });
+        let r = call(&app, None).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        // Behind keygate's layer, its own verification is what the extractor reads.
+        let app = Router::new()
+            .route("/orders", get(orders))
+            .layer(RequireAuthLayer::new(verifier.clone()))
+            .with_state(AppState {
+                tokens: verifier.into(),
+            });
+        let good = token(&issuer, "service", &["orders:read"]);
+        let r = call(&app, Some(&format!("Bearer {good}"))).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(r.into_body(), 1024).await.unwrap();
+        assert_eq!(&body[..], b"billing");
     }
 
     #[tokio::test]
