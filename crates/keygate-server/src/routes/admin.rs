@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -423,11 +424,13 @@ pub(super) async fn create(
 pub(super) async fn list(
     State(state): State<AppState>,
     Path(collection): Path<String>,
-    Query(q): Query<PageQuery>,
+    query: Result<Query<PageQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Answer {
     let kind = kind_of(&collection)?;
     let (live, _) = admin(&state, &headers).await?;
+    // axum's own rejection is plain text; every answer here is in the OAuth JSON shape.
+    let Query(q) = query.map_err(|e| AdminError::Invalid(format!("query: {}", e.body_text())))?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(AdminError::Invalid(format!("limit: 1 to {MAX_PAGE}")));

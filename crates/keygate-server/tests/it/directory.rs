@@ -241,8 +241,27 @@ async fn bad_admin_input_is_400_409_or_404_and_writes_nothing() {
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_request");
     let r = a.call("GET", "/admin/v1/clients/nobody", None).await;
     assert_eq!(r.status(), 404);
-    let r = a.call("GET", "/admin/v1/clients?limit=5000", None).await;
-    assert_eq!(r.status(), 400);
+    for query in [
+        "limit=5000",
+        "limit=null&limit=null",
+        "limit=-1",
+        "after=a&after=b",
+    ] {
+        let r = a
+            .call("GET", &format!("/admin/v1/clients?{query}"), None)
+            .await;
+        assert_eq!(r.status(), 400, "{query}");
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/json",
+            "{query}: the OAuth JSON shape"
+        );
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["error"],
+            "invalid_request",
+            "{query}"
+        );
+    }
     let r = a
         .call(
             "PATCH",
