@@ -362,6 +362,33 @@ async fn write(tx: &Transaction<'_>, r: &Record, insert: bool) -> Result<(), Dir
     Ok(())
 }
 
+/// Writes a new principal (under the edit lock): its `not_before` after the removal of an
+/// earlier principal of its id, if any, so that one's tokens stay refused
+/// (docs/directory.md, Failures).
+async fn created(
+    tx: &Transaction<'_>,
+    record: Record,
+    now: OffsetDateTime,
+) -> Result<Record, DirectoryError> {
+    let removed: Option<i64> = tx
+        .query_opt(
+            "SELECT removed_at FROM keygate_removed WHERE id = $1",
+            &[&record.id],
+        )
+        .await
+        .map_err(fail)?
+        .map(|r| r.try_get(0))
+        .transpose()
+        .map_err(corrupt)?;
+    let record = record.created(removed.map(from_ms));
+    write(tx, &record, true).await?;
+    tx.execute("DELETE FROM keygate_removed WHERE id = $1", &[&record.id])
+        .await
+        .map_err(fail)?;
+    log_change(tx, &record.id, to_ms(now)).await?;
+    Ok(record)
+}
+
 /// Takes the edit lock, appends `id` to the log, and notifies the replicas (on commit).
 async fn log_change(tx: &Transaction<'_>, id: &str, now: i64) -> Result<(), DirectoryError> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&EDIT_LOCK])
@@ -417,22 +444,7 @@ async fn apply(c: &mut Client, edit: Edit) -> Result<Edited, DirectoryError> {
             if get_in(&tx, &record.id).await?.is_some() {
                 return Err(DirectoryError::Exists(record.id));
             }
-            let removed: Option<i64> = tx
-                .query_opt(
-                    "SELECT removed_at FROM keygate_removed WHERE id = $1",
-                    &[&record.id],
-                )
-                .await
-                .map_err(fail)?
-                .map(|r| r.try_get(0))
-                .transpose()
-                .map_err(corrupt)?;
-            let record = (*record).created(removed.map(from_ms));
-            write(&tx, &record, true).await?;
-            tx.execute("DELETE FROM keygate_removed WHERE id = $1", &[&record.id])
-                .await
-                .map_err(fail)?;
-            log_change(&tx, &record.id, to_ms(now)).await?;
+            let record = created(&tx, *record, now).await?;
             Edited::One(Box::new(record))
         }
         Edit::Update { id, kind, change } => {
@@ -486,8 +498,7 @@ async fn apply(c: &mut Client, edit: Edit) -> Result<Edited, DirectoryError> {
                     Some(_) => return Err(DirectoryError::Exists(record.id.clone())),
                     None => {}
                 }
-                write(&tx, record, true).await?;
-                log_change(&tx, &record.id, to_ms(now)).await?;
+                created(&tx, record.clone(), now).await?;
             }
             Edited::Count(count)
         }

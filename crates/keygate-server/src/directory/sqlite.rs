@@ -262,6 +262,22 @@ fn log_change(tx: &Transaction<'_>, id: &str, now: i64) -> Result<(), DirectoryE
     Ok(())
 }
 
+/// Writes a new principal: its `not_before` after the removal of an earlier principal of
+/// its id, if any, so that one's tokens stay refused (docs/directory.md, Failures).
+fn created(
+    tx: &Transaction<'_>,
+    record: Record,
+    now: OffsetDateTime,
+) -> Result<Record, DirectoryError> {
+    let removed = removed_at(tx, &record.id)?;
+    let record = record.created(removed);
+    write(tx, &record, true)?;
+    tx.execute("DELETE FROM keygate_removed WHERE id = ?1", [&record.id])
+        .map_err(fail)?;
+    log_change(tx, &record.id, to_ms(now))?;
+    Ok(record)
+}
+
 fn removed_at(tx: &Transaction<'_>, id: &str) -> Result<Option<OffsetDateTime>, DirectoryError> {
     tx.query_row(
         "SELECT removed_at FROM keygate_removed WHERE id = ?1",
@@ -284,12 +300,7 @@ pub(super) fn edit(conn: &mut Connection, edit: Edit) -> Result<Edited, Director
             if get(&tx, &record.id)?.is_some() {
                 return Err(DirectoryError::Exists(record.id));
             }
-            let removed = removed_at(&tx, &record.id)?;
-            let record = (*record).created(removed);
-            write(&tx, &record, true)?;
-            tx.execute("DELETE FROM keygate_removed WHERE id = ?1", [&record.id])
-                .map_err(fail)?;
-            log_change(&tx, &record.id, to_ms(now))?;
+            let record = created(&tx, *record, now)?;
             Edited::One(Box::new(record))
         }
         Edit::Update { id, kind, change } => {
@@ -337,8 +348,7 @@ pub(super) fn edit(conn: &mut Connection, edit: Edit) -> Result<Edited, Director
                     Some(_) => return Err(DirectoryError::Exists(record.id.clone())),
                     None => {}
                 }
-                write(&tx, record, true)?;
-                log_change(&tx, &record.id, to_ms(now))?;
+                created(&tx, record.clone(), now)?;
             }
             Edited::Count(count)
         }
