@@ -72,6 +72,11 @@ struct Index {
 }
 
 impl Index {
+    /// One principal of a snapshot.
+    fn load(&mut self, record: Record) {
+        self.apply(&record.id, Some(&record));
+    }
+
     fn hash_id(&self, id: &str) -> u64 {
         self.hasher.hash_one(id)
     }
@@ -179,12 +184,7 @@ impl LiveCopy {
         config: &DirectoryConfig,
     ) -> Result<Arc<Self>, DirectoryError> {
         let store = Store::open(location, config.timeout).await?;
-        let (seq, records) = store.snapshot().await?;
-        let mut index = Index::default();
-        for r in &records {
-            index.apply(&r.id, Some(r));
-        }
-        drop(records);
+        let (seq, index) = store.snapshot_into(Index::default(), Index::load).await?;
         Ok(Arc::new(LiveCopy {
             index: RwLock::new(index),
             store,
@@ -312,11 +312,10 @@ impl LiveCopy {
 
     async fn apply(&self, from: i64, changes: Changes) -> Result<(), DirectoryError> {
         if changes.reset {
-            let (seq, records) = self.store.snapshot().await?;
-            let mut index = Index::default();
-            for r in &records {
-                index.apply(&r.id, Some(r));
-            }
+            let (seq, index) = self
+                .store
+                .snapshot_into(Index::default(), Index::load)
+                .await?;
             *self.index.write().unwrap_or_else(|p| p.into_inner()) = index;
             self.seq.store(seq, Ordering::Release);
             tracing::warn!(

@@ -22,6 +22,10 @@ use super::{DirectoryError, from_ms, to_ms};
 
 /// The key of the advisory lock every edit holds while it appends to the log ("keygate"
 /// in ASCII): the same on every replica.
+/// The bound on reading the whole directory (at start, or after the change log was pruned
+/// past a replica's copy): a million principals take seconds, not `directory.timeout`.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
+
 const EDIT_LOCK: i64 = 0x006b_6579_6761_7465;
 
 /// One connection, made again on the next call after it breaks.
@@ -83,6 +87,19 @@ impl Postgres {
             Box<dyn Future<Output = Result<T, DirectoryError>> + Send + 'c>,
         >,
     ) -> Result<T, DirectoryError> {
+        self.call_within(self.timeout, f).await
+    }
+
+    /// [`Self::call`] bounded by `bound` instead of `directory.timeout`.
+    async fn call_within<T>(
+        &self,
+        bound: Duration,
+        f: impl for<'c> FnOnce(
+            &'c mut Client,
+        ) -> std::pin::Pin<
+            Box<dyn Future<Output = Result<T, DirectoryError>> + Send + 'c>,
+        >,
+    ) -> Result<T, DirectoryError> {
         let work = async {
             let mut slot = self.client.lock().await;
             if slot.as_ref().is_none_or(Client::is_closed) {
@@ -97,7 +114,7 @@ impl Postgres {
             }
             out
         };
-        match tokio::time::timeout(self.timeout, work).await {
+        match tokio::time::timeout(bound, work).await {
             Ok(out) => out,
             Err(_) => {
                 // The call may be stuck on a dead socket: start afresh next time.
@@ -105,23 +122,39 @@ impl Postgres {
                     *slot = None;
                 }
                 Err(DirectoryError::Unavailable(format!(
-                    "no answer within {:?}",
-                    self.timeout
+                    "no answer within {bound:?}"
                 )))
             }
         }
     }
 
-    pub(super) async fn snapshot(&self) -> Result<(i64, Vec<Record>), DirectoryError> {
-        self.call(|c| {
+    /// Every principal, each handed to `each` as it is read (10 000 rows at a time, so a
+    /// large directory is never held twice), and the sequence number of the last change
+    /// they include. Bounded by [`SNAPSHOT_TIMEOUT`] rather than `directory.timeout`.
+    pub(super) async fn snapshot_into<T: Send + 'static>(
+        &self,
+        acc: T,
+        each: fn(&mut T, Record),
+    ) -> Result<(i64, T), DirectoryError> {
+        let bound = self.timeout.max(SNAPSHOT_TIMEOUT);
+        self.call_within(bound, move |c| {
             Box::pin(async move {
+                let mut acc = acc;
                 let tx = reading(c).await?;
                 let seq = last_seq(&tx).await?;
                 let sql = format!("SELECT {COLUMNS} FROM keygate_principals");
-                let rows = tx.query(&sql, &[]).await.map_err(fail)?;
-                let records = rows.iter().map(read).collect::<Result<Vec<_>, _>>()?;
+                let portal = tx.bind(sql.as_str(), &[]).await.map_err(fail)?;
+                loop {
+                    let rows = tx.query_portal(&portal, 10_000).await.map_err(fail)?;
+                    if rows.is_empty() {
+                        break;
+                    }
+                    for row in &rows {
+                        each(&mut acc, read(row)?);
+                    }
+                }
                 tx.commit().await.map_err(fail)?;
-                Ok((seq, records))
+                Ok((seq, acc))
             })
         })
         .await

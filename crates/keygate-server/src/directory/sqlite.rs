@@ -117,18 +117,22 @@ fn get(tx: &Connection, id: &str) -> Result<Option<Record>, DirectoryError> {
         .transpose()
 }
 
-/// Every principal, and the sequence number of the last change they include.
-pub(super) fn snapshot(conn: &mut Connection) -> Result<(i64, Vec<Record>), DirectoryError> {
+/// Every principal, each handed to `each` as its row is read, and the sequence number of
+/// the last change they include.
+pub(super) fn snapshot_into<T>(
+    conn: &mut Connection,
+    mut acc: T,
+    each: fn(&mut T, Record),
+) -> Result<(i64, T), DirectoryError> {
     let tx = conn.transaction().map_err(fail)?;
     let seq = last_seq(&tx)?;
     let sql = format!("SELECT {COLUMNS} FROM keygate_principals");
     let mut stmt = tx.prepare(&sql).map_err(fail)?;
     let rows = stmt.query_map([], read).map_err(fail)?;
-    let mut records = Vec::new();
     for r in rows {
-        records.push(r.map_err(fail)??);
+        each(&mut acc, r.map_err(fail)??);
     }
-    Ok((seq, records))
+    Ok((seq, acc))
 }
 
 fn last_seq(tx: &Connection) -> Result<i64, DirectoryError> {

@@ -143,11 +143,19 @@ impl Store {
         .await
     }
 
-    /// Every principal, and the log's sequence number they are current to.
-    pub async fn snapshot(&self) -> Result<(i64, Vec<Record>), DirectoryError> {
+    /// Every principal, each handed to `each` as it is read (never all at once: a million
+    /// principals would otherwise be held twice while a copy is built), and the log's
+    /// sequence number they are current to.
+    pub async fn snapshot_into<T: Send + 'static>(
+        &self,
+        acc: T,
+        each: fn(&mut T, Record),
+    ) -> Result<(i64, T), DirectoryError> {
         match &*self.engine {
-            Engine::Sqlite(c) => Self::on_sqlite(c, sqlite::snapshot).await,
-            Engine::Postgres(pg) => pg.snapshot().await,
+            Engine::Sqlite(c) => {
+                Self::on_sqlite(c, move |c| sqlite::snapshot_into(c, acc, each)).await
+            }
+            Engine::Postgres(pg) => pg.snapshot_into(acc, each).await,
         }
     }
 

@@ -134,11 +134,13 @@ impl Issuer {
     }
 }
 
-/// 128 bits from aws-lc's CSPRNG (seeded from the OS, no system call per token),
-/// base64url (ASVS 11.5.1: no UUIDs for unguessable values).
+/// 128 bits from the operating system's CSPRNG (`getrandom`), base64url (ASVS 11.5.1: no
+/// UUIDs for unguessable values). Not aws-lc's generator: its first use seeds a jitter
+/// entropy source for ~60 ms of CPU, which every process loading a configuration (each
+/// CLI edit checks a probe token) would pay.
 fn new_jti() -> Result<String> {
-    /// Random bytes drawn 32 ids at a time: each call into the CSPRNG sets up its cipher,
-    /// which cost more than the 16 bytes a token needs. Every byte is handed out once.
+    /// Random bytes drawn 32 ids at a time: one system call serves 32 tokens. Every byte
+    /// is handed out once.
     struct Buffered {
         bytes: [u8; 512],
         used: usize,
@@ -149,8 +151,8 @@ fn new_jti() -> Result<String> {
     }
     let bytes = RANDOM.with_borrow_mut(|r| -> Result<[u8; 16]> {
         if r.used == r.bytes.len() {
-            aws_lc_rs::rand::fill(&mut r.bytes)
-                .map_err(|_| Error::Signing("the CSPRNG failed".into()))?;
+            getrandom::fill(&mut r.bytes)
+                .map_err(|e| Error::Signing(format!("the OS CSPRNG failed: {e}")))?;
             r.used = 0;
         }
         let mut id = [0u8; 16];
