@@ -73,8 +73,8 @@ struct Index {
 
 impl Index {
     /// One principal of a snapshot.
-    fn load(&mut self, record: Record) {
-        self.apply(&record.id, Some(&record));
+    fn load(&mut self, record: &Record) {
+        self.apply(&record.id, Some(record));
     }
 
     fn hash_id(&self, id: &str) -> u64 {

@@ -134,7 +134,7 @@ impl Postgres {
     pub(super) async fn snapshot_into<T: Send + 'static>(
         &self,
         acc: T,
-        each: fn(&mut T, Record),
+        each: fn(&mut T, &Record),
     ) -> Result<(i64, T), DirectoryError> {
         let bound = self.timeout.max(SNAPSHOT_TIMEOUT);
         self.call_within(bound, move |c| {
@@ -150,7 +150,7 @@ impl Postgres {
                         break;
                     }
                     for row in &rows {
-                        each(&mut acc, read(row)?);
+                        each(&mut acc, &read(row)?);
                     }
                 }
                 tx.commit().await.map_err(fail)?;

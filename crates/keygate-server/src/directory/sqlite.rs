@@ -122,7 +122,7 @@ fn get(tx: &Connection, id: &str) -> Result<Option<Record>, DirectoryError> {
 pub(super) fn snapshot_into<T>(
     conn: &mut Connection,
     mut acc: T,
-    each: fn(&mut T, Record),
+    each: fn(&mut T, &Record),
 ) -> Result<(i64, T), DirectoryError> {
     let tx = conn.transaction().map_err(fail)?;
     let seq = last_seq(&tx)?;
@@ -130,7 +130,7 @@ pub(super) fn snapshot_into<T>(
     let mut stmt = tx.prepare(&sql).map_err(fail)?;
     let rows = stmt.query_map([], read).map_err(fail)?;
     for r in rows {
-        each(&mut acc, r.map_err(fail)??);
+        each(&mut acc, &r.map_err(fail)??);
     }
     Ok((seq, acc))
 }

@@ -149,7 +149,7 @@ impl Store {
     pub async fn snapshot_into<T: Send + 'static>(
         &self,
         acc: T,
-        each: fn(&mut T, Record),
+        each: fn(&mut T, &Record),
     ) -> Result<(i64, T), DirectoryError> {
         match &*self.engine {
             Engine::Sqlite(c) => {
