@@ -41,3 +41,59 @@ async fn swagger_ui_authorize_button_logs_in_with_the_password_flow() {
     assert!(stdout.contains("authorize: ok"), "{stdout}");
     assert!(stdout.contains("try it out /userinfo: 200"), "{stdout}");
 }
+
+/// The admin API through Swagger UI: Authorize's client-credentials flow with the scope
+/// `keygate:admin` ticked, then "Try it out" on `GET /admin/v1/{collection}` lists the
+/// directory's clients.
+#[tokio::test]
+async fn swagger_ui_authorize_with_client_credentials_calls_the_admin_api() {
+    require_browser();
+    let python = venv_program("python");
+    let db = tempfile::tempdir().unwrap();
+    let ops = keygate::api_key::generate("ops").unwrap();
+    let billing = keygate::api_key::generate("billing").unwrap();
+    let extra = format!(
+        "[directory]\nurl = \"sqlite://{}\"\npoll_interval = \"100ms\"\n\n\
+         [[clients]]\nid = \"ops\"\nkey_hash = \"{}\"\nrole = \"operator\"\nscopes = [\"keygate:admin\"]\n",
+        db.path().join("keygate.db").display(),
+        keygate::api_key::KeyHash::sha256_of(&ops)
+    );
+    let s = TestServer::with_config(config_text(&billing, user_hash(), &extra), billing).await;
+    let r = s.login(&ops).await;
+    assert_eq!(r.status(), 200);
+    let token = r.json::<serde_json::Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = s
+        .http
+        .post(s.url("/admin/v1/clients"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"id": "created-by-the-test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/swagger_admin.py");
+    let base = s.base.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .args([&base, "ops", &ops])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("authorize: ok"), "{stdout}");
+    assert!(
+        stdout.contains("try it out /admin/v1/clients: 200"),
+        "{stdout}"
+    );
+}
