@@ -373,3 +373,86 @@ fn an_import_reusing_a_removed_name_starts_after_the_removal() {
         "{not_before} is not after the removal ({removed})"
     );
 }
+
+/// The server killed (`kill -9`) while four threads create clients through the admin API:
+/// every create answered 201 is in the directory whole with the key it returned, nothing
+/// half-written is, and the restarted server serves every one.
+#[test]
+fn a_server_killed_during_admin_creates_leaves_every_answered_create_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    init(d);
+    let out = keygate(
+        d,
+        &[
+            "key",
+            "add",
+            "ops",
+            "--role",
+            "operator",
+            "--scope",
+            "keygate:admin",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let ops = stdout(&out).trim().to_owned();
+    with_directory(d);
+    let mut server = serve(d);
+    let token: Value = login(&server.base, &ops).json().unwrap();
+    let token = token["access_token"].as_str().unwrap().to_owned();
+    let created = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let writers: Vec<_> = (0..4)
+        .map(|t| {
+            let (base, token, created) = (server.base.clone(), token.clone(), created.clone());
+            std::thread::spawn(move || {
+                for i in 0.. {
+                    let id = format!("w{t}-{i}");
+                    let r = http()
+                        .post(format!("{base}/admin/v1/clients"))
+                        .bearer_auth(&token)
+                        .json(&serde_json::json!({"id": id, "role": "service"}))
+                        .send();
+                    // The server is gone: the connection fails or is cut mid-answer.
+                    let Ok(r) = r else { break };
+                    if r.status() != 201 {
+                        break;
+                    }
+                    let Ok(body) = r.json::<Value>() else { break };
+                    let key = body["api_key"].as_str().unwrap().to_owned();
+                    created.lock().unwrap().push((id, key));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    server.child.kill().unwrap(); // SIGKILL, mid-write
+    server.child.wait().unwrap();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let created = created.lock().unwrap().clone();
+    assert!(!created.is_empty(), "no create answered before the kill");
+    let out = keygate(d, &["directory", "export", "--format", "jsonl"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let records: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for r in &records {
+        assert_eq!(r["role"], "service", "{r}");
+        assert!(r["hash"].as_str().unwrap().starts_with("sha256:"), "{r}");
+    }
+    eprintln!(
+        "{} creates answered before the kill, {} in the directory",
+        created.len(),
+        records.len()
+    );
+    let server = serve(d);
+    for (id, key) in &created {
+        assert!(
+            records.iter().any(|r| r["id"] == id.as_str()),
+            "{id} was answered 201 but is not in the directory"
+        );
+        assert_eq!(login_status(&server.base, key), 200, "{id}");
+    }
+}
