@@ -72,9 +72,13 @@ pub(crate) fn prepare(path: &Path, url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// True when the file at `path` reads and parses as TOML with a `directory.url`; a file
-/// that does not is reported by the file edit that follows.
+/// True when `KEYGATE_DIRECTORY_URL` is set (it overrides the file, as for the server), or
+/// the file at `path` reads and parses as TOML with a `directory.url`; a file that does
+/// not is reported by the file edit that follows.
 fn names_a_directory(path: &Path) -> bool {
+    if std::env::var_os("KEYGATE_DIRECTORY_URL").is_some() {
+        return true;
+    }
     let Ok(text) = std::fs::read_to_string(path) else {
         return false;
     };

@@ -456,3 +456,26 @@ fn a_server_killed_during_admin_creates_leaves_every_answered_create_whole() {
         assert_eq!(login_status(&server.base, key), 200, "{id}");
     }
 }
+
+/// `KEYGATE_DIRECTORY_URL` turns the directory on for the CLI as it does for the server:
+/// a key added with it set goes to the database, not the file.
+#[test]
+fn the_directory_named_by_the_environment_is_the_one_edited() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    init(d);
+    let before = std::fs::read(d.join("keygate.toml")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .args(["key", "add", "svc", "--role", "service"])
+        .current_dir(d)
+        .env_remove("KEYGATE_CONFIG")
+        .env("KEYGATE_DIRECTORY_URL", "sqlite://keygate.db")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(std::fs::read(d.join("keygate.toml")).unwrap(), before);
+    assert!(d.join("keygate.db").exists());
+    with_directory(d);
+    let server = serve(d);
+    assert_eq!(login_status(&server.base, stdout(&out).trim()), 200);
+}
