@@ -122,8 +122,8 @@ pub(crate) fn method_index(method: &Method) -> u8 {
 
 /// The `route` label: the route, from the router's fixed set (`unmatched` for any other
 /// path), so that no label is allocated per request and neither made-up paths nor query
-/// strings reach a label.
-const ROUTES: [&str; 16] = [
+/// strings reach a label. The admin API's routes are named by their templates.
+const ROUTES: [&str; 21] = [
     "/login",
     "/logout",
     "/token",
@@ -139,16 +139,38 @@ const ROUTES: [&str; 16] = [
     "/readyz",
     "/metrics",
     "/docs",
+    "/admin/v1/{collection}",
+    "/admin/v1/{collection}/{id}",
+    "/admin/v1/{collection}/{id}/rotate",
+    "/admin/v1/{collection}/{id}/revoke",
+    "/admin/v1/{collection}/{id}/password",
     "unmatched",
 ];
 
-/// The index in [`ROUTES`] of a request's path. Every route is a fixed path, so the path
-/// names its route without the router's `MatchedPath` (the frame runs outside the router).
+/// The index in [`ROUTES`] of a request's path. Every other route is a fixed path, and the
+/// admin API's are told apart by their segments, so the path names its route without the
+/// router's `MatchedPath` (the frame runs outside the router).
 pub(crate) fn route_index(path: &str) -> u8 {
+    const UNMATCHED: u8 = 20;
+    if let Some(rest) = path.strip_prefix("/admin/v1/") {
+        let mut segments = rest.split('/');
+        let named = segments.next().is_some_and(|s| !s.is_empty());
+        return match (named, segments.next(), segments.next(), segments.next()) {
+            (true, None, _, _) => 15,
+            (true, Some(id), None, _) if !id.is_empty() => 16,
+            (true, Some(id), Some(action), None) if !id.is_empty() => match action {
+                "rotate" => 17,
+                "revoke" => 18,
+                "password" => 19,
+                _ => UNMATCHED,
+            },
+            _ => UNMATCHED,
+        };
+    }
     match ROUTES[..14].iter().position(|r| *r == path) {
         Some(i) => i as u8,
         None if path == "/docs" || path.starts_with("/docs/") => 14,
-        None => 15,
+        None => UNMATCHED,
     }
 }
 
@@ -233,4 +255,42 @@ pub(crate) fn increment<const N: usize>(
     HANDLES.with_borrow_mut(|h| {
         h.counters.entry(key).or_insert_with(counter).increment(1);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Paths name their route template; anything else, however made up, is `unmatched`, so
+    /// no request can add a label value.
+    #[test]
+    fn paths_name_their_route_template_and_nothing_else_adds_a_label() {
+        let cases = [
+            ("/login", "/login"),
+            ("/docs/index.html", "/docs"),
+            ("/admin/v1/clients", "/admin/v1/{collection}"),
+            ("/admin/v1/users/bob", "/admin/v1/{collection}/{id}"),
+            (
+                "/admin/v1/clients/billing/rotate",
+                "/admin/v1/{collection}/{id}/rotate",
+            ),
+            (
+                "/admin/v1/clients/billing/revoke",
+                "/admin/v1/{collection}/{id}/revoke",
+            ),
+            (
+                "/admin/v1/users/bob/password",
+                "/admin/v1/{collection}/{id}/password",
+            ),
+            ("/admin/v1/", "unmatched"),
+            ("/admin/v1/clients/", "unmatched"),
+            ("/admin/v1/clients/billing/other", "unmatched"),
+            ("/admin/v1/clients/billing/revoke/more", "unmatched"),
+            ("/admin/v2/clients", "unmatched"),
+            ("/nothing", "unmatched"),
+        ];
+        for (path, route) in cases {
+            assert_eq!(route_label(route_index(path)), route, "{path}");
+        }
+    }
 }

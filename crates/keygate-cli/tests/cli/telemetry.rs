@@ -476,3 +476,86 @@ fn store_calls_are_child_spans_of_the_request() {
     }
     drop(server);
 }
+
+/// Admin API calls reach the directory's database as child spans of the request, named
+/// after the engine; a `/login` served from the replica's copy makes none.
+#[test]
+fn directory_calls_are_child_spans_of_the_admin_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    init(d);
+    let out = keygate(
+        d,
+        &[
+            "key",
+            "add",
+            "ops",
+            "--role",
+            "operator",
+            "--scope",
+            "keygate:admin",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let ops = stdout(&out).trim().to_owned();
+    let (url, received) = receiver();
+    with_telemetry(d, &format!("otlp_endpoint = \"{url}\"\nsample_ratio = 0.0"));
+    let config = d.join("keygate.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[directory]\nurl = \"sqlite://keygate.db\"\n");
+    std::fs::write(&config, text).unwrap();
+    let server = serve(d);
+    let token = login(&server.base, &ops).json::<Value>().unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (ctx, trace, _) = trace_context(9);
+    let r = http()
+        .post(format!("{}/admin/v1/clients", server.base))
+        .bearer_auth(&token)
+        .header("traceparent", &ctx)
+        .json(&serde_json::json!({"id": "traced", "role": "service"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let key = r.json::<Value>().unwrap()["api_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let spans = spans_of(&received, &trace, 2);
+    let request = spans
+        .iter()
+        .map(|(_, s)| s)
+        .find(|s| s.name.starts_with("POST /admin/v1/"))
+        .unwrap_or_else(|| {
+            panic!(
+                "the request span: {:?}",
+                spans.iter().map(|(_, s)| &s.name).collect::<Vec<_>>()
+            )
+        });
+    let database: Vec<&Span> = spans
+        .iter()
+        .map(|(_, s)| s)
+        .filter(|s| s.name == "sqlite")
+        .collect();
+    assert!(!database.is_empty(), "{spans:?}");
+    for s in database {
+        assert_eq!(s.parent_span_id, request.span_id, "a child of the request");
+        assert_eq!(s.kind, 3, "SPAN_KIND_CLIENT");
+        assert_eq!(attribute(s, "db.system.name").as_deref(), Some("sqlite"));
+    }
+    let (ctx, trace, _) = trace_context(10);
+    let r = http()
+        .post(format!("{}/login", server.base))
+        .header("X-API-Key", &key)
+        .header("traceparent", &ctx)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let spans = spans_of(&received, &trace, 1);
+    assert!(
+        spans.iter().all(|(_, s)| s.name != "sqlite"),
+        "a login never waits on the database: {spans:?}"
+    );
+    drop(server);
+}

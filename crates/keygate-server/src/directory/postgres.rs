@@ -114,18 +114,21 @@ impl Postgres {
             }
             out
         };
-        match tokio::time::timeout(bound, work).await {
-            Ok(out) => out,
-            Err(_) => {
-                // The call may be stuck on a dead socket: start afresh next time.
-                if let Ok(mut slot) = self.client.try_lock() {
-                    *slot = None;
+        let bounded = async {
+            match tokio::time::timeout(bound, work).await {
+                Ok(out) => out,
+                Err(_) => {
+                    // The call may be stuck on a dead socket: start afresh next time.
+                    if let Ok(mut slot) = self.client.try_lock() {
+                        *slot = None;
+                    }
+                    Err(DirectoryError::Unavailable(format!(
+                        "no answer within {bound:?}"
+                    )))
                 }
-                Err(DirectoryError::Unavailable(format!(
-                    "no answer within {bound:?}"
-                )))
             }
-        }
+        };
+        super::store::traced("postgresql", bounded).await
     }
 
     /// Every principal, each handed to `each` as it is read (10 000 rows at a time, so a

@@ -134,12 +134,15 @@ impl Store {
         f: impl FnOnce(&mut rusqlite::Connection) -> Result<T, DirectoryError> + Send + 'static,
     ) -> Result<T, DirectoryError> {
         let conn = conn.clone();
-        blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| DirectoryError::Unavailable("a directory call panicked".into()))?;
-            f(&mut guard)
-        })
+        traced(
+            "sqlite",
+            blocking(move || {
+                let mut guard = conn
+                    .lock()
+                    .map_err(|_| DirectoryError::Unavailable("a directory call panicked".into()))?;
+                f(&mut guard)
+            }),
+        )
         .await
     }
 
@@ -341,6 +344,31 @@ impl Store {
 }
 
 /// The next whole second, for a `not_before` no token issued so far can reach.
+/// A database call, as a child span of the request's trace when the request is traced
+/// (README, Traces): named after the engine (`sqlite`, `postgresql`), a client span with
+/// `db.system.name`, its status `ERROR` when the call failed. Outside a traced request (the
+/// replicas' polling, the CLI) no span is made.
+pub(super) async fn traced<T>(
+    system: &'static str,
+    call: impl Future<Output = Result<T, DirectoryError>>,
+) -> Result<T, DirectoryError> {
+    if !crate::telemetry::in_traced_request() {
+        return call.await;
+    }
+    let span = tracing::info_span!(
+        "directory",
+        otel.name = system,
+        otel.kind = "client",
+        db.system.name = system,
+        otel.status_code = tracing::field::Empty,
+    );
+    let out = tracing::Instrument::instrument(call, span.clone()).await;
+    if out.is_err() {
+        span.record("otel.status_code", "ERROR");
+    }
+    out
+}
+
 fn next_second() -> OffsetDateTime {
     let now = OffsetDateTime::now_utc();
     now.replace_nanosecond(0).unwrap_or(now) + time::Duration::SECOND
