@@ -16,6 +16,16 @@ fn with_directory(dir: &Path) {
     std::fs::write(&path, text).unwrap();
 }
 
+/// `keygate directory export --format jsonl` in `dir`: one JSON object per principal.
+fn exported(dir: &Path) -> Vec<Value> {
+    let out = keygate(dir, &["directory", "export", "--format", "jsonl"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn login_status(base: &str, key: &str) -> u16 {
     http()
         .post(format!("{base}/login"))
@@ -138,12 +148,7 @@ fn import_moves_the_files_principals_and_export_writes_them_out() {
         200
     );
 
-    let out = keygate(dir.path(), &["directory", "export", "--format", "jsonl"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let lines: Vec<Value> = stdout(&out)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = exported(dir.path());
     assert_eq!(lines.len(), 3);
     let legacy_line = lines.iter().find(|l| l["id"] == "legacy").unwrap();
     assert_eq!(
@@ -291,12 +296,7 @@ fn a_key_add_killed_at_any_moment_leaves_no_half_written_principal() {
             finished.push((id, stdout(&out).trim().to_owned()));
         }
     }
-    let out = keygate(d, &["directory", "export", "--format", "jsonl"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let records: Vec<Value> = stdout(&out)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let records = exported(d);
     for r in &records {
         assert_eq!(r["role"], "service", "{r}");
         assert!(r["hash"].as_str().unwrap().starts_with("sha256:"), "{r}");
@@ -358,10 +358,8 @@ fn an_import_reusing_a_removed_name_starts_after_the_removal() {
     std::fs::write(&path, text).unwrap();
     let out = keygate(d, &["directory", "import"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let out = keygate(d, &["directory", "export", "--format", "jsonl"]);
-    let bob: Value = stdout(&out)
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+    let bob = exported(d)
+        .into_iter()
         .find(|r| r["id"] == "bob")
         .expect("bob imported");
     let not_before = bob["not_before"].as_str().expect("a not_before");
@@ -382,20 +380,7 @@ fn a_server_killed_during_admin_creates_leaves_every_answered_create_whole() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     init(d);
-    let out = keygate(
-        d,
-        &[
-            "key",
-            "add",
-            "ops",
-            "--role",
-            "operator",
-            "--scope",
-            "keygate:admin",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let ops = stdout(&out).trim().to_owned();
+    let ops = add_operator(d);
     with_directory(d);
     let mut server = serve(d);
     let token: Value = login(&server.base, &ops).json().unwrap();
@@ -432,12 +417,7 @@ fn a_server_killed_during_admin_creates_leaves_every_answered_create_whole() {
     }
     let created = created.lock().unwrap().clone();
     assert!(!created.is_empty(), "no create answered before the kill");
-    let out = keygate(d, &["directory", "export", "--format", "jsonl"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let records: Vec<Value> = stdout(&out)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let records = exported(d);
     for r in &records {
         assert_eq!(r["role"], "service", "{r}");
         assert!(r["hash"].as_str().unwrap().starts_with("sha256:"), "{r}");

@@ -54,6 +54,25 @@ fn init(dir: &Path) -> String {
     stdout(&out).lines().last().unwrap().trim().to_owned()
 }
 
+/// `keygate key add ops --role operator --scope keygate:admin` in `dir`, before any
+/// `[directory]` (so into the file): the admin API's caller. Returns its API key.
+fn add_operator(dir: &Path) -> String {
+    let out = keygate(
+        dir,
+        &[
+            "key",
+            "add",
+            "ops",
+            "--role",
+            "operator",
+            "--scope",
+            "keygate:admin",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    stdout(&out).trim().to_owned()
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8(o.stdout.clone()).unwrap()
 }

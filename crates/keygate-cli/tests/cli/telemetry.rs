@@ -484,20 +484,7 @@ fn directory_calls_are_child_spans_of_the_admin_request() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     init(d);
-    let out = keygate(
-        d,
-        &[
-            "key",
-            "add",
-            "ops",
-            "--role",
-            "operator",
-            "--scope",
-            "keygate:admin",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let ops = stdout(&out).trim().to_owned();
+    let ops = add_operator(d);
     let (url, received) = receiver();
     with_telemetry(d, &format!("otlp_endpoint = \"{url}\"\nsample_ratio = 0.0"));
     let config = d.join("keygate.toml");

@@ -7,41 +7,19 @@ Usage: swagger_admin.py BASE_URL CLIENT_ID API_KEY
 """
 
 import sys
-import tempfile
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
-from selenium.webdriver.support.ui import WebDriverWait
+
+import swagger_browser
 
 base, client_id, api_key = sys.argv[1:4]
-
-options = webdriver.ChromeOptions()
-options.binary_location = "/usr/bin/chromium"
-for flag in (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--window-size=1280,2400",
-    f"--user-data-dir={tempfile.mkdtemp()}",
-):
-    options.add_argument(flag)
-driver = webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"), options=options)
-wait = WebDriverWait(driver, 20)
+driver, wait = swagger_browser.start()
 
 
 def click(element):
-    """Scrolls to the element and clicks it (the Authorize dialog scrolls)."""
-    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
-    driver.execute_script("arguments[0].click();", element)
+    swagger_browser.click(driver, element)
 
 
 OP = "#operations-admin-admin_list"
@@ -83,9 +61,7 @@ try:
     assert '"items"' in body and '"created-by-the-test"' in body, body
     print("try it out /admin/v1/clients: 200")
 except Exception:
-    shot = tempfile.mktemp(prefix="swagger-failure-", suffix=".png")
-    driver.save_screenshot(shot)
-    print(f"screenshot of the failure: {shot}")
+    swagger_browser.screenshot(driver)
     raise
 finally:
     driver.quit()

@@ -16,28 +16,41 @@ fn require_browser() {
     system_program(&["/usr/bin/chromedriver"], "chromium-driver");
 }
 
-#[tokio::test]
-async fn swagger_ui_authorize_button_logs_in_with_the_password_flow() {
-    require_browser();
-    let python = venv_program("python");
-    let s = TestServer::start().await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/swagger_ui.py");
-    let base = s.base.clone();
+/// Runs the Selenium script `tests/interop/<script>` with `args` off the async workers;
+/// asserts it succeeded and returns what it printed.
+async fn drive(python: std::path::PathBuf, script: &str, args: [String; 3]) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/interop")
+        .join(script);
     let out = tokio::task::spawn_blocking(move || {
         Command::new(python)
             .arg(script)
-            .args([&base, "alice", USER_PASSWORD])
+            .args(args)
             .output()
             .unwrap()
     })
     .await
     .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
+}
+
+#[tokio::test]
+async fn swagger_ui_authorize_button_logs_in_with_the_password_flow() {
+    require_browser();
+    let python = venv_program("python");
+    let s = TestServer::start().await;
+    let stdout = drive(
+        python,
+        "swagger_ui.py",
+        [s.base.clone(), "alice".into(), USER_PASSWORD.into()],
+    )
+    .await;
     assert!(stdout.contains("authorize: ok"), "{stdout}");
     assert!(stdout.contains("try it out /userinfo: 200"), "{stdout}");
 }
@@ -74,23 +87,12 @@ async fn swagger_ui_authorize_with_client_credentials_calls_the_admin_api() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/swagger_admin.py");
-    let base = s.base.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(script)
-            .args([&base, "ops", &ops])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = drive(
+        python,
+        "swagger_admin.py",
+        [s.base.clone(), "ops".into(), ops],
+    )
+    .await;
     assert!(stdout.contains("authorize: ok"), "{stdout}");
     assert!(
         stdout.contains("try it out /admin/v1/clients: 200"),
