@@ -14,9 +14,10 @@ use keygate::token::Claims;
 use time::OffsetDateTime;
 
 use crate::audit::{AuditEvent, AuditKind};
-use crate::config::{OnUnavailable, Runtime};
+use crate::config::OnUnavailable;
 use crate::extract::{TokenSource, bearer_token};
 use crate::rejection::Rejection;
+use crate::runtime::Runtime;
 use crate::state::AppState;
 use crate::store::{Revoke, Verdict};
 use crate::verified::{Lookup, Window};

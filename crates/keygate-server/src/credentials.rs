@@ -7,15 +7,14 @@ use std::net::IpAddr;
 use crate::directory::Found;
 use axum::http::{HeaderMap, header};
 use base64::Engine as _;
-use hmac::{Hmac, Mac};
 use keygate::Error;
-use sha2::Sha256;
 use time::OffsetDateTime;
 
 use crate::audit::AuditKind;
-use crate::config::{OnUnavailable, Runtime};
+use crate::config::OnUnavailable;
 use crate::limits::{Attempt, Refused, Subject};
 use crate::rejection::Rejection;
+use crate::runtime::Runtime;
 use crate::state::AppState;
 use crate::store::Verdict;
 
@@ -348,7 +347,7 @@ pub(crate) fn directory_current(rt: &Runtime) -> Result<(), Rejection> {
 /// How a claimed client id or username may be written to the audit log, tracing or
 /// metrics. A claim that names no principal may be anything the caller typed: a whole
 /// API key sent as a client id, a password typed into the username field. It is shown
-/// as `unknown:` and a fingerprint (see [`DeploymentKey::fingerprint`]), which tells
+/// as `unknown:` and a fingerprint (see `runtime::DeploymentKey::fingerprint`), which tells
 /// repeated claims apart without revealing them; an existing principal's id is shown as is.
 pub(crate) fn shown_claim<'a>(rt: &Runtime, claim: &'a str) -> Cow<'a, str> {
     if rt.principal(claim).is_some() {
@@ -356,50 +355,6 @@ pub(crate) fn shown_claim<'a>(rt: &Runtime, claim: &'a str) -> Cow<'a, str> {
     } else {
         Cow::Owned(format!("unknown:{}", rt.deployment_key.fingerprint(claim)))
     }
-}
-
-/// A secret of the deployment, derived from its token secret (HS*) or its earliest
-/// signing key: the same on every replica of one configuration and across reloads, known
-/// to nobody without the configuration. It keys the choice of stand-in password hashes
-/// and the fingerprints of claimed ids that name no principal.
-#[derive(Clone)]
-pub(crate) struct DeploymentKey([u8; 32]);
-
-impl std::fmt::Debug for DeploymentKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("DeploymentKey(..)")
-    }
-}
-
-type HmacSha256 = Hmac<Sha256>;
-
-impl DeploymentKey {
-    /// HMAC-SHA256 of a fixed label under `secret`: the secret itself never leaves the
-    /// token code, and what is derived here tells nothing about it.
-    pub(crate) fn from_secret(secret: &[u8]) -> Self {
-        Self(hmac(secret, b"keygate deployment key v1"))
-    }
-
-    /// The key of the stand-in choice for unknown usernames.
-    pub(crate) fn stand_in_key(&self) -> [u8; 32] {
-        hmac(&self.0, b"stand-in hashes")
-    }
-
-    /// 12 hex characters (48 bits) of HMAC-SHA256 of `claim`: the same claim gives the
-    /// same fingerprint on every replica, and without the key it cannot be reversed or
-    /// checked against a guess.
-    pub(crate) fn fingerprint(&self, claim: &str) -> String {
-        let mut mac = HmacSha256::new_from_slice(&self.0).expect("HMAC takes any key length");
-        mac.update(b"claimed id\0");
-        mac.update(claim.as_bytes());
-        hex::encode(&mac.finalize().into_bytes()[..6])
-    }
-}
-
-fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
-    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(message);
-    mac.finalize().into_bytes().into()
 }
 
 /// The client id a `kg_` key names (readable without any lookup); hand-made keys name none.

@@ -7,8 +7,9 @@ use std::net::{IpAddr, SocketAddr};
 use axum::http::HeaderMap;
 use keygate::axum::AuthRejection;
 
-use crate::config::{Config, Runtime};
+use crate::config::Config;
 use crate::rejection::Rejection;
+use crate::runtime::Runtime;
 
 /// Where a bearer token came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,8 +9,8 @@ use keygate::token::{Grant, IssuedToken};
 use serde::Serialize;
 
 use crate::audit::{AuditEvent, AuditKind};
-use crate::config::Runtime;
 use crate::rejection::Rejection;
+use crate::runtime::Runtime;
 use crate::state::AppState;
 
 /// The successful token response (RFC 6749 §5.1).

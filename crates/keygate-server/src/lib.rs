@@ -2,9 +2,14 @@
 //! [`AppState`], [`serve`] runs it on bound [`Listeners`] (or one `TcpListener`) until a
 //! shutdown future resolves.
 //!
+//! The modules stand in layers (docs/architecture.md, "Layers"; `tests/layers.rs` holds
+//! them): settings → mechanisms → stores → request → HTTP → server, each using only its
+//! own layer and those below.
+//!
 //! | module | holds |
 //! |---|---|
-//! | [`config`] | `keygate.toml`: the model, the environment, validation into a [`Runtime`]; [`config::edit`] for the CLI |
+//! | [`config`] | settings: `keygate.toml`'s model and the environment; [`config::edit`] for the CLI |
+//! | [`runtime`] | [`Runtime`]: every value checked, and what the server runs on built from them; principals found in the file or the directory |
 //! | [`state`] | [`AppState`]: the runtime (swapped whole on reload), revocation list, attempt counters, hashing pool |
 //! | [`routes`] | one file per endpoint group; `routes/mod.rs` shows the whole API |
 //! | [`form`] | [`form::Form`]: a form body into the struct its handler documents |
@@ -16,8 +21,10 @@
 //! | `frame` | the one layer around every route: request id, hardening, metrics |
 //! | `hardening` | nosniff on every response, the OAuth shape for 404/405/413, CSP on `/docs` |
 //! | [`rejection`] | [`Rejection`]: status, challenge and body of every refusal (token refusals in `keygate::axum`'s words) |
-//! | [`limits`] | [`limits::FailedAttempts`] and [`limits::Subject`]: 429 after too many failures |
-//! | [`quota`] | per-client quotas (GCRA, burst N) and their RateLimit header fields |
+//! | [`limits`] | [`limits::FailedAttempts`] and [`limits::Subject`]: failures counted, 429 after too many |
+//! | [`quota`] | per-client quotas: GCRA with burst N, the counters, what the RateLimit header fields say |
+//! | `charge` | a request charged to its client's quota: 429 `rate_limited`, or the header fields |
+//! | `watch` | files watched for a change (SIGHUP, or their stamp on a timer): the reload's and TLS's |
 //! | [`audit`] | the audit log: security events as JSON lines, written off the request path |
 //! | [`store`] | Redis (one server, Sentinel or Cluster) for several replicas: each replica's local copy of the revocation list, credential revocations from the CLI, attempt counters, quotas |
 //! | [`directory`] | principals in SQLite or PostgreSQL: the schema and change log, each replica's live copy, the edits the CLI and the admin API make |
@@ -35,6 +42,7 @@
 
 pub mod audit;
 mod authorize;
+mod charge;
 pub mod config;
 mod credentials;
 pub mod directory;
@@ -50,16 +58,19 @@ pub mod rejection;
 pub mod reload;
 mod request_id;
 pub mod routes;
+pub mod runtime;
 mod server;
 pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod verified;
+mod watch;
 
-pub use config::{Config, ConfigError, Runtime};
+pub use config::{Config, ConfigError};
 pub use rejection::Rejection;
 pub use routes::router;
+pub use runtime::Runtime;
 pub use server::{Listeners, serve};
 pub use state::AppState;
 /// Parsers that are private to the server, reachable from the fuzz targets in `fuzz/`

@@ -35,12 +35,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
 use sha2::{Digest, Sha256};
-
-use crate::store::RedisAttempts;
 
 /// Subjects counted in memory at once; past it, the oldest windows make room.
 pub const MAX_SUBJECTS: usize = 100_000;
@@ -53,8 +52,7 @@ pub const RESERVED_WAIT: Duration = Duration::from_secs(5);
 /// unseen by this process.
 const RESERVED_POLL: Duration = Duration::from_millis(20);
 
-/// `limits.ipv6_prefix` when not set.
-pub const DEFAULT_IPV6_PREFIX: u8 = 64;
+pub use crate::config::DEFAULT_IPV6_PREFIX;
 
 /// Why an attempt may not begin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,11 +148,33 @@ impl Subject {
     }
 }
 
+/// Counters that every replica shares (Redis: `store::RedisAttempts`), checked and
+/// counted as one step. The futures are boxed: inline, a store's round trip would make every
+/// login's future kilobytes larger whether or not a store is configured.
+pub trait SharedAttempts: fmt::Debug + Send + Sync {
+    /// Checks and counts one attempt in flight against every subject as one step:
+    /// `Ok(Err(_))` when one is used up or held by attempts in flight (nothing counted);
+    /// `Err(_)` when the store cannot answer.
+    fn begin<'a>(
+        &'a self,
+        subjects: &'a [Subject],
+        limit: u32,
+        window: Duration,
+    ) -> BoxFuture<'a, Result<Result<(), Refused>, keygate::Error>>;
+
+    /// Ends an attempt begun with [`SharedAttempts::begin`]: `good` gives it back.
+    fn end<'a>(
+        &'a self,
+        subjects: &'a [Subject],
+        good: bool,
+    ) -> BoxFuture<'a, Result<(), keygate::Error>>;
+}
+
 /// Attempt counters.
 #[derive(Debug)]
 pub struct FailedAttempts {
     inner: Mutex<Inner>,
-    shared: Option<RedisAttempts>,
+    shared: Option<Arc<dyn SharedAttempts>>,
     /// Woken whenever an attempt ends, for the attempts waiting for one.
     ended: tokio::sync::Notify,
 }
@@ -210,7 +230,7 @@ impl Attempt<'_> {
         self.limits.lock().end(&self.subjects, good);
         if self.shared
             && let Some(shared) = &self.limits.shared
-            && let Err(e) = Box::pin(shared.end(&self.subjects, good)).await
+            && let Err(e) = shared.end(&self.subjects, good).await
         {
             tracing::warn!(error = %e, "attempt counters: Redis unavailable, attempt's end not shared");
         }
@@ -255,9 +275,9 @@ impl FailedAttempts {
         }
     }
 
-    /// Counts in Redis as well, so every replica sees every attempt.
-    pub fn shared(mut self, redis: RedisAttempts) -> Self {
-        self.shared = Some(redis);
+    /// Counts in a shared store as well, so every replica sees every attempt.
+    pub fn shared(mut self, store: impl SharedAttempts + 'static) -> Self {
+        self.shared = Some(Arc::new(store));
         self
     }
 
@@ -275,9 +295,7 @@ impl FailedAttempts {
                 let inner = self.lock();
                 (inner.limit, inner.window)
             };
-            // Boxed, as the quota's round trip is: inline, its kilobytes would make every
-            // login's future that large whether or not a store is configured.
-            match Box::pin(shared.begin(&subjects, limit, window)).await {
+            match shared.begin(&subjects, limit, window).await {
                 Ok(Ok(())) => {
                     // Kept here too, to answer from while Redis cannot be reached.
                     self.lock().add(&keys, now);

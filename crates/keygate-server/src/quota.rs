@@ -10,10 +10,10 @@
 //! replica counts against one quota. Without a store, the map holds only configured
 //! clients with a quota, and an entry is swept once its bucket is full again.
 //!
-//! Answers counted against a quota carry the IETF httpapi RateLimit header fields:
+//! A [`Decision`] says what the IETF httpapi RateLimit header fields of the answer carry:
 //! `RateLimit-Policy: "default";q=N;w=SECONDS` and `RateLimit: "default";r=REMAINING;t=SECONDS`,
-//! where `t` is the time until the quota is whole again. Over quota: 429 `rate_limited`
-//! with `Retry-After`, the time until one request is allowed again.
+//! where `t` is the time until the quota is whole again. Charging a request and answering
+//! 429 is the request layer's (`charge.rs`); this module holds no HTTP and no server state.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -21,15 +21,10 @@ use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::http::{HeaderMap, HeaderValue};
-
+use futures_util::future::BoxFuture;
 use keygate::principal::{Directory, PrincipalKind};
 
-use crate::audit::{AuditEvent, AuditKind};
-use crate::config::{ConfigError, LimitsConfig, OnUnavailable, Runtime};
-use crate::rejection::Rejection;
-use crate::state::AppState;
-use crate::store::RedisQuota;
+use crate::config::{ConfigError, LimitsConfig};
 
 /// A quota, `N/DURATION`: N requests per whole number of seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,8 +199,10 @@ impl Gcra {
 /// The answer to one counted request: what its RateLimit header fields say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
-    limit: RateLimit,
-    outcome: Outcome,
+    /// The client's quota.
+    pub limit: RateLimit,
+    /// What the GCRA decided.
+    pub outcome: Outcome,
 }
 
 impl Decision {
@@ -221,8 +218,8 @@ impl Decision {
         Duration::from_micros(self.outcome.wait_us)
     }
 
-    /// Sets `RateLimit-Policy` and `RateLimit`.
-    pub fn apply(&self, headers: &mut HeaderMap) {
+    /// The values of `RateLimit-Policy` and `RateLimit`, in that order.
+    pub fn header_values(&self) -> [(&'static str, String); 2] {
         let policy = format!(
             "\"default\";q={};w={}",
             self.limit.limit,
@@ -230,12 +227,22 @@ impl Decision {
         );
         let reset = self.outcome.debt_us.div_ceil(1_000_000);
         let state = format!("\"default\";r={};t={reset}", self.remaining());
-        for (name, value) in [("ratelimit-policy", policy), ("ratelimit", state)] {
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                headers.insert(name, v);
-            }
-        }
+        [("ratelimit-policy", policy), ("ratelimit", state)]
     }
+}
+
+/// A quota counter every replica shares (Redis: `store::RedisQuota`): one atomic GCRA
+/// step. The future is boxed: inline, a store's round trip is a future of kilobytes which
+/// every request's future would carry and move, quota or not; one allocation is nothing
+/// against a network round trip.
+pub trait SharedQuota: fmt::Debug + Send + Sync {
+    /// Counts one request of `client_id` against `gcra`; `Err(_)` when the store cannot
+    /// answer.
+    fn charge<'a>(
+        &'a self,
+        client_id: &'a str,
+        gcra: Gcra,
+    ) -> BoxFuture<'a, Result<Outcome, keygate::Error>>;
 }
 
 /// The counters: this process's own, and Redis's when `[store] url` is set.
@@ -243,18 +250,23 @@ impl Decision {
 pub struct Quotas {
     epoch: Instant,
     local: Mutex<HashMap<String, u64>>,
-    shared: Option<RedisQuota>,
+    shared: Option<Box<dyn SharedQuota>>,
 }
 
 impl Quotas {
-    /// Counters in this process; with `shared`, in Redis (this process's own then answer
-    /// only while Redis cannot be reached and `store.on_unavailable = "allow"`).
-    pub fn new(shared: Option<RedisQuota>) -> Self {
+    /// Counters in this process; with `shared`, in a shared store (this process's own then
+    /// answer only while the store cannot be reached and `store.on_unavailable = "allow"`).
+    pub fn new(shared: Option<Box<dyn SharedQuota>>) -> Self {
         Self {
             epoch: Instant::now(),
             local: Mutex::new(HashMap::new()),
             shared,
         }
+    }
+
+    /// The shared counter, when `[store] url` is set.
+    pub fn shared(&self) -> Option<&dyn SharedQuota> {
+        self.shared.as_deref()
     }
 
     /// Decides and counts one request of `client_id` in this process. `clients` bounds the
@@ -280,72 +292,13 @@ impl Quotas {
     }
 
     /// Entries held in this process (for the bound's test).
-    pub fn local_entries(&self) -> usize {
+    #[cfg(test)]
+    fn local_entries(&self) -> usize {
         self.local
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .len()
     }
-}
-
-/// Counts one request of `client_id` against its quota. `Ok(None)`: the client has none.
-/// Over quota: 429 `rate_limited` carrying the header fields. Redis unreachable:
-/// `store.on_unavailable` decides (deny: 503; allow: this replica's own counters).
-pub(crate) async fn charge(
-    state: &AppState,
-    rt: &Runtime,
-    client_id: &str,
-    route: &'static str,
-    ip: Option<std::net::IpAddr>,
-    jti: Option<&str>,
-) -> Result<Option<Decision>, Rejection> {
-    let Some(limit) = rt.client_quota(client_id) else {
-        return Ok(None);
-    };
-    let quotas = state.quotas();
-    let outcome = match &quotas.shared {
-        None => quotas.charge_locally(client_id, limit, rt.quotas.len()),
-        // Boxed: the store's round trip is a future of kilobytes which, inline, every
-        // request's future would carry and move, quota or not. One allocation is nothing
-        // against a network round trip.
-        Some(redis) => match Box::pin(redis.charge(client_id, limit.gcra())).await {
-            Ok(outcome) => outcome,
-            Err(e) if rt.config.store.on_unavailable == OnUnavailable::Allow => {
-                tracing::warn!(error = %e, "quota store unavailable; counting on this replica (store.on_unavailable = allow)");
-                quotas.charge_locally(client_id, limit, rt.quotas.len())
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "quota store unavailable; refusing (store.on_unavailable = deny)");
-                return Err(Rejection::Unavailable(Duration::from_secs(1)));
-            }
-        },
-    };
-    let decision = Decision { limit, outcome };
-    if outcome.allowed {
-        Ok(Some(decision))
-    } else {
-        metrics::counter!("keygate_quota_refused_total", "route" => route).increment(1);
-        let mut event = AuditEvent::new(AuditKind::TokenRefused)
-            .client_id(client_id)
-            .address(ip)
-            .reason("rate_limited");
-        if let Some(jti) = jti {
-            event = event.jti(jti);
-        }
-        state.audit().record(&event);
-        Err(Rejection::RateLimited(Box::new(decision)))
-    }
-}
-
-/// Sets the header fields of `decision` (if any) on an answer, whether it succeeded or not.
-pub(crate) fn with_headers(
-    decision: Option<&Decision>,
-    mut response: axum::response::Response,
-) -> axum::response::Response {
-    if let Some(d) = decision {
-        d.apply(response.headers_mut());
-    }
-    response
 }
 
 #[cfg(test)]
@@ -401,20 +354,6 @@ mod tests {
         let (o, new) = g.decide(tat, 1_000_010);
         assert!(o.allowed);
         assert!(!g.decide(new, 1_000_010).0.allowed);
-    }
-
-    #[test]
-    fn headers_count_what_is_left_and_when_it_is_whole() {
-        let limit = RateLimit {
-            limit: 50,
-            period: Duration::from_secs(60),
-        };
-        let (outcome, _) = limit.gcra().decide(None, 1);
-        let d = Decision { limit, outcome };
-        let mut h = HeaderMap::new();
-        d.apply(&mut h);
-        assert_eq!(h["ratelimit-policy"], "\"default\";q=50;w=60");
-        assert_eq!(h["ratelimit"], "\"default\";r=49;t=2");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -187,7 +187,7 @@ impl IntoResponse for Rejection {
         let retry_after = match &self {
             Rejection::TooManyAttempts(after) | Rejection::Unavailable(after) => Some(*after),
             Rejection::RateLimited(decision) => {
-                decision.apply(headers);
+                rate_limit_headers(decision, headers);
                 Some(decision.retry_after())
             }
             _ => None,
@@ -197,5 +197,14 @@ impl IntoResponse for Rejection {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         response
+    }
+}
+
+/// Sets `RateLimit-Policy` and `RateLimit` from `decision` (README "Quotas").
+pub(crate) fn rate_limit_headers(decision: &crate::quota::Decision, headers: &mut HeaderMap) {
+    for (name, value) in decision.header_values() {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
     }
 }

@@ -11,11 +11,12 @@ use keygate::password::PasswordVerifier;
 use keygate::revocation::MemoryRevocationStore;
 
 use crate::audit::{AuditEvent, AuditKind, AuditLog};
-use crate::config::{Config, ConfigError, Runtime};
+use crate::config::{Config, ConfigError};
 use crate::directory::{LiveCopy, Location};
 use crate::limits::FailedAttempts;
 use crate::metrics::Metrics;
 use crate::quota::Quotas;
+use crate::runtime::Runtime;
 use crate::store::{RedisAttempts, RedisQuota, RedisStore, Revocations, SharedRevocations};
 
 /// How long the replaced runtime is waited for, at most, before the requests still
@@ -133,7 +134,7 @@ impl AppState {
         let revocations = match store {
             Some(redis) => {
                 attempts = attempts.shared(RedisAttempts::new(redis.clone(), &issuer));
-                quotas = Quotas::new(Some(RedisQuota::new(redis.clone(), &issuer)));
+                quotas = Quotas::new(Some(Box::new(RedisQuota::new(redis.clone(), &issuer))));
                 let policy = runtime.issuer.policy();
                 let horizon = policy.ttl + policy.leeway + Duration::from_secs(1);
                 let shared = SharedRevocations::new(

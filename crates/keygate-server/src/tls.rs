@@ -81,7 +81,7 @@ impl Certificates {
     pub fn watch(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
         let files = self.files.clone();
         let this = Arc::clone(self);
-        crate::reload::watch_files(
+        crate::watch::watch_files(
             interval,
             move || vec![files.cert.clone(), files.key.clone()],
             move |_| {

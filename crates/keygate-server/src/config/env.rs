@@ -9,7 +9,7 @@ use super::{Config, ConfigError};
 
 /// One `[[clients]]` or `[[users]]` entry, as read, with its index in the file.
 #[derive(Debug)]
-pub(super) enum Entry {
+pub(crate) enum Entry {
     Client(usize, ClientConfig),
     User(usize, UserConfig),
 }
@@ -35,7 +35,7 @@ impl Config {
     /// is read; the `Config` returned has none. A file in the plain layout (see
     /// `blocks.rs`) is parsed a batch of entries at a time, so that its size never costs
     /// the parser's whole-document memory; the result, errors included, is the same.
-    pub(super) fn parse_with(
+    pub(crate) fn parse_with(
         text: &str,
         env: &BTreeMap<String, String>,
         entry: &mut dyn FnMut(Entry),

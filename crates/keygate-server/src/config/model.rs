@@ -213,6 +213,9 @@ impl Default for CookieConfig {
     }
 }
 
+/// `limits.ipv6_prefix` when not set: IPv6 senders are counted by their /64.
+pub const DEFAULT_IPV6_PREFIX: u8 = 64;
+
 /// `[limits]`: failed-attempt limits.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -248,7 +251,7 @@ impl Default for LimitsConfig {
             hashing_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
             hashing_queue: 64,
             default_rate_limit: None,
-            ipv6_prefix: crate::limits::DEFAULT_IPV6_PREFIX,
+            ipv6_prefix: DEFAULT_IPV6_PREFIX,
             revocations_per_principal: keygate::revocation::DEFAULT_PRINCIPAL_SHARE,
         }
     }

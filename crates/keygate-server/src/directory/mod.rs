@@ -8,7 +8,6 @@
 //! transaction that changes a principal and appends its id to the log.
 
 mod live;
-mod lookup;
 mod postgres;
 mod record;
 mod schema;

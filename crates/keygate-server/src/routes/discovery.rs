@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use keygate::token::now_unix;
 use serde_json::{Value, json};
 
-use crate::config::Runtime;
+use crate::runtime::Runtime;
 use crate::state::AppState;
 
 /// The longest a verifier may cache the JWKS: at most half the publish delay, so a new

@@ -16,11 +16,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::authorize::{check_token, revoke as revoke_claims};
-use crate::config::Runtime;
 use crate::credentials::{FormSecret, authenticate_client};
 use crate::extract::{Peer, client_ip};
 use crate::form::Form;
 use crate::rejection::Rejection;
+use crate::runtime::Runtime;
 use crate::state::AppState;
 
 /// Form body of `POST /revoke` and `POST /introspect`.

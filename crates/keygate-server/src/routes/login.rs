@@ -5,11 +5,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::authorize::{authorize_logout, revoke};
+use crate::charge::{charge, with_headers};
 use crate::config::Config;
 use crate::credentials::authenticate_api_key;
 use crate::extract::{Peer, TokenSource, api_key, client_ip};
 use crate::issue::{issue, token_response};
-use crate::quota::{charge, with_headers};
 use crate::rejection::Rejection;
 use crate::state::AppState;
 

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use crate::config::Runtime;
+use crate::charge::{charge, with_headers};
 use crate::credentials::{
     Claimed, FormSecret, authenticate_client, begin_attempt, decode_basic, finish_attempt,
     not_revoked_in_store,
@@ -16,8 +16,8 @@ use crate::extract::{Peer, client_ip};
 use crate::form::Form;
 use crate::issue::{issue, issue_requested_by, narrow_scopes, token_response};
 use crate::limits::Subject;
-use crate::quota::{charge, with_headers};
 use crate::rejection::Rejection;
+use crate::runtime::Runtime;
 use crate::state::AppState;
 
 /// Form body of `POST /token`.

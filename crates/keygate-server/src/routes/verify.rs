@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::authorize::authorize;
-use crate::quota::{charge, with_headers};
+use crate::charge::{charge, with_headers};
 use crate::rejection::Rejection;
 use crate::state::AppState;
 

@@ -30,7 +30,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{ConfigError, Runtime};
+use crate::config::ConfigError;
+use crate::runtime::Runtime;
 use crate::state::AppState;
 use crate::tls::Certificates;
 

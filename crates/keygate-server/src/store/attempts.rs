@@ -14,7 +14,9 @@ use keygate::Error;
 
 use super::connection::RedisStore;
 use super::layout::Layout;
-use crate::limits::{Refused, Subject};
+use futures_util::future::BoxFuture;
+
+use crate::limits::{Refused, SharedAttempts, Subject};
 
 /// Checks every counter and, when none is used up, counts one attempt in flight against
 /// each. KEYS: the counters (failures and attempts in flight together, as counters of
@@ -136,5 +138,20 @@ impl RedisAttempts {
         self.eval(END, subjects, &[u64::from(good)])
             .await
             .map(|_| ())
+    }
+}
+
+impl SharedAttempts for RedisAttempts {
+    fn begin<'a>(
+        &'a self,
+        subjects: &'a [Subject],
+        limit: u32,
+        window: Duration,
+    ) -> BoxFuture<'a, Result<Result<(), Refused>, Error>> {
+        Box::pin(RedisAttempts::begin(self, subjects, limit, window))
+    }
+
+    fn end<'a>(&'a self, subjects: &'a [Subject], good: bool) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(RedisAttempts::end(self, subjects, good))
     }
 }

@@ -11,7 +11,6 @@
 //! a replica whose file still lists the old key recognises it, and a new key (a rotation,
 //! a user added again) is not affected.
 
-use std::path::Path;
 use std::time::Duration;
 
 use keygate::api_key::KeyHash;
@@ -19,7 +18,7 @@ use time::OffsetDateTime;
 
 use super::connection::RedisStore;
 use super::layout::{Layout, digest};
-use crate::config::{Config, Runtime};
+use crate::config::StoreConfig;
 
 /// Writes principal revocations and tells every replica.
 /// KEYS: principals; ARGV: channel, then (score, member) pairs.
@@ -73,31 +72,25 @@ pub struct PendingRevocation {
 }
 
 impl PendingRevocation {
-    /// `None` when `path` configures no store, or names no principal `id`. The store is
-    /// given at least 2 s per call: the CLI connects from scratch, perhaps over TLS.
-    pub fn prepare(path: &Path, id: &str) -> Result<Option<Self>, String> {
-        let runtime = Config::load(path).map_err(|e| e.to_string())?;
-        Self::for_runtime(&runtime, id)
-    }
-
-    fn for_runtime(runtime: &Runtime, id: &str) -> Result<Option<Self>, String> {
-        let mut store_config = runtime.config.store.clone();
+    /// The revocation of `hashes`, the credentials of principal `id`, for the deployment
+    /// issuing as `issuer`; `None` when `store` names no store. The store is given at least
+    /// 2 s per call: the CLI connects from scratch, perhaps over TLS.
+    pub(crate) fn new(
+        store: &StoreConfig,
+        issuer: &str,
+        id: &str,
+        hashes: Vec<KeyHash>,
+    ) -> Result<Option<Self>, String> {
+        let mut store_config = store.clone();
         store_config.timeout = store_config.timeout.max(Duration::from_secs(2));
         let Some(store) = RedisStore::from_config(&store_config)? else {
             return Ok(None);
         };
-        let Some(principal) = runtime.directory.get(id) else {
-            return Ok(None);
-        };
         Ok(Some(Self {
             store,
-            layout: Layout::for_issuer(runtime.issuer.policy().issuer.as_str()),
+            layout: Layout::for_issuer(issuer),
             id: id.to_owned(),
-            hashes: principal
-                .credentials
-                .iter()
-                .map(|c| c.hash.clone())
-                .collect(),
+            hashes,
         }))
     }
 

@@ -11,7 +11,9 @@ use keygate::Error;
 
 use super::RedisStore;
 use super::layout::Layout;
-use crate::quota::Gcra;
+use futures_util::future::BoxFuture;
+
+use crate::quota::{Gcra, Outcome, SharedQuota};
 
 /// KEYS[1]: the client's TAT. ARGV[1]: emission interval (µs), ARGV[2]: burst tolerance (µs).
 /// Returns `{allowed, debt, wait}` in µs, as [`Gcra`] reads them.
@@ -79,5 +81,15 @@ impl RedisQuota {
                 "the quota script answered in an unexpected shape".into(),
             )),
         }
+    }
+}
+
+impl SharedQuota for RedisQuota {
+    fn charge<'a>(
+        &'a self,
+        client_id: &'a str,
+        gcra: Gcra,
+    ) -> BoxFuture<'a, Result<Outcome, Error>> {
+        Box::pin(RedisQuota::charge(self, client_id, gcra))
     }
 }

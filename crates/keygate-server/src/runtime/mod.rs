@@ -1,8 +1,16 @@
-//! Validation: every value checked, and what the server runs on built from them, as a
-//! [`Runtime`]. A bad value becomes one [`ConfigError`] naming its setting.
+//! What the server runs on: every value of a [`Config`] checked, and the [`Runtime`] built
+//! from them (keys, verifier, directory, quota table, TLS files). A bad value becomes one
+//! [`ConfigError`] naming its setting. `principals.rs` turns each client and user entry
+//! into its principal as soon as it is read; `server.rs` checks `[server]`.
 
+mod deployment_key;
+mod lookup;
+mod principals;
+mod server;
+
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,12 +19,12 @@ use keygate::token::{
     Grant, HmacSecret, Issuer, KeySet, SigningAlgorithm, SigningKey, TokenPolicy, Verifier,
 };
 
-use super::model::{LimitsConfig, SameSite};
-use super::principals::{Principals, check_name};
-use super::{Config, ConfigError, keyring};
-use crate::credentials::DeploymentKey;
+use crate::config::{Config, ConfigError, LimitsConfig, SameSite, keyring};
 use crate::quota::QuotaTable;
+use crate::store::PendingRevocation;
 use crate::tls::TlsFiles;
+pub(crate) use deployment_key::DeploymentKey;
+use principals::{Principals, check_name};
 
 /// The longest failed-attempt window.
 const MAX_WINDOW: Duration = Duration::from_secs(24 * 3600);
@@ -24,6 +32,29 @@ const MAX_WINDOW: Duration = Duration::from_secs(24 * 3600);
 const MAX_HASHING: usize = 1024;
 /// The most password checks waiting for a hashing thread.
 const MAX_HASHING_QUEUE: usize = 100_000;
+
+impl Config {
+    /// Reads and validates `path`, with the process environment for `${VAR}` and overrides.
+    /// The clients and users end up in the runtime's directory only: each entry of the file
+    /// is dropped as soon as its principal is built.
+    pub fn load(path: &Path) -> Result<Runtime, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path.display().to_string(), e))?;
+        let env: BTreeMap<String, String> = std::env::vars().collect();
+        let in_file = |e: ConfigError| {
+            ConfigError::new(format!("{}: {}", path.display(), e.setting), e.message)
+        };
+        let mut principals = Principals::default();
+        let mut config =
+            Config::parse_with(&text, &env, &mut |entry| principals.add(entry)).map_err(in_file)?;
+        drop(text);
+        config.base_dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        config.into_runtime(principals).map_err(in_file)
+    }
+}
 
 impl Config {
     /// Checks every value and builds what the server runs on.
@@ -59,7 +90,7 @@ impl Config {
     /// The runtime of these settings (`self`, whose own clients and users are ignored)
     /// and `principals`. The settings are checked first: their errors come before those
     /// of the clients and users.
-    pub(super) fn into_runtime(self, principals: Principals) -> Result<Runtime, ConfigError> {
+    fn into_runtime(self, principals: Principals) -> Result<Runtime, ConfigError> {
         let server = self.check_server()?;
         let (issuer, verifier, keys, keyring_dir) = self.token_keys(&server.public_url)?;
         self.check_api_key()?;
@@ -450,6 +481,25 @@ pub struct Runtime {
     /// This replica's copy of the database directory (`[directory]`), shared by every
     /// runtime of the process: set by [`crate::AppState`].
     pub live: Option<std::sync::Arc<crate::directory::LiveCopy>>,
+}
+
+impl PendingRevocation {
+    /// Reads what the revocation of principal `id` needs from the configuration at `path`
+    /// (the store, the issuer, the principal's credentials) before the CLI edits it; `None`
+    /// when it configures no store or names no principal `id`.
+    pub fn prepare(path: &Path, id: &str) -> Result<Option<Self>, String> {
+        let runtime = Config::load(path).map_err(|e| e.to_string())?;
+        let Some(principal) = runtime.directory.get(id) else {
+            return Ok(None);
+        };
+        let hashes = principal
+            .credentials
+            .iter()
+            .map(|c| c.hash.clone())
+            .collect();
+        let issuer = runtime.issuer.policy().issuer.as_str();
+        PendingRevocation::new(&runtime.config.store, issuer, id, hashes)
+    }
 }
 
 /// The longest token this configuration can issue must pass its own verifier: the issuer,

@@ -1,5 +1,5 @@
 //! Principals as a request finds them: in the file's [`Directory`](keygate::principal::Directory)
-//! first, then in the directory's [`LiveCopy`](super::LiveCopy). One namespace: an id is in
+//! first, then in the directory's [`LiveCopy`](crate::directory::LiveCopy). One namespace: an id is in
 //! one of the two (checked when either changes), so the order never picks between two.
 
 use keygate::api_key::{self, PresentedKey, hash::digest};
@@ -8,8 +8,8 @@ use keygate::principal::check_client_secret;
 use keygate::{Error, Result};
 use time::OffsetDateTime;
 
-use super::Found;
-use crate::config::Runtime;
+use crate::directory::Found;
+use crate::runtime::Runtime;
 
 impl Runtime {
     /// The principal `id`, from the file or the directory.
@@ -145,7 +145,7 @@ impl Runtime {
     fn found_live(
         &self,
         checked: Result<()>,
-        entry: Option<std::sync::Arc<super::live::Entry>>,
+        entry: Option<std::sync::Arc<crate::directory::Entry>>,
     ) -> Result<Found<'_>> {
         checked?;
         let entry = entry.ok_or(Error::WrongCredential)?;

@@ -11,9 +11,7 @@ use keygate::principal::{
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::ConfigError;
-use super::env::Entry;
-use super::model::{ClientConfig, LimitsConfig, UserConfig};
+use crate::config::{ClientConfig, ConfigError, Entry, LimitsConfig, UserConfig};
 use crate::quota::{QuotaTable, RateLimit};
 
 /// The principals of the entries read so far, with the clients' own quotas: built one

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::{Config, ConfigError};
+use crate::config::{Config, ConfigError};
 use crate::tls::TlsFiles;
 
 /// `[server]` checked: what `Runtime` takes from it.
@@ -110,7 +110,8 @@ mod tests {
     use std::path::PathBuf;
     use std::time::Duration;
 
-    use crate::config::{Config, ConfigError, Runtime};
+    use crate::config::{Config, ConfigError};
+    use crate::runtime::Runtime;
 
     const SECRET: &str = "4f1c0f9a7d6e8b2c3a5d7e9f1b3c5d7e9a1b3c5d7e9f1a2b3c4d5e6f7a8b9c0d";
 
