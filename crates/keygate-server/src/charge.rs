@@ -2,57 +2,52 @@
 //! request step that turns a [`Decision`] into a 429 `rate_limited`, a metric and an audit
 //! event, or into the RateLimit header fields of the answer.
 
-use std::time::Duration;
-
 use crate::audit::{AuditEvent, AuditKind};
-use crate::config::OnUnavailable;
+use crate::context::RequestCtx;
 use crate::quota::Decision;
 use crate::rejection::{Rejection, rate_limit_headers};
-use crate::runtime::Runtime;
-use crate::state::AppState;
 
-/// Counts one request of `client_id` against its quota. `Ok(None)`: the client has none.
-/// Over quota: 429 `rate_limited` carrying the header fields. Redis unreachable:
-/// `store.on_unavailable` decides (deny: 503; allow: this replica's own counters).
-pub(crate) async fn charge(
-    state: &AppState,
-    rt: &Runtime,
-    client_id: &str,
-    route: &'static str,
-    ip: Option<std::net::IpAddr>,
-    jti: Option<&str>,
-) -> Result<Option<Decision>, Rejection> {
-    let Some(limit) = rt.client_quota(client_id) else {
-        return Ok(None);
-    };
-    let quotas = state.quotas();
-    let outcome = match quotas.shared() {
-        None => quotas.charge_locally(client_id, limit, rt.quotas.len()),
-        Some(shared) => match shared.charge(client_id, limit.gcra()).await {
-            Ok(outcome) => outcome,
-            Err(e) if rt.config.store.on_unavailable == OnUnavailable::Allow => {
-                tracing::warn!(error = %e, "quota store unavailable; counting on this replica (store.on_unavailable = allow)");
-                quotas.charge_locally(client_id, limit, rt.quotas.len())
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "quota store unavailable; refusing (store.on_unavailable = deny)");
-                return Err(Rejection::Unavailable(Duration::from_secs(1)));
-            }
-        },
-    };
-    let decision = Decision { limit, outcome };
-    if outcome.allowed {
-        Ok(Some(decision))
-    } else {
+impl RequestCtx {
+    /// Counts one request of `client_id` against its quota. `Ok(None)`: the client has
+    /// none. Over quota: 429 `rate_limited` carrying the header fields, counted in
+    /// `keygate_quota_refused_total` by endpoint and audited as `token.refused` (with the
+    /// token's `jti` when a token was presented). The store unreachable:
+    /// `store.on_unavailable` decides (deny: 503; allow: this replica's own counters).
+    pub(crate) async fn charge(
+        &self,
+        client_id: &str,
+        jti: Option<&str>,
+    ) -> Result<Option<Decision>, Rejection> {
+        let rt = &self.rt;
+        let Some(limit) = rt.client_quota(client_id) else {
+            return Ok(None);
+        };
+        let quotas = self.state.quotas();
+        let outcome = match quotas.shared() {
+            None => quotas.charge_locally(client_id, limit, rt.quotas.len()),
+            Some(shared) => match shared.charge(client_id, limit.gcra()).await {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    let what = "quota store unavailable";
+                    self.store_unavailable(what, Some(&e), "counting on this replica")?;
+                    quotas.charge_locally(client_id, limit, rt.quotas.len())
+                }
+            },
+        };
+        let decision = Decision { limit, outcome };
+        if outcome.allowed {
+            return Ok(Some(decision));
+        }
+        let route = self.endpoint.path();
         metrics::counter!("keygate_quota_refused_total", "route" => route).increment(1);
         let mut event = AuditEvent::new(AuditKind::TokenRefused)
             .client_id(client_id)
-            .address(ip)
+            .address(self.sender)
             .reason("rate_limited");
         if let Some(jti) = jti {
             event = event.jti(jti);
         }
-        state.audit().record(&event);
+        self.audit(&event);
         Err(Rejection::RateLimited(Box::new(decision)))
     }
 }

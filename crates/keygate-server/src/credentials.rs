@@ -11,11 +11,10 @@ use keygate::Error;
 use time::OffsetDateTime;
 
 use crate::audit::AuditKind;
-use crate::config::OnUnavailable;
+use crate::context::{Endpoint, Grant, RequestCtx};
 use crate::limits::{Attempt, Refused, Subject};
 use crate::rejection::Rejection;
 use crate::runtime::Runtime;
-use crate::state::AppState;
 use crate::store::Verdict;
 
 /// Client credentials sent in a form body (RFC 6749 §2.3.1: `client_id` + `client_secret`).
@@ -25,107 +24,151 @@ pub(crate) struct FormSecret<'a> {
     pub(crate) client_secret: Option<&'a str>,
 }
 
-/// Authenticates the calling client by exactly one of: HTTP Basic `client_id:secret`
-/// (each part form-urlencoded, RFC 6749 §2.3.1), form `client_id` + `client_secret`, or
-/// the configured API-key header. Two methods at once is `invalid_request` (§2.3).
-pub(crate) async fn authenticate_client<'rt>(
-    state: &AppState,
-    rt: &'rt Runtime,
-    ip: IpAddr,
-    headers: &HeaderMap,
-    form: FormSecret<'_>,
-    label: &'static str,
-) -> Result<Found<'rt>, Rejection> {
-    let basic = match headers.get(header::AUTHORIZATION) {
-        Some(v) => {
-            let v = v
-                .to_str()
-                .map_err(|_| Rejection::InvalidClient { basic: true })?;
-            match v.split_once(' ') {
-                Some((scheme, creds)) if scheme.eq_ignore_ascii_case("basic") => {
-                    Some(decode_basic(creds.trim())?)
+impl RequestCtx {
+    /// Authenticates the calling client by exactly one of: HTTP Basic `client_id:secret`
+    /// (each part form-urlencoded, RFC 6749 §2.3.1), form `client_id` + `client_secret`, or
+    /// the configured API-key header. Two methods at once is `invalid_request` (§2.3).
+    pub(crate) async fn authenticate_client(
+        &self,
+        headers: &HeaderMap,
+        form: FormSecret<'_>,
+        grant: Grant,
+    ) -> Result<Found<'_>, Rejection> {
+        let basic = match headers.get(header::AUTHORIZATION) {
+            Some(v) => {
+                let v = v
+                    .to_str()
+                    .map_err(|_| Rejection::InvalidClient { basic: true })?;
+                match v.split_once(' ') {
+                    Some((scheme, creds)) if scheme.eq_ignore_ascii_case("basic") => {
+                        Some(decode_basic(creds.trim())?)
+                    }
+                    _ => None,
                 }
-                _ => None,
+            }
+            None => None,
+        };
+        let form = match (form.client_id, form.client_secret) {
+            (Some(id), Some(secret)) => Some((id.to_owned(), secret.to_owned())),
+            _ => None,
+        };
+        let api_key = self.rt.client_key_header.find(headers, None).map_err(|_| {
+            Rejection::InvalidRequest("the API key header is repeated or unreadable")
+        })?;
+        // The Stripe convention: a generated key as the Basic user name, no password.
+        if let (Some(basic), None, None) = (&basic, &form, &api_key)
+            && let Some(key) = stripe_key(basic)
+        {
+            return self.authenticate_key(key, grant).await;
+        }
+        let candidates = match (basic, form, api_key) {
+            (Some(basic), None, None) => basic,
+            (None, Some(form), None) => vec![form],
+            (None, None, Some(key)) => return self.authenticate_key(&key, grant).await,
+            (None, None, None) => return Err(Rejection::InvalidClient { basic: true }),
+            _ => {
+                return Err(Rejection::InvalidRequest(
+                    "use one client authentication method, not two",
+                ));
+            }
+        };
+        self.directory_current()?;
+        // A client secret is an API key: its failures count against the address only.
+        let subjects = [Subject::Address(self.sender()?)];
+        let claimed = Claimed::Client(Some(candidates[0].0.as_str()));
+        let attempt = self.begin_attempt(&subjects, grant, claimed).await?;
+        let now = OffsetDateTime::now_utc();
+        let mut outcome = Err(Error::WrongCredential);
+        for (client_id, secret) in &candidates {
+            outcome = self
+                .rt
+                .authenticate_client(client_id, secret, self.state.passwords(), now)
+                .await;
+            if outcome.is_ok() {
+                break;
             }
         }
-        None => None,
-    };
-    let form = match (form.client_id, form.client_secret) {
-        (Some(id), Some(secret)) => Some((id.to_owned(), secret.to_owned())),
-        _ => None,
-    };
-    let api_key = rt
-        .client_key_header
-        .find(headers, None)
-        .map_err(|_| Rejection::InvalidRequest("the API key header is repeated or unreadable"))?;
-    // The Stripe convention: a generated key as the Basic user name, no password.
-    if let (Some(basic), None, None) = (&basic, &form, &api_key)
-        && let Some(key) = stripe_key(basic)
-    {
-        return authenticate_api_key(state, rt, ip, key, label, true).await;
+        let refusal = Rejection::InvalidClient { basic: true };
+        let client = self
+            .finish_attempt(attempt, &subjects, grant, claimed, outcome, refusal.clone())
+            .await?;
+        self.not_revoked_in_store(client, refusal, grant)
     }
-    let candidates = match (basic, form, api_key) {
-        (Some(basic), None, None) => basic,
-        (None, Some(form), None) => vec![form],
-        (None, None, Some(key)) => {
-            return authenticate_api_key(state, rt, ip, &key, label, true).await;
-        }
-        (None, None, None) => return Err(Rejection::InvalidClient { basic: true }),
-        _ => {
-            return Err(Rejection::InvalidRequest(
-                "use one client authentication method, not two",
-            ));
-        }
-    };
-    directory_current(rt)?;
-    // A client secret is an API key: its failures count against the address only.
-    let subjects = [Subject::Address(ip)];
-    let claimed = Claimed::Client(Some(candidates[0].0.as_str()));
-    let attempt = begin_attempt(state, &subjects, label, claimed).await?;
-    let now = OffsetDateTime::now_utc();
-    let mut outcome = Err(Error::WrongCredential);
-    for (client_id, secret) in &candidates {
-        outcome = rt
-            .authenticate_client(client_id, secret, state.passwords(), now)
-            .await;
-        if outcome.is_ok() {
-            break;
-        }
-    }
-    let refusal = Rejection::InvalidClient { basic: true };
-    let client =
-        finish_attempt(state, attempt, &subjects, label, claimed, outcome, refusal).await?;
-    not_revoked_in_store(
-        state,
-        rt,
-        client,
-        Rejection::InvalidClient { basic: true },
-        label,
-    )
-}
 
-/// Authenticates an API key (`/login`, or client authentication by the key header).
-/// `basic` picks the challenge of the refusal: `Basic` at the token endpoints.
-pub(crate) async fn authenticate_api_key<'rt>(
-    state: &AppState,
-    rt: &'rt Runtime,
-    ip: IpAddr,
-    key: &str,
-    label: &'static str,
-    basic: bool,
-) -> Result<Found<'rt>, Rejection> {
-    // Keys carry 256 random bits: their failures count against the sending address
-    // only, so that no stranger can lock a genuine client out (docs/security.md).
-    directory_current(rt)?;
-    let subjects = [Subject::Address(ip)];
-    let claimed = Claimed::Client(key_client_id(key));
-    let attempt = begin_attempt(state, &subjects, label, claimed).await?;
-    let now = OffsetDateTime::now_utc();
-    let outcome = rt.authenticate_key(key, state.passwords(), now).await;
-    let refusal = Rejection::InvalidClient { basic };
-    let client =
-        finish_attempt(state, attempt, &subjects, label, claimed, outcome, refusal).await?;
-    not_revoked_in_store(state, rt, client, Rejection::InvalidClient { basic }, label)
+    /// Authenticates an API key (`/login`, or client authentication by the key header).
+    /// A refusal challenges with `Basic` at the token endpoints, not at `/login`.
+    pub(crate) async fn authenticate_key(
+        &self,
+        key: &str,
+        grant: Grant,
+    ) -> Result<Found<'_>, Rejection> {
+        // Keys carry 256 random bits: their failures count against the sending address
+        // only, so that no stranger can lock a genuine client out (docs/security.md).
+        self.directory_current()?;
+        let subjects = [Subject::Address(self.sender()?)];
+        let claimed = Claimed::Client(key_client_id(key));
+        let attempt = self.begin_attempt(&subjects, grant, claimed).await?;
+        let now = OffsetDateTime::now_utc();
+        let outcome = self
+            .rt
+            .authenticate_key(key, self.state.passwords(), now)
+            .await;
+        let refusal = Rejection::InvalidClient {
+            basic: self.endpoint != Endpoint::Login,
+        };
+        let client = self
+            .finish_attempt(attempt, &subjects, grant, claimed, outcome, refusal.clone())
+            .await?;
+        self.not_revoked_in_store(client, refusal, grant)
+    }
+
+    /// Checks a user's password (the password grant). A username's attempts count per
+    /// address and per (username, address): guessing from one address is bounded, and
+    /// nobody elsewhere can lock the user out.
+    pub(crate) async fn authenticate_user(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<Found<'_>, Rejection> {
+        let sender = self.sender()?;
+        let subjects = [
+            Subject::Address(sender),
+            Subject::UserAt(username.to_owned(), sender),
+        ];
+        let claimed = Claimed::User(username);
+        let attempt = self
+            .begin_attempt(&subjects, Grant::Password, claimed)
+            .await?;
+        let now = OffsetDateTime::now_utc();
+        self.directory_current()?;
+        let outcome = self
+            .rt
+            .authenticate_user(username, password, self.state.passwords(), now)
+            .await;
+        let refusal = Rejection::InvalidGrant;
+        let user = self
+            .finish_attempt(
+                attempt,
+                &subjects,
+                Grant::Password,
+                claimed,
+                outcome,
+                refusal.clone(),
+            )
+            .await?;
+        self.not_revoked_in_store(user, refusal, Grant::Password)
+    }
+
+    /// The sender's address, which a credential's failures count against.
+    fn sender(&self) -> Result<IpAddr, Rejection> {
+        self.sender.ok_or_else(|| {
+            tracing::error!(
+                endpoint = self.endpoint.path(),
+                "a credential checked without the sender's address"
+            );
+            Rejection::Internal
+        })
+    }
 }
 
 /// The key of HTTP Basic `<key>:` (the Stripe convention: the key as the user name and
@@ -163,44 +206,47 @@ pub(crate) fn decode_basic(creds: &str) -> Result<Vec<(String, String)>, Rejecti
     })
 }
 
-/// A principal whose credential the store lists as revoked (by `keygate key revoke` or
-/// `user remove` on another copy of the file) is refused as if the credential were wrong,
-/// whatever this replica's file says. (The directory does not say which credential
-/// matched, so a principal is refused while any of its live credentials is revoked.)
-/// While the local copy of the list is not in sync,
-/// `store.on_unavailable` decides.
-pub(crate) fn not_revoked_in_store<'p>(
-    state: &AppState,
-    rt: &Runtime,
-    principal: Found<'p>,
-    refusal: Rejection,
-    grant_type: &'static str,
-) -> Result<Found<'p>, Rejection> {
-    // Only credentials still valid by this replica's file: a rotated-out key past its
-    // grace stays in the file for a while and must not refuse its successor.
-    let now = OffsetDateTime::now_utc();
-    let hashes = principal
-        .credentials
-        .iter()
-        .filter(|c| c.valid_until.is_none_or(|until| until > now))
-        .map(|c| &c.hash);
-    match state.revocations().credentials(&principal.id, hashes) {
-        Verdict::Clear => Ok(principal),
-        Verdict::Revoked => {
-            metrics::counter!("keygate_tokens_refused_total", "grant" => grant_type, "reason" => "revoked")
-                .increment(1);
-            tracing::info!(
-                grant = grant_type,
-                "credential refused: revoked in the store"
-            );
-            Err(refusal)
-        }
-        Verdict::Unknown if rt.config.store.on_unavailable == OnUnavailable::Allow => Ok(principal),
-        Verdict::Unknown => {
-            tracing::error!(
-                "revocation list not in sync with the store; refusing (store.on_unavailable = deny)"
-            );
-            Err(Rejection::Unavailable(std::time::Duration::from_secs(1)))
+impl RequestCtx {
+    /// A principal whose credential the store lists as revoked (by `keygate key revoke` or
+    /// `user remove` on another copy of the file) is refused as if the credential were
+    /// wrong, whatever this replica's file says. (The directory does not say which
+    /// credential matched, so a principal is refused while any of its live credentials is
+    /// revoked.) While the local copy of the list is not in sync, `store.on_unavailable`
+    /// decides.
+    fn not_revoked_in_store<'p>(
+        &self,
+        principal: Found<'p>,
+        refusal: Rejection,
+        grant: Grant,
+    ) -> Result<Found<'p>, Rejection> {
+        // Only credentials still valid by this replica's file: a rotated-out key past its
+        // grace stays in the file for a while and must not refuse its successor.
+        let now = OffsetDateTime::now_utc();
+        let hashes = principal
+            .credentials
+            .iter()
+            .filter(|c| c.valid_until.is_none_or(|until| until > now))
+            .map(|c| &c.hash);
+        match self.state.revocations().credentials(&principal.id, hashes) {
+            Verdict::Clear => Ok(principal),
+            Verdict::Revoked => {
+                crate::metrics::increment(
+                    "keygate_tokens_refused_total",
+                    [("grant", grant.label()), ("reason", "revoked")],
+                );
+                tracing::info!(
+                    grant = grant.label(),
+                    "credential refused: revoked in the store"
+                );
+                Err(refusal)
+            }
+            Verdict::Unknown => self
+                .store_unavailable(
+                    "revocation list not in sync with the store",
+                    None,
+                    "answered from the local copy",
+                )
+                .map(|()| principal),
         }
     }
 }
@@ -212,76 +258,114 @@ pub(crate) fn not_revoked_in_store<'p>(
 pub(crate) const TOO_MANY_ATTEMPTS_DELAY: std::time::Duration =
     std::time::Duration::from_millis(250);
 
-/// Counts an attempt against `subjects` before its credential is checked, in one step
-/// with the check of the limit: 429 when one of them has used up its attempts, after
-/// [`TOO_MANY_ATTEMPTS_DELAY`]. While attempts in flight hold all a subject has left, it
-/// waits for them (see [`crate::limits::RESERVED_WAIT`]), then answers 503.
-pub(crate) async fn begin_attempt<'s>(
-    state: &'s AppState,
-    subjects: &[Subject],
-    grant_type: &'static str,
-    claimed: Claimed<'_>,
-) -> Result<Attempt<'s>, Rejection> {
-    let after = match state.attempts().begin_waiting(subjects).await {
-        Ok(attempt) => return Ok(attempt),
-        Err(Refused::Busy) => {
-            tracing::warn!(
-                grant = grant_type,
-                "attempts in flight held every remaining attempt for too long; answering 503"
-            );
-            return Err(Rejection::Unavailable(std::time::Duration::from_secs(1)));
-        }
-        Err(Refused::Blocked(after)) => after,
-    };
-    crate::metrics::increment("keygate_rate_limited_total", [("grant", grant_type)]);
-    audit_refusal(state, subjects, claimed, "too_many_attempts");
-    tokio::time::sleep(TOO_MANY_ATTEMPTS_DELAY).await;
-    Err(Rejection::TooManyAttempts(after))
-}
+impl RequestCtx {
+    /// Counts an attempt against `subjects` before its credential is checked, in one step
+    /// with the check of the limit: 429 when one of them has used up its attempts, after
+    /// [`TOO_MANY_ATTEMPTS_DELAY`]. While attempts in flight hold all a subject has left, it
+    /// waits for them (see [`crate::limits::RESERVED_WAIT`]), then answers 503.
+    async fn begin_attempt(
+        &self,
+        subjects: &[Subject],
+        grant: Grant,
+        claimed: Claimed<'_>,
+    ) -> Result<Attempt<'_>, Rejection> {
+        let after = match self.state.attempts().begin_waiting(subjects).await {
+            Ok(attempt) => return Ok(attempt),
+            Err(Refused::Busy) => {
+                tracing::warn!(
+                    grant = grant.label(),
+                    "attempts in flight held every remaining attempt for too long; answering 503"
+                );
+                return Err(Rejection::Unavailable(std::time::Duration::from_secs(1)));
+            }
+            Err(Refused::Blocked(after)) => after,
+        };
+        crate::metrics::increment("keygate_rate_limited_total", [("grant", grant.label())]);
+        self.audit_refusal(subjects, claimed, "too_many_attempts");
+        tokio::time::sleep(TOO_MANY_ATTEMPTS_DELAY).await;
+        Err(Rejection::TooManyAttempts(after))
+    }
 
-/// Ends an attempt begun with [`begin_attempt`]: a good credential gives the attempt back;
-/// a refused one stays counted and answers `rejection`; a busy hashing queue or a failing
-/// store is no failure of the caller's and is given back too.
-pub(crate) async fn finish_attempt<T>(
-    state: &AppState,
-    attempt: Attempt<'_>,
-    subjects: &[Subject],
-    grant_type: &'static str,
-    claimed: Claimed<'_>,
-    outcome: Result<T, Error>,
-    rejection: Rejection,
-) -> Result<T, Rejection> {
-    let error = match outcome {
-        Ok(value) => {
-            attempt.succeeded().await;
-            return Ok(value);
+    /// Ends an attempt begun with [`RequestCtx::begin_attempt`]: a good credential gives the
+    /// attempt back; a refused one stays counted and answers `rejection`; a busy hashing
+    /// queue or a failing store is no failure of the caller's and is given back too.
+    async fn finish_attempt<T>(
+        &self,
+        attempt: Attempt<'_>,
+        subjects: &[Subject],
+        grant: Grant,
+        claimed: Claimed<'_>,
+        outcome: Result<T, Error>,
+        rejection: Rejection,
+    ) -> Result<T, Rejection> {
+        let error = match outcome {
+            Ok(value) => {
+                attempt.succeeded().await;
+                return Ok(value);
+            }
+            Err(e) => e,
+        };
+        crate::metrics::increment(
+            "keygate_tokens_refused_total",
+            [("grant", grant.label()), ("reason", refusal_label(&error))],
+        );
+        // The operator's own log tells the true reason (expired, revoked), unlike the metric.
+        self.audit_refusal(subjects, claimed, error.reason());
+        match error {
+            Error::HashingBusy => {
+                attempt.succeeded().await;
+                Err(Rejection::Unavailable(std::time::Duration::from_secs(1)))
+            }
+            Error::StoreUnavailable(_) | Error::Signing(_) => {
+                attempt.succeeded().await;
+                tracing::error!(error = %error, "credential check failed");
+                Err(Rejection::Internal)
+            }
+            _ => {
+                attempt.failed().await;
+                tracing::info!(
+                    reason = error.reason(),
+                    grant = grant.label(),
+                    "credential refused"
+                );
+                Err(rejection)
+            }
         }
-        Err(e) => e,
-    };
-    crate::metrics::increment(
-        "keygate_tokens_refused_total",
-        [("grant", grant_type), ("reason", refusal_label(&error))],
-    );
-    // The operator's own log tells the true reason (expired, revoked), unlike the metric.
-    audit_refusal(state, subjects, claimed, error.reason());
-    match error {
-        Error::HashingBusy => {
-            attempt.succeeded().await;
-            Err(Rejection::Unavailable(std::time::Duration::from_secs(1)))
-        }
-        Error::StoreUnavailable(_) | Error::Signing(_) => {
-            attempt.succeeded().await;
-            tracing::error!(error = %error, "credential check failed");
-            Err(Rejection::Internal)
-        }
-        _ => {
-            attempt.failed().await;
-            tracing::info!(
-                reason = error.reason(),
-                grant = grant_type,
-                "credential refused"
-            );
-            Err(rejection)
+    }
+
+    /// `token.refused`, naming the address and who the attempt claimed to be: the id when
+    /// it names a principal of the running configuration, else [`shown_claim`]'s
+    /// fingerprint.
+    fn audit_refusal(&self, subjects: &[Subject], claimed: Claimed<'_>, reason: &str) {
+        // Built only when the log is on: a flood of refused attempts is a hot path too.
+        self.state
+            .audit()
+            .record_with(AuditKind::TokenRefused, |event| {
+                let mut event = event.reason(reason);
+                if let Some(Subject::Address(ip)) = subjects.first() {
+                    event = event.address(Some(*ip));
+                }
+                match claimed {
+                    Claimed::Client(Some(id)) => event.client_id(&shown_claim(&self.rt, id)),
+                    Claimed::Client(None) => event,
+                    Claimed::User(name) => event.username(&shown_claim(&self.rt, name)),
+                }
+            });
+    }
+
+    /// Refuses (503) while this replica's copy of the directory is older than
+    /// `directory.max_staleness`: a key revoked meanwhile on another replica could still
+    /// work here (docs/directory.md#failures).
+    fn directory_current(&self) -> Result<(), Rejection> {
+        match self.rt.live.as_ref().map(|l| l.staleness()) {
+            Some(crate::directory::Staleness::Stale) => {
+                crate::metrics::increment(
+                    "keygate_tokens_refused_total",
+                    [("grant", "any"), ("reason", "directory_stale")],
+                );
+                Err(Rejection::Unavailable(std::time::Duration::from_secs(1)))
+            }
+            _ => Ok(()),
         }
     }
 }
@@ -303,45 +387,11 @@ fn refusal_label(error: &Error) -> &'static str {
 /// Who an attempt said it was, for the audit log: the client id it named (a `kg_` key's,
 /// or the id sent with a secret), or the username. Never the secret.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Claimed<'a> {
+enum Claimed<'a> {
     /// A client, when the attempt named one.
     Client(Option<&'a str>),
     /// A user of the password grant.
     User(&'a str),
-}
-
-/// `token.refused`, naming the address and who the attempt claimed to be: the id when it
-/// names a principal of the running configuration, else [`shown_claim`]'s fingerprint.
-fn audit_refusal(state: &AppState, subjects: &[Subject], claimed: Claimed<'_>, reason: &str) {
-    // Built only when the log is on: a flood of refused attempts is a hot path too.
-    state.audit().record_with(AuditKind::TokenRefused, |event| {
-        let mut event = event.reason(reason);
-        if let Some(Subject::Address(ip)) = subjects.first() {
-            event = event.address(Some(*ip));
-        }
-        let rt = state.runtime();
-        match claimed {
-            Claimed::Client(Some(id)) => event.client_id(&shown_claim(&rt, id)),
-            Claimed::Client(None) => event,
-            Claimed::User(name) => event.username(&shown_claim(&rt, name)),
-        }
-    });
-}
-
-/// Refuses (503) while this replica's copy of the directory is older than
-/// `directory.max_staleness`: a key revoked meanwhile on another replica could still
-/// work here (docs/directory.md#failures).
-pub(crate) fn directory_current(rt: &Runtime) -> Result<(), Rejection> {
-    match rt.live.as_ref().map(|l| l.staleness()) {
-        Some(crate::directory::Staleness::Stale) => {
-            crate::metrics::increment(
-                "keygate_tokens_refused_total",
-                [("grant", "any"), ("reason", "directory_stale")],
-            );
-            Err(Rejection::Unavailable(std::time::Duration::from_secs(1)))
-        }
-        _ => Ok(()),
-    }
 }
 
 /// How a claimed client id or username may be written to the audit log, tracing or

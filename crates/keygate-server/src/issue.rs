@@ -5,13 +5,12 @@ use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use keygate::principal::Principal;
-use keygate::token::{Grant, IssuedToken};
+use keygate::token::IssuedToken;
 use serde::Serialize;
 
 use crate::audit::{AuditEvent, AuditKind};
+use crate::context::{Grant, RequestCtx};
 use crate::rejection::Rejection;
-use crate::runtime::Runtime;
-use crate::state::AppState;
 
 /// The successful token response (RFC 6749 §5.1).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -64,63 +63,57 @@ pub(crate) fn token_response(issued: &IssuedToken, set_cookie: Option<HeaderValu
     response
 }
 
-/// Signs a token for `principal` with the granted `scopes`, counts it and audits it. The
-/// principal is also the client that requested it (`/login`, `client_credentials`).
-pub(crate) fn issue(
-    state: &AppState,
-    rt: &Runtime,
-    principal: &Principal,
-    scopes: &[String],
-    grant_type: &'static str,
-    ip: std::net::IpAddr,
-) -> Result<IssuedToken, Rejection> {
-    issue_requested_by(state, rt, principal, &principal.id, scopes, grant_type, ip)
-}
-
-/// [`issue`] for a token requested by the client `client_id` on behalf of `principal`
-/// (the password grant): `client_id` is the claim of that name, the OAuth client that
-/// requested the token (RFC 9068 §2.2), and the audit event names both.
-pub(crate) fn issue_requested_by(
-    state: &AppState,
-    rt: &Runtime,
-    principal: &Principal,
-    client_id: &str,
-    scopes: &[String],
-    grant_type: &'static str,
-    ip: std::net::IpAddr,
-) -> Result<IssuedToken, Rejection> {
-    let grant = Grant {
-        subject: &principal.id,
-        client_id,
-        role: principal.role(),
-        scopes,
-    };
-    let issued = rt.issuer.issue(&grant).map_err(|e| {
-        tracing::error!(error = %e, "signing failed");
-        Rejection::Internal
-    })?;
-    crate::metrics::increment("keygate_tokens_issued_total", [("grant", grant_type)]);
-    crate::telemetry::record("keygate.grant", grant_type);
-    crate::telemetry::record("keygate.client_id", &principal.id);
-    // At debug: one line per token would cost every request a formatted line. The record of
-    // each token issued is the audit log's `token.issued`.
-    tracing::debug!(sub = %principal.id, jti = %issued.claims.jti, grant = grant_type, "token issued");
-    state.audit().record_with(AuditKind::TokenIssued, |event| {
-        let event = about(event, principal);
-        // The requesting client, when one authenticated: neither the principal itself
-        // nor the public client (no configured principal has its id).
-        let event = if client_id == &*principal.id || client_id == rt.config.token.public_client_id
-        {
-            event
-        } else {
-            event.client_id(client_id)
+impl RequestCtx {
+    /// Signs a token for `principal` with the granted `scopes`, counts it and audits it.
+    /// `client_id` is the claim of that name, the OAuth client that requested the token
+    /// (RFC 9068 §2.2): the principal itself at `/login` and for `client_credentials`, the
+    /// authenticated client or `token.public_client_id` for the password grant; the audit
+    /// event names both when they differ.
+    pub(crate) fn issue(
+        &self,
+        principal: &Principal,
+        client_id: &str,
+        scopes: &[String],
+        grant: Grant,
+    ) -> Result<IssuedToken, Rejection> {
+        let rt = &self.rt;
+        let grant_type = grant.label();
+        let claims = keygate::token::Grant {
+            subject: &principal.id,
+            client_id,
+            role: principal.role(),
+            scopes,
         };
-        event
-            .address(Some(ip))
-            .jti(&issued.claims.jti)
-            .reason(grant_type)
-    });
-    Ok(issued)
+        let issued = rt.issuer.issue(&claims).map_err(|e| {
+            tracing::error!(error = %e, "signing failed");
+            Rejection::Internal
+        })?;
+        crate::metrics::increment("keygate_tokens_issued_total", [("grant", grant_type)]);
+        crate::telemetry::record("keygate.grant", grant_type);
+        crate::telemetry::record("keygate.client_id", &principal.id);
+        // At debug: one line per token would cost every request a formatted line. The
+        // record of each token issued is the audit log's `token.issued`.
+        tracing::debug!(sub = %principal.id, jti = %issued.claims.jti, grant = grant_type, "token issued");
+        self.state
+            .audit()
+            .record_with(AuditKind::TokenIssued, |event| {
+                let event = about(event, principal);
+                // The requesting client, when one authenticated: neither the principal
+                // itself nor the public client (no configured principal has its id).
+                let event = if client_id == &*principal.id
+                    || client_id == rt.config.token.public_client_id
+                {
+                    event
+                } else {
+                    event.client_id(client_id)
+                };
+                event
+                    .address(self.sender)
+                    .jti(&issued.claims.jti)
+                    .reason(grant_type)
+            });
+        Ok(issued)
+    }
 }
 
 /// `event`, naming `principal` as a client or as a user.

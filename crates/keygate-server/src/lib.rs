@@ -44,6 +44,7 @@ pub mod audit;
 mod authorize;
 mod charge;
 pub mod config;
+mod context;
 mod credentials;
 pub mod directory;
 mod extract;

@@ -42,6 +42,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "authorize",
             "issue",
             "charge",
+            "context",
         ],
     ),
     // The HTTP surface: the endpoints and the layer around them.

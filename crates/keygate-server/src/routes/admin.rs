@@ -23,7 +23,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::audit::{AuditEvent, AuditKind};
-use crate::authorize::authorize;
+use crate::context::{Endpoint, RequestCtx};
 use crate::directory::{DirectoryError, Kind, LiveCopy, Record};
 use crate::rejection::Rejection;
 use crate::state::AppState;
@@ -113,8 +113,9 @@ async fn admin(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<(Arc<LiveCopy>, String), AdminError> {
-    let rt = state.runtime();
-    let authorized = authorize(state, &rt, headers).await?;
+    let ctx = RequestCtx::new(state.clone(), Endpoint::Admin);
+    let authorized = ctx.authorize(headers).await?;
+    let rt = &ctx.rt;
     if !authorized.claims.scope.split(' ').any(|s| s == ADMIN_SCOPE) {
         return Err(Rejection::InsufficientScope(ADMIN_SCOPE.into()).into());
     }

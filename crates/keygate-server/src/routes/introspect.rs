@@ -5,8 +5,6 @@
 //! server checks a token presented to it (RFC 7662 §2.1). A client may revoke only tokens
 //! issued to it, unless its role is one of `token.admin_roles` (RFC 7009 §2.1).
 
-use std::net::SocketAddr;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -15,12 +13,12 @@ use keygate::token::Claims;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::authorize::{check_token, revoke as revoke_claims};
-use crate::credentials::{FormSecret, authenticate_client};
-use crate::extract::{Peer, client_ip};
+use crate::context::{Endpoint, Grant, RequestCtx, RevokedBy};
+use crate::credentials::FormSecret;
+use crate::directory::Found;
+use crate::extract::Peer;
 use crate::form::Form;
 use crate::rejection::Rejection;
-use crate::runtime::Runtime;
 use crate::state::AppState;
 
 /// Form body of `POST /revoke` and `POST /introspect`.
@@ -55,20 +53,17 @@ pub(super) struct Introspection {
 }
 
 /// The authenticated calling client and the `token` parameter.
-async fn client_and_token<'rt>(
-    state: &AppState,
-    rt: &'rt Runtime,
-    peer: SocketAddr,
+async fn client_and_token<'c>(
+    ctx: &'c RequestCtx,
     headers: &HeaderMap,
     form: TokenParam,
-    label: &'static str,
-) -> Result<(crate::directory::Found<'rt>, String), Rejection> {
-    let ip = client_ip(peer, headers, &rt.config);
+    grant: Grant,
+) -> Result<(Found<'c>, String), Rejection> {
     let secret = FormSecret {
         client_id: form.client_id.as_deref(),
         client_secret: form.client_secret.as_deref(),
     };
-    let client = authenticate_client(state, rt, ip, headers, secret, label).await?;
+    let client = ctx.authenticate_client(headers, secret, grant).await?;
     let token = form
         .token
         .ok_or(Rejection::InvalidRequest("token is required"))?;
@@ -104,8 +99,9 @@ pub(super) async fn revoke(
     headers: HeaderMap,
     Form(form): Form<TokenParam>,
 ) -> Result<Response, Rejection> {
-    let rt = state.runtime();
-    let (client, token) = client_and_token(&state, &rt, peer, &headers, form, "revoke").await?;
+    let ctx = RequestCtx::with_sender(state, Endpoint::Revoke, peer, &headers);
+    let (client, token) = client_and_token(&ctx, &headers, form, Grant::Revoke).await?;
+    let rt = &ctx.rt;
     // `token_type_hint` may be ignored (RFC 7009 §2.1): keygate has access tokens only.
     let Ok(claims) = rt.verifier.verify(&token) else {
         return Ok(no_store(StatusCode::OK.into_response()));
@@ -120,7 +116,7 @@ pub(super) async fn revoke(
         tracing::info!(client = %client.id, jti = %claims.jti, "revocation of another client's token refused");
         return Err(Rejection::UnauthorizedClient);
     }
-    revoke_claims(&state, &rt, &claims, &client.id).await?;
+    ctx.revoke(&claims, RevokedBy::Client(&client.id)).await?;
     Ok(no_store(StatusCode::OK.into_response()))
 }
 
@@ -145,9 +141,9 @@ pub(super) async fn introspect(
     headers: HeaderMap,
     Form(form): Form<TokenParam>,
 ) -> Result<Response, Rejection> {
-    let rt = state.runtime();
-    let (_, token) = client_and_token(&state, &rt, peer, &headers, form, "introspect").await?;
-    let body = match check_token(&state, &rt, &token).await {
+    let ctx = RequestCtx::with_sender(state, Endpoint::Introspect, peer, &headers);
+    let (_, token) = client_and_token(&ctx, &headers, form, Grant::Introspect).await?;
+    let body = match ctx.check_token(&token).await {
         Ok(claims) => Introspection {
             active: true,
             token_type: Some("Bearer"),

@@ -4,12 +4,11 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::authorize::{authorize_logout, revoke};
-use crate::charge::{charge, with_headers};
+use crate::charge::with_headers;
 use crate::config::Config;
-use crate::credentials::authenticate_api_key;
-use crate::extract::{Peer, TokenSource, api_key, client_ip};
-use crate::issue::{issue, token_response};
+use crate::context::{Endpoint, Grant, RequestCtx, RevokedBy};
+use crate::extract::{Peer, TokenSource, api_key};
+use crate::issue::token_response;
 use crate::rejection::Rejection;
 use crate::state::AppState;
 
@@ -32,21 +31,21 @@ pub(super) async fn login(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, Rejection> {
-    let rt = state.runtime();
-    let key = api_key(&headers, query.as_deref(), &rt)?
+    let ctx = RequestCtx::with_sender(state, Endpoint::Login, peer, &headers);
+    let key = api_key(&headers, query.as_deref(), &ctx.rt)?
         .ok_or(Rejection::InvalidClient { basic: false })?;
-    let ip = client_ip(peer, &headers, &rt.config);
-    let client = authenticate_api_key(&state, &rt, ip, &key, "api_key", false).await?;
-    let quota = charge(&state, &rt, &client.id, "/login", Some(ip), None).await?;
-    let issued = match issue(&state, &rt, &client, client.scopes(), "api_key", ip) {
+    let client = ctx.authenticate_key(&key, Grant::ApiKey).await?;
+    let quota = ctx.charge(&client.id, None).await?;
+    // Every answer counted against a quota carries its fields, refusals included.
+    let issued = match ctx.issue(&client, &client.id, client.scopes(), Grant::ApiKey) {
         Ok(issued) => issued,
         Err(e) => return Ok(with_headers(quota.as_ref(), e.into_response())),
     };
-    let cookie = rt
-        .config
+    let config = &ctx.rt.config;
+    let cookie = config
         .cookie
         .enabled
-        .then(|| token_cookie(&rt.config, &issued.token, issued.expires_in()))
+        .then(|| token_cookie(config, &issued.token, issued.expires_in()))
         .flatten();
     Ok(with_headers(
         quota.as_ref(),
@@ -66,19 +65,19 @@ pub(super) async fn login(
     security(("bearer" = []), ("token_cookie" = []), ("oauth2" = []))
 )]
 pub(super) async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let rt = state.runtime();
-    let clear = rt
-        .config
+    let ctx = RequestCtx::new(state, Endpoint::Logout);
+    let config = &ctx.rt.config;
+    let clear = config
         .cookie
         .enabled
-        .then(|| token_cookie(&rt.config, "", 0))
+        .then(|| token_cookie(config, "", 0))
         .flatten();
     let outcome = async {
-        let authorized = authorize_logout(&state, &rt, &headers).await?;
-        if authorized.source == TokenSource::Cookie && is_cross_site(&headers, &rt.public_url) {
+        let authorized = ctx.authorize_logout(&headers).await?;
+        if authorized.source == TokenSource::Cookie && is_cross_site(&headers, &ctx.rt.public_url) {
             return Err(Rejection::CrossSite);
         }
-        revoke(&state, &rt, &authorized.claims, "logout").await
+        ctx.revoke(&authorized.claims, RevokedBy::Logout).await
     }
     .await;
     let mut response = match outcome {

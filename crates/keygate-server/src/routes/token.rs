@@ -4,20 +4,16 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use crate::charge::{charge, with_headers};
-use crate::credentials::{
-    Claimed, FormSecret, authenticate_client, begin_attempt, decode_basic, finish_attempt,
-    not_revoked_in_store,
-};
-use crate::extract::{Peer, client_ip};
+use crate::charge::with_headers;
+use crate::context::{Endpoint, Grant, RequestCtx};
+use crate::credentials::{FormSecret, decode_basic};
+use crate::extract::Peer;
 use crate::form::Form;
-use crate::issue::{issue, issue_requested_by, narrow_scopes, token_response};
-use crate::limits::Subject;
+use crate::issue::{narrow_scopes, token_response};
+use crate::quota::Decision;
 use crate::rejection::Rejection;
-use crate::runtime::Runtime;
 use crate::state::AppState;
 
 /// Form body of `POST /token`.
@@ -58,8 +54,7 @@ pub(super) async fn token(
     headers: HeaderMap,
     Form(form): Form<TokenForm>,
 ) -> Result<Response, Rejection> {
-    let rt = state.runtime();
-    let ip = client_ip(peer, &headers, &rt.config);
+    let ctx = RequestCtx::with_sender(state, Endpoint::Token, peer, &headers);
     match form.grant_type.as_deref() {
         None => Err(Rejection::InvalidRequest("grant_type is required")),
         Some("client_credentials") => {
@@ -67,19 +62,26 @@ pub(super) async fn token(
                 client_id: form.client_id.as_deref(),
                 client_secret: form.client_secret.as_deref(),
             };
-            let client =
-                authenticate_client(&state, &rt, ip, &headers, secret, "client_credentials")
-                    .await?;
-            let quota = charge(&state, &rt, &client.id, "/token", Some(ip), None).await?;
+            let grant = Grant::ClientCredentials;
+            let client = ctx.authenticate_client(&headers, secret, grant).await?;
+            let quota = ctx.charge(&client.id, None).await?;
+            // Every answer counted against a quota carries its fields, refusals included.
             let issued = narrow_scopes(form.scope.as_deref(), client.scopes())
-                .and_then(|scopes| issue(&state, &rt, &client, &scopes, "client_credentials", ip));
+                .and_then(|scopes| ctx.issue(&client, &client.id, &scopes, grant));
             let response = match issued {
                 Ok(issued) => token_response(&issued, None),
                 Err(e) => e.into_response(),
             };
             Ok(with_headers(quota.as_ref(), response))
         }
-        Some("password") if rt.has_users() => password(&state, &rt, &headers, &form, ip).await,
+        Some("password") if ctx.rt.has_users() => {
+            let (client_id, quota) = requesting_client(&ctx, &headers, &form).await?;
+            let response = match user_token(&ctx, &client_id, &form).await {
+                Ok(response) => response,
+                Err(e) => e.into_response(),
+            };
+            Ok(with_headers(quota.as_ref(), response))
+        }
         Some(_) => Err(Rejection::UnsupportedGrantType),
     }
 }
@@ -91,13 +93,11 @@ pub(super) async fn token(
 /// `/token` requests. Otherwise the requester is the public client
 /// `token.public_client_id`: a `client_id` naming any other client is refused, as a
 /// confidential client must authenticate (§3.2.1).
-async fn requesting_client<'rt>(
-    state: &AppState,
-    rt: &'rt Runtime,
+async fn requesting_client<'c>(
+    ctx: &'c RequestCtx,
     headers: &HeaderMap,
     form: &TokenForm,
-    ip: std::net::IpAddr,
-) -> Result<(std::borrow::Cow<'rt, str>, Option<crate::quota::Decision>), Rejection> {
+) -> Result<(std::borrow::Cow<'c, str>, Option<Decision>), Rejection> {
     let basic = basic_credentials(headers)?;
     // Basic with an empty secret authenticates nothing: it names a client at most, as a
     // lone `client_id` does. Swagger UI's password flow sends `Basic <base64 of ":">` when
@@ -108,7 +108,7 @@ async fn requesting_client<'rt>(
         None => (false, None),
     };
     let key_header = matches!(
-        rt.client_key_header.find(headers, None),
+        ctx.rt.client_key_header.find(headers, None),
         Ok(Some(_)) | Err(_)
     );
     if basic_secret || key_header || form.client_secret.is_some() {
@@ -116,11 +116,13 @@ async fn requesting_client<'rt>(
             client_id: form.client_id.as_deref(),
             client_secret: form.client_secret.as_deref(),
         };
-        let client = authenticate_client(state, rt, ip, headers, secret, "password").await?;
-        let quota = charge(state, rt, &client.id, "/token", Some(ip), None).await?;
+        let client = ctx
+            .authenticate_client(headers, secret, Grant::Password)
+            .await?;
+        let quota = ctx.charge(&client.id, None).await?;
         return Ok((client.id.to_string().into(), quota));
     }
-    let public = rt.config.token.public_client_id.as_str();
+    let public = ctx.rt.config.token.public_client_id.as_str();
     let named = [basic_id, form.client_id.as_deref()];
     if named.iter().flatten().all(|id| *id == public) {
         Ok((public.into(), None))
@@ -148,57 +150,19 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, Re
     }
 }
 
-async fn password(
-    state: &AppState,
-    rt: &Runtime,
-    headers: &HeaderMap,
-    form: &TokenForm,
-    ip: std::net::IpAddr,
-) -> Result<Response, Rejection> {
-    let (client_id, quota) = requesting_client(state, rt, headers, form, ip).await?;
-    // Every answer counted against a quota carries its fields, refusals included.
-    let response = match user_token(state, rt, &client_id, form, ip).await {
-        Ok(response) => response,
-        Err(e) => e.into_response(),
-    };
-    Ok(with_headers(quota.as_ref(), response))
-}
-
 /// The password check and the token of the user, requested by `client_id`.
 async fn user_token(
-    state: &AppState,
-    rt: &Runtime,
+    ctx: &RequestCtx,
     client_id: &str,
     form: &TokenForm,
-    ip: std::net::IpAddr,
 ) -> Result<Response, Rejection> {
     let (Some(username), Some(password)) = (&form.username, &form.password) else {
         return Err(Rejection::InvalidRequest(
             "username and password are required",
         ));
     };
-    // A username's attempts count per address and per (username, address): guessing
-    // from one address is bounded, and nobody elsewhere can lock the user out.
-    let subjects = [Subject::Address(ip), Subject::UserAt(username.clone(), ip)];
-    let claimed = Claimed::User(username);
-    let attempt = begin_attempt(state, &subjects, "password", claimed).await?;
-    let now = OffsetDateTime::now_utc();
-    crate::credentials::directory_current(rt)?;
-    let outcome = rt
-        .authenticate_user(username, password, state.passwords(), now)
-        .await;
-    let user = finish_attempt(
-        state,
-        attempt,
-        &subjects,
-        "password",
-        claimed,
-        outcome,
-        Rejection::InvalidGrant,
-    )
-    .await?;
-    let user = not_revoked_in_store(state, rt, user, Rejection::InvalidGrant, "password")?;
+    let user = ctx.authenticate_user(username, password).await?;
     let scopes = narrow_scopes(form.scope.as_deref(), user.scopes())?;
-    let issued = issue_requested_by(state, rt, &user, client_id, &scopes, "password", ip)?;
+    let issued = ctx.issue(&user, client_id, &scopes, Grant::Password)?;
     Ok(token_response(&issued, None))
 }

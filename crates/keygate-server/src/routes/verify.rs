@@ -7,8 +7,8 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::authorize::authorize;
-use crate::charge::{charge, with_headers};
+use crate::charge::with_headers;
+use crate::context::{Endpoint, RequestCtx};
 use crate::rejection::Rejection;
 use crate::state::AppState;
 
@@ -41,17 +41,9 @@ pub(super) async fn verify(
     // The request itself rather than a `HeaderMap` extractor, which copies every header:
     // this is the hot path of forward auth.
     let (headers, query) = (request.headers(), request.uri().query());
-    let rt = state.runtime();
-    let claims = authorize(&state, &rt, headers).await?.claims;
-    let quota = charge(
-        &state,
-        &rt,
-        &claims.client_id,
-        "/verify",
-        None,
-        Some(&claims.jti),
-    )
-    .await?;
+    let ctx = RequestCtx::new(state, Endpoint::Verify);
+    let claims = ctx.authorize(headers).await?.claims;
+    let quota = ctx.charge(&claims.client_id, Some(&claims.jti)).await?;
     Ok(with_headers(
         quota.as_ref(),
         demands(&claims, query).unwrap_or_else(IntoResponse::into_response),
@@ -118,17 +110,9 @@ pub(super) async fn userinfo(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, Rejection> {
-    let rt = state.runtime();
-    let claims = authorize(&state, &rt, &headers).await?.claims;
-    let quota = charge(
-        &state,
-        &rt,
-        &claims.client_id,
-        "/userinfo",
-        None,
-        Some(&claims.jti),
-    )
-    .await?;
+    let ctx = RequestCtx::new(state, Endpoint::Userinfo);
+    let claims = ctx.authorize(&headers).await?.claims;
+    let quota = ctx.charge(&claims.client_id, Some(&claims.jti)).await?;
     let mut response = Json(&*claims).into_response();
     response
         .headers_mut()
