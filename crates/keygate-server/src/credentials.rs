@@ -106,7 +106,9 @@ impl RequestCtx {
         // only, so that no stranger can lock a genuine client out (docs/security.md).
         self.directory_current()?;
         let subjects = [Subject::Address(self.sender()?)];
-        let claimed = Claimed::Client(key_client_id(key));
+        // Who the key claims to be, for the audit log: read without its checksum, which
+        // `authenticate_key` checks (once) next.
+        let claimed = Claimed::Client(keygate::api_key::claimed_id(key));
         let attempt = self.begin_attempt(&subjects, grant, claimed).await?;
         let now = OffsetDateTime::now_utc();
         let outcome = self

@@ -452,7 +452,21 @@ impl Directory {
         passwords: &PasswordVerifier,
         now: OffsetDateTime,
     ) -> Result<&Principal> {
-        match api_key::classify(key)? {
+        self.authenticate_classified(api_key::classify(key)?, key, passwords, now)
+            .await
+    }
+
+    /// [`Directory::authenticate_key`] for a key already classified (`presented` is
+    /// [`api_key::classify`] of `key`), so that a caller that looks elsewhere too checks
+    /// the checksum once.
+    pub async fn authenticate_classified(
+        &self,
+        presented: PresentedKey<'_>,
+        key: &str,
+        passwords: &PasswordVerifier,
+        now: OffsetDateTime,
+    ) -> Result<&Principal> {
+        match presented {
             PresentedKey::Generated { id } => {
                 let client = self.client(id);
                 check_secret(client, key, passwords, now).await

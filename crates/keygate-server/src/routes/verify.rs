@@ -7,6 +7,8 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
+use keygate::token::Demands;
+
 use crate::charge::with_headers;
 use crate::context::{Endpoint, RequestCtx};
 use crate::rejection::Rejection;
@@ -53,24 +55,20 @@ pub(super) async fn verify(
 /// The `?role=` and `?scope=` demands of a verified token: 200 with the identity
 /// headers, or 403.
 fn demands(claims: &keygate::token::Claims, query: Option<&str>) -> Result<Response, Rejection> {
-    let mut roles: Vec<String> = Vec::new();
-    let mut scopes: Vec<String> = Vec::new();
+    let mut demands = Demands::default();
     for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         let items = v
             .split([',', ' '])
             .filter(|s| !s.is_empty())
             .map(str::to_owned);
         match k.as_ref() {
-            "role" => roles.extend(items),
-            "scope" => scopes.extend(items),
+            "role" => demands.roles.extend(items),
+            "scope" => demands.scopes.extend(items),
             _ => {}
         }
     }
-    if !roles.is_empty() && !roles.contains(&claims.role) {
-        return Err(Rejection::InsufficientScope(scopes.join(" ")));
-    }
-    if !scopes.iter().all(|s| claims.has_scope(s)) {
-        return Err(Rejection::InsufficientScope(scopes.join(" ")));
+    if !demands.met_by(claims) {
+        return Err(Rejection::InsufficientScope(demands.scope()));
     }
     const SUBJECT: HeaderName = HeaderName::from_static("x-auth-subject");
     const ROLE: HeaderName = HeaderName::from_static("x-auth-role");

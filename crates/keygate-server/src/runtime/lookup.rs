@@ -54,17 +54,22 @@ impl Runtime {
                 .await
                 .map(Found::File);
         };
-        let entry = match api_key::classify(key)? {
+        let presented = api_key::classify(key)?;
+        let entry = match presented {
             PresentedKey::Generated { id } if self.directory.get(id).is_some() => {
                 return self
                     .directory
-                    .authenticate_key(key, passwords, now)
+                    .authenticate_classified(presented, key, passwords, now)
                     .await
                     .map(Found::File);
             }
             PresentedKey::Generated { id } => live.get(id),
             PresentedKey::HandMade => {
-                match self.directory.authenticate_key(key, passwords, now).await {
+                match self
+                    .directory
+                    .authenticate_classified(presented, key, passwords, now)
+                    .await
+                {
                     Err(Error::WrongCredential) => live.by_digest(&digest(key)),
                     other => return other.map(Found::File),
                 }

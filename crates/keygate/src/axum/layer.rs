@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use tower::{Layer, Service};
 
 use super::{AuthRejection, bearer_token};
-use crate::token::{Authority, Claims};
+use crate::token::{Authority, Claims, Demands};
 
 /// Verifies the bearer token of every request, checks the demanded role and scopes, and
 /// puts the [`crate::token::Claims`] in the request extensions (read them with
@@ -44,14 +44,13 @@ use crate::token::{Authority, Claims};
 /// ```
 #[derive(Debug, Clone)]
 pub struct RequireAuthLayer {
-    policy: Arc<Demands>,
+    policy: Arc<Policy>,
 }
 
 #[derive(Debug)]
-struct Demands {
+struct Policy {
     authority: Authority,
-    roles: Vec<String>,
-    scopes: Vec<String>,
+    demands: Demands,
 }
 
 impl RequireAuthLayer {
@@ -59,10 +58,9 @@ impl RequireAuthLayer {
     /// or an [`Authority`]).
     pub fn new(authority: impl Into<Authority>) -> Self {
         Self {
-            policy: Arc::new(Demands {
+            policy: Arc::new(Policy {
                 authority: authority.into(),
-                roles: Vec::new(),
-                scopes: Vec::new(),
+                demands: Demands::default(),
             }),
         }
     }
@@ -78,14 +76,13 @@ impl RequireAuthLayer {
     }
 
     fn with(self, f: impl FnOnce(&mut Demands)) -> Self {
-        let mut demands = Demands {
-            authority: self.policy.authority.clone(),
-            roles: self.policy.roles.clone(),
-            scopes: self.policy.scopes.clone(),
-        };
+        let mut demands = self.policy.demands.clone();
         f(&mut demands);
         Self {
-            policy: Arc::new(demands),
+            policy: Arc::new(Policy {
+                authority: self.policy.authority.clone(),
+                demands,
+            }),
         }
     }
 }
@@ -105,21 +102,18 @@ impl<S> Layer<S> for RequireAuthLayer {
 #[derive(Debug, Clone)]
 pub struct RequireAuth<S> {
     inner: S,
-    policy: Arc<Demands>,
+    policy: Arc<Policy>,
 }
 
-impl Demands {
+impl Policy {
     async fn check(&self, token: Result<String, AuthRejection>) -> Result<Claims, AuthRejection> {
         let claims = self
             .authority
             .verify(&token?)
             .await
             .map_err(AuthRejection::InvalidToken)?;
-        if !self.roles.is_empty() && !self.roles.contains(&claims.role) {
-            return Err(AuthRejection::InsufficientScope(self.scopes.join(" ")));
-        }
-        if !self.scopes.iter().all(|s| claims.has_scope(s)) {
-            return Err(AuthRejection::InsufficientScope(self.scopes.join(" ")));
+        if !self.demands.met_by(&claims) {
+            return Err(AuthRejection::InsufficientScope(self.demands.scope()));
         }
         Ok(claims)
     }

@@ -46,6 +46,32 @@ impl Claims {
     }
 }
 
+/// What a request demands of a valid token beyond its validity: one of `roles` (when any
+/// is named) and every one of `scopes`. Unmet, the answer is 403 `insufficient_scope`
+/// (RFC 6750 §3.1) naming the scopes demanded. `RequireAuthLayer` and keygate's own
+/// `/verify?role=&scope=` both decide with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Demands {
+    /// Any one of these roles; none named: any role.
+    pub roles: Vec<String>,
+    /// Every one of these scopes.
+    pub scopes: Vec<String>,
+}
+
+impl Demands {
+    /// True when `claims` meet every demand.
+    pub fn met_by(&self, claims: &Claims) -> bool {
+        (self.roles.is_empty() || self.roles.contains(&claims.role))
+            && self.scopes.iter().all(|s| claims.has_scope(s))
+    }
+
+    /// The scopes demanded, space-separated: the `scope` of the `insufficient_scope`
+    /// challenge.
+    pub fn scope(&self) -> String {
+        self.scopes.join(" ")
+    }
+}
+
 /// `aud`: one string or an array (RFC 7519 §4.1.3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -65,5 +91,49 @@ impl Audience {
             Audience::Many(v) => v,
         };
         slice.iter().map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(role: &str, scope: &str) -> Claims {
+        Claims {
+            iss: "https://keygate.example".into(),
+            sub: "billing".into(),
+            aud: None,
+            exp: 2,
+            iat: 1,
+            nbf: 1,
+            jti: "j".into(),
+            client_id: "billing".into(),
+            role: role.into(),
+            scope: scope.into(),
+        }
+    }
+
+    #[test]
+    fn demands_are_one_of_the_roles_and_every_scope() {
+        let none = Demands::default();
+        assert!(none.met_by(&claims("service", "")));
+        let demands = Demands {
+            roles: vec!["admin".into(), "service".into()],
+            scopes: vec!["orders:read".into(), "orders:write".into()],
+        };
+        assert!(demands.met_by(&claims("service", "orders:write orders:read")));
+        assert!(
+            !demands.met_by(&claims("user", "orders:write orders:read")),
+            "role unmet"
+        );
+        assert!(
+            !demands.met_by(&claims("admin", "orders:read")),
+            "a scope missing"
+        );
+        assert!(
+            !demands.met_by(&claims("admin", "orders:reader orders:write")),
+            "whole scopes only"
+        );
+        assert_eq!(demands.scope(), "orders:read orders:write");
     }
 }

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 pub use algorithm::{SigningAlgorithm, UnknownAlgorithm};
 pub use authority::Authority;
-pub use claims::{Audience, Claims};
+pub use claims::{Audience, Claims, Demands};
 pub use issuer::{Grant, IssuedToken, Issuer};
 #[cfg(feature = "jwks")]
 pub use jwks::{JwksVerifier, JwksVerifierBuilder, MAX_JWKS_BYTES};
