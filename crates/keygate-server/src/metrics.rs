@@ -15,11 +15,15 @@
 //! | `keygate_quota_refused_total` | `route` |
 //! | `keygate_audit_events_total` | `event` |
 //! | `keygate_audit_dropped_total` | |
+//! | `keygate_trace_spans_dropped_total` | |
+//! | `keygate_log_dropped_total` (counted by `keygate serve`'s log writer) | |
+//! | `keygate_directory_changes_total` | `result` (`applied`, `error`) |
 //! | `keygate_store_in_sync` (gauge: 1 while the revocation copy follows the store) | |
 //! | `keygate_ready` (gauge: 1 while `/readyz` answers 200, read at each scrape) | |
 //!
-//! Alerting and recording rules over these, and a Grafana dashboard, ship in `deploy/`
-//! (see `docs/operations.md`).
+//! docs/operations.md says what each means; a test holds this table, that one and the code
+//! to the same names. Alerting and recording rules over these, and a Grafana dashboard,
+//! ship in `deploy/`.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -260,6 +264,54 @@ pub(crate) fn increment<const N: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every metric the workspace's code names, listed in this module's table and in
+    /// docs/operations.md, and nothing listed that the code does not name.
+    #[test]
+    fn every_metric_is_in_the_table_and_the_docs() {
+        let crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut in_code = std::collections::BTreeSet::new();
+        let mut stack = vec![
+            crates.join("keygate-server/src"),
+            crates.join("keygate-cli/src"),
+        ];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    for piece in text.split("\"keygate_").skip(1) {
+                        let name: String = piece
+                            .chars()
+                            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                            .collect();
+                        let is_metric = ["_total", "_seconds", "_in_sync"]
+                            .iter()
+                            .any(|end| name.ends_with(end))
+                            || name == "ready";
+                        if is_metric && piece[name.len()..].starts_with('"') {
+                            in_code.insert(format!("keygate_{name}"));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(in_code.len() >= 15, "{in_code:?}");
+        let listed = |text: &str| -> std::collections::BTreeSet<String> {
+            text.lines()
+                .filter_map(|l| l.trim_start_matches("//!").trim().strip_prefix("| `"))
+                .filter_map(|l| l.split('`').next())
+                .filter(|n| n.starts_with("keygate_"))
+                .map(str::to_owned)
+                .collect()
+        };
+        let here = listed(include_str!("metrics.rs"));
+        let docs = std::fs::read_to_string(crates.join("../docs/operations.md")).unwrap();
+        assert_eq!(here, in_code, "this module's table");
+        assert_eq!(listed(&docs), in_code, "docs/operations.md, Metrics");
+    }
 
     /// Paths name their route template; anything else, however made up, is `unmatched`, so
     /// no request can add a label value.

@@ -499,7 +499,7 @@ mod tests {
     }
 
     /// docs/security.md: a hash whose check would take over a second is refused at load, so a
-    /// configuration cannot stall the hashing threads (`t=100000` used to load).
+    /// configuration cannot stall the hashing threads (`t=100000` is one such hash).
     #[test]
     fn hashes_costing_over_a_second_are_refused() {
         let salt_and_output = "c29tZXNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";

@@ -504,8 +504,8 @@ impl PendingRevocation {
 
 /// The longest token this configuration can issue must pass its own verifier: the issuer,
 /// the audience and a principal's id, role and scopes go into every token, and verifiers
-/// refuse tokens over [`keygate::token::MAX_TOKEN_LEN`]. (Found by fuzz/, target `config`:
-/// with a 6 KB `server.public_url`, every token issued was refused.)
+/// refuse tokens over [`keygate::token::MAX_TOKEN_LEN`] (a 6 KB `server.public_url` alone
+/// would make every token too long).
 fn check_tokens_verify(
     issuer: &Issuer,
     verifier: &Verifier,

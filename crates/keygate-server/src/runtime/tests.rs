@@ -224,8 +224,8 @@ fn store_url_is_checked_without_echoing_its_password() {
 
 #[test]
 fn a_configuration_whose_tokens_its_verifier_refuses_is_refused() {
-    // Found by fuzz/ (target `config`): a 6 KB public_url (the default issuer) was
-    // accepted, and every token issued was then over keygate::token::MAX_TOKEN_LEN.
+    // A 6 KB public_url (the default issuer) would make every token issued longer than
+    // keygate::token::MAX_TOKEN_LEN: refused at load (fuzz target `config` keeps the input).
     let long_url = format!(
         "{}[server]\npublic_url = \"https://{}\"\n",
         minimal(),
