@@ -35,24 +35,39 @@ pub struct RateLimit {
     pub period: Duration,
 }
 
+/// Why a `rate_limit` setting is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RateLimitError {
+    /// Not `N/DURATION`.
+    #[error("`{0}` is not N/DURATION, like 100/1s or 1000/1m")]
+    Malformed(String),
+    /// `N` is 0.
+    #[error("`{0}`: the limit must be at least 1")]
+    ZeroLimit(String),
+    /// The duration is under a second or not whole seconds.
+    #[error("`{0}`: the duration must be whole seconds, at least 1s")]
+    Period(String),
+    /// More than one request per microsecond, the GCRA's resolution.
+    #[error("`{0}`: more than one request per microsecond")]
+    TooFast(String),
+}
+
 impl FromStr for RateLimit {
-    type Err = String;
+    type Err = RateLimitError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let malformed = || format!("`{s}` is not N/DURATION, like 100/1s or 1000/1m");
+        let malformed = || RateLimitError::Malformed(s.to_owned());
         let (n, d) = s.split_once('/').ok_or_else(malformed)?;
         let limit: u32 = n.trim().parse().map_err(|_| malformed())?;
         let period = humantime::parse_duration(d.trim()).map_err(|_| malformed())?;
         if limit == 0 {
-            return Err(format!("`{s}`: the limit must be at least 1"));
+            return Err(RateLimitError::ZeroLimit(s.to_owned()));
         }
         if period.as_secs() == 0 || period.subsec_nanos() != 0 {
-            return Err(format!(
-                "`{s}`: the duration must be whole seconds, at least 1s"
-            ));
+            return Err(RateLimitError::Period(s.to_owned()));
         }
         if period.as_micros() < u128::from(limit) {
-            return Err(format!("`{s}`: more than one request per microsecond"));
+            return Err(RateLimitError::TooFast(s.to_owned()));
         }
         Ok(Self { limit, period })
     }
