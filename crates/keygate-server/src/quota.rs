@@ -264,7 +264,7 @@ pub trait SharedQuota: fmt::Debug + Send + Sync {
 #[derive(Debug)]
 pub struct Quotas {
     epoch: Instant,
-    local: Mutex<HashMap<String, u64>>,
+    local: Mutex<HashMap<Box<str>, u64, foldhash::fast::RandomState>>,
     shared: Option<Box<dyn SharedQuota>>,
 }
 
@@ -274,7 +274,7 @@ impl Quotas {
     pub fn new(shared: Option<Box<dyn SharedQuota>>) -> Self {
         Self {
             epoch: Instant::now(),
-            local: Mutex::new(HashMap::new()),
+            local: Mutex::new(HashMap::default()),
             shared,
         }
     }
@@ -296,12 +296,20 @@ impl Quotas {
             .local
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (outcome, new_tat) = limit.gcra().decide(map.get(client_id).copied(), now);
+        // A client already counted is updated in place: no key copied per request.
+        if let Some(tat) = map.get_mut(client_id) {
+            let (outcome, new_tat) = limit.gcra().decide(Some(*tat), now);
+            if let Some(new_tat) = new_tat {
+                *tat = new_tat;
+            }
+            return outcome;
+        }
+        let (outcome, new_tat) = limit.gcra().decide(None, now);
         if let Some(tat) = new_tat {
-            if !map.contains_key(client_id) && map.len() >= clients {
+            if map.len() >= clients {
                 map.retain(|_, tat| *tat > now);
             }
-            map.insert(client_id.to_owned(), tat);
+            map.insert(client_id.into(), tat);
         }
         outcome
     }

@@ -293,6 +293,49 @@ async fn two_replicas_share_one_quota_through_redis() {
     assert_eq!(b.login(&b.billing_key).await.status(), 429);
 }
 
+/// Requests of one client arriving together on one replica share round trips to Redis (one
+/// script counts a batch), and the batches still grant exactly what the quota has left.
+#[tokio::test]
+async fn concurrent_requests_of_a_client_share_round_trips_and_stay_exact() {
+    let redis = crate::redis_servers::Redis::start(&[]).await;
+    let key = keygate::api_key::generate("billing").unwrap();
+    let store = format!("[store]\nurl = \"{}\"\n", redis.url());
+    let s = Arc::new(TestServer::with_config(quota_config(&key, "60/1h", &store), key).await);
+    let token = Arc::new(s.token().await);
+    let evals = || async {
+        redis
+            .command_calls()
+            .await
+            .get("eval")
+            .copied()
+            .unwrap_or(0)
+    };
+    let before = evals().await;
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let (s, token) = (s.clone(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            s.verify(&token).await.status().as_u16()
+        }));
+    }
+    let (mut ok, mut limited) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            200 => ok += 1,
+            429 => limited += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    // The login took one of the 60.
+    assert_eq!((ok, limited), (59, 141));
+    let scripts = evals().await - before;
+    assert!(
+        scripts < 200,
+        "200 requests cost {scripts} scripts: none were counted together"
+    );
+    println!("200 concurrent requests of one client: {scripts} quota scripts");
+}
+
 /// The README's nginx configuration: `auth_request` answers 500 for any status but 2xx, 401
 /// and 403, so the 429 is turned back into a 429 with keygate's fields.
 const NGINX_QUOTA_LOCATIONS: &str = r#"
