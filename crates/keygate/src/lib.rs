@@ -9,7 +9,7 @@
 //! | [`password`] | argon2id / bcrypt hashes and [`password::PasswordVerifier`], bounded off the async workers |
 //! | [`principal`] | clients and users, and the [`principal::Directory`] that authenticates them in O(1) |
 //! | [`token`] | [`token::Claims`], [`token::Issuer`], [`token::Verifier`] under one [`token::TokenPolicy`] |
-//! | [`revocation`] | the [`revocation::RevocationStore`] trait and its in-memory store |
+//! | [`revocation`] | [`revocation::MemoryRevocationStore`], the revocation list kept in memory |
 //! | [`dangerous`] | decoding without verification, for display only |
 //!
 //! | feature | adds |

@@ -91,7 +91,7 @@ impl Verifier {
     }
 
     /// Verifies `token` now. Revocation is not checked here: see
-    /// [`crate::revocation::RevocationStore`].
+    /// [`crate::revocation::MemoryRevocationStore`].
     pub fn verify(&self, token: &str) -> Result<Claims> {
         self.verify_at(token, now_unix())
     }
