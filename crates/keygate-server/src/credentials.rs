@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, header};
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use keygate::Error;
+use keygate::error::CredentialError;
 use sha2::Sha256;
 use time::OffsetDateTime;
 
@@ -84,7 +85,7 @@ pub(crate) async fn authenticate_client<'rt>(
     let claimed = Claimed::Client(Some(candidates[0].0.as_str()));
     let attempt = begin_attempt(state, &subjects, label, claimed).await?;
     let now = OffsetDateTime::now_utc();
-    let mut outcome = Err(Error::WrongCredential);
+    let mut outcome = Err(Error::Credential(CredentialError::Wrong));
     for (client_id, secret) in &candidates {
         outcome = rt
             .authenticate_client(client_id, secret, state.passwords(), now)
@@ -266,13 +267,13 @@ pub(crate) async fn finish_attempt<T>(
     // The operator's own log tells the true reason (expired, revoked), unlike the metric.
     audit_refusal(state, subjects, claimed, error.reason());
     match error {
-        Error::HashingBusy => {
+        Error::Credential(CredentialError::HashingBusy) => {
             attempt.succeeded().await;
             Err(Rejection::Unavailable(std::time::Duration::from_secs(1)))
         }
-        Error::StoreUnavailable(_) | Error::Signing(_) => {
+        Error::Store(_) | Error::Signing(_) | Error::Random(_) | Error::ThreadSpawn(_) => {
             attempt.succeeded().await;
-            tracing::error!(error = %error, "credential check failed");
+            tracing::error!(error = %keygate::error::chain(&error), "credential check failed");
             Err(Rejection::Internal)
         }
         _ => {
@@ -293,10 +294,11 @@ pub(crate) async fn finish_attempt<T>(
 /// request alone (a password over the length limit) or the server keeps its own label.
 fn refusal_label(error: &Error) -> &'static str {
     match error {
-        Error::HashingBusy
-        | Error::StoreUnavailable(_)
+        Error::Credential(CredentialError::HashingBusy | CredentialError::PasswordTooLong(_))
+        | Error::Store(_)
         | Error::Signing(_)
-        | Error::PasswordTooLong(_) => error.reason(),
+        | Error::Random(_)
+        | Error::ThreadSpawn(_) => error.reason(),
         _ => "invalid_credential",
     }
 }

@@ -96,7 +96,7 @@ pub(crate) fn issue_requested_by(
         scopes,
     };
     let issued = rt.issuer.issue(&grant).map_err(|e| {
-        tracing::error!(error = %e, "signing failed");
+        tracing::error!(error = %keygate::error::chain(&e), "signing failed");
         Rejection::Internal
     })?;
     crate::metrics::increment("keygate_tokens_issued_total", [("grant", grant_type)]);

@@ -311,11 +311,11 @@ pub(crate) async fn charge(
         Some(redis) => match Box::pin(redis.charge(client_id, limit.gcra())).await {
             Ok(outcome) => outcome,
             Err(e) if rt.config.store.on_unavailable == OnUnavailable::Allow => {
-                tracing::warn!(error = %e, "quota store unavailable; counting on this replica (store.on_unavailable = allow)");
+                tracing::warn!(error = %keygate::error::chain(&e), "quota store unavailable; counting on this replica (store.on_unavailable = allow)");
                 quotas.charge_locally(client_id, limit, rt.quotas.len())
             }
             Err(e) => {
-                tracing::error!(error = %e, "quota store unavailable; refusing (store.on_unavailable = deny)");
+                tracing::error!(error = %keygate::error::chain(&e), "quota store unavailable; refusing (store.on_unavailable = deny)");
                 return Err(Rejection::Unavailable(Duration::from_secs(1)));
             }
         },

@@ -123,7 +123,7 @@ impl AppState {
         }
         let limits = &runtime.config.limits;
         let passwords = PasswordVerifier::new(limits.hashing_concurrency, limits.hashing_queue)
-            .map_err(|e| ConfigError::new("limits", e))?;
+            .map_err(|e| ConfigError::new("limits", keygate::error::chain(&e)))?;
         let mut attempts = FailedAttempts::new(limits.failed_attempts, limits.window);
         attempts.set_ipv6_prefix(limits.ipv6_prefix);
         let mut quotas = Quotas::new(None);

@@ -11,6 +11,7 @@
 //! | [`token`] | [`token::Claims`], [`token::Issuer`], [`token::Verifier`] under one [`token::TokenPolicy`] |
 //! | [`revocation`] | [`revocation::MemoryRevocationStore`], the revocation list kept in memory |
 //! | [`dangerous`] | decoding without verification, for display only |
+//! | [`error`] | [`Error`], grouped by what failed ([`error::TokenError`], [`error::KeyError`], …), each underlying failure kept as its `source()`; [`error::chain`] writes one on a line |
 //!
 //! | feature | adds |
 //! |---|---|
@@ -41,7 +42,7 @@ pub mod api_key;
 #[cfg(feature = "axum")]
 pub mod axum;
 pub mod dangerous;
-mod error;
+pub mod error;
 pub mod password;
 pub mod principal;
 pub mod revocation;

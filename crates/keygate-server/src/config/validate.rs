@@ -136,7 +136,7 @@ impl Config {
             .as_deref()
             .unwrap_or_default()
             .parse()
-            .map_err(|e| ConfigError::new("token.secret", e))?;
+            .map_err(|e| ConfigError::new("token.secret", keygate::error::chain(&e)))?;
         Ok(DeploymentKey::from_secret(secret.as_bytes()))
     }
 
@@ -392,9 +392,9 @@ impl Config {
             })?;
             let secret: HmacSecret = secret_text
                 .parse()
-                .map_err(|e| ConfigError::new("token.secret", e))?;
+                .map_err(|e| ConfigError::new("token.secret", keygate::error::chain(&e)))?;
             let key = SigningKey::hmac(algorithm, &secret)
-                .map_err(|e| ConfigError::new("token.secret", e))?;
+                .map_err(|e| ConfigError::new("token.secret", keygate::error::chain(&e)))?;
             return Ok((Arc::new(KeySet::single(key)), None));
         }
         let dir = self.token.signing_keys.as_deref().ok_or_else(|| {
@@ -476,15 +476,19 @@ fn check_tokens_verify(
         role,
         scopes,
     };
-    let issued = issuer
-        .issue(&grant)
-        .map_err(|e| ConfigError::new("token", format!("cannot issue a token: {e}")))?;
+    let issued = issuer.issue(&grant).map_err(|e| {
+        ConfigError::new(
+            "token",
+            format!("cannot issue a token: {}", keygate::error::chain(&e)),
+        )
+    })?;
     verifier.verify(&issued.token).map(drop).map_err(|e| {
         ConfigError::new(
             "token",
             format!(
-                "a token for `{id}` ({} bytes) would be refused by keygate's own verifier ({e}): shorten token.issuer (or server.public_url), token.audience, or that principal's role or scopes",
-                issued.token.len()
+                "a token for `{id}` ({} bytes) would be refused by keygate's own verifier ({}): shorten token.issuer (or server.public_url), token.audience, or that principal's role or scopes",
+                issued.token.len(),
+                keygate::error::chain(&e)
             ),
         )
     })

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use keygate::Error;
+use keygate::error::StoreError;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value};
@@ -228,7 +229,7 @@ impl RedisStore {
     }
 
     /// Runs `f` on the shared connection within `store.timeout`, connecting first if
-    /// needed; any failure or a late answer is [`Error::StoreUnavailable`].
+    /// needed; any failure or a late answer is an [`Error::Store`].
     pub(crate) async fn run<T, F, Fut>(&self, f: F) -> Result<T, Error>
     where
         F: FnOnce(Connection) -> Fut,
@@ -260,11 +261,9 @@ impl RedisStore {
         };
         let error = match outcome {
             Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e)) if !drops_connection(&e) => return Err(unavailable(&e)),
-            Ok(Err(e)) => unavailable(&e),
-            Err(_) => {
-                Error::StoreUnavailable("the store did not answer within store.timeout".into())
-            }
+            Ok(Err(e)) if !drops_connection(&e) => return Err(unavailable(e)),
+            Ok(Err(e)) => unavailable(e),
+            Err(_) => StoreError::Timeout(self.inner.timeout).into(),
         };
         if let Some(g) = generation {
             self.forget(g);
@@ -396,8 +395,9 @@ fn drops_connection(e: &redis::RedisError) -> bool {
         || matches!(e.code(), Some("READONLY" | "LOADING" | "MASTERDOWN"))
 }
 
-pub(crate) fn unavailable(e: &redis::RedisError) -> Error {
-    Error::StoreUnavailable(e.to_string())
+/// A failed call, the store's own error kept as the source.
+pub(crate) fn unavailable(e: redis::RedisError) -> Error {
+    StoreError::Unavailable(Box::new(e)).into()
 }
 
 #[cfg(test)]

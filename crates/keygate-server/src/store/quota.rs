@@ -8,6 +8,7 @@
 //! (`keygate:{<issuer hash>}:quota:<client id hash>`), one hash tag per deployment.
 
 use keygate::Error;
+use keygate::error::StoreError;
 
 use super::RedisStore;
 use super::layout::Layout;
@@ -75,9 +76,7 @@ impl RedisQuota {
                 debt_us: u64::try_from(*debt).unwrap_or(0),
                 wait_us: u64::try_from(*wait).unwrap_or(0),
             }),
-            _ => Err(Error::StoreUnavailable(
-                "the quota script answered in an unexpected shape".into(),
-            )),
+            _ => Err(StoreError::UnexpectedAnswer("the quota script").into()),
         }
     }
 }

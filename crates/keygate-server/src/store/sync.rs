@@ -80,7 +80,9 @@ pub(super) async fn run(shared: Weak<Shared>) {
                         metrics::gauge!("keygate_store_in_sync").set(0.0);
                         tracing::warn!("store subscription lost; resynchronising");
                     }
-                    Err(e) => tracing::warn!(error = %e, "store resynchronisation failed"),
+                    Err(e) => {
+                        tracing::warn!(error = %keygate::error::chain(&e), "store resynchronisation failed");
+                    }
                 }
             }
             Err(e) => {
@@ -278,7 +280,7 @@ async fn follow(
                 let cutoff = s.cutoff_ms();
                 s.write().prune(now_unix(), cutoff);
                 if let Err(e) = flush_pending(&s).await {
-                    tracing::warn!(error = %e, "pending revocations not written yet");
+                    tracing::warn!(error = %keygate::error::chain(&e), "pending revocations not written yet");
                 }
                 s.check_writable().await;
                 drop(s);
