@@ -129,7 +129,7 @@ impl AppState {
         let mut quotas = Quotas::new(None);
         let issuer = runtime.issuer.policy().issuer.clone();
         let store = RedisStore::from_config(&runtime.config.store)
-            .map_err(|e| ConfigError::new("store", e))?;
+            .map_err(|e| ConfigError::new("store", keygate::error::chain(&e)))?;
         let revocations = match store {
             Some(redis) => {
                 attempts = attempts.shared(RedisAttempts::new(redis.clone(), &issuer));
