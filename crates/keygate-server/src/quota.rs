@@ -280,7 +280,8 @@ impl Quotas {
     }
 
     /// Entries held in this process (for the bound's test).
-    pub fn local_entries(&self) -> usize {
+    #[cfg(test)]
+    fn local_entries(&self) -> usize {
         self.local
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
