@@ -20,8 +20,9 @@
 //! Written with std only: it runs before anything else is built, and a task runner that
 //! needs its own dependency tree would slow every run of the test command.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, ExitStatus};
 
 /// Programs the tests run, and the Debian package of each.
 const PACKAGES: &[(&[&str], &str)] = &[
@@ -70,13 +71,58 @@ const NODE_PACKAGES: &[&str] = &["tests/node", "examples/express"];
 /// The oldest Node.js the pinned packages run on (jose 6 and openid-client 6).
 const NODE_MIN: (u32, u32) = (20, 19);
 
+/// Why the test command stopped before the tests could run.
+#[derive(Debug)]
+enum Stop {
+    /// Something the tests need is missing; the text says how to get it.
+    Missing(String),
+    /// A file or a program could not be used (`what` names it).
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    /// A set-up command ran and failed.
+    Failed { program: String, status: ExitStatus },
+}
+
+impl fmt::Display for Stop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Stop::Missing(how) => f.write_str(how),
+            Stop::Io { what, .. } => f.write_str(what),
+            Stop::Failed { program, status } => write!(f, "{program} failed: {status}"),
+        }
+    }
+}
+
+impl std::error::Error for Stop {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Stop::Io { source, .. } => Some(source),
+            Stop::Missing(_) | Stop::Failed { .. } => None,
+        }
+    }
+}
+
+/// `what` could not be used: the system's error is the source.
+fn io(what: impl fmt::Display) -> impl FnOnce(std::io::Error) -> Stop {
+    let what = what.to_string();
+    move |source| Stop::Io { what, source }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("test") => match test(&args[1..]) {
             Ok(code) => code,
             Err(e) => {
-                eprintln!("xtask test: {e}");
+                let mut line = e.to_string();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    line = format!("{line}: {c}");
+                    cause = c.source();
+                }
+                eprintln!("xtask test: {line}");
                 ExitCode::from(2)
             }
         },
@@ -87,9 +133,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn test(args: &[String]) -> Result<ExitCode, String> {
+fn test(args: &[String]) -> Result<ExitCode, Stop> {
     let root = workspace_root();
-    std::env::set_current_dir(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+    std::env::set_current_dir(&root).map_err(io(root.display()))?;
     system_packages()?;
     virtualenv(&root)?;
     node_packages(&root)?;
@@ -97,7 +143,7 @@ fn test(args: &[String]) -> Result<ExitCode, String> {
         .args(["test", "--workspace", "--all-features"])
         .args(args)
         .status()
-        .map_err(|e| format!("cargo test: {e}"))?;
+        .map_err(io("cargo test"))?;
     if !status.success() {
         return Ok(ExitCode::FAILURE);
     }
@@ -107,7 +153,7 @@ fn test(args: &[String]) -> Result<ExitCode, String> {
             .arg("deploy/check.sh")
             .arg(Path::new(&target).join("debug/keygate"))
             .status()
-            .map_err(|e| format!("deploy/check.sh: {e}"))?;
+            .map_err(io("deploy/check.sh"))?;
         if !status.success() {
             return Ok(ExitCode::FAILURE);
         }
@@ -122,7 +168,7 @@ fn workspace_root() -> PathBuf {
 }
 
 /// Installs the missing packages as root; otherwise names them and stops.
-fn system_packages() -> Result<(), String> {
+fn system_packages() -> Result<(), Stop> {
     let mut missing: Vec<&str> = PACKAGES
         .iter()
         .filter(|(paths, _)| !paths.iter().any(|p| Path::new(p).exists()))
@@ -142,9 +188,9 @@ fn system_packages() -> Result<(), String> {
     let line = [missing.as_slice(), bare.as_slice()].concat().join(" ");
     let line = format!("apt-get install -y {line}");
     if !is_root() {
-        return Err(format!(
+        return Err(Stop::Missing(format!(
             "the tests need Debian packages that are not installed: run `sudo apt-get update && sudo {line}`, then this again"
-        ));
+        )));
     }
     eprintln!("xtask test: {line}");
     run(Command::new("apt-get").arg("update"))?;
@@ -180,12 +226,11 @@ fn venv_works() -> bool {
 }
 
 /// `.venv` with the test requirements; re-installed when a requirements file changes.
-fn virtualenv(root: &Path) -> Result<(), String> {
+fn virtualenv(root: &Path) -> Result<(), Stop> {
     let venv = root.join(".venv");
     let mut requirements = String::new();
     for file in REQUIREMENTS {
-        requirements +=
-            &std::fs::read_to_string(root.join(file)).map_err(|e| format!("{file}: {e}"))?;
+        requirements += &std::fs::read_to_string(root.join(file)).map_err(io(file))?;
     }
     let stamp = venv.join(".installed-requirements");
     if std::fs::read_to_string(&stamp).is_ok_and(|s| s == requirements) {
@@ -202,13 +247,13 @@ fn virtualenv(root: &Path) -> Result<(), String> {
         pip.arg("-r").arg(root.join(file));
     }
     run(&mut pip)?;
-    std::fs::write(&stamp, requirements).map_err(|e| format!("{}: {e}", stamp.display()))
+    std::fs::write(&stamp, requirements).map_err(io(stamp.display()))
 }
 
 /// Node.js at least [`NODE_MIN`], and `npm ci` in each of [`NODE_PACKAGES`] whose
 /// lockfile changed since it was last installed. Never skipped: without Node the run stops
 /// here, with the line that installs it.
-fn node_packages(root: &Path) -> Result<(), String> {
+fn node_packages(root: &Path) -> Result<(), Stop> {
     let how = "install Node.js 20.19 or later with npm (Debian 12's nodejs is too old: `curl -fsSL https://deb.nodesource.com/setup_22.x | sudo bash - && sudo apt-get install -y nodejs`), then run this again";
     let version = Command::new("node")
         .arg("--version")
@@ -216,16 +261,20 @@ fn node_packages(root: &Path) -> Result<(), String> {
         .ok()
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .ok_or_else(|| format!("the tests need Node.js, which is not on PATH: {how}"))?;
+        .ok_or_else(|| {
+            Stop::Missing(format!(
+                "the tests need Node.js, which is not on PATH: {how}"
+            ))
+        })?;
     if !is_recent_enough(&version) {
-        return Err(format!(
+        return Err(Stop::Missing(format!(
             "the tests need Node.js 20.19 or later, found {version}: {how}"
-        ));
+        )));
     }
     for folder in NODE_PACKAGES {
         let dir = root.join(folder);
         let lock = std::fs::read_to_string(dir.join("package-lock.json"))
-            .map_err(|e| format!("{folder}/package-lock.json: {e}"))?;
+            .map_err(io(format!("{folder}/package-lock.json")))?;
         let stamp = dir.join("node_modules/.installed-lockfile");
         if std::fs::read_to_string(&stamp).is_ok_and(|s| s == lock) {
             continue;
@@ -234,7 +283,7 @@ fn node_packages(root: &Path) -> Result<(), String> {
         run(Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund"])
             .current_dir(&dir))?;
-        std::fs::write(&stamp, lock).map_err(|e| format!("{}: {e}", stamp.display()))?;
+        std::fs::write(&stamp, lock).map_err(io(stamp.display()))?;
     }
     Ok(())
 }
@@ -258,14 +307,13 @@ fn is_root() -> bool {
         .is_ok_and(|o| o.status.success() && o.stdout.trim_ascii() == b"0")
 }
 
-fn run(cmd: &mut Command) -> Result<(), String> {
-    let status = cmd
-        .status()
-        .map_err(|e| format!("{:?}: {e}", cmd.get_program()))?;
+fn run(cmd: &mut Command) -> Result<(), Stop> {
+    let program = format!("{:?}", cmd.get_program());
+    let status = cmd.status().map_err(io(&program))?;
     if status.success() {
         Ok(())
     } else {
-        Err(format!("{:?} failed: {status}", cmd.get_program()))
+        Err(Stop::Failed { program, status })
     }
 }
 

@@ -303,14 +303,25 @@ pub(crate) struct CallArgs {
     pub(crate) cacert: Option<PathBuf>,
 }
 
+/// Why a lifetime (`--expires`, `--ttl`) was refused; clap prints it after the value.
+#[derive(Debug, thiserror::Error)]
+enum LifetimeError {
+    /// Not a duration (`90d`, `1h 30m`): humantime's own words.
+    #[error(transparent)]
+    NotADuration(#[from] humantime::DurationError),
+    /// Ends past what a configuration can write.
+    #[error("ends after the year 9999, the last a configuration can hold")]
+    PastYear9999,
+}
+
 /// A duration counted from now that ends at a time keygate can write (RFC 3339 holds years
 /// up to 9999): `--expires 8000y` is a usage error, not an overflow.
-fn lifetime(text: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+fn lifetime(text: &str) -> Result<Duration, LifetimeError> {
+    let d = humantime::parse_duration(text)?;
     time::Duration::try_from(d)
         .ok()
         .and_then(|d| time::OffsetDateTime::now_utc().checked_add(d))
         .filter(|end| end.year() <= 9999)
         .map(|_| d)
-        .ok_or_else(|| "ends after the year 9999, the last a configuration can hold".to_owned())
+        .ok_or(LifetimeError::PastYear9999)
 }

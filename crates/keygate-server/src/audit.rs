@@ -280,14 +280,49 @@ fn open_append(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
+/// Why the audit file could not be checked or found.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditFileError {
+    /// The audit file cannot be opened for appending, or its folder takes no new file.
+    #[error("audit.path: cannot write {}", .path.display())]
+    Unwritable {
+        /// The audit file.
+        path: PathBuf,
+        /// What the system refused.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration file cannot be read.
+    #[error("{}", .path.display())]
+    Unreadable {
+        /// The configuration file.
+        path: PathBuf,
+        /// What the system refused.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration file is not TOML. The parser's error is kept as one line of
+    /// text, not as the source: it quotes a line of the file, which may hold a secret.
+    #[error("{}: {detail}", .path.display())]
+    NotToml {
+        /// The configuration file.
+        path: PathBuf,
+        /// The parser's error without the quoted line.
+        detail: String,
+    },
+}
+
 /// Whether the server could open the audit file `config` names, found without creating
 /// it (`keygate check-config`): an existing file must open for appending, a new one's
 /// folder must take a file (tried with a probe file, removed at once).
-pub fn check_destination(config: &Config) -> Result<(), String> {
+pub fn check_destination(config: &Config) -> Result<(), AuditFileError> {
     let Some(Destination::File(path)) = destination(config) else {
         return Ok(());
     };
-    let cannot = |e: std::io::Error| format!("audit.path: cannot write {}: {e}", path.display());
+    let cannot = |source| AuditFileError::Unwritable {
+        path: path.clone(),
+        source,
+    };
     if path.exists() {
         return OpenOptions::new()
             .append(true)
@@ -312,20 +347,21 @@ pub fn check_destination(config: &Config) -> Result<(), String> {
 /// Where the configuration file at `config_path` sends audit lines, for the CLI: read with
 /// the environment (`${VAR}`, `KEYGATE_AUDIT_PATH`) when the file parses so, else the bare
 /// `[audit] path` (an edit must not lose its event to an unset variable elsewhere).
-pub fn destination_of_file(config_path: &Path) -> Result<Option<Destination>, String> {
-    let text = std::fs::read_to_string(config_path)
-        .map_err(|e| format!("{}: {e}", config_path.display()))?;
+pub fn destination_of_file(config_path: &Path) -> Result<Option<Destination>, AuditFileError> {
+    let text =
+        std::fs::read_to_string(config_path).map_err(|source| AuditFileError::Unreadable {
+            path: config_path.to_path_buf(),
+            source,
+        })?;
     let env: BTreeMap<String, String> = std::env::vars().collect();
     let mut config = match Config::parse(&text, &env) {
         Ok(config) => config,
         Err(_) => {
-            let table: toml::Table = toml::from_str(&text).map_err(|e| {
-                format!(
-                    "{}: {}",
-                    config_path.display(),
-                    crate::config::toml_error(&e)
-                )
-            })?;
+            let table: toml::Table =
+                toml::from_str(&text).map_err(|e| AuditFileError::NotToml {
+                    path: config_path.to_path_buf(),
+                    detail: crate::config::toml_error(&e),
+                })?;
             let mut config = Config::default();
             config.audit.path = table
                 .get("audit")

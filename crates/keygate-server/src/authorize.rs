@@ -157,10 +157,10 @@ impl RequestCtx {
             // Applied here and retried until the store takes it (`/readyz` answers
             // `revocations_pending` meanwhile): under `allow`, which answers from this copy
             // anyway, that is a revocation done; under `deny` the caller is told to retry.
-            Err(e @ Revoke::Pending(_)) => self.store_unavailable(
+            Err(Revoke::Pending(e)) => self.store_unavailable(
                 "revocation not confirmed by the store",
                 Some(&e),
-                "pending for the store",
+                "applied here, pending for the store",
             )?,
             Err(e) => {
                 tracing::error!(error = %e, "revocation not confirmed by the store");

@@ -153,10 +153,11 @@ impl RequestCtx {
     pub(crate) fn store_unavailable(
         &self,
         what: &str,
-        error: Option<&dyn std::fmt::Display>,
+        error: Option<&(dyn std::error::Error + 'static)>,
         fallback: &str,
     ) -> Result<(), Rejection> {
-        let error = error.map(tracing::field::display);
+        // The whole chain: an error's own text leaves its source out.
+        let error = error.map(keygate::error::chain);
         if self.rt.config.store.on_unavailable == OnUnavailable::Allow {
             tracing::warn!(error, "{what}; {fallback} (store.on_unavailable = allow)");
             Ok(())

@@ -8,6 +8,7 @@ use crate::directory::Found;
 use axum::http::{HeaderMap, header};
 use base64::Engine as _;
 use keygate::Error;
+use keygate::error::CredentialError;
 use time::OffsetDateTime;
 
 use crate::audit::AuditKind;
@@ -78,7 +79,7 @@ impl RequestCtx {
         let claimed = Claimed::Client(Some(candidates[0].0.as_str()));
         let attempt = self.begin_attempt(&subjects, grant, claimed).await?;
         let now = OffsetDateTime::now_utc();
-        let mut outcome = Err(Error::WrongCredential);
+        let mut outcome = Err(Error::Credential(CredentialError::Wrong));
         for (client_id, secret) in &candidates {
             outcome = self
                 .rt
@@ -314,13 +315,13 @@ impl RequestCtx {
         // The operator's own log tells the true reason (expired, revoked), unlike the metric.
         self.audit_refusal(subjects, claimed, error.reason());
         match error {
-            Error::HashingBusy => {
+            Error::Credential(CredentialError::HashingBusy) => {
                 attempt.succeeded().await;
                 Err(Rejection::Unavailable(std::time::Duration::from_secs(1)))
             }
-            Error::StoreUnavailable(_) | Error::Signing(_) => {
+            Error::Store(_) | Error::Signing(_) | Error::Random(_) | Error::ThreadSpawn(_) => {
                 attempt.succeeded().await;
-                tracing::error!(error = %error, "credential check failed");
+                tracing::error!(error = %keygate::error::chain(&error), "credential check failed");
                 Err(Rejection::Internal)
             }
             _ => {
@@ -378,10 +379,11 @@ impl RequestCtx {
 /// request alone (a password over the length limit) or the server keeps its own label.
 fn refusal_label(error: &Error) -> &'static str {
     match error {
-        Error::HashingBusy
-        | Error::StoreUnavailable(_)
+        Error::Credential(CredentialError::HashingBusy | CredentialError::PasswordTooLong(_))
+        | Error::Store(_)
         | Error::Signing(_)
-        | Error::PasswordTooLong(_) => error.reason(),
+        | Error::Random(_)
+        | Error::ThreadSpawn(_) => error.reason(),
         _ => "invalid_credential",
     }
 }

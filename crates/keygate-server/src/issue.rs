@@ -85,7 +85,7 @@ impl RequestCtx {
             scopes,
         };
         let issued = rt.issuer.issue(&claims).map_err(|e| {
-            tracing::error!(error = %e, "signing failed");
+            tracing::error!(error = %keygate::error::chain(&e), "signing failed");
             Rejection::Internal
         })?;
         crate::metrics::increment("keygate_tokens_issued_total", [("grant", grant_type)]);

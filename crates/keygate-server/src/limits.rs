@@ -232,7 +232,7 @@ impl Attempt<'_> {
             && let Some(shared) = &self.limits.shared
             && let Err(e) = shared.end(&self.subjects, good).await
         {
-            tracing::warn!(error = %e, "attempt counters: Redis unavailable, attempt's end not shared");
+            tracing::warn!(error = %keygate::error::chain(&e), "attempt counters: Redis unavailable, attempt's end not shared");
         }
         self.limits.ended.notify_waiters();
     }
@@ -251,7 +251,7 @@ impl Drop for Attempt<'_> {
             let subjects = std::mem::take(&mut self.subjects);
             runtime.spawn(async move {
                 if let Err(e) = shared.end(&subjects, false).await {
-                    tracing::warn!(error = %e, "attempt counters: Redis unavailable, attempt's end not shared");
+                    tracing::warn!(error = %keygate::error::chain(&e), "attempt counters: Redis unavailable, attempt's end not shared");
                 }
             });
         }
@@ -303,7 +303,7 @@ impl FailedAttempts {
                 }
                 Ok(Err(refused)) => return Err(refused),
                 Err(e) => {
-                    tracing::warn!(error = %e, "attempt counters: Redis unavailable, counting locally");
+                    tracing::warn!(error = %keygate::error::chain(&e), "attempt counters: Redis unavailable, counting locally");
                 }
             }
         }

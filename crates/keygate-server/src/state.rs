@@ -124,13 +124,13 @@ impl AppState {
         }
         let limits = &runtime.config.limits;
         let passwords = PasswordVerifier::new(limits.hashing_concurrency, limits.hashing_queue)
-            .map_err(|e| ConfigError::new("limits", e))?;
+            .map_err(|e| ConfigError::new("limits", keygate::error::chain(&e)))?;
         let mut attempts = FailedAttempts::new(limits.failed_attempts, limits.window);
         attempts.set_ipv6_prefix(limits.ipv6_prefix);
         let mut quotas = Quotas::new(None);
         let issuer = runtime.issuer.policy().issuer.clone();
         let store = RedisStore::from_config(&runtime.config.store)
-            .map_err(|e| ConfigError::new("store", e))?;
+            .map_err(|e| ConfigError::new("store", keygate::error::chain(&e)))?;
         let revocations = match store {
             Some(redis) => {
                 attempts = attempts.shared(RedisAttempts::new(redis.clone(), &issuer));

@@ -9,8 +9,9 @@
 //! | [`password`] | argon2id / bcrypt hashes and [`password::PasswordVerifier`], bounded off the async workers |
 //! | [`principal`] | clients and users, and the [`principal::Directory`] that authenticates them in O(1) |
 //! | [`token`] | [`token::Claims`], [`token::Issuer`], [`token::Verifier`] under one [`token::TokenPolicy`] |
-//! | [`revocation`] | the [`revocation::RevocationStore`] trait and its in-memory store |
+//! | [`revocation`] | [`revocation::MemoryRevocationStore`], the revocation list kept in memory |
 //! | [`dangerous`] | decoding without verification, for display only |
+//! | [`error`] | [`Error`], grouped by what failed ([`error::TokenError`], [`error::KeyError`], …), each underlying failure kept as its `source()`; [`error::chain`] writes one on a line |
 //!
 //! | feature | adds |
 //! |---|---|
@@ -41,7 +42,7 @@ pub mod api_key;
 #[cfg(feature = "axum")]
 pub mod axum;
 pub mod dangerous;
-mod error;
+pub mod error;
 pub mod password;
 pub mod principal;
 pub mod revocation;

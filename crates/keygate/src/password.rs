@@ -18,7 +18,7 @@ use argon2::password_hash::{PasswordHasher, SaltString};
 use argon2::{Argon2, Params, PasswordVerifier as _};
 use tokio::sync::Semaphore;
 
-use crate::error::{Error, Result};
+use crate::error::{CredentialError, Error, KeyError, Result, SigningError};
 
 /// bcrypt reads only the first 72 bytes; longer passwords are refused, never truncated.
 pub const BCRYPT_MAX_PASSWORD: usize = 72;
@@ -27,14 +27,14 @@ pub const MAX_PASSWORD: usize = 1024;
 /// Largest argon2 memory cost accepted in a stored hash, in KiB (1 GiB: a guard against
 /// a configured hash that would allocate gigabytes per check). With the limits below, no
 /// accepted hash costs much over a second to check (docs/security.md).
-const ARGON2_MAX_M_COST: u32 = 1024 * 1024;
+pub(crate) const ARGON2_MAX_M_COST: u32 = 1024 * 1024;
 /// Largest argon2 iteration count accepted (a `t=100000` hash would stall a hashing thread
 /// for minutes).
-const ARGON2_MAX_T_COST: u32 = 10;
+pub(crate) const ARGON2_MAX_T_COST: u32 = 10;
 /// Largest argon2 parallelism accepted.
-const ARGON2_MAX_P_COST: u32 = 16;
+pub(crate) const ARGON2_MAX_P_COST: u32 = 16;
 /// Largest bcrypt cost accepted: 2^16 rounds, about a second on one core.
-const BCRYPT_MAX_COST: u32 = 16;
+pub(crate) const BCRYPT_MAX_COST: u32 = 16;
 /// OWASP's argon2id rows (m=47104/t=1 … m=7168/t=5) all spend at least this much m·t.
 const ARGON2_MIN_M_T: u64 = 7168 * 5;
 
@@ -63,16 +63,12 @@ impl FromStr for PasswordHash {
         if !s.is_ascii() {
             // bcrypt 0.19.0–0.19.1 panicked on multi-byte input (RUSTSEC-2026-0199); no
             // valid hash of either kind has any.
-            return Err(Error::BadHash("hash contains non-ASCII characters".into()));
+            return Err(KeyError::BadHash("hash contains non-ASCII characters").into());
         }
         if s.starts_with("$argon2") {
-            let parsed = argon2::PasswordHash::new(s)
-                .map_err(|e| Error::BadHash(format!("malformed argon2 hash: {e}")))?;
+            let parsed = argon2::PasswordHash::new(s).map_err(malformed_argon2("hash"))?;
             if parsed.algorithm.as_str() != "argon2id" {
-                return Err(Error::BadHash(format!(
-                    "{} hashes are not accepted; use argon2id",
-                    parsed.algorithm
-                )));
+                return Err(KeyError::Argon2Variant(parsed.algorithm.to_string()).into());
             }
             // Read here before argon2 reads them: its check `m < 8·p` overflows on a huge `p`
             // (a panic where overflow checks are on), and a parameter
@@ -80,43 +76,33 @@ impl FromStr for PasswordHash {
             let mut seen = Vec::with_capacity(4);
             for (name, value) in parsed.params.iter() {
                 if seen.contains(&name.as_str()) {
-                    return Err(Error::BadHash(format!(
-                        "argon2 parameter {name} is given twice"
-                    )));
+                    return Err(KeyError::Argon2RepeatedParameter(name.to_string()).into());
                 }
                 seen.push(name.as_str());
-                if name.as_str() == "p" && value.decimal().is_ok_and(|p| p > ARGON2_MAX_P_COST) {
-                    return Err(Error::BadHash(format!(
-                        "argon2 parallelism p={value} is above the limit p<={ARGON2_MAX_P_COST}: one check would take over a second"
-                    )));
+                if name.as_str() == "p"
+                    && let Ok(p) = value.decimal()
+                    && p > ARGON2_MAX_P_COST
+                {
+                    return Err(KeyError::Argon2Parallelism(p).into());
                 }
             }
-            let params = Params::try_from(&parsed)
-                .map_err(|e| Error::BadHash(format!("malformed argon2 parameters: {e}")))?;
+            let params = Params::try_from(&parsed).map_err(malformed_argon2("parameters"))?;
             if params.m_cost() > ARGON2_MAX_M_COST {
-                return Err(Error::BadHash(format!(
-                    "argon2 memory cost m={} is above the {ARGON2_MAX_M_COST} KiB limit",
-                    params.m_cost()
-                )));
+                return Err(KeyError::Argon2Memory(params.m_cost()).into());
             }
             // (`p` was bounded above, before argon2 read it.)
             if params.t_cost() > ARGON2_MAX_T_COST {
-                return Err(Error::BadHash(format!(
-                    "argon2 iterations t={} are above the limit t<={ARGON2_MAX_T_COST}: one check would take over a second",
-                    params.t_cost()
-                )));
+                return Err(KeyError::Argon2Iterations(params.t_cost()).into());
             }
             if u64::from(params.m_cost()) * u64::from(params.t_cost()) < ARGON2_MIN_M_T {
-                return Err(Error::BadHash(format!(
-                    "argon2 parameters m={},t={} are weaker than OWASP's minimum (m=19456,t=2)",
-                    params.m_cost(),
-                    params.t_cost()
-                )));
+                return Err(KeyError::Argon2TooWeak {
+                    m: params.m_cost(),
+                    t: params.t_cost(),
+                }
+                .into());
             }
             if parsed.hash.is_none() || parsed.salt.is_none() {
-                return Err(Error::BadHash(
-                    "argon2 hash lacks its salt or output".into(),
-                ));
+                return Err(KeyError::BadHash("argon2 hash lacks its salt or output").into());
             }
             return Ok(PasswordHash::Argon2id(s.to_owned()));
         }
@@ -127,25 +113,29 @@ impl FromStr for PasswordHash {
             let cost: u32 = rest
                 .get(..2)
                 .and_then(|c| c.parse().ok())
-                .ok_or_else(|| Error::BadHash("malformed bcrypt cost".into()))?;
+                .ok_or(KeyError::BadHash("malformed bcrypt cost"))?;
             let body = &rest[2..];
             let alphabet_ok = body
                 .strip_prefix('$')
                 .is_some_and(|b| b.len() == 53 && b.bytes().all(is_bcrypt_char));
             if !alphabet_ok {
-                return Err(Error::BadHash("malformed bcrypt hash".into()));
+                return Err(KeyError::BadHash("malformed bcrypt hash").into());
             }
             if !(10..=BCRYPT_MAX_COST).contains(&cost) {
-                return Err(Error::BadHash(format!(
-                    "bcrypt cost {cost} is outside 10..={BCRYPT_MAX_COST} (above {BCRYPT_MAX_COST}, one check takes over a second)"
-                )));
+                return Err(KeyError::BcryptCost(cost).into());
             }
             return Ok(PasswordHash::Bcrypt(s.to_owned()));
         }
-        Err(Error::BadHash(
-            "unknown hash format (expected sha256:<hex>, $argon2id$… or $2b$…)".into(),
-        ))
+        Err(
+            KeyError::BadHash("unknown hash format (expected sha256:<hex>, $argon2id$… or $2b$…)")
+                .into(),
+        )
     }
+}
+
+/// An argon2 hash or its parameters (`what`) that the argon2 library refused to read.
+fn malformed_argon2(what: &'static str) -> impl Fn(argon2::password_hash::Error) -> KeyError {
+    move |source| KeyError::Argon2 { what, source }
 }
 
 fn is_bcrypt_char(b: u8) -> bool {
@@ -164,25 +154,28 @@ impl PasswordHash {
     /// [`PasswordVerifier::verify`] instead.
     pub fn verify_blocking(&self, password: &[u8]) -> Result<()> {
         if password.len() > MAX_PASSWORD {
-            return Err(Error::PasswordTooLong(MAX_PASSWORD));
+            return Err(Error::Credential(CredentialError::PasswordTooLong(
+                MAX_PASSWORD,
+            )));
         }
         // The variants are public, so a hash may have been built without `parse`: its bounds
         // (memory, iterations, parallelism, bcrypt cost) are checked again here, where they
         // matter. Against one hashing, a parse costs nothing.
         if self.as_str().parse::<PasswordHash>().ok().as_ref() != Some(self) {
-            return Err(Error::BadHash(
-                "not a hash keygate accepts (built without parsing?)".into(),
-            ));
+            return Err(
+                KeyError::BadHash("not a hash keygate accepts (built without parsing?)").into(),
+            );
         }
         let ok = match self {
             PasswordHash::Argon2id(s) => {
-                let parsed = argon2::PasswordHash::new(s)
-                    .map_err(|e| Error::BadHash(format!("malformed argon2 hash: {e}")))?;
+                let parsed = argon2::PasswordHash::new(s).map_err(malformed_argon2("hash"))?;
                 Argon2::default().verify_password(password, &parsed).is_ok()
             }
             PasswordHash::Bcrypt(s) => {
                 if password.len() > BCRYPT_MAX_PASSWORD {
-                    return Err(Error::PasswordTooLong(BCRYPT_MAX_PASSWORD));
+                    return Err(Error::Credential(CredentialError::PasswordTooLong(
+                        BCRYPT_MAX_PASSWORD,
+                    )));
                 }
                 bcrypt::verify(password, s).unwrap_or(false)
             }
@@ -190,7 +183,7 @@ impl PasswordHash {
         if ok {
             Ok(())
         } else {
-            Err(Error::WrongCredential)
+            Err(Error::Credential(CredentialError::Wrong))
         }
     }
 }
@@ -198,16 +191,19 @@ impl PasswordHash {
 /// Hashes a password with argon2id at OWASP's recommended minimum (m=19456 KiB, t=2, p=1).
 pub fn hash_password(password: &[u8]) -> Result<PasswordHash> {
     if password.len() > MAX_PASSWORD {
-        return Err(Error::PasswordTooLong(MAX_PASSWORD));
+        return Err(Error::Credential(CredentialError::PasswordTooLong(
+            MAX_PASSWORD,
+        )));
     }
     let mut salt = [0u8; 16];
-    getrandom::fill(&mut salt).map_err(|e| Error::Signing(format!("OS RNG failed: {e}")))?;
-    let salt = SaltString::encode_b64(&salt).map_err(|e| Error::Signing(e.to_string()))?;
-    let params = Params::new(19456, 2, 1, None).map_err(|e| Error::Signing(e.to_string()))?;
+    getrandom::fill(&mut salt).map_err(Error::Random)?;
+    let salt = SaltString::encode_b64(&salt).map_err(SigningError::HashPassword)?;
+    let params =
+        Params::new(19456, 2, 1, None).map_err(|e| SigningError::HashPassword(e.into()))?;
     let hasher = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let phc = hasher
         .hash_password(password, &salt)
-        .map_err(|e| Error::Signing(e.to_string()))?
+        .map_err(SigningError::HashPassword)?
         .to_string();
     Ok(PasswordHash::Argon2id(phc))
 }
@@ -247,7 +243,7 @@ impl Pool {
                         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
                     }
                 })
-                .map_err(|e| Error::Signing(format!("no hashing thread: {e}")))?;
+                .map_err(Error::ThreadSpawn)?;
         }
         Ok(Self { jobs })
     }
@@ -288,7 +284,7 @@ impl fmt::Debug for PasswordVerifier {
 }
 
 impl PasswordVerifier {
-    /// At most `concurrency` hashes at once; more than `max_waiting` queued → [`Error::HashingBusy`].
+    /// At most `concurrency` hashes at once; more than `max_waiting` queued → [`CredentialError::HashingBusy`].
     pub fn new(concurrency: usize, max_waiting: usize) -> Result<Self> {
         let dummy = hash_password(b"keygate dummy password for unknown principals")?;
         Ok(Self {
@@ -301,7 +297,7 @@ impl PasswordVerifier {
     }
 
     /// Checks `password` against `hash`, or against a dummy hash when `hash` is `None`
-    /// (then always [`Error::WrongCredential`]).
+    /// (then always [`CredentialError::Wrong`]).
     pub async fn verify(&self, hash: Option<&PasswordHash>, password: &[u8]) -> Result<()> {
         match hash {
             Some(h) => self.run(h.clone(), true, password).await,
@@ -320,14 +316,16 @@ impl PasswordVerifier {
     /// checks: setting passwords can no more starve the async workers than logins can.
     pub async fn hash(&self, password: &[u8]) -> Result<PasswordHash> {
         if password.len() > MAX_PASSWORD {
-            return Err(Error::PasswordTooLong(MAX_PASSWORD));
+            return Err(Error::Credential(CredentialError::PasswordTooLong(
+                MAX_PASSWORD,
+            )));
         }
         let permit = self
             .permits
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_| Error::HashingBusy)?;
+            .map_err(|_| Error::Credential(CredentialError::HashingBusy))?;
         let password = password.to_vec();
         let (done, outcome) = tokio::sync::oneshot::channel();
         let submitted = self.pool.submit(Box::new(move || {
@@ -335,22 +333,26 @@ impl PasswordVerifier {
             let _ = done.send(hash_password(&password));
         }));
         if !submitted {
-            return Err(Error::HashingBusy);
+            return Err(Error::Credential(CredentialError::HashingBusy));
         }
-        outcome.await.map_err(|_| Error::HashingBusy)?
+        outcome
+            .await
+            .map_err(|_| Error::Credential(CredentialError::HashingBusy))?
     }
 
     async fn run(&self, hash: PasswordHash, known: bool, password: &[u8]) -> Result<()> {
         if password.len() > MAX_PASSWORD {
-            return Err(Error::PasswordTooLong(MAX_PASSWORD));
+            return Err(Error::Credential(CredentialError::PasswordTooLong(
+                MAX_PASSWORD,
+            )));
         }
         if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
-            return Err(Error::HashingBusy);
+            return Err(Error::Credential(CredentialError::HashingBusy));
         }
         let permit = self.permits.clone().acquire_owned().await;
         self.waiting.fetch_sub(1, Ordering::AcqRel);
-        let permit = permit.map_err(|_| Error::HashingBusy)?;
+        let permit = permit.map_err(|_| Error::Credential(CredentialError::HashingBusy))?;
         let password = password.to_vec();
         let (done, outcome) = tokio::sync::oneshot::channel();
         let submitted = self.pool.submit(Box::new(move || {
@@ -358,13 +360,17 @@ impl PasswordVerifier {
             let _ = done.send(hash.verify_blocking(&password));
         }));
         if !submitted {
-            return Err(Error::HashingBusy);
+            return Err(Error::Credential(CredentialError::HashingBusy));
         }
-        let outcome = outcome.await.map_err(|_| Error::HashingBusy)?;
+        let outcome = outcome
+            .await
+            .map_err(|_| Error::Credential(CredentialError::HashingBusy))?;
         match outcome {
             Ok(()) if known => Ok(()),
-            Ok(()) | Err(Error::PasswordTooLong(_)) if !known => Err(Error::WrongCredential),
-            Ok(()) => Err(Error::WrongCredential),
+            Ok(()) | Err(Error::Credential(CredentialError::PasswordTooLong(_))) if !known => {
+                Err(Error::Credential(CredentialError::Wrong))
+            }
+            Ok(()) => Err(Error::Credential(CredentialError::Wrong)),
             Err(e) => Err(e),
         }
     }
@@ -413,7 +419,7 @@ mod tests {
         parsed.verify_blocking(b"correct horse").unwrap();
         assert!(matches!(
             parsed.verify_blocking(b"correct horsE"),
-            Err(Error::WrongCredential)
+            Err(Error::Credential(CredentialError::Wrong))
         ));
     }
 
@@ -435,7 +441,7 @@ mod tests {
         let longer = format!("{long}b");
         assert!(matches!(
             hash.verify_blocking(longer.as_bytes()),
-            Err(Error::PasswordTooLong(72))
+            Err(Error::Credential(CredentialError::PasswordTooLong(72)))
         ));
     }
 
@@ -462,7 +468,8 @@ mod tests {
             ),
         ] {
             assert!(
-                matches!(hash.verify_blocking(b"pw"), Err(Error::BadHash(_))),
+                hash.verify_blocking(b"pw")
+                    .is_err_and(|e| e.reason() == "bad_hash"),
                 "{what}"
             );
         }
@@ -511,7 +518,7 @@ mod tests {
             "m=1048577,t=2,p=1",
         ] {
             let err = argon(params).parse::<PasswordHash>().unwrap_err();
-            assert!(matches!(err, Error::BadHash(_)), "{params}: {err}");
+            assert_eq!(err.reason(), "bad_hash", "{params}: {err}");
         }
         for params in ["m=19456,t=10,p=16", "m=1048576,t=2,p=1"] {
             assert!(argon(params).parse::<PasswordHash>().is_ok(), "{params}");
@@ -532,7 +539,7 @@ mod tests {
         for guess in [&b"the-real-users-password"[..], b"wrong", &[b'a'; 100][..]] {
             assert!(matches!(
                 verifier.verify_unknown(&stand_in, guess).await,
-                Err(Error::WrongCredential)
+                Err(Error::Credential(CredentialError::Wrong))
             ));
         }
     }
@@ -548,7 +555,7 @@ mod tests {
         let verifier = PasswordVerifier::new(2, 8).unwrap();
         assert!(matches!(
             verifier.verify(None, b"anything").await,
-            Err(Error::WrongCredential)
+            Err(Error::Credential(CredentialError::Wrong))
         ));
         let hash = hash_password(b"pw").unwrap();
         verifier.verify(Some(&hash), b"pw").await.unwrap();
@@ -559,7 +566,7 @@ mod tests {
         let verifier = PasswordVerifier::new(1, 0).unwrap();
         assert!(matches!(
             verifier.verify(None, b"x").await,
-            Err(Error::HashingBusy)
+            Err(Error::Credential(CredentialError::HashingBusy))
         ));
     }
 }

@@ -11,7 +11,7 @@ use hashbrown::hash_table::Entry;
 use time::OffsetDateTime;
 
 use crate::api_key::{self, KeyHash, PresentedKey, hash::digest};
-use crate::error::{Error, Result};
+use crate::error::{CredentialError, Error, Result};
 use crate::password::{PasswordHash, PasswordVerifier};
 
 /// Whether a principal is a machine or a person.
@@ -491,7 +491,7 @@ impl Directory {
         if let PresentedKey::Generated { id } = api_key::classify(secret)?
             && id != client_id
         {
-            return Err(Error::WrongCredential);
+            return Err(Error::Credential(CredentialError::Wrong));
         }
         check_secret(self.client(client_id), secret, passwords, now).await
     }
@@ -556,9 +556,9 @@ impl Directory {
             }
             (None, None) => passwords.verify(None, password.as_bytes()).await?,
         }
-        let user = user.ok_or(Error::WrongCredential)?;
+        let user = user.ok_or(Error::Credential(CredentialError::Wrong))?;
         if !user.is_active(now) {
-            return Err(Error::WrongCredential);
+            return Err(Error::Credential(CredentialError::Wrong));
         }
         Ok(user)
     }
@@ -600,7 +600,7 @@ fn digest_at(principals: &[Principal], entry: u32) -> Option<&[u8; 32]> {
 
 /// Checks `secret` against every credential of `principal` without stopping at the first
 /// mismatch, then the principal's state. With no principal, a dummy comparison of the
-/// same cost runs and the answer is [`Error::WrongCredential`].
+/// same cost runs and the answer is [`CredentialError::Wrong`].
 async fn check_secret<'a>(
     principal: Option<&'a Principal>,
     secret: &str,
@@ -610,7 +610,7 @@ async fn check_secret<'a>(
     let presented = digest(secret);
     let Some(principal) = principal else {
         let _ = KeyHash::Sha256(DUMMY_DIGEST).matches_digest(&presented);
-        return Err(Error::WrongCredential);
+        return Err(Error::Credential(CredentialError::Wrong));
     };
     let mut matched = false;
     let mut expired = false;
@@ -630,9 +630,9 @@ async fn check_secret<'a>(
     if matched && principal.is_active(now) {
         Ok(principal)
     } else if expired && principal.is_active(now) {
-        Err(Error::CredentialExpired)
+        Err(Error::Credential(CredentialError::Expired))
     } else {
-        Err(Error::WrongCredential)
+        Err(Error::Credential(CredentialError::Wrong))
     }
 }
 
@@ -643,7 +643,10 @@ async fn verify_password_key(
 ) -> Result<bool> {
     match passwords.verify(Some(hash), secret.as_bytes()).await {
         Ok(()) => Ok(true),
-        Err(Error::WrongCredential | Error::PasswordTooLong(_)) => Ok(false),
+        Err(
+            Error::Credential(CredentialError::Wrong)
+            | Error::Credential(CredentialError::PasswordTooLong(_)),
+        ) => Ok(false),
         Err(e) => Err(e),
     }
 }

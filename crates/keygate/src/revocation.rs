@@ -7,28 +7,11 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::fmt;
 use std::sync::Mutex;
 
-use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, Result};
 use crate::token::now_unix;
-
-/// Where revoked token ids are kept. In memory for one replica; shared stores (Redis)
-/// implement the same trait so every replica honours a revocation.
-#[async_trait]
-pub trait RevocationStore: Send + Sync + fmt::Debug {
-    /// Refuses the token `issuer` + `jti` until `expires_at` (seconds since the epoch).
-    async fn revoke(&self, issuer: &str, jti: &str, expires_at: u64) -> Result<()>;
-    /// True when the token has been revoked.
-    async fn is_revoked(&self, issuer: &str, jti: &str) -> Result<bool>;
-    /// True when the store can be reached (for `/readyz`).
-    async fn is_available(&self) -> bool {
-        true
-    }
-}
 
 /// A revocation list in this process's memory. Entries are dropped once their token has
 /// expired, so the list holds at most the tokens revoked within one token lifetime.
@@ -83,10 +66,6 @@ struct Folded {
 
 type Digest32 = [u8; 32];
 
-/// The principal of revocations made through [`RevocationStore::revoke`], which names
-/// none (no digest of a principal's id is all zeroes).
-const ANONYMOUS: Digest32 = [0; 32];
-
 #[derive(Debug, Default)]
 struct Entries {
     /// Token id → (refused until, principal).
@@ -130,9 +109,8 @@ pub fn issued_before(iat: u64, at_ms: u64) -> bool {
 }
 
 impl MemoryRevocationStore {
-    /// True when the token is on the list now: [`RevocationStore::is_revoked`] without
-    /// its boxed future, for callers that hold this type. Every token is checked against
-    /// the list, and the list is empty most of the time: then nothing is hashed.
+    /// True when the token is on the list now. Every token is checked against the list,
+    /// and the list is empty most of the time: then nothing is hashed.
     pub fn contains(&self, issuer: &str, jti: &str) -> bool {
         if self.lock().until.is_empty() {
             return false;
@@ -199,23 +177,10 @@ impl MemoryRevocationStore {
         jti: &str,
         expires_at: u64,
     ) -> Revoked {
-        self.insert(
-            principal_id(principal),
-            id(issuer, jti),
-            expires_at,
-            Some(self.share),
-        )
-        .unwrap_or(Revoked::Listed)
+        self.insert(principal_id(principal), id(issuer, jti), expires_at)
     }
 
-    /// `share` `None`: an anonymous entry, refused (`None`) when the list is full.
-    fn insert(
-        &self,
-        owner: Digest32,
-        key: Digest32,
-        expires_at: u64,
-        share: Option<usize>,
-    ) -> Option<Revoked> {
+    fn insert(&self, owner: Digest32, key: Digest32, expires_at: u64) -> Revoked {
         let mut entries = self.lock();
         entries.sweep(now_unix());
         if let Some((exp, _)) = entries.until.get_mut(&key) {
@@ -223,28 +188,25 @@ impl MemoryRevocationStore {
                 *exp = expires_at;
                 entries.by_expiry.push(Reverse((expires_at, key)));
             }
-            return Some(Revoked::Listed);
+            return Revoked::Listed;
         }
         let held = entries.per_principal.get(&owner).copied().unwrap_or(0);
-        if share.is_some_and(|share| held >= share) {
-            return Some(Revoked::Folded {
+        if held >= self.share {
+            return Revoked::Folded {
                 before_ms: entries.fold(owner, expires_at),
-            });
+            };
         }
         if entries.until.len() >= self.capacity {
-            share?;
             // The principal holding most entries gives up its room; it may be this one.
-            // Anonymous entries (no `sub` to refuse by) are never folded.
             let largest = entries
                 .per_principal
                 .iter()
-                .filter(|(p, _)| **p != ANONYMOUS)
                 .max_by_key(|(_, n)| **n)
                 .map(|(p, _)| *p);
             if largest.is_none_or(|p| p == owner) {
-                return Some(Revoked::Folded {
+                return Revoked::Folded {
                     before_ms: entries.fold(owner, expires_at),
-                });
+                };
             }
             if let Some(p) = largest {
                 entries.fold(p, 0);
@@ -253,7 +215,7 @@ impl MemoryRevocationStore {
         entries.until.insert(key, (expires_at, owner));
         entries.by_expiry.push(Reverse((expires_at, key)));
         *entries.per_principal.entry(owner).or_insert(0) += 1;
-        Some(Revoked::Listed)
+        Revoked::Listed
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
@@ -328,60 +290,48 @@ impl Entries {
     }
 }
 
-#[async_trait]
-impl RevocationStore for MemoryRevocationStore {
-    /// Without the principal the token was issued to, a full list refuses new
-    /// revocations (the caller answers 503) rather than grow; keygate's server uses
-    /// [`MemoryRevocationStore::revoke_token_of`], which never refuses.
-    async fn revoke(&self, issuer: &str, jti: &str, expires_at: u64) -> Result<()> {
-        // Anonymous revocations share one principal of their own, never folded (a fold
-        // refuses tokens by their `sub`, which these have none of).
-        self.insert(ANONYMOUS, id(issuer, jti), expires_at, None)
-            .map(|_| ())
-            .ok_or_else(|| Error::StoreUnavailable("the revocation list is full".into()))
-    }
-
-    async fn is_revoked(&self, issuer: &str, jti: &str) -> Result<bool> {
-        Ok(self.contains(issuer, jti))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn revoked_id_is_reported_until_pruned() {
+    #[test]
+    fn revoked_id_is_reported_until_pruned() {
         let store = MemoryRevocationStore::new();
-        assert!(!store.is_revoked("iss", "a").await.unwrap());
-        store.revoke("iss", "a", now_unix() + 60).await.unwrap();
-        assert!(store.is_revoked("iss", "a").await.unwrap());
-        assert!(!store.is_revoked("other-iss", "a").await.unwrap());
-        store.revoke("iss", "old", 1).await.unwrap();
-        store.revoke("iss", "b", now_unix() + 60).await.unwrap();
+        assert!(!store.contains("iss", "a"));
+        store.revoke_token_of("alice", "iss", "a", now_unix() + 60);
+        assert!(store.contains("iss", "a"));
+        assert!(!store.contains("other-iss", "a"));
+        store.revoke_token_of("alice", "iss", "old", 1);
+        store.revoke_token_of("alice", "iss", "b", now_unix() + 60);
         assert_eq!(store.len(), 2, "the expired entry was pruned");
     }
 
-    #[tokio::test]
-    async fn a_full_list_refuses_rather_than_grows_and_frees_as_entries_expire() {
-        let store = MemoryRevocationStore::bounded(3);
+    #[test]
+    fn an_id_held_is_extended_and_expired_entries_make_room() {
+        let store = MemoryRevocationStore::with_share(3, 3);
         let later = now_unix() + 60;
-        for jti in ["a", "b", "c"] {
-            store.revoke("iss", jti, later).await.unwrap();
+        for (principal, jti) in [("a", "a1"), ("b", "b1"), ("c", "c1")] {
+            store.revoke_token_of(principal, "iss", jti, later);
         }
-        assert!(matches!(
-            store.revoke("iss", "d", later).await,
-            Err(Error::StoreUnavailable(_))
-        ));
-        store.revoke("iss", "a", later + 5).await.unwrap();
+        assert_eq!(
+            store.revoke_token_of("a", "iss", "a1", later + 5),
+            Revoked::Listed
+        );
         assert_eq!(store.len(), 3, "an id already held may be extended");
         let long_jti = "j".repeat(8 * 1024);
-        let store = MemoryRevocationStore::bounded(2);
-        store.revoke("iss", "soon", now_unix() - 1).await.unwrap();
-        store.revoke("iss", &long_jti, later).await.unwrap();
-        store.revoke("iss", "e", later).await.unwrap();
-        assert!(store.is_revoked("iss", &long_jti).await.unwrap());
-        assert_eq!(store.len(), 2, "the expired entry made room");
+        let store = MemoryRevocationStore::with_share(2, 2);
+        store.revoke_token_of("a", "iss", "soon", now_unix() - 1);
+        store.revoke_token_of("b", "iss", &long_jti, later);
+        assert_eq!(
+            store.revoke_token_of("c", "iss", "e", later),
+            Revoked::Listed
+        );
+        assert!(store.contains("iss", &long_jti) && store.contains("iss", "e"));
+        assert_eq!(
+            store.len(),
+            2,
+            "the expired entry made room, nothing was folded"
+        );
     }
 
     /// One principal revoking a million of its own tokens never fills the list: its
@@ -433,27 +383,6 @@ mod tests {
             !store.principal_refused("victim", now),
             "the victim is not folded"
         );
-    }
-
-    #[tokio::test]
-    async fn anonymous_revocations_are_never_folded_away() {
-        let store = MemoryRevocationStore::with_share(3, 3);
-        let later = now_unix() + 60;
-        for jti in ["x1", "x2"] {
-            store.revoke("iss", jti, later).await.unwrap();
-        }
-        store.revoke_token_of("a", "iss", "a1", later);
-        assert_eq!(
-            store.revoke_token_of("b", "iss", "b1", later),
-            Revoked::Listed,
-            "`a` folded to make room"
-        );
-        assert!(store.contains("iss", "x1") && store.contains("iss", "x2"));
-        assert!(matches!(
-            store.revoke_token_of("c", "iss", "c1", later),
-            Revoked::Listed | Revoked::Folded { .. }
-        ));
-        assert!(store.contains("iss", "x1") && store.contains("iss", "x2"));
     }
 
     #[test]

@@ -12,12 +12,13 @@ use keygate_server::audit::{self, AuditEvent, AuditKind, Destination};
 /// Appends `event` to the audit log the configuration at `config` names, if any. The edit
 /// has landed by now: a log that cannot be written is a loud warning, not a failure.
 pub(crate) fn record(config: &Path, event: &AuditEvent) {
-    let outcome = audit::destination_of_file(config).and_then(|d| match d {
-        Some(d) => audit::append_now(&d, event).map_err(|e| e.to_string()),
-        None => Ok(()),
-    });
+    let outcome = match audit::destination_of_file(config) {
+        Ok(Some(d)) => audit::append_now(&d, event).map_err(anyhow::Error::from),
+        Ok(None) => Ok(()),
+        Err(e) => Err(e.into()),
+    };
     if let Err(e) = outcome {
-        eprintln!("keygate: warning: the audit log was not written: {e}");
+        eprintln!("keygate: warning: the audit log was not written: {e:#}");
     }
 }
 
@@ -62,7 +63,7 @@ pub(crate) fn tail(
         let known: Vec<&str> = AuditKind::ALL.iter().map(|k| k.as_str()).collect();
         anyhow::bail!("unknown event `{e}`; one of: {}", known.join(", "));
     }
-    let path = match audit::destination_of_file(config).map_err(anyhow::Error::msg)? {
+    let path = match audit::destination_of_file(config)? {
         Some(Destination::File(path)) => path,
         Some(Destination::Stdio) => {
             anyhow::bail!("audit.path is \"-\": the log goes to standard output, not a file")

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use anyhow::Context;
 use keygate::principal::PrincipalKind;
 use keygate_server::Config;
 
@@ -17,7 +18,7 @@ pub(crate) fn run(path: &Path) -> anyhow::Result<()> {
         keygate_server::tls::Certificates::load(files.clone())?;
     }
     keygate_server::audit::check_destination(&runtime.config)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        .with_context(|| path.display().to_string())?;
     println!(
         "{}: ok ({}, {} clients, {} users, listening on {}{})",
         path.display(),

@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
+use keygate::error::chain;
 use keygate_server::store::PendingRevocation;
+use keygate_server::store::principals::PendingRevocationError;
 use time::OffsetDateTime;
 
 use super::Unavailable;
@@ -26,7 +28,7 @@ pub(crate) enum Prepared {
     /// The revocation to write (none without a store).
     Ready(Option<PendingRevocation>),
     /// The configuration could not be read for it.
-    Unreadable(String),
+    Unreadable(PendingRevocationError),
 }
 
 /// Writes the prepared revocation, effective from `at`.
@@ -36,15 +38,17 @@ pub(crate) fn publish(prepared: Prepared, at: OffsetDateTime) -> anyhow::Result<
         Prepared::Ready(None) => return Ok(()),
         Prepared::Unreadable(e) => {
             eprintln!(
-                "keygate: warning: {e}; the revocation is written to the file only, not to the store"
+                "keygate: warning: {}; the revocation is written to the file only, not to the store",
+                chain(&e)
             );
             return Ok(());
         }
     };
     pending.publish(at).map_err(|e| {
         anyhow::Error::new(Unavailable(format!(
-            "the file is changed, but writing the revocation to the store failed ({e}); \
-             replicas reading other copies of the file accept the credential until their copy changes"
+            "the file is changed, but writing the revocation to the store failed ({}); \
+             replicas reading other copies of the file accept the credential until their copy changes",
+            chain(&e)
         )))
     })?;
     eprintln!("revocation written to the store: every replica refuses it within a second");

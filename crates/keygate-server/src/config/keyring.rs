@@ -82,8 +82,8 @@ pub fn load(
         let at = format!("{} [{}]", setting(dir), e.kid);
         let pem = std::fs::read(dir.join(&e.file))
             .map_err(|err| ConfigError::new(&at, format!("{}: {err}", e.file)))?;
-        let key =
-            SigningKey::from_pem(algorithm, &pem).map_err(|err| ConfigError::new(&at, err))?;
+        let key = SigningKey::from_pem(algorithm, &pem)
+            .map_err(|err| ConfigError::new(&at, keygate::error::chain(&err)))?;
         if key.kid() != e.kid {
             return Err(ConfigError::new(
                 &at,
@@ -110,13 +110,14 @@ pub fn load(
     }
     KeySet::new(entries)
         .map(Arc::new)
-        .map_err(|e| ConfigError::new(setting(dir), e))
+        .map_err(|e| ConfigError::new(setting(dir), keygate::error::chain(&e)))
 }
 
 /// Generates a key for `algorithm`, writes `<kid>.pem` (mode 0600) and its line in
 /// `keyring.toml`, and returns the kid. The folder is created (mode 0700) if needed.
 pub fn generate(dir: &Path, algorithm: SigningAlgorithm) -> Result<String, ConfigError> {
-    let (key, pem) = SigningKey::generate(algorithm).map_err(|e| ConfigError::new("keygen", e))?;
+    let (key, pem) = SigningKey::generate(algorithm)
+        .map_err(|e| ConfigError::new("keygen", keygate::error::chain(&e)))?;
     create_dir(dir)?;
     let kid = key.kid().to_owned();
     let file = format!("{kid}.pem");

@@ -13,8 +13,10 @@ pub const FIRST_CLIENT: &str = "my-service";
 /// tokens (which require `aud`). Returns the text and the client's API key, which is
 /// stored only as a hash.
 pub fn initial_config() -> Result<(String, String), ConfigError> {
-    let secret = HmacSecret::generate_hex().map_err(|e| ConfigError::new("token.secret", e))?;
-    let key = api_key::generate(FIRST_CLIENT).map_err(|e| ConfigError::new("clients", e))?;
+    let secret = HmacSecret::generate_hex()
+        .map_err(|e| ConfigError::new("token.secret", keygate::error::chain(&e)))?;
+    let key = api_key::generate(FIRST_CLIENT)
+        .map_err(|e| ConfigError::new("clients", keygate::error::chain(&e)))?;
     let hash = KeyHash::sha256_of(&key);
     let text = format!(
         r#"# keygate configuration. Every setting can be overridden by an environment variable

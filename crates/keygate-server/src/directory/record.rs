@@ -110,13 +110,16 @@ impl Record {
     pub fn check(&self) -> Result<(), DirectoryError> {
         self.check_fields()?;
         let bad = DirectoryError::Invalid;
-        let hash: KeyHash = self.hash.parse().map_err(|e| bad(format!("hash: {e}")))?;
+        let hash: KeyHash = self
+            .hash
+            .parse()
+            .map_err(|e| bad(format!("hash: {}", keygate::error::chain(&e))))?;
         if self.kind == Kind::User && matches!(hash, KeyHash::Sha256(_)) {
             return Err(bad("a user's password needs a slow hash".into()));
         }
         if let Some((prev, _)) = &self.previous {
             prev.parse::<KeyHash>()
-                .map_err(|e| bad(format!("previous hash: {e}")))?;
+                .map_err(|e| bad(format!("previous hash: {}", keygate::error::chain(&e))))?;
         }
         Ok(())
     }

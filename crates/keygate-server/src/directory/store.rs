@@ -266,7 +266,8 @@ impl Store {
     /// Gives client `id` a new key, returned; the old one works for `grace` more (zero:
     /// it dies now, with every token issued before now). A revoked client stays revoked.
     pub async fn rotate(&self, id: &str, grace: Duration) -> Result<String, DirectoryError> {
-        let key = api_key::generate(id).map_err(|e| DirectoryError::Invalid(e.to_string()))?;
+        let key = api_key::generate(id)
+            .map_err(|e| DirectoryError::Invalid(keygate::error::chain(&e)))?;
         let hash = KeyHash::sha256_of(&key).to_string();
         // A rotation without grace refuses the tokens issued before it: `not_before` is
         // the next whole second (tokens carry `iat` in seconds), and the new key is handed

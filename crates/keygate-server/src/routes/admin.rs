@@ -315,7 +315,7 @@ fn check_password(password: &str) -> Result<(), AdminError> {
 async fn hashed(state: &AppState, password: &str) -> Result<String, AdminError> {
     match state.passwords().hash(password.as_bytes()).await {
         Ok(h) => Ok(h.as_str().to_owned()),
-        Err(keygate::Error::HashingBusy) => {
+        Err(keygate::Error::Credential(keygate::error::CredentialError::HashingBusy)) => {
             Err(Rejection::Unavailable(Duration::from_secs(1)).into())
         }
         Err(_) => Err(AdminError::Internal),

@@ -3,6 +3,7 @@
 //! one of the two (checked when either changes), so the order never picks between two.
 
 use keygate::api_key::{self, PresentedKey, hash::digest};
+use keygate::error::CredentialError;
 use keygate::password::PasswordVerifier;
 use keygate::principal::check_client_secret;
 use keygate::{Error, Result};
@@ -70,7 +71,7 @@ impl Runtime {
                     .authenticate_classified(presented, key, passwords, now)
                     .await
                 {
-                    Err(Error::WrongCredential) => live.by_digest(&digest(key)),
+                    Err(Error::Credential(CredentialError::Wrong)) => live.by_digest(&digest(key)),
                     other => return other.map(Found::File),
                 }
             }
@@ -101,7 +102,7 @@ impl Runtime {
         if let PresentedKey::Generated { id } = api_key::classify(secret)?
             && id != client_id
         {
-            return Err(Error::WrongCredential);
+            return Err(Error::Credential(CredentialError::Wrong));
         }
         let entry = live.get(client_id);
         let checked = check_client_secret(
@@ -153,7 +154,7 @@ impl Runtime {
         entry: Option<std::sync::Arc<crate::directory::Entry>>,
     ) -> Result<Found<'_>> {
         checked?;
-        let entry = entry.ok_or(Error::WrongCredential)?;
+        let entry = entry.ok_or(Error::Credential(CredentialError::Wrong))?;
         if let Some(live) = &self.live {
             live.used(&entry.principal.id);
         }

@@ -21,7 +21,7 @@ use keygate::token::{
 
 use crate::config::{Config, ConfigError, LimitsConfig, SameSite, keyring};
 use crate::quota::QuotaTable;
-use crate::store::PendingRevocation;
+use crate::store::{PendingRevocation, PendingRevocationError};
 use crate::tls::TlsFiles;
 pub(crate) use deployment_key::DeploymentKey;
 use principals::{Principals, check_name};
@@ -167,7 +167,7 @@ impl Config {
             .as_deref()
             .unwrap_or_default()
             .parse()
-            .map_err(|e| ConfigError::new("token.secret", e))?;
+            .map_err(|e| ConfigError::new("token.secret", keygate::error::chain(&e)))?;
         Ok(DeploymentKey::from_secret(secret.as_bytes()))
     }
 
@@ -423,9 +423,9 @@ impl Config {
             })?;
             let secret: HmacSecret = secret_text
                 .parse()
-                .map_err(|e| ConfigError::new("token.secret", e))?;
+                .map_err(|e| ConfigError::new("token.secret", keygate::error::chain(&e)))?;
             let key = SigningKey::hmac(algorithm, &secret)
-                .map_err(|e| ConfigError::new("token.secret", e))?;
+                .map_err(|e| ConfigError::new("token.secret", keygate::error::chain(&e)))?;
             return Ok((Arc::new(KeySet::single(key)), None));
         }
         let dir = self.token.signing_keys.as_deref().ok_or_else(|| {
@@ -487,8 +487,8 @@ impl PendingRevocation {
     /// Reads what the revocation of principal `id` needs from the configuration at `path`
     /// (the store, the issuer, the principal's credentials) before the CLI edits it; `None`
     /// when it configures no store or names no principal `id`.
-    pub fn prepare(path: &Path, id: &str) -> Result<Option<Self>, String> {
-        let runtime = Config::load(path).map_err(|e| e.to_string())?;
+    pub fn prepare(path: &Path, id: &str) -> Result<Option<Self>, PendingRevocationError> {
+        let runtime = Config::load(path)?;
         let Some(principal) = runtime.directory.get(id) else {
             return Ok(None);
         };
@@ -526,15 +526,19 @@ fn check_tokens_verify(
         role,
         scopes,
     };
-    let issued = issuer
-        .issue(&grant)
-        .map_err(|e| ConfigError::new("token", format!("cannot issue a token: {e}")))?;
+    let issued = issuer.issue(&grant).map_err(|e| {
+        ConfigError::new(
+            "token",
+            format!("cannot issue a token: {}", keygate::error::chain(&e)),
+        )
+    })?;
     verifier.verify(&issued.token).map(drop).map_err(|e| {
         ConfigError::new(
             "token",
             format!(
-                "a token for `{id}` ({} bytes) would be refused by keygate's own verifier ({e}): shorten token.issuer (or server.public_url), token.audience, or that principal's role or scopes",
-                issued.token.len()
+                "a token for `{id}` ({} bytes) would be refused by keygate's own verifier ({}): shorten token.issuer (or server.public_url), token.audience, or that principal's role or scopes",
+                issued.token.len(),
+                keygate::error::chain(&e)
             ),
         )
     })

@@ -96,7 +96,7 @@ fn client_principal(
     let hash: KeyHash = c
         .key_hash
         .parse()
-        .map_err(|e| ConfigError::new(at("key_hash").to_string(), e))?;
+        .map_err(|e| ConfigError::new(at("key_hash").to_string(), keygate::error::chain(&e)))?;
     let expires_at = parse_time(c.expires_at.as_deref(), at("expires_at"))?;
     let mut credentials = Credentials::one(Credential {
         hash,
@@ -104,9 +104,12 @@ fn client_principal(
     });
     match (&c.previous_key_hash, &c.previous_key_expires_at) {
         (Some(prev), Some(until)) => {
-            let hash: KeyHash = prev
-                .parse()
-                .map_err(|e| ConfigError::new(at("previous_key_hash").to_string(), e))?;
+            let hash: KeyHash = prev.parse().map_err(|e| {
+                ConfigError::new(
+                    at("previous_key_hash").to_string(),
+                    keygate::error::chain(&e),
+                )
+            })?;
             let until = parse_time(Some(until), at("previous_key_expires_at"))?;
             let valid_until = match (until, expires_at) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -139,10 +142,9 @@ fn user_principal(
 ) -> Result<Principal, ConfigError> {
     let at = |field| Field("users", i, field);
     check_id(&u.username, at("username"))?;
-    let hash: KeyHash = u
-        .password_hash
-        .parse()
-        .map_err(|e| ConfigError::new(at("password_hash").to_string(), e))?;
+    let hash: KeyHash = u.password_hash.parse().map_err(|e| {
+        ConfigError::new(at("password_hash").to_string(), keygate::error::chain(&e))
+    })?;
     if matches!(hash, KeyHash::Sha256(_)) {
         return Err(ConfigError::new(
             at("password_hash").to_string(),

@@ -7,11 +7,13 @@
 //! failover is followed without a restart.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use keygate::Error;
+use keygate::error::StoreError;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value};
@@ -99,17 +101,42 @@ impl fmt::Debug for RedisStore {
     }
 }
 
+/// Why `[store]` could not be set up (nothing is connected yet at that point).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreSetupError {
+    /// `store.ca_file` could not be read.
+    #[error("store.ca_file `{}`", .path.display())]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// Why it could not be read.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `store.sentinels` without `store.sentinel_master`.
+    #[error("store.sentinel_master is required with store.sentinels")]
+    NoSentinelMaster,
+    /// The redis client refused a URL or the cluster's settings.
+    #[error("the store's client could not be set up")]
+    Client(#[source] redis::RedisError),
+}
+
 /// The PEM roots for `rediss://` servers, read from `store.ca_file`.
-fn read_ca(config: &StoreConfig) -> Result<Option<Vec<u8>>, String> {
+fn read_ca(config: &StoreConfig) -> Result<Option<Vec<u8>>, StoreSetupError> {
     config
         .ca_file
         .as_ref()
-        .map(|p| std::fs::read(p).map_err(|e| format!("store.ca_file `{}`: {e}", p.display())))
+        .map(|p| {
+            std::fs::read(p).map_err(|source| StoreSetupError::CaFile {
+                path: p.clone(),
+                source,
+            })
+        })
         .transpose()
 }
 
-fn client(url: &str, ca: Option<&Vec<u8>>) -> Result<redis::Client, String> {
-    let client = match ca {
+fn client(url: &str, ca: Option<&Vec<u8>>) -> redis::RedisResult<redis::Client> {
+    match ca {
         Some(pem) if url.starts_with("rediss://") => redis::Client::build_with_tls(
             url,
             redis::TlsCertificates {
@@ -118,31 +145,31 @@ fn client(url: &str, ca: Option<&Vec<u8>>) -> Result<redis::Client, String> {
             },
         ),
         _ => redis::Client::open(url),
-    };
-    client.map_err(|e| e.to_string())
+    }
 }
 
 impl RedisStore {
     /// A store for `[store]`, or `None` when no shared store is configured. Nothing is
     /// connected yet, so a server starts even while Redis is down.
-    pub fn from_config(config: &StoreConfig) -> Result<Option<Self>, String> {
+    pub fn from_config(config: &StoreConfig) -> Result<Option<Self>, StoreSetupError> {
         // The redis crate builds its `rediss://` TLS configuration from rustls's process
         // default provider: installed here, aws-lc-rs (the workspace's only one), so that
         // it is there whoever embeds the server.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let ca = read_ca(config)?;
         let topology = if let Some(url) = &config.url {
-            Topology::Single(client(url, ca.as_ref())?)
+            Topology::Single(client(url, ca.as_ref()).map_err(StoreSetupError::Client)?)
         } else if !config.sentinels.is_empty() {
             let master = config
                 .sentinel_master
                 .clone()
-                .ok_or("store.sentinel_master is required with store.sentinels")?;
+                .ok_or(StoreSetupError::NoSentinelMaster)?;
             let sentinels = config
                 .sentinels
                 .iter()
                 .map(|u| client(u, ca.as_ref()))
-                .collect::<Result<_, _>>()?;
+                .collect::<Result<_, _>>()
+                .map_err(StoreSetupError::Client)?;
             Topology::Sentinel(Sentinels {
                 sentinels,
                 master,
@@ -161,12 +188,13 @@ impl RedisStore {
                 });
             }
             Topology::Cluster {
-                client: Box::new(builder.build().map_err(|e| e.to_string())?),
+                client: Box::new(builder.build().map_err(StoreSetupError::Client)?),
                 nodes: config
                     .cluster
                     .iter()
                     .map(|u| client(u, ca.as_ref()))
-                    .collect::<Result<_, _>>()?,
+                    .collect::<Result<_, _>>()
+                    .map_err(StoreSetupError::Client)?,
             }
         } else {
             return Ok(None);
@@ -228,7 +256,7 @@ impl RedisStore {
     }
 
     /// Runs `f` on the shared connection within `store.timeout`, connecting first if
-    /// needed; any failure or a late answer is [`Error::StoreUnavailable`].
+    /// needed; any failure or a late answer is an [`Error::Store`].
     pub(crate) async fn run<T, F, Fut>(&self, f: F) -> Result<T, Error>
     where
         F: FnOnce(Connection) -> Fut,
@@ -260,11 +288,9 @@ impl RedisStore {
         };
         let error = match outcome {
             Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e)) if !drops_connection(&e) => return Err(unavailable(&e)),
-            Ok(Err(e)) => unavailable(&e),
-            Err(_) => {
-                Error::StoreUnavailable("the store did not answer within store.timeout".into())
-            }
+            Ok(Err(e)) if !drops_connection(&e) => return Err(unavailable(e)),
+            Ok(Err(e)) => unavailable(e),
+            Err(_) => StoreError::Timeout(self.inner.timeout).into(),
         };
         if let Some(g) = generation {
             self.forget(g);
@@ -329,13 +355,7 @@ impl RedisStore {
                     .query_async(&mut c)
                     .await?;
                 let url = with_address(template, &host, port);
-                let primary = client(&url, tls.as_ref()).map_err(|e| {
-                    redis::RedisError::from((
-                        redis::ErrorKind::InvalidClientConfig,
-                        "primary URL",
-                        e,
-                    ))
-                })?;
+                let primary = client(&url, tls.as_ref())?;
                 let mut p = primary
                     .get_multiplexed_async_connection_with_config(&self.connection_config())
                     .await?;
@@ -396,8 +416,9 @@ fn drops_connection(e: &redis::RedisError) -> bool {
         || matches!(e.code(), Some("READONLY" | "LOADING" | "MASTERDOWN"))
 }
 
-pub(crate) fn unavailable(e: &redis::RedisError) -> Error {
-    Error::StoreUnavailable(e.to_string())
+/// A failed call, the store's own error kept as the source.
+pub(crate) fn unavailable(e: redis::RedisError) -> Error {
+    StoreError::Unavailable(Box::new(e)).into()
 }
 
 #[cfg(test)]

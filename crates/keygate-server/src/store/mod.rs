@@ -32,7 +32,7 @@ mod sync;
 
 pub use self::attempts::RedisAttempts;
 pub use self::connection::RedisStore;
-pub use self::principals::PendingRevocation;
+pub use self::principals::{PendingRevocation, PendingRevocationError};
 pub use self::quota::RedisQuota;
 pub use self::revocations::SharedRevocations;
 pub(crate) use self::revocations::{Revocations, Revoke, Verdict};

@@ -16,9 +16,9 @@ use std::time::Duration;
 use keygate::api_key::KeyHash;
 use time::OffsetDateTime;
 
-use super::connection::RedisStore;
+use super::connection::{RedisStore, StoreSetupError};
 use super::layout::{Layout, digest};
-use crate::config::StoreConfig;
+use crate::config::{ConfigError, StoreConfig};
 
 /// Writes principal revocations and tells every replica.
 /// KEYS: principals; ARGV: channel, then (score, member) pairs.
@@ -61,6 +61,23 @@ impl PrincipalRevocation {
     }
 }
 
+/// Why a principal revocation could not be prepared or written to the store.
+#[derive(Debug, thiserror::Error)]
+pub enum PendingRevocationError {
+    /// The configuration file does not load.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Its `[store]` cannot be set up.
+    #[error(transparent)]
+    Store(#[from] StoreSetupError),
+    /// No runtime could be started for the store call.
+    #[error("cannot start a runtime for the store call")]
+    Runtime(#[source] std::io::Error),
+    /// The store did not take the revocation.
+    #[error(transparent)]
+    Write(#[from] keygate::Error),
+}
+
 /// A revocation the CLI prepares before editing the file (while the principal's
 /// credentials are still there) and writes to the store once the edit has succeeded.
 #[derive(Debug)]
@@ -80,7 +97,7 @@ impl PendingRevocation {
         issuer: &str,
         id: &str,
         hashes: Vec<KeyHash>,
-    ) -> Result<Option<Self>, String> {
+    ) -> Result<Option<Self>, PendingRevocationError> {
         let mut store_config = store.clone();
         store_config.timeout = store_config.timeout.max(Duration::from_secs(2));
         let Some(store) = RedisStore::from_config(&store_config)? else {
@@ -96,7 +113,7 @@ impl PendingRevocation {
 
     /// Writes "these credentials of this principal revoked at `at`" to the store and
     /// publishes it to every replica.
-    pub fn publish(&self, at: OffsetDateTime) -> Result<(), String> {
+    pub fn publish(&self, at: OffsetDateTime) -> Result<(), PendingRevocationError> {
         let at_ms = u64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
         let mut args: Vec<String> = vec![self.layout.channel()];
         for h in &self.hashes {
@@ -113,18 +130,16 @@ impl PendingRevocation {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| e.to_string())?;
-        runtime
-            .block_on(store.run(|mut c| async move {
-                redis::cmd("EVAL")
-                    .arg(REVOKE_PRINCIPAL)
-                    .arg(1)
-                    .arg(&key)
-                    .arg(&args)
-                    .query_async::<()>(&mut c)
-                    .await
-            }))
-            .map_err(|e| e.to_string())
+            .map_err(PendingRevocationError::Runtime)?;
+        Ok(runtime.block_on(store.run(|mut c| async move {
+            redis::cmd("EVAL")
+                .arg(REVOKE_PRINCIPAL)
+                .arg(1)
+                .arg(&key)
+                .arg(&args)
+                .query_async::<()>(&mut c)
+                .await
+        }))?)
     }
 }
 

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
 use keygate::Error;
+use keygate::error::StoreError;
 use tokio::sync::oneshot;
 
 use super::RedisStore;
@@ -136,10 +137,12 @@ impl RedisQuota {
             tokio::spawn(self.clone().flush(client_id.to_owned()));
         }
         match rx.await {
-            Ok(outcome) => outcome.map_err(Error::StoreUnavailable),
-            Err(_) => Err(Error::StoreUnavailable(
-                "the quota round trip was dropped".into(),
-            )),
+            Ok(outcome) => {
+                outcome.map_err(|message| StoreError::Unavailable(message.into()).into())
+            }
+            Err(_) => {
+                Err(StoreError::Unavailable("the quota round trip was dropped".into()).into())
+            }
         }
     }
 
@@ -165,7 +168,8 @@ impl RedisQuota {
                     }
                 }
                 Err(e) => {
-                    let message = e.to_string();
+                    // One error for every request of the batch: its whole chain, as text.
+                    let message = keygate::error::chain(&e);
                     for tx in batch {
                         let _ = tx.send(Err(message.clone()));
                     }
@@ -196,9 +200,7 @@ impl RedisQuota {
                 debt_us: u64::try_from(*debt).unwrap_or(0),
                 wait_us: u64::try_from(*wait).unwrap_or(0),
             }),
-            _ => Err(Error::StoreUnavailable(
-                "the quota script answered in an unexpected shape".into(),
-            )),
+            _ => Err(StoreError::UnexpectedAnswer("the quota script").into()),
         }
     }
 

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use keygate::Error;
+use keygate::error::chain;
 use keygate::revocation::{MemoryRevocationStore, issued_before, now_ms};
 use keygate::token::now_unix;
 
@@ -134,8 +135,8 @@ pub(crate) enum Revoke {
 impl std::fmt::Display for Revoke {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Revoke::Pending(e) => write!(f, "{e}; applied here, pending for the store"),
-            Revoke::Refused(e) => write!(f, "{e}; not applied"),
+            Revoke::Pending(e) => write!(f, "{}; applied here, pending for the store", chain(e)),
+            Revoke::Refused(e) => write!(f, "{}; not applied", chain(e)),
         }
     }
 }
@@ -525,7 +526,7 @@ impl Shared {
             }
             Err(e) => {
                 if degraded.is_none() {
-                    tracing::error!(error = %e, "the store's shard holding this deployment does not answer: revocations and attempt counters cannot be written");
+                    tracing::error!(error = %chain(&e), "the store's shard holding this deployment does not answer: revocations and attempt counters cannot be written");
                 }
                 *degraded = Some(e.to_string());
             }

@@ -80,13 +80,15 @@ pub(super) async fn run(shared: Weak<Shared>) {
                         metrics::gauge!("keygate_store_in_sync").set(0.0);
                         tracing::warn!("store subscription lost; resynchronising");
                     }
-                    Err(e) => tracing::warn!(error = %e, "store resynchronisation failed"),
+                    Err(e) => {
+                        tracing::warn!(error = %keygate::error::chain(&e), "store resynchronisation failed");
+                    }
                 }
             }
             Err(e) => {
                 s.synced.store(false, Ordering::Release);
                 metrics::gauge!("keygate_store_in_sync").set(0.0);
-                tracing::warn!(error = %e, "store unreachable; retrying");
+                tracing::warn!(error = %keygate::error::chain(&e), "store unreachable; retrying");
                 drop(s);
             }
         }
@@ -95,12 +97,26 @@ pub(super) async fn run(shared: Weak<Shared>) {
     }
 }
 
-async fn subscribe(s: &Shared) -> Result<(PubSubSink, PubSubStream), String> {
+/// Why the store's channel could not be subscribed to.
+#[derive(Debug, thiserror::Error)]
+enum SubscribeError {
+    /// A node refused or failed (the last one tried, when there are several).
+    #[error("cannot subscribe to the store's channel")]
+    Redis(#[from] redis::RedisError),
+    /// No node answered within `store.timeout` (each lookup and node may take that long).
+    #[error("no answer within store.timeout")]
+    Timeout,
+    /// The topology names no node to subscribe through.
+    #[error("no node to subscribe to")]
+    NoNode,
+}
+
+async fn subscribe(s: &Shared) -> Result<(PubSubSink, PubSubStream), SubscribeError> {
     let timeout = s.store.timeout();
     let channel = s.layout.channel();
     let attempt = async {
-        let mut last = String::from("no node to subscribe to");
-        for client in s.store.pubsub_clients().await.map_err(|e| e.to_string())? {
+        let mut last = SubscribeError::NoNode;
+        for client in s.store.pubsub_clients().await? {
             let subscribed = async {
                 let mut pubsub = client.get_async_pubsub().await?;
                 pubsub.subscribe(&channel).await?;
@@ -108,8 +124,8 @@ async fn subscribe(s: &Shared) -> Result<(PubSubSink, PubSubStream), String> {
             };
             match tokio::time::timeout(timeout, subscribed).await {
                 Ok(Ok(pair)) => return Ok(pair),
-                Ok(Err(e)) => last = e.to_string(),
-                Err(_) => last = "no answer within store.timeout".into(),
+                Ok(Err(e)) => last = e.into(),
+                Err(_) => last = SubscribeError::Timeout,
             }
         }
         Err(last)
@@ -117,7 +133,7 @@ async fn subscribe(s: &Shared) -> Result<(PubSubSink, PubSubStream), String> {
     // Sentinel lookups and several cluster nodes may each take up to the timeout.
     tokio::time::timeout(timeout * 8, attempt)
         .await
-        .map_err(|_| "no answer within store.timeout".to_owned())?
+        .map_err(|_| SubscribeError::Timeout)?
 }
 
 /// Sorted-set members with their scores.
@@ -278,7 +294,7 @@ async fn follow(
                 let cutoff = s.cutoff_ms();
                 s.write().prune(now_unix(), cutoff);
                 if let Err(e) = flush_pending(&s).await {
-                    tracing::warn!(error = %e, "pending revocations not written yet");
+                    tracing::warn!(error = %keygate::error::chain(&e), "pending revocations not written yet");
                 }
                 s.check_writable().await;
                 drop(s);

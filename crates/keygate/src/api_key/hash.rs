@@ -7,7 +7,7 @@ use std::str::FromStr;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, KeyError, Result};
 use crate::password::PasswordHash;
 
 /// The stored form of one API key.
@@ -64,9 +64,8 @@ impl FromStr for KeyHash {
     fn from_str(s: &str) -> Result<Self> {
         if let Some(hex_digest) = s.strip_prefix("sha256:") {
             let mut out = [0u8; 32];
-            hex::decode_to_slice(hex_digest, &mut out).map_err(|_| {
-                Error::BadHash("sha256: must be followed by 64 hex characters".into())
-            })?;
+            hex::decode_to_slice(hex_digest, &mut out)
+                .map_err(|_| KeyError::BadHash("sha256: must be followed by 64 hex characters"))?;
             return Ok(KeyHash::Sha256(out));
         }
         Ok(KeyHash::Password(s.parse()?))

@@ -13,7 +13,7 @@ pub mod hash;
 
 pub use hash::KeyHash;
 
-use crate::error::{Error, Result};
+use crate::error::{CredentialError, Error, Result};
 
 /// The fixed prefix of generated keys.
 pub const PREFIX: &str = "kg_";
@@ -43,7 +43,7 @@ pub fn classify(key: &str) -> Result<PresentedKey<'_>> {
     };
     let (_, checksum) = key.split_at(key.len() - CHECKSUM_HEX_LEN);
     if checksum != checksum_hex(&key[..key.len() - CHECKSUM_HEX_LEN]) {
-        return Err(Error::MalformedKey);
+        return Err(CredentialError::MalformedKey.into());
     }
     Ok(PresentedKey::Generated { id })
 }
@@ -82,10 +82,10 @@ pub fn is_valid_id(id: &str) -> bool {
 /// A new key for `id`, with 256 bits from the operating system's RNG.
 pub fn generate(id: &str) -> Result<String> {
     if !is_valid_id(id) {
-        return Err(Error::MalformedKey);
+        return Err(CredentialError::MalformedKey.into());
     }
     let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret).map_err(|e| Error::Signing(format!("OS RNG failed: {e}")))?;
+    getrandom::fill(&mut secret).map_err(Error::Random)?;
     let body = format!("{PREFIX}{id}_{}", hex::encode(secret));
     let checksum = checksum_hex(&body);
     Ok(body + &checksum)
@@ -122,7 +122,10 @@ mod tests {
         let i = bytes.len() - 20;
         bytes[i] = if bytes[i] == b'0' { b'1' } else { b'0' };
         let typo = String::from_utf8(bytes).unwrap();
-        assert!(matches!(classify(&typo), Err(Error::MalformedKey)));
+        assert!(matches!(
+            classify(&typo),
+            Err(Error::Credential(CredentialError::MalformedKey))
+        ));
     }
 
     #[test]
@@ -153,7 +156,10 @@ mod tests {
         let (body, _) = key.split_at(key.len() - CHECKSUM_HEX_LEN);
         let wrong = format!("{body}00000000");
         assert_ne!(wrong, key);
-        assert!(matches!(classify(&wrong), Err(Error::MalformedKey)));
+        assert!(matches!(
+            classify(&wrong),
+            Err(Error::Credential(CredentialError::MalformedKey))
+        ));
     }
 
     #[test]

@@ -49,7 +49,11 @@ use axum::http::{HeaderMap, header};
 /// `Bearer` without exactly one token: [`AuthRejection::InvalidToken`] (401, so a forward-auth
 /// proxy only ever sees 200, 401 or 403 for one header).
 pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthRejection> {
-    let malformed = || AuthRejection::InvalidToken(crate::Error::Malformed("Authorization header"));
+    let malformed = || {
+        AuthRejection::InvalidToken(
+            crate::error::TokenError::Malformed("Authorization header").into(),
+        )
+    };
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let value = match (values.next(), values.next()) {
         (None, _) => return Err(AuthRejection::MissingToken),

@@ -46,7 +46,7 @@ async fn hand_made_key_is_found_by_digest() {
     assert!(matches!(
         dir.authenticate_key("seed-style-kez", &verifier(), now)
             .await,
-        Err(Error::WrongCredential)
+        Err(Error::Credential(CredentialError::Wrong))
     ));
 }
 
@@ -57,7 +57,7 @@ async fn key_of_an_unknown_client_is_wrong_not_malformed() {
     let now = OffsetDateTime::now_utc();
     assert!(matches!(
         dir.authenticate_key(&key, &verifier(), now).await,
-        Err(Error::WrongCredential)
+        Err(Error::Credential(CredentialError::Wrong))
     ));
 }
 
@@ -79,7 +79,7 @@ async fn rotated_key_works_until_its_grace_ends() {
     dir.authenticate_key(&new, &v, later).await.unwrap();
     assert!(matches!(
         dir.authenticate_key(&old, &v, later).await,
-        Err(Error::CredentialExpired)
+        Err(Error::Credential(CredentialError::Expired))
     ));
 }
 
@@ -92,7 +92,7 @@ async fn revoked_client_is_refused() {
     let dir = Directory::new([p]).unwrap();
     assert!(matches!(
         dir.authenticate_key(&key, &verifier(), now).await,
-        Err(Error::WrongCredential)
+        Err(Error::Credential(CredentialError::Wrong))
     ));
 }
 

@@ -10,7 +10,7 @@ use super::claims::{Audience, Claims};
 use super::keys::{KeySet, SigningKey};
 use super::secret::HmacSecret;
 use super::{TokenPolicy, now_unix};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SigningError};
 
 /// What a token is issued for: the authenticated principal and the scopes granted.
 #[derive(Debug, Clone, Copy)]
@@ -93,10 +93,7 @@ impl Issuer {
         ttl: Duration,
     ) -> Result<IssuedToken> {
         if ttl.is_zero() || ttl > super::MAX_LIFETIME {
-            return Err(Error::Signing(format!(
-                "a token lifetime must be between 1s and {}s",
-                super::MAX_LIFETIME.as_secs()
-            )));
+            return Err(SigningError::Lifetime.into());
         }
         let aud = match self.policy.audience.as_slice() {
             [] => None,
@@ -115,11 +112,8 @@ impl Issuer {
             role: grant.role.to_owned(),
             scope: grant.scopes.join(" "),
         };
-        let key = self
-            .keys
-            .signer(now)
-            .ok_or_else(|| Error::Signing("no signing key is active (all are retired)".into()))?;
-        let payload = serde_json::to_vec(&claims).map_err(|e| Error::Signing(e.to_string()))?;
+        let key = self.keys.signer(now).ok_or(SigningError::NoActiveKey)?;
+        let payload = serde_json::to_vec(&claims).map_err(SigningError::Claims)?;
         let header = key.encoded_header();
         // header . payload . signature (at most 86 characters for ES256/EdDSA/HMAC, 342
         // for RSA-2048), in one allocation.
@@ -151,8 +145,7 @@ fn new_jti() -> Result<String> {
     }
     let bytes = RANDOM.with_borrow_mut(|r| -> Result<[u8; 16]> {
         if r.used == r.bytes.len() {
-            getrandom::fill(&mut r.bytes)
-                .map_err(|e| Error::Signing(format!("the OS CSPRNG failed: {e}")))?;
+            getrandom::fill(&mut r.bytes).map_err(Error::Random)?;
             r.used = 0;
         }
         let mut id = [0u8; 16];

@@ -15,7 +15,7 @@ use super::algorithm::SigningAlgorithm;
 use super::claims::Claims;
 use super::keys::{KeyEntry, KeySet, SigningKey};
 use super::verifier::Verifier;
-use crate::error::{Error, Result};
+use crate::error::{Error, JwksError, Result, TlsError, TokenError};
 
 /// Largest JWKS body read. keygate's holds a handful of keys, a few KiB.
 pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
@@ -31,7 +31,8 @@ pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
 /// - An unknown `kid` triggers a re-fetch that every such token waits for together (one
 ///   request in flight), at most one per `min_refresh_interval` (default 10 s), so tokens
 ///   with made-up `kid`s cannot turn a service into a flood against keygate. A refetch
-///   that fails or is refused by this floor leaves the token refused as `UnknownKeyId`.
+///   that fails or is refused by this floor leaves the token refused as
+///   [`TokenError::UnknownKeyId`](crate::error::TokenError::UnknownKeyId).
 /// - A fetch is bounded: 5 s to connect, 10 s in all, 1 MiB of body, read incrementally
 ///   and abandoned past the cap. Redirects are refused, same origin or not: the JWKS URL
 ///   is configured, and a redirect would let whoever answers it choose the keys.
@@ -59,8 +60,9 @@ struct Shared {
     refresh: Mutex<RefreshState>,
 }
 
-/// The outcome of one fetch, as every waiter receives it: `None` until it ends.
-type Outcome = Option<std::result::Result<(), Arc<str>>>;
+/// The outcome of one fetch, as every waiter receives it: `None` until it ends. The error
+/// is shared: each waiter gets it as the source of its own.
+type Outcome = Option<std::result::Result<(), Arc<Error>>>;
 
 #[derive(Debug)]
 struct RefreshState {
@@ -123,17 +125,16 @@ impl JwksVerifierBuilder {
             .timeout(self.timeout)
             .redirect(reqwest::redirect::Policy::none());
         for pem in &self.roots {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .ok()
-                .filter(|c| !c.is_empty())
-                .ok_or_else(|| Error::BadCertificate("root certificate is not PEM".into()))?;
+            let certs = match reqwest::Certificate::from_pem_bundle(pem) {
+                Ok(certs) if !certs.is_empty() => certs,
+                Ok(_) => return Err(TlsError::RootNotPem(None).into()),
+                Err(e) => return Err(TlsError::RootNotPem(Some(e)).into()),
+            };
             for cert in certs {
                 http = http.tls_certs_merge([cert]);
             }
         }
-        let http = http
-            .build()
-            .map_err(|e| Error::BadCertificate(format!("building the HTTP client: {e}")))?;
+        let http = http.build().map_err(TlsError::Client)?;
         let verifier = load(&http, &self.url, self.algorithm, &self.policy).await?;
         let now = Instant::now();
         Ok(JwksVerifier {
@@ -205,7 +206,7 @@ impl JwksVerifier {
             drop(self.shared.start_refresh(self.min_refresh_interval));
         }
         match self.shared.current.load().verify(token) {
-            Err(Error::UnknownKeyId) => {
+            Err(Error::Token(TokenError::UnknownKeyId)) => {
                 if let Some(rx) = self.shared.start_refresh(self.min_refresh_interval) {
                     let _ = wait(rx).await;
                 }
@@ -230,10 +231,8 @@ async fn wait(mut rx: watch::Receiver<Outcome>) -> Result<()> {
     let outcome = rx.wait_for(Option::is_some).await.ok().map(|o| o.clone());
     match outcome.flatten() {
         Some(Ok(())) => Ok(()),
-        Some(Err(reason)) => Err(Error::JwksUnavailable(reason.to_string())),
-        None => Err(Error::JwksUnavailable(
-            "the JWKS fetch ended without an answer".into(),
-        )),
+        Some(Err(shared)) => Err(JwksError::Refresh(shared).into()),
+        None => Err(JwksError::NoAnswer.into()),
     }
 }
 
@@ -269,7 +268,7 @@ impl Shared {
                     st.fetched_at = Instant::now();
                     Ok(())
                 }
-                Err(e) => Err(Arc::from(e.to_string())),
+                Err(e) => Err(Arc::new(e)),
             };
             let _ = tx.send(Some(outcome));
         });
@@ -285,13 +284,21 @@ async fn load(
     algorithm: SigningAlgorithm,
     policy: &TokenPolicy,
 ) -> Result<Verifier> {
-    let failed = |what: String| Error::JwksUnavailable(format!("JWKS {url}: {what}"));
-    let mut response = http.get(url).send().await.map_err(|e| failed(chain(&e)))?;
+    let url_owned = || url.to_owned();
+    let request_failed = |source| JwksError::Request {
+        url: url_owned(),
+        source,
+    };
+    let mut response = http.get(url).send().await.map_err(request_failed)?;
     let status = response.status();
     if !status.is_success() {
-        return Err(failed(format!("answered {status}")));
+        return Err(JwksError::Status {
+            url: url_owned(),
+            status,
+        }
+        .into());
     }
-    let too_large = || failed(format!("larger than {MAX_JWKS_BYTES} bytes"));
+    let too_large = || Error::from(JwksError::TooLarge { url: url_owned() });
     if response
         .content_length()
         .is_some_and(|len| len > MAX_JWKS_BYTES as u64)
@@ -299,7 +306,7 @@ async fn load(
         return Err(too_large());
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| failed(chain(&e)))? {
+    while let Some(chunk) = response.chunk().await.map_err(request_failed)? {
         if body.len() + chunk.len() > MAX_JWKS_BYTES {
             return Err(too_large());
         }
@@ -311,8 +318,10 @@ async fn load(
     struct RawSet {
         keys: Vec<serde_json::Value>,
     }
-    let raw: RawSet =
-        serde_json::from_slice(&body).map_err(|e| failed(format!("not a JWKS: {e}")))?;
+    let raw: RawSet = serde_json::from_slice(&body).map_err(|source| JwksError::NotJwks {
+        url: url_owned(),
+        source,
+    })?;
     let entries: Vec<KeyEntry> = raw
         .keys
         .into_iter()
@@ -326,21 +335,12 @@ async fn load(
         })
         .collect();
     if entries.is_empty() {
-        return Err(failed(format!("no usable {algorithm} signing key")));
+        return Err(JwksError::NoUsableKey {
+            url: url_owned(),
+            algorithm,
+        }
+        .into());
     }
     let keys = KeySet::new(entries)?;
     Ok(Verifier::new(algorithm, Arc::new(keys), policy.clone()))
-}
-
-/// `e` with its causes, on one line: reqwest's own text ("error sending request") does
-/// not say what went wrong (refused, timed out, certificate not trusted).
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    text
 }

@@ -14,10 +14,10 @@ use jsonwebtoken::{DecodingKey, EncodingKey};
 use super::algorithm::SigningAlgorithm;
 use super::hmac_kid;
 use super::secret::HmacSecret;
-use crate::error::{Error, Result};
+use crate::error::{KeyError, Result, SigningError, TokenError};
 
 /// Smallest RSA modulus accepted, in bits (RFC 7518 §3.3).
-const MIN_RSA_BITS: usize = 2048;
+pub(crate) const MIN_RSA_BITS: usize = 2048;
 
 /// One key: its id, algorithm, and the material to sign (when held) and verify with.
 pub struct SigningKey {
@@ -80,9 +80,7 @@ impl SigningKey {
     /// An HMAC key (`HS256`, `HS384`, `HS512`).
     pub fn hmac(algorithm: SigningAlgorithm, secret: &HmacSecret) -> Result<Self> {
         if !algorithm.is_hmac() {
-            return Err(Error::Signing(format!(
-                "{algorithm} is not an HMAC algorithm"
-            )));
+            return Err(SigningError::NotHmac(algorithm).into());
         }
         Ok(Self {
             kid: hmac_kid(secret),
@@ -106,46 +104,36 @@ impl SigningKey {
     /// A private key in PEM (PKCS#8, or PKCS#1 for RSA) for `ES256`, `EdDSA` or `RS256`.
     /// Its `kid` is the RFC 7638 thumbprint of the public key.
     pub fn from_pem(algorithm: SigningAlgorithm, pem: &[u8]) -> Result<Self> {
-        let bad = |e: jsonwebtoken::errors::Error| {
-            Error::BadKey(format!("not a {algorithm} private key in PEM: {e}"))
-        };
+        let bad = |source| KeyError::Pem { algorithm, source };
         let encoding = match algorithm {
             SigningAlgorithm::ES256 => EncodingKey::from_ec_pem(pem).map_err(bad)?,
             SigningAlgorithm::EdDSA => EncodingKey::from_ed_pem(pem).map_err(bad)?,
             SigningAlgorithm::RS256 => EncodingKey::from_rsa_pem(pem).map_err(bad)?,
-            _ => {
-                return Err(Error::BadKey(format!(
-                    "{algorithm} keys are secrets, not PEM files"
-                )));
-            }
+            _ => return Err(KeyError::NotAsymmetric(algorithm).into()),
         };
         let alg = algorithm.to_jsonwebtoken();
-        let mut jwk = Jwk::from_encoding_key(&encoding, alg)
-            .map_err(|e| Error::BadKey(format!("cannot derive the public key: {e}")))?;
+        let unusable = |action| move |source| KeyError::Unusable { action, source };
+        let mut jwk =
+            Jwk::from_encoding_key(&encoding, alg).map_err(unusable("derive the public key"))?;
         if let jsonwebtoken::jwk::AlgorithmParameters::RSA(rsa) = &jwk.algorithm {
             let bits = super::b64url_len(&rsa.n) * 8;
             if bits < MIN_RSA_BITS {
-                return Err(Error::BadKey(format!(
-                    "RSA key of {bits} bits; at least {MIN_RSA_BITS} are required"
-                )));
+                return Err(KeyError::RsaTooShort { kid: None, bits }.into());
             }
         }
         let kid = jwk
             .thumbprint(ThumbprintHash::SHA256)
-            .map_err(|e| Error::BadKey(format!("cannot compute the key id: {e}")))?;
+            .map_err(unusable("compute the key id"))?;
         jwk.common.key_id = Some(kid.clone());
         jwk.common.public_key_use = Some(PublicKeyUse::Signature);
-        let decoding = DecodingKey::from_jwk(&jwk)
-            .map_err(|e| Error::BadKey(format!("cannot build the verifying key: {e}")))?;
+        let decoding = DecodingKey::from_jwk(&jwk).map_err(unusable("build the verifying key"))?;
         // A signature made now must verify with the half we publish; otherwise tokens would
         // be refused by every verifier, so the key is refused here instead.
         let probe = b"keygate key check";
         let signature = jsonwebtoken::crypto::sign(probe, &encoding, alg)
-            .map_err(|e| Error::BadKey(format!("cannot sign with the key: {e}")))?;
+            .map_err(unusable("sign with the key"))?;
         if !jsonwebtoken::crypto::verify(&signature, probe, &decoding, alg).unwrap_or(false) {
-            return Err(Error::BadKey(
-                "the key's signatures do not verify with its public half".into(),
-            ));
+            return Err(KeyError::Mismatched.into());
         }
         Ok(Self {
             kid,
@@ -163,29 +151,37 @@ impl SigningKey {
     /// present and be `algorithm`: a key is used with exactly one algorithm (RFC 8725 §3.1).
     pub fn from_public_jwk(algorithm: SigningAlgorithm, jwk: &Jwk) -> Result<Self> {
         if algorithm.is_hmac() {
-            return Err(Error::BadKey(
-                "a JWKS holds public keys, never HMAC secrets".into(),
-            ));
+            return Err(KeyError::NotAsymmetric(algorithm).into());
         }
         let alg = jwk
             .common
             .key_algorithm
             .and_then(|a| jsonwebtoken::Algorithm::try_from(a).ok())
-            .ok_or_else(|| Error::BadKey("JWK without a usable `alg`".into()))?;
+            .ok_or_else(|| KeyError::Jwk {
+                kid: jwk.common.key_id.clone(),
+                problem: "has no usable `alg`",
+            })?;
         if alg != algorithm.to_jsonwebtoken() {
-            return Err(Error::BadKey(format!("JWK for {alg:?}, not {algorithm}")));
+            return Err(KeyError::JwkAlgorithm {
+                found: format!("{alg:?}"),
+                expected: algorithm,
+            }
+            .into());
         }
         if matches!(
             jwk.algorithm,
             jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_)
         ) {
-            return Err(Error::BadKey("symmetric JWKs are refused".into()));
+            return Err(KeyError::Jwk {
+                kid: jwk.common.key_id.clone(),
+                problem: "is symmetric: a JWKS holds public keys only",
+            }
+            .into());
         }
-        let kid = jwk
-            .common
-            .key_id
-            .clone()
-            .ok_or_else(|| Error::BadKey("JWK without `kid`".into()))?;
+        let kid = jwk.common.key_id.clone().ok_or(KeyError::Jwk {
+            kid: None,
+            problem: "has no `kid`",
+        })?;
         // A key published for encryption is not a signing key (RFC 7517 §4.2, §4.3): using
         // it to verify would let whoever encrypts to it also pass as the issuer.
         if jwk
@@ -194,7 +190,11 @@ impl SigningKey {
             .as_ref()
             .is_some_and(|u| *u != PublicKeyUse::Signature)
         {
-            return Err(Error::BadKey(format!("JWK `{kid}` is not for signatures")));
+            return Err(KeyError::Jwk {
+                kid: Some(kid),
+                problem: "is not for signatures",
+            }
+            .into());
         }
         if jwk
             .common
@@ -202,22 +202,28 @@ impl SigningKey {
             .as_ref()
             .is_some_and(|ops| !ops.contains(&KeyOperations::Verify))
         {
-            return Err(Error::BadKey(format!(
-                "JWK `{kid}` has `key_ops` without `verify`"
-            )));
+            return Err(KeyError::Jwk {
+                kid: Some(kid),
+                problem: "has `key_ops` without `verify`",
+            }
+            .into());
         }
         // The same floor as for local keys: a published key is no more trusted than one
         // read from a file.
         if let jsonwebtoken::jwk::AlgorithmParameters::RSA(rsa) = &jwk.algorithm {
             let bits = rsa_modulus_bits(&rsa.n);
             if bits < MIN_RSA_BITS {
-                return Err(Error::BadKey(format!(
-                    "JWK `{kid}`: RSA key of {bits} bits; at least {MIN_RSA_BITS} are required"
-                )));
+                return Err(KeyError::RsaTooShort {
+                    kid: Some(kid),
+                    bits,
+                }
+                .into());
             }
         }
-        let decoding = DecodingKey::from_jwk(jwk)
-            .map_err(|e| Error::BadKey(format!("unusable JWK `{kid}`: {e}")))?;
+        let decoding = match DecodingKey::from_jwk(jwk) {
+            Ok(decoding) => decoding,
+            Err(source) => return Err(KeyError::JwkUnusable { kid, source }.into()),
+        };
         Ok(Self {
             kid,
             algorithm,
@@ -232,7 +238,7 @@ impl SigningKey {
 
     /// A new private key from the OS RNG, as PKCS#8 PEM, with the key built from it.
     pub fn generate(algorithm: SigningAlgorithm) -> Result<(Self, String)> {
-        let failed = |_| Error::Signing(format!("{algorithm} key generation failed"));
+        let failed = |source| SigningError::Generate { algorithm, source };
         let der: Vec<u8> = match algorithm {
             SigningAlgorithm::ES256 => aws_lc_rs::signature::EcdsaKeyPair::generate(
                 &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
@@ -252,11 +258,7 @@ impl SigningKey {
                 let der: aws_lc_rs::encoding::Pkcs8V1Der<'_> = pair.as_der().map_err(failed)?;
                 der.as_ref().to_vec()
             }
-            _ => {
-                return Err(Error::BadKey(format!(
-                    "{algorithm} uses a secret: generate one with `keygate secret`"
-                )));
-            }
+            _ => return Err(KeyError::NotAsymmetric(algorithm).into()),
         };
         let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", der));
         let key = Self::from_pem(algorithm, pem.as_bytes())?;
@@ -298,12 +300,9 @@ impl SigningKey {
             let tag = aws_lc_rs::hmac::sign(mac, signing_input);
             return Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref()));
         }
-        let encoding = self
-            .encoding
-            .as_ref()
-            .ok_or_else(|| Error::Signing("the key set holds public keys only".into()))?;
+        let encoding = self.encoding.as_ref().ok_or(SigningError::PublicOnly)?;
         jsonwebtoken::crypto::sign(signing_input, encoding, self.algorithm.to_jsonwebtoken())
-            .map_err(|e| Error::Signing(e.to_string()))
+            .map_err(|e| SigningError::Sign(e).into())
     }
 
     /// Checks `signature` (base64url, no padding) over `signing_input` with this key.
@@ -313,18 +312,18 @@ impl SigningKey {
             // is not the signature keygate issued.
             let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .decode(signature)
-                .map_err(|_| Error::Malformed("signature is not base64url"))?;
+                .map_err(|_| TokenError::Malformed("signature is not base64url"))?;
             // Constant time (aws-lc-rs compares the tags without short-circuit).
             return aws_lc_rs::hmac::verify(mac, signing_input, &bytes)
-                .map_err(|_| Error::InvalidSignature);
+                .map_err(|_| TokenError::InvalidSignature.into());
         }
         if let Some(public) = &self.public {
             let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .decode(signature)
-                .map_err(|_| Error::Malformed("signature is not base64url"))?;
+                .map_err(|_| TokenError::Malformed("signature is not base64url"))?;
             return public
                 .verify_sig(signing_input, &bytes)
-                .map_err(|_| Error::InvalidSignature);
+                .map_err(|_| TokenError::InvalidSignature.into());
         }
         match jsonwebtoken::crypto::verify(
             signature,
@@ -333,8 +332,8 @@ impl SigningKey {
             self.algorithm.to_jsonwebtoken(),
         ) {
             Ok(true) => Ok(()),
-            Ok(false) => Err(Error::InvalidSignature),
-            Err(_) => Err(Error::Malformed("signature is not base64url")),
+            Ok(false) => Err(TokenError::InvalidSignature.into()),
+            Err(_) => Err(TokenError::Malformed("signature is not base64url").into()),
         }
     }
 }
@@ -388,10 +387,7 @@ impl KeySet {
     pub fn new(entries: Vec<KeyEntry>) -> Result<Self> {
         for (i, e) in entries.iter().enumerate() {
             if entries[..i].iter().any(|o| o.key.kid == e.key.kid) {
-                return Err(Error::BadKey(format!(
-                    "two keys have the kid `{}`",
-                    e.key.kid
-                )));
+                return Err(KeyError::DuplicateKid(e.key.kid.clone()).into());
             }
         }
         Ok(Self { entries })

@@ -21,6 +21,7 @@ pub use claims::{Audience, Claims, Demands};
 pub use issuer::{Grant, IssuedToken, Issuer};
 #[cfg(feature = "jwks")]
 pub use jwks::{JwksVerifier, JwksVerifierBuilder, MAX_JWKS_BYTES};
+pub(crate) use keys::MIN_RSA_BITS;
 pub use keys::{KeyEntry, KeySet, SigningKey};
 pub use secret::{HmacSecret, MIN_SECRET_LEN, WELL_KNOWN_EXAMPLE_SECRET};
 pub use verifier::Verifier;

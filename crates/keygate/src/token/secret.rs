@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use base64::Engine as _;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, KeyError, Result};
 
 /// The secret of FastAPI's JWT tutorial, copied into many production services. Refused as
 /// the 64-character string and as the 32 bytes it decodes to.
@@ -47,7 +47,7 @@ impl HmacSecret {
     /// A fresh secret: 32 bytes from the OS RNG, written as 64 hex characters.
     pub fn generate_hex() -> Result<String> {
         let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).map_err(|e| Error::Signing(format!("OS RNG failed: {e}")))?;
+        getrandom::fill(&mut bytes).map_err(Error::Random)?;
         Ok(hex::encode(bytes))
     }
 }
@@ -57,12 +57,12 @@ impl FromStr for HmacSecret {
 
     fn from_str(s: &str) -> Result<Self> {
         let bytes = if let Some(h) = s.strip_prefix("hex:") {
-            hex::decode(h).map_err(|_| Error::WeakSecret("hex: secret is not valid hex".into()))?
+            hex::decode(h).map_err(|_| KeyError::WeakSecret("hex: secret is not valid hex"))?
         } else if let Some(b) = s.strip_prefix("base64:") {
             base64::engine::general_purpose::STANDARD
                 .decode(b)
                 .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(b))
-                .map_err(|_| Error::WeakSecret("base64: secret is not valid base64".into()))?
+                .map_err(|_| KeyError::WeakSecret("base64: secret is not valid base64"))?
         } else {
             s.as_bytes().to_vec()
         };
@@ -74,24 +74,22 @@ impl FromStr for HmacSecret {
 fn check_strength(bytes: &[u8]) -> Result<()> {
     let example_bytes = hex::decode(WELL_KNOWN_EXAMPLE_SECRET).unwrap_or_default();
     if bytes == WELL_KNOWN_EXAMPLE_SECRET.as_bytes() || bytes == example_bytes.as_slice() {
-        return Err(Error::WeakSecret(
-            "is the well-known example secret from the FastAPI docs; generate one with `keygate secret`"
-                .into(),
-        ));
+        return Err(KeyError::WeakSecret(
+            "is the well-known example secret from the FastAPI docs; generate one with `keygate secret`",
+        )
+        .into());
     }
     if KNOWN_WEAK
         .iter()
         .any(|w| w.as_bytes().eq_ignore_ascii_case(bytes))
     {
-        return Err(Error::WeakSecret(
-            "is a well-known placeholder; generate one with `keygate secret`".into(),
-        ));
+        return Err(KeyError::WeakSecret(
+            "is a well-known placeholder; generate one with `keygate secret`",
+        )
+        .into());
     }
     if bytes.len() < MIN_SECRET_LEN {
-        return Err(Error::WeakSecret(format!(
-            "is {} bytes; at least {MIN_SECRET_LEN} are required (generate one with `keygate secret`)",
-            bytes.len()
-        )));
+        return Err(KeyError::ShortSecret(bytes.len()).into());
     }
     let mut seen = [false; 256];
     for b in bytes {
@@ -101,10 +99,10 @@ fn check_strength(bytes: &[u8]) -> Result<()> {
     let periodic =
         (1..=16).any(|p| bytes.len() > p && bytes.iter().skip(p).zip(bytes).all(|(a, b)| a == b));
     if distinct < 8 || periodic {
-        return Err(Error::WeakSecret(
-            "looks low-entropy (repeated characters or a repeating pattern); generate one with `keygate secret`"
-                .into(),
-        ));
+        return Err(KeyError::WeakSecret(
+            "looks low-entropy (repeated characters or a repeating pattern); generate one with `keygate secret`",
+        )
+        .into());
     }
     Ok(())
 }

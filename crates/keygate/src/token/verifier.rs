@@ -16,7 +16,7 @@ use super::claims::Claims;
 use super::keys::{KeySet, SigningKey};
 use super::secret::HmacSecret;
 use super::{MAX_LIFETIME, MAX_TOKEN_LEN, TokenPolicy, now_unix};
-use crate::error::{Error, Result};
+use crate::error::{Result, TokenError};
 
 /// The header members keygate looks at. A derived struct, so a duplicated member
 /// (`{"alg":"HS256","alg":"none"}`) fails to parse instead of one copy winning.
@@ -91,7 +91,7 @@ impl Verifier {
     }
 
     /// Verifies `token` now. Revocation is not checked here: see
-    /// [`crate::revocation::RevocationStore`].
+    /// [`crate::revocation::MemoryRevocationStore`].
     pub fn verify(&self, token: &str) -> Result<Claims> {
         self.verify_at(token, now_unix())
     }
@@ -101,33 +101,31 @@ impl Verifier {
     fn key_of_header(&self, header: &str, now: u64) -> Result<&SigningKey> {
         let header_json = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(header)
-            .map_err(|_| Error::Malformed("header is not base64url"))?;
+            .map_err(|_| TokenError::Malformed("header is not base64url"))?;
         let raw: RawHeader = serde_json::from_slice(&header_json)
-            .map_err(|_| Error::Malformed("header is not a JSON object"))?;
+            .map_err(|_| TokenError::Malformed("header is not a JSON object"))?;
         if raw.alg != self.algorithm.as_str() {
-            return Err(Error::WrongAlgorithm);
+            return Err(TokenError::WrongAlgorithm.into());
         }
         if !raw.typ.as_deref().is_some_and(is_access_token_type) {
-            return Err(Error::WrongType);
+            return Err(TokenError::WrongType.into());
         }
         if raw.crit.is_some() {
-            return Err(Error::UnsupportedCritical);
+            return Err(TokenError::UnsupportedCritical.into());
         }
         if raw.zip.is_some() || raw.enc.is_some() {
-            return Err(Error::Malformed(
-                "JWE and compressed tokens are not accepted",
-            ));
+            return Err(TokenError::Malformed("JWE and compressed tokens are not accepted").into());
         }
         self.keys
             .verifying(raw.kid.as_deref(), now, self.policy.keep_after_retire())
             .filter(|k| k.algorithm() == self.algorithm)
-            .ok_or(Error::UnknownKeyId)
+            .ok_or(TokenError::UnknownKeyId.into())
     }
 
     /// Verifies `token` as if the clock read `now` (seconds since the epoch).
     pub fn verify_at(&self, token: &str, now: u64) -> Result<Claims> {
         if token.len() > MAX_TOKEN_LEN {
-            return Err(Error::TooLong);
+            return Err(TokenError::TooLong.into());
         }
         let mut segments = token.split('.');
         let (Some(header), Some(payload), Some(signature), None) = (
@@ -136,10 +134,10 @@ impl Verifier {
             segments.next(),
             segments.next(),
         ) else {
-            return Err(Error::Malformed("not three segments"));
+            return Err(TokenError::Malformed("not three segments").into());
         };
         if header.is_empty() || payload.is_empty() || signature.is_empty() {
-            return Err(Error::Malformed("empty segment"));
+            return Err(TokenError::Malformed("empty segment").into());
         }
         // keygate's own tokens carry exactly the header their key makes (algorithm, `typ`,
         // `kid`, nothing else): recognised as such, it needs no decoding or parsing.
@@ -157,11 +155,11 @@ impl Verifier {
         key.verify_signature(signing_input.as_bytes(), signature)?;
         let payload_json = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(payload)
-            .map_err(|_| Error::Malformed("payload is not base64url"))?;
+            .map_err(|_| TokenError::Malformed("payload is not base64url"))?;
         let claims: Claims =
-            serde_json::from_slice(&payload_json).map_err(|_| Error::BadClaim("claims".into()))?;
+            serde_json::from_slice(&payload_json).map_err(|_| TokenError::BadClaim("claims"))?;
         if claims.iss != self.policy.issuer {
-            return Err(Error::WrongIssuer);
+            return Err(TokenError::WrongIssuer.into());
         }
         match (&claims.aud, self.policy.audience.is_empty()) {
             (Some(aud), false) => {
@@ -169,30 +167,30 @@ impl Verifier {
                     .iter()
                     .any(|a| self.policy.audience.iter().any(|c| c == a))
                 {
-                    return Err(Error::WrongAudience);
+                    return Err(TokenError::WrongAudience.into());
                 }
             }
-            (None, false) => return Err(Error::BadClaim("aud".into())),
+            (None, false) => return Err(TokenError::BadClaim("aud").into()),
             // With no audience configured, a token meant for some audience is not meant
             // for us (RFC 8725 §3.9; docs/security.md, Audience).
-            (Some(_), true) => return Err(Error::BadClaim("aud".into())),
+            (Some(_), true) => return Err(TokenError::BadClaim("aud").into()),
             (None, true) => {}
         }
         let leeway = self.policy.leeway.as_secs();
         if claims.exp.saturating_add(leeway) < now {
-            return Err(Error::Expired);
+            return Err(TokenError::Expired.into());
         }
         if claims.nbf > now.saturating_add(leeway) {
-            return Err(Error::NotYetValid);
+            return Err(TokenError::NotYetValid.into());
         }
         if claims.iat > now.saturating_add(leeway) {
-            return Err(Error::IssuedInFuture);
+            return Err(TokenError::IssuedInFuture.into());
         }
         if claims.exp < claims.iat || claims.exp - claims.iat > MAX_LIFETIME.as_secs() {
-            return Err(Error::LifetimeTooLong);
+            return Err(TokenError::LifetimeTooLong.into());
         }
         if claims.jti.is_empty() {
-            return Err(Error::BadClaim("jti".into()));
+            return Err(TokenError::BadClaim("jti").into());
         }
         Ok(claims)
     }

@@ -6,6 +6,8 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::time::Duration;
 
+use crate::Error;
+
 const SECRET: &str = "4f1c0f9a7d6e8b2c3a5d7e9f1b3c5d7e9a1b3c5d7e9f1a2b3c4d5e6f7a8b9c0d";
 const ISS: &str = "https://keygate.test";
 
@@ -129,7 +131,10 @@ fn other_algorithms_are_refused_even_with_a_valid_mac() {
             SECRET.as_bytes(),
         );
         assert!(
-            matches!(verifier.verify(&t), Err(Error::WrongAlgorithm)),
+            matches!(
+                verifier.verify(&t),
+                Err(Error::Token(TokenError::WrongAlgorithm))
+            ),
             "{alg}"
         );
     }
@@ -143,7 +148,10 @@ fn tampered_payload_is_refused() {
     let now = now_unix();
     let evil = b64(payload_with(now, r#"{"role":"admin"}"#).as_bytes());
     let t = format!("{}.{}.{}", parts[0], evil, parts[2]);
-    assert!(matches!(verifier.verify(&t), Err(Error::InvalidSignature)));
+    assert!(matches!(
+        verifier.verify(&t),
+        Err(Error::Token(TokenError::InvalidSignature))
+    ));
 }
 
 #[test]
@@ -154,7 +162,10 @@ fn wrong_secret_blank_key_and_stripped_signature_are_refused() {
     let other = "9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b";
     for key in [other.as_bytes(), b"", b"\0"] {
         let t = forge(HS256_HEADER, &p, key);
-        assert!(matches!(verifier.verify(&t), Err(Error::InvalidSignature)));
+        assert!(matches!(
+            verifier.verify(&t),
+            Err(Error::Token(TokenError::InvalidSignature))
+        ));
     }
     let t = forge(HS256_HEADER, &p, SECRET.as_bytes());
     let (unsigned, sig) = t.rsplit_once('.').unwrap();
@@ -188,7 +199,10 @@ fn expiry_honours_the_leeway_exactly() {
         ),
         SECRET.as_bytes(),
     );
-    assert!(matches!(verifier.verify(&beyond), Err(Error::Expired)));
+    assert!(matches!(
+        verifier.verify(&beyond),
+        Err(Error::Token(TokenError::Expired))
+    ));
 }
 
 #[test]
@@ -200,13 +214,19 @@ fn future_nbf_and_iat_are_refused() {
         &payload_with(now, &format!(r#"{{"nbf":{}}}"#, now + 60)),
         SECRET.as_bytes(),
     );
-    assert!(matches!(verifier.verify(&nbf), Err(Error::NotYetValid)));
+    assert!(matches!(
+        verifier.verify(&nbf),
+        Err(Error::Token(TokenError::NotYetValid))
+    ));
     let iat = forge(
         HS256_HEADER,
         &payload_with(now, &format!(r#"{{"iat":{}}}"#, now + 60)),
         SECRET.as_bytes(),
     );
-    assert!(matches!(verifier.verify(&iat), Err(Error::IssuedInFuture)));
+    assert!(matches!(
+        verifier.verify(&iat),
+        Err(Error::Token(TokenError::IssuedInFuture))
+    ));
 }
 
 #[test]
@@ -220,7 +240,7 @@ fn a_signed_token_living_longer_than_a_day_is_refused() {
     );
     assert!(matches!(
         verifier.verify(&forever),
-        Err(Error::LifetimeTooLong)
+        Err(Error::Token(TokenError::LifetimeTooLong))
     ));
     let backwards = forge(
         HS256_HEADER,
@@ -248,7 +268,7 @@ fn an_all_zero_ecdsa_signature_is_refused() {
     let zero = format!("{unsigned}.{}", b64(&[0u8; 64]));
     assert!(matches!(
         verifier.verify(&zero),
-        Err(Error::InvalidSignature)
+        Err(Error::Token(TokenError::InvalidSignature))
     ));
 }
 
@@ -262,7 +282,13 @@ fn wrong_type_and_crit_are_refused() {
         r#"{"alg":"HS256","typ":"logout+jwt"}"#,
     ] {
         let t = forge(h, &p, SECRET.as_bytes());
-        assert!(matches!(verifier.verify(&t), Err(Error::WrongType)), "{h}");
+        assert!(
+            matches!(
+                verifier.verify(&t),
+                Err(Error::Token(TokenError::WrongType))
+            ),
+            "{h}"
+        );
     }
     let t = forge(
         r#"{"alg":"HS256","typ":"at+jwt","crit":["x-unknown"],"x-unknown":1}"#,
@@ -271,7 +297,7 @@ fn wrong_type_and_crit_are_refused() {
     );
     assert!(matches!(
         verifier.verify(&t),
-        Err(Error::UnsupportedCritical)
+        Err(Error::Token(TokenError::UnsupportedCritical))
     ));
     let t = forge(
         r#"{"alg":"HS256","typ":"at+jwt","zip":"DEF"}"#,
@@ -299,7 +325,7 @@ fn crit_zip_and_enc_are_refused_even_when_null() {
     );
     assert!(matches!(
         verifier.verify(&t),
-        Err(Error::UnsupportedCritical)
+        Err(Error::Token(TokenError::UnsupportedCritical))
     ));
 }
 
@@ -340,7 +366,10 @@ fn with_no_audience_configured_tokens_naming_one_are_refused() {
     for aud in [r#"{"aud":"api"}"#, r#"{"aud":["api"]}"#, r#"{"aud":[]}"#] {
         let t = forge(HS256_HEADER, &payload_with(now, aud), SECRET.as_bytes());
         assert!(
-            matches!(verifier.verify(&t), Err(Error::BadClaim(_))),
+            matches!(
+                verifier.verify(&t),
+                Err(Error::Token(TokenError::BadClaim(_)))
+            ),
             "{aud}"
         );
     }
@@ -441,7 +470,10 @@ fn jku_and_embedded_jwk_headers_are_not_key_sources() {
         &payload_with(now, "{}"),
         attacker.as_bytes(),
     );
-    assert!(matches!(verifier.verify(&t), Err(Error::InvalidSignature)));
+    assert!(matches!(
+        verifier.verify(&t),
+        Err(Error::Token(TokenError::InvalidSignature))
+    ));
 }
 
 #[test]
@@ -490,7 +522,10 @@ fn es256_eddsa_and_rs256_round_trip_with_their_kid() {
         let (other_issuer, _, _) = asymmetric(alg);
         let foreign = other_issuer.issue(&grant()).unwrap().token;
         assert!(
-            matches!(verifier.verify(&foreign), Err(Error::UnknownKeyId)),
+            matches!(
+                verifier.verify(&foreign),
+                Err(Error::Token(TokenError::UnknownKeyId))
+            ),
             "{alg}"
         );
     }
@@ -511,7 +546,10 @@ fn hs256_signed_with_the_public_key_is_refused() {
         for secret in [jwk.as_bytes(), kid.as_bytes()] {
             let t = forge(&header, &payload_with(now_unix(), "{}"), secret);
             assert!(
-                matches!(verifier.verify(&t), Err(Error::WrongAlgorithm)),
+                matches!(
+                    verifier.verify(&t),
+                    Err(Error::Token(TokenError::WrongAlgorithm))
+                ),
                 "{alg}"
             );
         }
@@ -531,7 +569,10 @@ fn an_embedded_jwk_does_not_replace_our_keys() {
     let claims: Claims = serde_json::from_str(&payload_with(now_unix(), "{}")).unwrap();
     let enc = jsonwebtoken::EncodingKey::from_ec_pem(attacker_pem.as_bytes()).unwrap();
     let t = jsonwebtoken::encode(&header, &claims, &enc).unwrap();
-    assert!(matches!(verifier.verify(&t), Err(Error::InvalidSignature)));
+    assert!(matches!(
+        verifier.verify(&t),
+        Err(Error::Token(TokenError::InvalidSignature))
+    ));
 }
 
 #[test]
@@ -542,6 +583,9 @@ fn hs384_and_hs512_round_trip() {
         let t = issuer.issue(&grant()).unwrap().token;
         verifier.verify(&t).unwrap();
         let hs256 = Verifier::hmac(SigningAlgorithm::HS256, &secret(), policy()).unwrap();
-        assert!(matches!(hs256.verify(&t), Err(Error::WrongAlgorithm)));
+        assert!(matches!(
+            hs256.verify(&t),
+            Err(Error::Token(TokenError::WrongAlgorithm))
+        ));
     }
 }
