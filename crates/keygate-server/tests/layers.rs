@@ -3,7 +3,9 @@
 //! the workspace reaches itself again through the modules it uses.
 //!
 //! Read from the sources: every `crate::` path in code (a `use crate::…` import, or a path
-//! written out in place), comments and string literals left out.
+//! written out in place), comments and string literals left out. The graph is the
+//! production code's: a test module (`#[cfg(test)] mod …`, or a `tests.rs` file) may use
+//! any module of its crate.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -114,6 +116,42 @@ fn code_only(src: &str) -> String {
     out
 }
 
+/// `code` without its inline test modules: each `#[cfg(test)]` followed by `mod name {…}`.
+fn without_test_modules(code: &str) -> String {
+    let mut out = String::with_capacity(code.len());
+    let mut rest = code;
+    while let Some(at) = rest.find("#[cfg(test)]") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + "#[cfg(test)]".len()..];
+        let is_inline_mod = after.trim_start().starts_with("mod ")
+            && after.find('{').is_some_and(|b| !after[..b].contains(';'));
+        if !is_inline_mod {
+            out.push_str("#[cfg(test)]");
+            rest = after;
+            continue;
+        }
+        let open = after.find('{').expect("checked above");
+        let mut depth = 0;
+        let mut end = after.len();
+        for (i, c) in after[open..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = open + i + 1;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// `r"`, `r#"`, `br"`…: the number of `#`.
 fn raw_string_start(rest: &str) -> Option<usize> {
     let after_b = rest.strip_prefix('b').unwrap_or(rest);
@@ -175,9 +213,12 @@ fn graph(files: &[(String, String)]) -> Graph {
     let reexports = root_reexports(files);
     let mut g = Graph::new();
     for (path, text) in files {
+        if path == "tests.rs" || path.ends_with("/tests.rs") {
+            continue;
+        }
         let module = top_module(path);
         let entry = g.entry(module.clone()).or_default();
-        for used in used_modules(&code_only(text)) {
+        for used in used_modules(&without_test_modules(&code_only(text))) {
             let used = reexports.get(&used).cloned().unwrap_or(used);
             if used != module && used != "self" && used != "super" {
                 entry.entry(used).or_default().insert(path.clone());
@@ -380,7 +421,11 @@ fn the_checks_find_a_use_against_the_layers_and_a_cycle() {
             "// crate::high\n/// [`crate::high`]\nconst A: &str = \"crate::high\";\nconst B: &str = r#\"crate::high\"#;\nconst C: char = '\"';\nuse crate::mid::Thing;\nfn f<'a>(_: &'a str) {}\n",
         ),
         ("mid/mod.rs", "use crate::{low, high::{X, Y}};\n"),
-        ("high.rs", "fn f() { crate::mid::g() }\n"),
+        (
+            "high.rs",
+            "fn f() { crate::mid::g() }\n#[cfg(test)]\nmod tests {\n    use crate::other::x;\n    fn t() { if true { crate::other::y() } }\n}\n",
+        ),
+        ("high/tests.rs", "use crate::other::z;\n"),
         ("other.rs", "use my_crate::low;\n"),
         (
             "lib.rs",
@@ -398,6 +443,11 @@ fn the_checks_find_a_use_against_the_layers_and_a_cycle() {
         "comments and strings are not uses"
     );
     assert_eq!(g["mid"].keys().collect::<Vec<_>>(), ["high", "low"]);
+    assert_eq!(
+        g["high"].keys().collect::<Vec<_>>(),
+        ["mid"],
+        "test modules, inline or in tests.rs, are not counted"
+    );
     assert!(g["other"].is_empty(), "another crate's path is not a use");
     assert_eq!(
         g["lib"].keys().collect::<Vec<_>>(),

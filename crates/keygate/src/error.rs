@@ -11,7 +11,7 @@
 use std::error::Error as StdError;
 use std::time::Duration;
 
-use crate::token::SigningAlgorithm;
+use crate::algorithm::SigningAlgorithm;
 
 /// Everything that can go wrong while issuing or verifying a token, checking a credential
 /// or reading a key, a secret or a hash.
@@ -99,7 +99,7 @@ pub enum TokenError {
     /// `iat` is in the future, beyond the leeway.
     #[error("token was issued in the future")]
     IssuedInFuture,
-    /// `exp - iat` exceeds [`crate::token::MAX_LIFETIME`], or `exp` precedes `iat`.
+    /// `exp - iat` exceeds [`crate::bounds::MAX_LIFETIME`], or `exp` precedes `iat`.
     #[error("token lifetime is out of bounds")]
     LifetimeTooLong,
     /// `iss` is not the configured issuer.
@@ -200,7 +200,7 @@ pub enum KeyError {
     #[error(
         "{}RSA key of {bits} bits; at least {min} are required",
         .kid.as_ref().map(|k| format!("JWK `{k}`: ")).unwrap_or_default(),
-        min = crate::token::MIN_RSA_BITS
+        min = crate::bounds::MIN_RSA_BITS
     )]
     RsaTooShort {
         /// The JWK's `kid`, for a key from a JWKS.
@@ -257,10 +257,10 @@ pub enum KeyError {
     /// (A decoder's own error is not kept: it quotes a character of the secret.)
     #[error("{0}")]
     WeakSecret(&'static str),
-    /// An HMAC secret shorter than [`crate::token::MIN_SECRET_LEN`] (RFC 7518 §3.2).
+    /// An HMAC secret shorter than [`crate::bounds::MIN_SECRET_LEN`] (RFC 7518 §3.2).
     #[error(
         "is {0} bytes; at least {min} are required (generate one with `keygate secret`)",
-        min = crate::token::MIN_SECRET_LEN
+        min = crate::bounds::MIN_SECRET_LEN
     )]
     ShortSecret(usize),
 
@@ -287,19 +287,19 @@ pub enum KeyError {
     /// that would allocate gigabytes per check (docs/security.md).
     #[error(
         "argon2 memory cost m={0} is above the {max} KiB limit",
-        max = crate::password::ARGON2_MAX_M_COST
+        max = crate::bounds::ARGON2_MAX_M_COST
     )]
     Argon2Memory(u32),
     /// An argon2 iteration count above the limit: one check would take over a second.
     #[error(
         "argon2 iterations t={0} are above the limit t<={max}: one check would take over a second",
-        max = crate::password::ARGON2_MAX_T_COST
+        max = crate::bounds::ARGON2_MAX_T_COST
     )]
     Argon2Iterations(u32),
     /// An argon2 parallelism above the limit: one check would take over a second.
     #[error(
         "argon2 parallelism p={0} is above the limit p<={max}: one check would take over a second",
-        max = crate::password::ARGON2_MAX_P_COST
+        max = crate::bounds::ARGON2_MAX_P_COST
     )]
     Argon2Parallelism(u32),
     /// argon2 parameters weaker than OWASP's minimum (docs/security.md).
@@ -313,7 +313,7 @@ pub enum KeyError {
     /// A bcrypt cost outside 10 to 16 (2^16 rounds take about a second).
     #[error(
         "bcrypt cost {0} is outside 10..={max} (above {max}, one check takes over a second)",
-        max = crate::password::BCRYPT_MAX_COST
+        max = crate::bounds::BCRYPT_MAX_COST
     )]
     BcryptCost(u32),
 }
@@ -352,10 +352,10 @@ pub enum SigningError {
     /// An HMAC key asked for with another algorithm.
     #[error("{0} is not an HMAC algorithm")]
     NotHmac(SigningAlgorithm),
-    /// A token lifetime of zero or above [`crate::token::MAX_LIFETIME`].
+    /// A token lifetime of zero or above [`crate::bounds::MAX_LIFETIME`].
     #[error(
         "a token lifetime must be between 1s and {}s",
-        crate::token::MAX_LIFETIME.as_secs()
+        crate::bounds::MAX_LIFETIME.as_secs()
     )]
     Lifetime,
     /// Every key of the set is retired.
@@ -406,8 +406,8 @@ pub enum JwksError {
         /// The status of the answer.
         status: reqwest::StatusCode,
     },
-    /// The body is larger than [`crate::token::MAX_JWKS_BYTES`].
-    #[error("JWKS {url}: larger than {} bytes", crate::token::MAX_JWKS_BYTES)]
+    /// The body is larger than [`crate::bounds::MAX_JWKS_BYTES`].
+    #[error("JWKS {url}: larger than {} bytes", crate::bounds::MAX_JWKS_BYTES)]
     TooLarge {
         /// The JWKS URL.
         url: String,

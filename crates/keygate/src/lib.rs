@@ -38,9 +38,11 @@
 //! # Ok::<(), keygate::Error>(())
 //! ```
 
+mod algorithm;
 pub mod api_key;
 #[cfg(feature = "axum")]
 pub mod axum;
+mod bounds;
 pub mod dangerous;
 pub mod error;
 pub mod password;

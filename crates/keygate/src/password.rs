@@ -18,23 +18,13 @@ use argon2::password_hash::{PasswordHasher, SaltString};
 use argon2::{Argon2, Params, PasswordVerifier as _};
 use tokio::sync::Semaphore;
 
+use crate::bounds::{ARGON2_MAX_M_COST, ARGON2_MAX_P_COST, ARGON2_MAX_T_COST, BCRYPT_MAX_COST};
 use crate::error::{CredentialError, Error, KeyError, Result, SigningError};
 
 /// bcrypt reads only the first 72 bytes; longer passwords are refused, never truncated.
 pub const BCRYPT_MAX_PASSWORD: usize = 72;
 /// Longest password accepted by any scheme (bounds the work an attacker can ask for).
 pub const MAX_PASSWORD: usize = 1024;
-/// Largest argon2 memory cost accepted in a stored hash, in KiB (1 GiB: a guard against
-/// a configured hash that would allocate gigabytes per check). With the limits below, no
-/// accepted hash costs much over a second to check (docs/security.md).
-pub(crate) const ARGON2_MAX_M_COST: u32 = 1024 * 1024;
-/// Largest argon2 iteration count accepted (a `t=100000` hash would stall a hashing thread
-/// for minutes).
-pub(crate) const ARGON2_MAX_T_COST: u32 = 10;
-/// Largest argon2 parallelism accepted.
-pub(crate) const ARGON2_MAX_P_COST: u32 = 16;
-/// Largest bcrypt cost accepted: 2^16 rounds, about a second on one core.
-pub(crate) const BCRYPT_MAX_COST: u32 = 16;
 /// OWASP's argon2id rows (m=47104/t=1 … m=7168/t=5) all spend at least this much m·t.
 const ARGON2_MIN_M_T: u64 = 7168 * 5;
 

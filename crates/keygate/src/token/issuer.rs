@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
-use super::algorithm::SigningAlgorithm;
 use super::claims::{Audience, Claims};
 use super::keys::{KeySet, SigningKey};
 use super::secret::HmacSecret;
 use super::{TokenPolicy, now_unix};
+use crate::algorithm::SigningAlgorithm;
 use crate::error::{Error, Result, SigningError};
 
 /// What a token is issued for: the authenticated principal and the scopes granted.

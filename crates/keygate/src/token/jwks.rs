@@ -11,14 +11,13 @@ use jsonwebtoken::jwk::Jwk;
 use tokio::sync::watch;
 
 use super::TokenPolicy;
-use super::algorithm::SigningAlgorithm;
 use super::claims::Claims;
 use super::keys::{KeyEntry, KeySet, SigningKey};
 use super::verifier::Verifier;
+use crate::algorithm::SigningAlgorithm;
 use crate::error::{Error, JwksError, Result, TlsError, TokenError};
 
-/// Largest JWKS body read. keygate's holds a handful of keys, a few KiB.
-pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
+use crate::bounds::MAX_JWKS_BYTES;
 
 /// Verifies tokens with keys from a JWKS URL.
 ///

@@ -11,13 +11,12 @@ use base64::Engine as _;
 use jsonwebtoken::jwk::{Jwk, KeyOperations, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{DecodingKey, EncodingKey};
 
-use super::algorithm::SigningAlgorithm;
 use super::hmac_kid;
 use super::secret::HmacSecret;
+use crate::algorithm::SigningAlgorithm;
 use crate::error::{KeyError, Result, SigningError, TokenError};
 
-/// Smallest RSA modulus accepted, in bits (RFC 7518 §3.3).
-pub(crate) const MIN_RSA_BITS: usize = 2048;
+use crate::bounds::MIN_RSA_BITS;
 
 /// One key: its id, algorithm, and the material to sign (when held) and verify with.
 pub struct SigningKey {

@@ -1,7 +1,6 @@
 //! Access tokens: [`Claims`], the [`Issuer`] that signs them and the [`Verifier`] that
 //! checks them, under one [`TokenPolicy`].
 
-mod algorithm;
 mod authority;
 mod claims;
 mod issuer;
@@ -15,24 +14,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
-pub use algorithm::{SigningAlgorithm, UnknownAlgorithm};
+pub use crate::algorithm::{SigningAlgorithm, UnknownAlgorithm};
 pub use authority::Authority;
 pub use claims::{Audience, Claims, Demands};
 pub use issuer::{Grant, IssuedToken, Issuer};
 #[cfg(feature = "jwks")]
-pub use jwks::{JwksVerifier, JwksVerifierBuilder, MAX_JWKS_BYTES};
-pub(crate) use keys::MIN_RSA_BITS;
+pub use jwks::{JwksVerifier, JwksVerifierBuilder};
 pub use keys::{KeyEntry, KeySet, SigningKey};
-pub use secret::{HmacSecret, MIN_SECRET_LEN, WELL_KNOWN_EXAMPLE_SECRET};
+pub use secret::{HmacSecret, WELL_KNOWN_EXAMPLE_SECRET};
 pub use verifier::Verifier;
 
 /// Longest token accepted, checked before any decoding (RFC 8725 §3; OWASP: bound input).
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 
-/// Longest lifetime (`exp - iat`) a token may have, issued or accepted. A correctly signed
-/// token claiming more is refused: after a key leak, a forger cannot mint tokens that
-/// outlive the key's rotation by years.
-pub const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+pub use crate::bounds::{MAX_JWKS_BYTES, MAX_LIFETIME, MIN_SECRET_LEN};
 
 /// What both the issuer and the verifier agree on.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,8 +12,7 @@ use crate::error::{Error, KeyError, Result};
 pub const WELL_KNOWN_EXAMPLE_SECRET: &str =
     "09d25e094faa6ca2556c818166b7a9563b93f7099f6f0f4caa6cf63b88e8d3e7";
 
-/// Shortest HMAC key accepted, in bytes (RFC 7518 §3.2: at least the hash output size).
-pub const MIN_SECRET_LEN: usize = 32;
+use crate::bounds::MIN_SECRET_LEN;
 
 /// Defaults and placeholders that show up as secrets (jwt.io, framework docs).
 const KNOWN_WEAK: &[&str] = &[

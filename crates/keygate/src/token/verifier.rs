@@ -11,11 +11,11 @@ use std::sync::Arc;
 use base64::Engine as _;
 use serde::Deserialize;
 
-use super::algorithm::SigningAlgorithm;
 use super::claims::Claims;
 use super::keys::{KeySet, SigningKey};
 use super::secret::HmacSecret;
 use super::{MAX_LIFETIME, MAX_TOKEN_LEN, TokenPolicy, now_unix};
+use crate::algorithm::SigningAlgorithm;
 use crate::error::{Result, TokenError};
 
 /// The header members keygate looks at. A derived struct, so a duplicated member
