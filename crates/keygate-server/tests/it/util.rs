@@ -506,3 +506,47 @@ pub(crate) fn config_with_server(billing_key: &str, server_lines: &str, extra: &
         1,
     )
 }
+
+/// Reads the interim `100 Continue` answer (RFC 9110 §10.1.1) to a request sent with
+/// `Expect: 100-continue`: hyper sends it when the handler first reads the body, so once it
+/// is here the request has been accepted, parsed and handed to its handler.
+pub(crate) async fn expect_continue<S: tokio::io::AsyncRead + Unpin>(conn: &mut S) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let read = async {
+        while !got.ends_with(b"\r\n\r\n") {
+            got.push(conn.read_u8().await.expect("the connection closed"));
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), read)
+        .await
+        .expect("no interim answer within 10 s");
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "HTTP/1.1 100 Continue\r\n\r\n"
+    );
+}
+
+/// Waits (10 s at most) until `state` drains: its `/readyz` answers 503 `draining`, which
+/// `serve` sets as its shutdown begins.
+pub(crate) async fn wait_draining(state: &AppState) {
+    use tower::ServiceExt as _;
+    let router = keygate_server::router(state.clone());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let request = axum::http::Request::get("/readyz")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let r = router.clone().oneshot(request).await.unwrap();
+        if r.status() == 503 {
+            let body = axum::body::to_bytes(r.into_body(), 1024).await.unwrap();
+            assert_eq!(&body[..], br#"{"status":"draining"}"#);
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not draining 10 s after shutdown began"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
