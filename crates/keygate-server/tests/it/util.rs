@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use keygate::api_key::{self, KeyHash};
+use keygate::clock::Clock;
 use keygate_server::AppState;
 use tokio::sync::oneshot;
 
@@ -105,6 +106,11 @@ impl TestServer {
 
     /// A server signing with `alg` (ES256, EdDSA, RS256) from a fresh key in `keys/`.
     pub(crate) async fn signing_with(alg: &str) -> Self {
+        Self::signing_with_clock(alg, Clock::system()).await
+    }
+
+    /// [`TestServer::signing_with`], its tokens issued and verified by `clock`.
+    pub(crate) async fn signing_with_clock(alg: &str, clock: Clock) -> Self {
         let billing_key = api_key::generate("billing").unwrap();
         let text = config_text(&billing_key, user_hash(), "").replacen(
             "algorithm = \"HS256\"",
@@ -112,10 +118,10 @@ impl TestServer {
             1,
         );
         let algorithm = alg.parse().unwrap();
-        Self::with_setup(text, billing_key, move |dir| {
+        let setup = move |dir: &std::path::Path| {
             keygate_server::config::keyring::generate(&dir.join("keys"), algorithm).unwrap();
-        })
-        .await
+        };
+        Self::with_setup_and_clock(text, billing_key, setup, clock).await
     }
 
     /// Runs `setup` in the server's folder before the server reads its configuration.
@@ -124,11 +130,29 @@ impl TestServer {
         billing_key: String,
         setup: impl FnOnce(&std::path::Path),
     ) -> Self {
+        Self::with_setup_and_clock(text, billing_key, setup, Clock::system()).await
+    }
+
+    /// A server whose tokens are issued and verified by `clock` (a reload keeps it): a
+    /// test moves a [`keygate::clock::ManualClock`] past an expiry instead of waiting.
+    pub(crate) async fn with_clock(text: String, billing_key: String, clock: Clock) -> Self {
+        Self::with_setup_and_clock(text, billing_key, |_| {}, clock).await
+    }
+
+    async fn with_setup_and_clock(
+        text: String,
+        billing_key: String,
+        setup: impl FnOnce(&std::path::Path),
+        clock: Clock,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         setup(dir.path());
         let config_path = dir.path().join("keygate.toml");
         std::fs::write(&config_path, text).unwrap();
-        let state = AppState::from_path(config_path.clone()).unwrap();
+        let mut runtime = keygate_server::Config::load(&config_path).unwrap();
+        runtime.issuer = runtime.issuer.with_clock(clock.clone());
+        runtime.verifier = runtime.verifier.with_clock(clock);
+        let state = AppState::new(runtime, Some(config_path.clone())).unwrap();
         // Bound as `keygate serve` binds: `server.listen` (127.0.0.1:0), and
         // `server.metrics_listen` and the TLS pair when the configuration has them.
         let listeners = keygate_server::Listeners::bind(&state.runtime())
