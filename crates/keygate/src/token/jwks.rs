@@ -118,22 +118,8 @@ impl JwksVerifierBuilder {
 
     /// Fetches the keys; fails when they cannot be had or none is usable.
     pub async fn fetch(self) -> Result<JwksVerifier> {
-        let mut http = reqwest::Client::builder()
-            .connect_timeout(self.connect_timeout)
-            .timeout(self.timeout)
-            .redirect(reqwest::redirect::Policy::none());
-        for pem in &self.roots {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .ok()
-                .filter(|c| !c.is_empty())
-                .ok_or_else(|| Error::BadCertificate("root certificate is not PEM".into()))?;
-            for cert in certs {
-                http = http.tls_certs_merge([cert]);
-            }
-        }
-        let http = http
-            .build()
-            .map_err(|e| Error::BadCertificate(format!("building the HTTP client: {e}")))?;
+        let http = keygate_client::http::client(self.connect_timeout, self.timeout, &self.roots)
+            .map_err(|e| Error::BadCertificate(chain(&e)))?;
         let verifier = load(&http, &self.url, self.algorithm, &self.policy).await?;
         let now = Instant::now();
         Ok(JwksVerifier {
@@ -286,25 +272,14 @@ async fn load(
     policy: &TokenPolicy,
 ) -> Result<Verifier> {
     let failed = |what: String| Error::JwksUnavailable(format!("JWKS {url}: {what}"));
-    let mut response = http.get(url).send().await.map_err(|e| failed(chain(&e)))?;
+    let response = http.get(url).send().await.map_err(|e| failed(chain(&e)))?;
     let status = response.status();
     if !status.is_success() {
         return Err(failed(format!("answered {status}")));
     }
-    let too_large = || failed(format!("larger than {MAX_JWKS_BYTES} bytes"));
-    if response
-        .content_length()
-        .is_some_and(|len| len > MAX_JWKS_BYTES as u64)
-    {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| failed(chain(&e)))? {
-        if body.len() + chunk.len() > MAX_JWKS_BYTES {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let body = keygate_client::http::read_capped(response, MAX_JWKS_BYTES)
+        .await
+        .map_err(|e| failed(chain(&e)))?;
     // Keys are read one by one: a key of a kind this library does not know must not make
     // the whole set unreadable.
     #[derive(serde::Deserialize)]
