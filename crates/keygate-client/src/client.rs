@@ -135,7 +135,7 @@ impl TokenClientBuilder {
     /// `max`, each with random jitter (half to all of it). Callers asking during the wait
     /// get the last error without a new request. Defaults to 1 s and 30 s.
     pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
-        self.backoff = Backoff { initial, max };
+        self.backoff = Backoff::new(initial, max);
         self
     }
 
@@ -149,7 +149,8 @@ impl TokenClientBuilder {
 
     /// The client. Fails only on an unusable root certificate or TLS setup.
     pub fn build(self) -> Result<TokenClient, ClientError> {
-        let http = http::client(self.connect_timeout, self.timeout, &self.roots)?;
+        let http = http::client(self.connect_timeout, self.timeout, &self.roots)
+            .map_err(|e| ClientError::Config(Arc::new(e)))?;
         Ok(TokenClient {
             inner: Arc::new(Inner {
                 http,
@@ -174,10 +175,7 @@ impl TokenClient {
             timeout: http::DEFAULT_TIMEOUT,
             roots: Vec::new(),
             renew_before: None,
-            backoff: Backoff {
-                initial: Duration::from_secs(1),
-                max: Duration::from_secs(30),
-            },
+            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(30)),
             min_renewal_after_401: Duration::from_secs(30),
         }
     }
@@ -457,7 +455,12 @@ impl Inner {
                 status: status.as_u16(),
             });
         }
-        let body = http::read_capped(response, MAX_TOKEN_RESPONSE).await?;
+        let body = http::read_capped(response, MAX_TOKEN_RESPONSE)
+            .await
+            .map_err(|e| match e {
+                http::BodyError::Read(e) => ClientError::from_reqwest(e),
+                too_large => ClientError::InvalidResponse(too_large.to_string()),
+            })?;
         if !status.is_success() {
             let (error, description) = serde_json::from_slice::<ErrorBody>(&body)
                 .map_or((String::new(), String::new()), |b| {

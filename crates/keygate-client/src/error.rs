@@ -63,8 +63,8 @@ pub enum ClientError {
     InvalidResponse(String),
     /// The client was configured with something unusable (a root certificate that is not
     /// PEM, …).
-    #[error("client configuration: {0}")]
-    Config(String),
+    #[error(transparent)]
+    Config(Arc<crate::http::SetupError>),
     /// A request to retry after 401 could not be cloned (a streaming body).
     #[error("the request cannot be retried (its body is a stream)")]
     NotRetryable,

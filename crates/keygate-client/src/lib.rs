@@ -6,8 +6,8 @@
 //! | `client` | [`TokenClient`]: fetches (`/login` or `/token`), caches, renews; [`TokenClient::send`] adds the bearer token to a request; [`TokenClientBuilder`] for its settings |
 //! | `credentials` | [`Credentials`]: an API key, or a client id and secret |
 //! | `error` | [`ClientError`]: refused credentials, a failing or unreachable keygate, an untrusted certificate, a redirect |
-//! | `http` | the HTTP client towards keygate: timeouts, no redirects, TLS roots, bounded bodies |
-//! | `backoff` | exponential backoff with jitter after failed fetches |
+//! | [`http`] | the HTTP client towards keygate (token endpoints here, the JWKS in `keygate`): timeouts, no redirects, TLS roots, bounded bodies |
+//! | `backoff` | [`Backoff`]: exponential backoff with jitter after failed fetches (and keygate-server's store reconnections) |
 //!
 //! # What it does when keygate misbehaves
 //!
@@ -57,8 +57,9 @@ mod backoff;
 mod client;
 mod credentials;
 mod error;
-mod http;
+pub mod http;
 
+pub use backoff::Backoff;
 pub use client::{TokenClient, TokenClientBuilder};
 pub use credentials::Credentials;
 pub use error::ClientError;

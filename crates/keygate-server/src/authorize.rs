@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 use keygate::token::Claims;
-use time::OffsetDateTime;
 
 use crate::audit::{AuditEvent, AuditKind};
 use crate::context::{RequestCtx, RevokedBy};
@@ -58,13 +57,16 @@ impl RequestCtx {
 
     async fn check(&self, token: &str, pending_passes: bool) -> Result<Arc<Claims>, Rejection> {
         let rt = &*self.rt;
+        // One reading of the verifier's clock for every time-dependent check below: the
+        // cache's window, the verifier's, and the principal's `not_before`.
+        let now = rt.verifier.clock().now_utc();
+        let unix_now = u64::try_from(now.unix_timestamp()).unwrap_or(0);
         // The signature and every claim, or the verdict already taken on this very token under
         // this runtime while its time window holds (see `verified.rs`).
-        let unix_now = keygate::token::now_unix();
         let (claims, cached) = match rt.verified.get(token, unix_now) {
             Lookup::Hit(claims) => (claims, true),
             Lookup::Miss => {
-                let claims = rt.verifier.verify(token).map_err(|e| {
+                let claims = rt.verifier.verify_at(token, unix_now).map_err(|e| {
                     refused(e.reason());
                     tracing::debug!(reason = e.reason(), "token refused");
                     Rejection::InvalidToken
@@ -87,7 +89,6 @@ impl RequestCtx {
         // even though services verifying offline honour them until they expire. A token from
         // before the principal's `not_before` was issued to an earlier principal of that name,
         // or with a key revoked since: it never comes back.
-        let now = OffsetDateTime::now_utc();
         let active = rt
             .principal(&claims.sub)
             .is_some_and(|p| p.accepts_token_issued_at(claims.iat, now));

@@ -193,7 +193,13 @@ impl AppState {
             return Ok(());
         };
         let outcome = Config::load(path).and_then(|mut runtime| {
-            runtime.live = self.runtime().live.clone();
+            let current = self.runtime();
+            runtime.live = current.live.clone();
+            // Where the time is read belongs to the process, not to the file.
+            runtime.issuer = runtime.issuer.with_clock(current.issuer.clock().clone());
+            runtime.verifier = runtime
+                .verifier
+                .with_clock(current.verifier.clock().clone());
             if let Some(live) = &runtime.live {
                 check_namespace(&runtime, live)?;
             }

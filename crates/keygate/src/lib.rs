@@ -6,6 +6,7 @@
 //! | module | holds |
 //! |---|---|
 //! | [`api_key`] | the `kg_<id>_<secret><checksum>` format, [`api_key::KeyHash`] (SHA-256 or a password hash) |
+//! | [`clock`] | [`clock::Clock`], where the issuer, the verifier and the revocation list read the time; [`clock::ManualClock`] for tests |
 //! | [`password`] | argon2id / bcrypt hashes and [`password::PasswordVerifier`], bounded off the async workers |
 //! | [`principal`] | clients and users, and the [`principal::Directory`] that authenticates them in O(1) |
 //! | [`token`] | [`token::Claims`], [`token::Issuer`], [`token::Verifier`] under one [`token::TokenPolicy`] |
@@ -43,6 +44,7 @@ pub mod api_key;
 #[cfg(feature = "axum")]
 pub mod axum;
 mod bounds;
+pub mod clock;
 pub mod dangerous;
 pub mod error;
 pub mod password;

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 
-use crate::token::now_unix;
+use crate::clock::Clock;
 
 /// A revocation list in this process's memory. Entries are dropped once their token has
 /// expired, so the list holds at most the tokens revoked within one token lifetime.
@@ -28,6 +28,8 @@ pub struct MemoryRevocationStore {
     inner: Mutex<Entries>,
     capacity: usize,
     share: usize,
+    /// Compared with each entry's expiry, and dates the folds.
+    clock: Clock,
 }
 
 impl Default for MemoryRevocationStore {
@@ -92,11 +94,9 @@ fn principal_id(principal: &str) -> Digest32 {
     h.finalize().into()
 }
 
-/// Milliseconds since the epoch.
+/// Milliseconds since the epoch, by the system clock.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    Clock::system().now_ms()
 }
 
 /// True when a token issued at `iat` (whole seconds) may have been issued before the
@@ -119,7 +119,7 @@ impl MemoryRevocationStore {
         self.lock()
             .until
             .get(&key)
-            .is_some_and(|(exp, _)| *exp >= now_unix())
+            .is_some_and(|(exp, _)| *exp >= self.clock.now_unix())
     }
 
     /// True when the tokens of `principal` issued at `iat` were folded away (see
@@ -132,7 +132,7 @@ impl MemoryRevocationStore {
         self.lock()
             .folded
             .get(&key)
-            .is_some_and(|f| f.until >= now_unix() && issued_before(iat, f.before_ms))
+            .is_some_and(|f| f.until >= self.clock.now_unix() && issued_before(iat, f.before_ms))
     }
 
     /// An empty list holding at most [`MAX_REVOKED`] entries.
@@ -152,7 +152,14 @@ impl MemoryRevocationStore {
             inner: Mutex::default(),
             capacity: capacity.max(1),
             share: share.clamp(1, capacity.max(1)),
+            clock: Clock::system(),
         }
+    }
+
+    /// This list, reading the time from `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Entries held now, expired ones not yet swept included; a folded principal counts
@@ -181,8 +188,9 @@ impl MemoryRevocationStore {
     }
 
     fn insert(&self, owner: Digest32, key: Digest32, expires_at: u64) -> Revoked {
+        let now_ms = self.clock.now_ms();
         let mut entries = self.lock();
-        entries.sweep(now_unix());
+        entries.sweep(now_ms / 1000);
         if let Some((exp, _)) = entries.until.get_mut(&key) {
             if expires_at > *exp {
                 *exp = expires_at;
@@ -193,7 +201,7 @@ impl MemoryRevocationStore {
         let held = entries.per_principal.get(&owner).copied().unwrap_or(0);
         if held >= self.share {
             return Revoked::Folded {
-                before_ms: entries.fold(owner, expires_at),
+                before_ms: entries.fold(owner, expires_at, now_ms),
             };
         }
         if entries.until.len() >= self.capacity {
@@ -205,11 +213,11 @@ impl MemoryRevocationStore {
                 .map(|(p, _)| *p);
             if largest.is_none_or(|p| p == owner) {
                 return Revoked::Folded {
-                    before_ms: entries.fold(owner, expires_at),
+                    before_ms: entries.fold(owner, expires_at, now_ms),
                 };
             }
             if let Some(p) = largest {
-                entries.fold(p, 0);
+                entries.fold(p, 0, now_ms);
             }
         }
         entries.until.insert(key, (expires_at, owner));
@@ -254,12 +262,12 @@ impl Entries {
     }
 
     /// Replaces every entry of `owner` by one record refusing its tokens issued up to
-    /// now, kept until the last of them (or `until`, if later) expires. Returns the
-    /// record's bound in milliseconds. One pass over the list, once per `share`
+    /// now (`now_ms`), kept until the last of them (or `until`, if later) expires. Returns
+    /// the record's bound in milliseconds. One pass over the list, once per `share`
     /// revocations of that principal at most.
-    fn fold(&mut self, owner: Digest32, until: u64) -> u64 {
+    fn fold(&mut self, owner: Digest32, until: u64, now_ms: u64) -> u64 {
         // Every token revoked so far was issued at or before now: `iat * 1000 <= now`.
-        let before_ms = now_ms() + 1;
+        let before_ms = now_ms + 1;
         let mut latest = until;
         self.until.retain(|_, (exp, o)| {
             if *o == owner {
@@ -293,6 +301,12 @@ impl Entries {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
+    use crate::token::now_unix;
+
+    /// Half a second into a whole second, where every test clock starts.
+    const START_MS: u64 = 1_800_000_000_500;
+    const START: u64 = START_MS / 1000;
 
     #[test]
     fn revoked_id_is_reported_until_pruned() {
@@ -339,11 +353,9 @@ mod tests {
     /// revocation is still listed and refused.
     #[test]
     fn a_million_revocations_of_one_principal_leave_room_for_everyone_else() {
-        let store = MemoryRevocationStore::new();
-        let later = now_unix() + 1800;
-        // A token issued in the second the run started: before every fold, so refused
-        // (one issued at the end could share the last fold's second, and is not).
-        let issued_at_start = now_unix();
+        let clock = ManualClock::at_ms(START_MS);
+        let store = MemoryRevocationStore::new().with_clock(clock.clock());
+        let later = START + 1800;
         let started = std::time::Instant::now();
         let mut folds = 0;
         for n in 0..1_000_000u32 {
@@ -364,13 +376,14 @@ mod tests {
             "{}",
             store.len()
         );
-        let now = now_unix();
+        // The folds happened half a second into START: a token of that second may be
+        // older than them, one of the next second is not.
         assert!(
-            store.principal_refused("mallory", issued_at_start),
+            store.principal_refused("mallory", START),
             "its tokens are refused"
         );
         assert!(
-            !store.principal_refused("mallory", now + 2),
+            !store.principal_refused("mallory", START + 1),
             "not those it obtains later"
         );
         assert_eq!(
@@ -380,18 +393,18 @@ mod tests {
         assert!(store.contains("iss", "v1"));
         assert!(!store.contains("iss", "v2"));
         assert!(
-            !store.principal_refused("victim", now),
+            !store.principal_refused("victim", START),
             "the victim is not folded"
         );
     }
 
     #[test]
     fn a_full_list_folds_the_principal_holding_most() {
-        let store = MemoryRevocationStore::with_share(4, 3);
-        let later = now_unix() + 60;
-        // Tokens issued before the folds below (a token issued in the second a fold
-        // happens may be after it).
-        let issued = now_unix() - 1;
+        let clock = ManualClock::at_ms(START_MS);
+        let store = MemoryRevocationStore::with_share(4, 3).with_clock(clock.clock());
+        let later = START + 60;
+        // Issued in the second the folds below happen, before them.
+        let issued = START;
         store.revoke_token_of("a", "iss", "a1", later);
         store.revoke_token_of("a", "iss", "a2", later);
         store.revoke_token_of("a", "iss", "a3", later);
@@ -426,5 +439,32 @@ mod tests {
             "may predate a revocation within its second"
         );
         assert!(!issued_before(101, 100_999));
+    }
+
+    /// A token stays refused through the second of its expiry and not after, and its entry
+    /// then leaves the list; a fold lasts as long as the last token it covers.
+    #[test]
+    fn entries_and_folds_last_until_the_clock_passes_their_expiry() {
+        let clock = ManualClock::at_ms(START_MS);
+        let store = MemoryRevocationStore::with_share(100, 1).with_clock(clock.clock());
+        store.revoke_token_of("alice", "iss", "a1", START + 10);
+        assert!(matches!(
+            store.revoke_token_of("alice", "iss", "a2", START + 20),
+            Revoked::Folded { .. }
+        ));
+        store.revoke_token_of("bob", "iss", "b1", START + 10);
+        clock.advance(std::time::Duration::from_secs(10));
+        assert!(store.contains("iss", "b1"), "refused in its expiry second");
+        assert!(store.principal_refused("alice", START));
+        clock.advance(std::time::Duration::from_secs(1));
+        assert!(!store.contains("iss", "b1"), "not after it");
+        assert!(store.principal_refused("alice", START), "a2 still covered");
+        clock.advance(std::time::Duration::from_secs(10));
+        assert!(
+            !store.principal_refused("alice", START),
+            "past the last expiry"
+        );
+        store.revoke_token_of("carol", "iss", "c1", START + 100);
+        assert_eq!(store.len(), 1, "expired entries and folds were swept");
     }
 }

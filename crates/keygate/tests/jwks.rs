@@ -148,6 +148,21 @@ async fn verifier(url: &str) -> JwksVerifier {
 
 const BOUND: Duration = Duration::from_secs(10);
 
+/// Runs `work`, telling `polled` as soon as its first poll is over whether that poll left
+/// it waiting (`true`) or finished it.
+async fn after_first_poll<T>(
+    work: impl std::future::Future<Output = T>,
+    polled: tokio::sync::mpsc::UnboundedSender<bool>,
+) -> T {
+    let mut work = std::pin::pin!(work);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(work.as_mut().poll(cx))).await;
+    let _ = polled.send(first.is_pending());
+    match first {
+        std::task::Poll::Ready(out) => out,
+        std::task::Poll::Pending => work.await,
+    }
+}
+
 #[tokio::test]
 async fn verification_never_waits_for_a_stalled_refresh() {
     let a = Signer::new(SigningAlgorithm::ES256);
@@ -199,12 +214,22 @@ async fn an_unknown_kid_waits_for_one_shared_refetch_and_follows_a_rotation() {
         gate,
     ));
     let mut verifications = tokio::task::JoinSet::new();
+    let (polled, mut polled_rx) = tokio::sync::mpsc::unbounded_channel();
     for _ in 0..10 {
-        let (v, token) = (v.clone(), b.token());
-        verifications.spawn(async move { v.verify(&token).await });
+        let (v, token, polled) = (v.clone(), b.token(), polled.clone());
+        verifications.spawn(after_first_poll(
+            async move { v.verify(&token).await },
+            polled,
+        ));
     }
-    // Give every verification time to find the kid unknown and join the refetch.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A verification's first poll runs up to its wait for the refetch: once all ten are
+    // past it, every one has found the kid unknown and is waiting on the refetch.
+    for _ in 0..10 {
+        assert!(
+            polled_rx.recv().await.unwrap(),
+            "an unknown kid waits for the refetch"
+        );
+    }
     open.send(true).unwrap();
     while let Some(r) = verifications.join_next().await {
         assert_eq!(r.unwrap().unwrap().sub, "billing");

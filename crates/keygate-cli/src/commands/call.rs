@@ -50,26 +50,17 @@ fn classify(e: ClientError) -> anyhow::Error {
         ClientError::Refused { .. } | ClientError::UntrustedCertificate { .. } => {
             Refused(e.to_string()).into()
         }
+        // With its causes, on one line (anyhow's alternate form): "cannot reach the server"
+        // alone does not say that the connection was refused.
         ClientError::ServerError { .. }
         | ClientError::Redirected { .. }
         | ClientError::TimedOut { .. }
         | ClientError::Transport(_)
-        | ClientError::InvalidResponse(_) => Unavailable(one_line(&e)).into(),
+        | ClientError::InvalidResponse(_) => {
+            Unavailable(format!("{:#}", anyhow::Error::new(e))).into()
+        }
         other => anyhow::Error::new(other),
     }
-}
-
-/// `e` with its causes: "cannot reach the server" alone does not say that the connection
-/// was refused.
-fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    text
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

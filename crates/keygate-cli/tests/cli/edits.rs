@@ -39,7 +39,8 @@ fn ids(dir: &Path) -> Vec<String> {
 
 /// Sleeps until `margin` before the next whole second. `key add` waits for the next whole
 /// second (its `not_before`) before it takes the lock; starting a command here puts its
-/// edit, not that wait, in the milliseconds that follow.
+/// edit, not that wait, in the milliseconds that follow. Real time must pass: the command
+/// reads the system clock.
 pub(super) fn just_before_a_second(margin: Duration) {
     let into = Duration::from_nanos(
         SystemTime::now()
@@ -298,6 +299,16 @@ fn hold_lock(lock: &Path) -> Child {
     child
 }
 
+/// True when `child` has `path` open (one of its descriptors in `/proc` points to it): a
+/// command that opened the lock file is at the lock.
+fn holds_open(child: &Child, path: &Path) -> bool {
+    let fds = format!("/proc/{}/fd", child.id());
+    std::fs::read_dir(fds).is_ok_and(|fds| {
+        fds.filter_map(Result::ok)
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == path))
+    })
+}
+
 #[test]
 fn a_held_lock_makes_edits_wait_then_fail_loudly_and_a_killed_holder_frees_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -328,7 +339,19 @@ fn a_held_lock_makes_edits_wait_then_fail_loudly_and_a_killed_holder_frees_it() 
     assert_eq!(std::fs::read(&path).unwrap(), before);
 
     let mut add = spawn(d, &["key", "add", "billing", "--role", "service"]);
-    std::thread::sleep(Duration::from_millis(1500));
+    let lock = std::fs::canonicalize(d.join("keygate.toml.lock")).unwrap();
+    let started = Instant::now();
+    while !holds_open(&add, &lock) {
+        assert!(add.try_wait().unwrap().is_none(), "ended without the lock");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never opened the lock file"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Real time must pass to show that something does not happen: an edit that ignored
+    // the lock would be written and done well within this second.
+    std::thread::sleep(Duration::from_secs(1));
     assert!(add.try_wait().unwrap().is_none(), "waits for the lock");
     holder.kill().unwrap(); // SIGKILL: the kernel drops the dead holder's lock
     holder.wait().unwrap();
@@ -386,6 +409,7 @@ fn kill_9_at_random_moments_never_loses_the_file_or_a_reported_entry() {
         let id = format!("fault-{i}");
         just_before_a_second(Duration::from_millis(15));
         let mut child = spawn(d, &["key", "add", &id, "--role", "r"]);
+        // Real time must pass: the moment of the kill is what varies.
         std::thread::sleep(Duration::from_micros(
             aim * 7 / 10 + rng.below(aim * 6 / 10),
         ));

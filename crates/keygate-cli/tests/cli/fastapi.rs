@@ -216,7 +216,8 @@ fn the_seeds_contract_holds(python: &Path, dir: &Path, kg: &Server, blog: &Blog,
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
-    // PyJWT allows no leeway unless told to: one second past `exp` is expired.
+    // PyJWT allows no leeway unless told to: one second past `exp` is expired. Real time
+    // must pass: PyJWT reads the clock of the example's own process.
     std::thread::sleep(Duration::from_secs_f64((exp as f64 + 1.1 - now).max(0.0)));
     expect_refused(blog, Some(&short), "Invalid token", "expired");
 

@@ -252,6 +252,8 @@ struct JsonServer {
     base: String,
     stdout: std::thread::JoinHandle<Vec<String>>,
     stderr: std::thread::JoinHandle<Vec<String>>,
+    /// The stderr lines read so far.
+    logged: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 fn collect(stream: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<Vec<String>> {
@@ -277,6 +279,8 @@ fn serve_json(dir: &Path) -> JsonServer {
         .unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let err = child.stderr.take().unwrap();
+    let logged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = logged.clone();
     let stderr = std::thread::spawn(move || {
         let mut lines = Vec::new();
         for line in BufReader::new(err).lines().map_while(Result::ok) {
@@ -285,6 +289,7 @@ fn serve_json(dir: &Path) -> JsonServer {
             {
                 let _ = tx.send(v["url"].as_str().unwrap_or_default().to_owned());
             }
+            seen.lock().unwrap().push(line.clone());
             lines.push(line);
         }
         lines
@@ -298,10 +303,31 @@ fn serve_json(dir: &Path) -> JsonServer {
         base,
         stdout,
         stderr,
+        logged,
     }
 }
 
 impl JsonServer {
+    /// Waits (10 s at most) for a JSON line on stderr for which `f` holds. The server writes
+    /// its log on a thread of its own: a request's lines may come after its answer.
+    fn wait_for_log(&self, what: &str, f: impl Fn(&Value) -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !self
+            .logged
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|l| f(&l))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what} not logged within 10 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// Kills the server; its stdout and stderr lines.
     fn stop(mut self) -> (Vec<String>, Vec<String>) {
         self.child.kill().unwrap();
@@ -395,6 +421,10 @@ fn json_logs_carry_the_request_id_which_the_response_echoes() {
     let r = http().get(format!("{base}/nothing-here")).send().unwrap();
     assert_eq!(r.status(), 404);
     let not_found = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    // The log is written in order: once the last request's line is in, every line is.
+    server.wait_for_log("the 404", |l| {
+        l["span"]["request_id"] == not_found.as_str() && l["message"] == "request finished"
+    });
     let (stdout, stderr) = server.stop();
 
     // Every line, on both streams, is JSON; with a configuration in place stdout is silent.

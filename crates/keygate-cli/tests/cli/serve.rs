@@ -132,6 +132,8 @@ fn sighup_reloads_when_polling_is_off() {
     let key = stdout(&keygate(d, &["key", "add", "billing", "--role", "service"]))
         .trim()
         .to_owned();
+    // Real time must pass to show that something does not happen: longer than the 1 s
+    // poll that would have seen the change by now.
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(
         login(&server.base, &key).status(),
@@ -142,6 +144,54 @@ fn sighup_reloads_when_polling_is_off() {
     eventually("SIGHUP reloads the file", || {
         login(&server.base, &key).status() == 200
     });
+}
+
+/// The lines `stream` carries, as they come, read on a thread of their own.
+fn lines_of(stream: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stream)) {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits (10 s at most) for a line of `lines` holding `text`.
+fn wait_for_line(lines: &std::sync::mpsc::Receiver<String>, text: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(text) => return,
+            Ok(_) => {}
+            Err(e) => panic!("no line with `{text}` within 10 s: {e}"),
+        }
+    }
+}
+
+/// Reads the interim `100 Continue` answer (RFC 9110 §10.1.1) to a request sent with
+/// `Expect: 100-continue`: sent when the handler first reads the body, so once it is here
+/// the server has the request in hand.
+fn expect_continue(conn: &mut std::net::TcpStream) {
+    use std::io::Read;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut byte = [0u8];
+    while !got.ends_with(b"\r\n\r\n") {
+        conn.read_exact(&mut byte)
+            .expect("an interim answer within 10 s");
+        got.push(byte[0]);
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "HTTP/1.1 100 Continue\r\n\r\n"
+    );
+    conn.set_read_timeout(None).unwrap();
 }
 
 #[test]
@@ -155,21 +205,22 @@ fn sigterm_drains_in_flight_requests_then_exits_0() {
         &["user", "add", "alice", "--role", "r"],
         "slow-argon2-pw",
     );
-    let mut server = serve(d);
+    let mut server = serve_logging(d, "info", Stdio::piped());
+    let log = lines_of(server.child.stderr.take().unwrap());
     // A request whose body is still arriving when SIGTERM comes: in flight for sure.
     let body = "grant_type=password&username=alice&password=slow-argon2-pw";
     let addr = server.base.trim_start_matches("http://").to_owned();
     let mut conn = std::net::TcpStream::connect(&addr).unwrap();
     write!(
         conn,
-        "POST /token HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        "POST /token HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n{}",
         body.len(),
         &body[..10]
     )
     .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    expect_continue(&mut conn);
     signal(&server, "TERM");
-    std::thread::sleep(Duration::from_millis(200));
+    wait_for_line(&log, "shutting down: draining in-flight requests");
     conn.write_all(&body.as_bytes()[10..]).unwrap();
     let mut response = String::new();
     conn.read_to_string(&mut response).unwrap();
@@ -198,9 +249,10 @@ fn a_server_killed_under_load_restarts_on_the_same_configuration() {
         .unwrap()
         .to_owned();
     let base = server.base.clone();
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let load: Vec<_> = (0..4)
         .map(|_| {
-            let (base, key) = (base.clone(), key.clone());
+            let (base, key, answered) = (base.clone(), key.clone(), answered.clone());
             std::thread::spawn(move || {
                 // Until the server dies: every answer before that is a 200.
                 let client = http();
@@ -213,11 +265,14 @@ fn a_server_killed_under_load_restarts_on_the_same_configuration() {
                         Ok(r) => assert_eq!(r.status(), 200),
                         Err(_) => break,
                     }
+                    answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    eventually("the load is being answered", || {
+        answered.load(std::sync::atomic::Ordering::Relaxed) >= 20
+    });
     server.child.kill().unwrap(); // SIGKILL
     server.child.wait().unwrap();
     for t in load {
@@ -255,7 +310,8 @@ fn a_first_run_killed_at_any_moment_leaves_no_torn_configuration() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        // Spread the kill over the start: from before the write to after it.
+        // Spread the kill over the start: from before the write to after it. Real time
+        // must pass: the moment of the kill is what varies.
         std::thread::sleep(Duration::from_micros(i * 1_500));
         child.kill().unwrap();
         child.wait().unwrap();

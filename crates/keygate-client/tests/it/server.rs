@@ -83,7 +83,8 @@ async fn client_credentials_with_a_narrowed_scope() {
 
 #[tokio::test]
 async fn a_token_in_its_last_tenth_of_life_is_renewed() {
-    // 2 s of life: renewal is due after 1.8 s. Waiting that long is the point.
+    // 2 s of life: renewal is due after 1.8 s. Real time must pass: the client schedules
+    // renewal on the monotonic clock, against tokens a real server dates.
     let s = server("2s").await;
     let client = TokenClient::with_api_key(&s.base, &s.key);
     let first = client.token().await.unwrap();

@@ -600,6 +600,10 @@ pub(super) async fn write_token(
 mod tests {
     use super::*;
 
+    /// Half a second into a whole second: the time the tests below act at.
+    const AT_MS: u64 = 1_800_000_000_500;
+    const AT: u64 = AT_MS / 1000;
+
     fn fold_of(id: &str, at_ms: u64) -> PrincipalRevocation {
         PrincipalRevocation::from_member(&format!("{FOLDED} {id}"), at_ms).unwrap()
     }
@@ -607,7 +611,7 @@ mod tests {
     #[test]
     fn a_published_fold_drops_the_principals_entries_but_not_its_pending_ones() {
         let mut copy = Copy::default();
-        let until = now_unix() + 60;
+        let until = AT + 60;
         copy.add_token("m1".into(), until, Some(owner("mallory")));
         copy.add_token("m2".into(), until, Some(owner("mallory")));
         copy.add_token("v1".into(), until, Some(owner("victim")));
@@ -621,15 +625,15 @@ mod tests {
                 sub: "mallory".into(),
             },
         );
-        copy.apply_principal(fold_of("mallory", now_ms()));
+        copy.apply_principal(fold_of("mallory", AT_MS));
         let mut left: Vec<&str> = copy.tokens.keys().map(String::as_str).collect();
         left.sort_unstable();
         assert_eq!(left, ["p1", "v1"]);
         let (at, fps) = &copy.by_principal["mallory"];
-        assert!(issued_before(now_unix() - 1, *at));
+        assert!(issued_before(AT, *at) && !issued_before(AT + 1, *at));
         assert!(fps.contains(FOLDED));
         // Read from the store (a resynchronisation), a fold drops nothing by itself.
-        copy.add_principal(fold_of("victim", now_ms()));
+        copy.add_principal(fold_of("victim", AT_MS));
         assert!(copy.tokens.contains_key("v1"));
     }
 
@@ -639,7 +643,7 @@ mod tests {
         copy.add_principal(fold_of("old", 1_000));
         copy.add_principal(fold_of("new", 5_000));
         copy.add_principal(PrincipalRevocation::from_member("ab12 new", 2_000).unwrap());
-        copy.prune(now_unix(), 3_000);
+        copy.prune(AT, 3_000);
         assert_eq!(copy.principal_entries.len(), 1);
         assert!(!copy.by_principal.contains_key("old"));
         let (at, fps) = &copy.by_principal["new"];

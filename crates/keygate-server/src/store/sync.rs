@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use keygate::token::now_unix;
+use keygate_client::Backoff;
 use redis::aio::{PubSubSink, PubSubStream};
 
 use super::principals::PrincipalRevocation;
@@ -27,6 +28,10 @@ use super::revocations::{Copy, FOLDED, Shared, owner, write_token};
 const HEARTBEAT: Duration = Duration::from_millis(500);
 /// The longest pause between two connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// The pause after a lost subscription or a first failed attempt; doubled after each
+/// further failure up to [`MAX_BACKOFF`], with jitter, so that the replicas of a
+/// deployment do not all reconnect to a restarted store at the same moment.
+const RECONNECT: Backoff = Backoff::new(Duration::from_millis(50), MAX_BACKOFF);
 
 /// Writes back entries the store lost, publishing each one it did not have.
 /// KEYS: revoked, principals; ARGV: channel, now, cutoff ms, then (kind, score, member)
@@ -48,7 +53,8 @@ return added
 
 /// The task: runs until the copy it serves is dropped.
 pub(super) async fn run(shared: Weak<Shared>) {
-    let mut backoff = Duration::from_millis(50);
+    // Attempts failed in a row.
+    let mut failures = 0u32;
     let mut checked = false;
     if let Some(s) = shared.upgrade()
         && let Some((sentinels, master)) = s.store.sentinels()
@@ -70,7 +76,7 @@ pub(super) async fn run(shared: Weak<Shared>) {
                         s.synced.store(true, Ordering::Release);
                         metrics::gauge!("keygate_store_in_sync").set(1.0);
                         tracing::info!("revocation list in sync with the store");
-                        backoff = Duration::from_millis(50);
+                        failures = 0;
                         let timeout = s.store.timeout();
                         drop(s);
                         follow(&shared, sink, stream, timeout).await;
@@ -81,19 +87,20 @@ pub(super) async fn run(shared: Weak<Shared>) {
                         tracing::warn!("store subscription lost; resynchronising");
                     }
                     Err(e) => {
+                        failures = failures.saturating_add(1);
                         tracing::warn!(error = %keygate::error::chain(&e), "store resynchronisation failed");
                     }
                 }
             }
             Err(e) => {
+                failures = failures.saturating_add(1);
                 s.synced.store(false, Ordering::Release);
                 metrics::gauge!("keygate_store_in_sync").set(0.0);
                 tracing::warn!(error = %keygate::error::chain(&e), "store unreachable; retrying");
                 drop(s);
             }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        tokio::time::sleep(RECONNECT.delay(failures)).await;
     }
 }
 

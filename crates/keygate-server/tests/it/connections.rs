@@ -264,7 +264,8 @@ async fn a_request_whose_body_is_late_is_answered_408_and_its_connection_closed(
     let (mut reader, mut writer) = conn.into_split();
     let opened = Instant::now();
     writer.write_all(SLOW_BODY).await.unwrap();
-    // A byte every 300 ms does not move the deadline: it is the whole request's.
+    // A byte every 300 ms does not move the deadline: it is the whole request's. Real time
+    // must pass: the deadline under test is the server's clock.
     let trickle = tokio::spawn(async move {
         for _ in 0..20 {
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -317,6 +318,7 @@ async fn a_request_begins_at_its_first_byte_not_at_its_last_header() {
     let opened = Instant::now();
     let (head, body) = SLOW_BODY.split_at(20);
     conn.write_all(head).await.unwrap();
+    // Real time must pass: headers slower than request_timeout, by the server's clock.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     conn.write_all(body).await.unwrap();
     let (answer, _) = read_to_close(&mut conn, Duration::from_secs(4))
@@ -364,7 +366,8 @@ async fn a_client_that_does_not_read_its_responses_is_dropped() {
     let mut conn = non_reader(&addr(&s), 20).await;
     let opened = Instant::now();
     // The server's writes stall as soon as the socket buffers are full; it must give up
-    // on this client request_timeout (+ 1 s) after that.
+    // on this client request_timeout (+ 1 s) after that. Real time must pass: the timeout
+    // under test runs on the server's clock.
     tokio::time::sleep(Duration::from_millis(3500)).await;
     let (got, took) = read_to_close(&mut conn, Duration::from_secs(2))
         .await

@@ -1,6 +1,6 @@
 //! Key rotation and configuration reload.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::util::*;
 
@@ -64,6 +64,21 @@ async fn file_changes_are_picked_up_without_a_restart() {
     assert_invalid(&s, &token, "token of a removed client").await;
 }
 
+/// The hashing permits `s`'s password verifier has free, as the state's `Debug` output
+/// shows them: one fewer for each password check running on its hashing threads.
+fn free_hashing_permits(s: &TestServer) -> usize {
+    let state = format!("{:?}", s.state);
+    let verifier = &state[state
+        .find("PasswordVerifier {")
+        .expect("the verifier in the state")..];
+    let at = verifier.find("available: ").expect("its free permits") + "available: ".len();
+    let digits: String = verifier[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().unwrap()
+}
+
 /// A request is authenticated and signed under one configuration, whatever reload lands
 /// in between. The reload below removes a client and changes the secret while that
 /// client's key is being hashed: were the request to read the configuration twice, the
@@ -74,9 +89,10 @@ async fn a_reload_mid_request_never_mixes_two_configurations() {
     use argon2::password_hash::{PasswordHasher, SaltString};
 
     const NEW_SECRET: &str = "7c1e4b9f0a2d6c8e3f5a7b9d1c3e5f70a2b4c6d8e0f1a3b5c7d9e1f2a4b6c8d0";
-    // 256 MiB and 4 passes: a few hundred milliseconds of hashing, time enough to reload.
+    // 64 MiB and 3 passes: tens of milliseconds of hashing in an optimised build, far more
+    // than the reload takes, and well within request_timeout on a busy machine.
     let slow_key = keygate::api_key::generate("slow").unwrap();
-    let params = argon2::Params::new(262_144, 4, 1, None).unwrap();
+    let params = argon2::Params::new(65_536, 3, 1, None).unwrap();
     let hasher = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let salt = SaltString::encode_b64(b"a fixed test salt").unwrap();
     let phc = hasher
@@ -98,20 +114,37 @@ async fn a_reload_mid_request_never_mixes_two_configurations() {
         keygate::token::Verifier::hmac(keygate::token::SigningAlgorithm::HS256, &secret, policy)
             .unwrap()
     };
+    // Nothing is hashed yet: every permit is free.
+    let idle = free_hashing_permits(&s);
+    let hashing = || free_hashing_permits(&s) < idle;
     let mut raced = false;
     for _ in 0..5 {
         s.rewrite_config(&old_text).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // The permit of the last round's hash is given back once its thread is done.
+        while hashing() {
+            assert!(Instant::now() < deadline, "a hash still running after 10 s");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         let (http, url, key) = (s.http.clone(), s.url("/login"), slow_key.clone());
         let login =
             tokio::spawn(async move { http.post(url).header("X-API-Key", key).send().await });
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        s.rewrite_config(&new_text).unwrap();
-        let r = login.await.unwrap().unwrap();
-        if r.status() != 200 {
-            // The reload came first: the client was already gone.
-            assert_eq!(r.status(), 401);
-            continue;
+        while !hashing() {
+            assert!(
+                Instant::now() < deadline,
+                "the key was not being hashed within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        s.rewrite_config(&new_text).unwrap();
+        // Still hashing once the reload is in: it landed while the request was mid-way.
+        let mid_request = hashing();
+        let r = login.await.unwrap().unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "authenticated under the file it began with"
+        );
         let token = r.json::<serde_json::Value>().await.unwrap()["access_token"]
             .as_str()
             .unwrap()
@@ -125,12 +158,14 @@ async fn a_reload_mid_request_never_mixes_two_configurations() {
             "never signed with a key the old configuration did not know"
         );
         assert_invalid(&s, &token, "token of a client the new file removed").await;
-        raced = true;
-        break;
+        if mid_request {
+            raced = true;
+            break;
+        }
     }
     assert!(
         raced,
-        "the reload never landed while the key was being checked"
+        "the hash ended before the reload each time: it never landed mid-request"
     );
 }
 

@@ -381,8 +381,21 @@ async fn attempt_counters_always_expire() {
     assert!(checked > 10);
 
     // A counter left without a TTL (by an older keygate) heals at the next decision.
-    // A longer window, so that a loaded machine cannot let it end mid-check.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // First the 1 s counters above expire (Redis drops them), so that these start afresh;
+    // then a longer window, so that a loaded machine cannot let it end mid-check.
+    let expired = eventually(Duration::from_secs(5), || {
+        let mut c = c.clone();
+        async move {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg("keygate:*:attempts:*")
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            keys.is_empty()
+        }
+    })
+    .await;
+    assert!(expired.is_some(), "1 s counters still there 5 s later");
     a.rewrite_config(&text.replace("window = \"1s\"", "window = \"10s\""))
         .unwrap();
     for _ in 0..5 {

@@ -3,7 +3,7 @@
 //! `store.timeout` plus a second, and service is back within 5 s of Redis.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::redis_servers::*;
@@ -16,16 +16,19 @@ struct Outcome {
     took: Duration,
 }
 
-/// Requests from 6 tasks (verify, login, a wrong key in turn) until `stop` is set.
+/// Requests from 6 tasks (verify, login, a wrong key in turn) until `stop` is set;
+/// `answered` counts the answers as they come.
 fn load(
     servers: Arc<Vec<TestServer>>,
     token: String,
     stop: Arc<AtomicBool>,
+    answered: Arc<AtomicUsize>,
 ) -> tokio::task::JoinHandle<Vec<Outcome>> {
     tokio::spawn(async move {
         let mut tasks = Vec::new();
         for n in 0..6usize {
             let (servers, token, stop) = (servers.clone(), token.clone(), stop.clone());
+            let answered = answered.clone();
             tasks.push(tokio::spawn(async move {
                 let mut seen = Vec::new();
                 let s = &servers[n % servers.len()];
@@ -43,6 +46,7 @@ fn load(
                         status: r.status().as_u16(),
                         took: started.elapsed(),
                     });
+                    answered.fetch_add(1, Ordering::Relaxed);
                     i += 1;
                 }
                 seen
@@ -81,6 +85,31 @@ fn check(outcomes: &[Outcome], timeout: Duration) {
     );
 }
 
+/// Starts [`load`] and returns once 30 of its requests have been answered: a fault
+/// brought on then meets requests flowing.
+async fn running_load(
+    servers: &Arc<Vec<TestServer>>,
+    token: &str,
+    stop: &Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<Outcome>> {
+    let answered = Arc::new(AtomicUsize::new(0));
+    let running = load(
+        servers.clone(),
+        token.to_owned(),
+        stop.clone(),
+        answered.clone(),
+    );
+    let started = Instant::now();
+    while answered.load(Ordering::Relaxed) < 30 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the load was not answered within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    running
+}
+
 fn slowest(outcomes: &[Outcome]) -> Duration {
     outcomes.iter().map(|o| o.took).max().unwrap_or_default()
 }
@@ -112,9 +141,10 @@ async fn a_stalled_redis_under_load_costs_at_most_the_timeout() {
     let redis = Redis::start(&[]).await;
     let (servers, token) = setup(&redis).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let running = load(servers.clone(), token.clone(), stop.clone());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let running = running_load(&servers, &token, &stop).await;
     redis.pause();
+    // Real time must pass: the stall lasts many times store.timeout, long enough for
+    // requests to meet it at every stage of their store round trip.
     tokio::time::sleep(Duration::from_secs(3)).await;
     redis.resume();
     let back = back_within_5s(&servers, &token).await;
@@ -133,9 +163,10 @@ async fn redis_killed_and_restarted_under_load() {
     let mut redis = Redis::start(&[]).await;
     let (servers, token) = setup(&redis).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let running = load(servers.clone(), token.clone(), stop.clone());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let running = running_load(&servers, &token, &stop).await;
     redis.kill();
+    // Real time must pass: the outage lasts long enough for the replicas to notice it and
+    // for requests to meet the store gone, not just a restart.
     tokio::time::sleep(Duration::from_secs(2)).await;
     redis.restart().await;
     let back = back_within_5s(&servers, &token).await;

@@ -156,7 +156,9 @@ async fn rediss_with_a_private_ca() {
         &format!("[store]\nurl = \"{url}\"\n"),
     );
     let untrusting = TestServer::with_config(text, billing.clone()).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Answered only once `serve` has waited its full second for a first sync (the request
+    // waits in the listen queue meanwhile): a server that trusted the store would be in
+    // sync by then and answer 200.
     assert_eq!(untrusting.login(&billing).await.status(), 503);
 }
 

@@ -304,22 +304,23 @@ async fn shutdown_lets_in_flight_https_requests_finish() {
     let body =
         "grant_type=client_credentials&client_id=legacy&client_secret=seed-style-hand-made-api-key";
     let head = format!(
-        "POST /token HTTP/1.1\r\nHost: keygate\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        "POST /token HTTP/1.1\r\nHost: keygate\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n{}",
         body.len(),
         &body[..10]
     );
     conn.write_all(head.as_bytes()).await.unwrap();
     conn.flush().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    expect_continue(&mut conn).await;
     // An idle HTTPS connection does not hold the shutdown up.
     let mut idle = raw_tls(&s.base, &ca, &[b"http/1.1"]).await;
     assert_eq!(get_on(&mut idle, "/healthz").await.0, 200);
-    let stopping = tokio::spawn(s.stop());
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        !stopping.is_finished(),
-        "serve waits for the in-flight request"
-    );
+    let state = s.state.clone();
+    let mut stopping = tokio::spawn(s.stop());
+    wait_draining(&state).await;
+    // Real time must pass to show that something does not happen: serve, draining, has
+    // not returned 200 ms later.
+    let returned = tokio::time::timeout(Duration::from_millis(200), &mut stopping).await;
+    assert!(returned.is_err(), "serve waits for the in-flight request");
     conn.write_all(&body.as_bytes()[10..]).await.unwrap();
     conn.flush().await.unwrap();
     let mut response = Vec::new();

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use keygate::api_key::{self, KeyHash};
+use keygate::clock::Clock;
 use keygate_server::AppState;
 use tokio::sync::oneshot;
 
@@ -105,6 +106,11 @@ impl TestServer {
 
     /// A server signing with `alg` (ES256, EdDSA, RS256) from a fresh key in `keys/`.
     pub(crate) async fn signing_with(alg: &str) -> Self {
+        Self::signing_with_clock(alg, Clock::system()).await
+    }
+
+    /// [`TestServer::signing_with`], its tokens issued and verified by `clock`.
+    pub(crate) async fn signing_with_clock(alg: &str, clock: Clock) -> Self {
         let billing_key = api_key::generate("billing").unwrap();
         let text = config_text(&billing_key, user_hash(), "").replacen(
             "algorithm = \"HS256\"",
@@ -112,10 +118,10 @@ impl TestServer {
             1,
         );
         let algorithm = alg.parse().unwrap();
-        Self::with_setup(text, billing_key, move |dir| {
+        let setup = move |dir: &std::path::Path| {
             keygate_server::config::keyring::generate(&dir.join("keys"), algorithm).unwrap();
-        })
-        .await
+        };
+        Self::with_setup_and_clock(text, billing_key, setup, clock).await
     }
 
     /// Runs `setup` in the server's folder before the server reads its configuration.
@@ -124,11 +130,29 @@ impl TestServer {
         billing_key: String,
         setup: impl FnOnce(&std::path::Path),
     ) -> Self {
+        Self::with_setup_and_clock(text, billing_key, setup, Clock::system()).await
+    }
+
+    /// A server whose tokens are issued and verified by `clock` (a reload keeps it): a
+    /// test moves a [`keygate::clock::ManualClock`] past an expiry instead of waiting.
+    pub(crate) async fn with_clock(text: String, billing_key: String, clock: Clock) -> Self {
+        Self::with_setup_and_clock(text, billing_key, |_| {}, clock).await
+    }
+
+    async fn with_setup_and_clock(
+        text: String,
+        billing_key: String,
+        setup: impl FnOnce(&std::path::Path),
+        clock: Clock,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         setup(dir.path());
         let config_path = dir.path().join("keygate.toml");
         std::fs::write(&config_path, text).unwrap();
-        let state = AppState::from_path(config_path.clone()).unwrap();
+        let mut runtime = keygate_server::Config::load(&config_path).unwrap();
+        runtime.issuer = runtime.issuer.with_clock(clock.clone());
+        runtime.verifier = runtime.verifier.with_clock(clock);
+        let state = AppState::new(runtime, Some(config_path.clone())).unwrap();
         // Bound as `keygate serve` binds: `server.listen` (127.0.0.1:0), and
         // `server.metrics_listen` and the TLS pair when the configuration has them.
         let listeners = keygate_server::Listeners::bind(&state.runtime())
@@ -505,4 +529,48 @@ pub(crate) fn config_with_server(billing_key: &str, server_lines: &str, extra: &
         &format!("shutdown_timeout = \"5s\"\n{server_lines}"),
         1,
     )
+}
+
+/// Reads the interim `100 Continue` answer (RFC 9110 §10.1.1) to a request sent with
+/// `Expect: 100-continue`: hyper sends it when the handler first reads the body, so once it
+/// is here the request has been accepted, parsed and handed to its handler.
+pub(crate) async fn expect_continue<S: tokio::io::AsyncRead + Unpin>(conn: &mut S) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let read = async {
+        while !got.ends_with(b"\r\n\r\n") {
+            got.push(conn.read_u8().await.expect("the connection closed"));
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), read)
+        .await
+        .expect("no interim answer within 10 s");
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "HTTP/1.1 100 Continue\r\n\r\n"
+    );
+}
+
+/// Waits (10 s at most) until `state` drains: its `/readyz` answers 503 `draining`, which
+/// `serve` sets as its shutdown begins.
+pub(crate) async fn wait_draining(state: &AppState) {
+    use tower::ServiceExt as _;
+    let router = keygate_server::router(state.clone());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let request = axum::http::Request::get("/readyz")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let r = router.clone().oneshot(request).await.unwrap();
+        if r.status() == 503 {
+            let body = axum::body::to_bytes(r.into_body(), 1024).await.unwrap();
+            assert_eq!(&body[..], br#"{"status":"draining"}"#);
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not draining 10 s after shutdown began"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 }

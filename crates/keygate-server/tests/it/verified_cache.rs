@@ -4,7 +4,9 @@
 //! another replica, a principal's tokens folded into one revocation, its key no longer
 //! verifying, a reload that changes what a token must satisfy.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use keygate::clock::ManualClock;
 
 use crate::quota::quota_config;
 use crate::redis_servers::*;
@@ -22,12 +24,11 @@ fn hits(s: &TestServer) -> u64 {
     s.state.runtime().verified.hits()
 }
 
-/// Sleeps until the clock has reached the whole second `unix`.
-async fn sleep_until_unix(unix: u64) {
-    let at = UNIX_EPOCH + Duration::from_secs(unix);
-    if let Ok(wait) = at.duration_since(SystemTime::now()) {
-        tokio::time::sleep(wait).await;
-    }
+/// Moves `clock` forward to the start of the whole second `unix`.
+fn move_to(clock: &ManualClock, unix: u64) {
+    let ms = clock.now_ms();
+    assert!(unix * 1000 >= ms, "{unix} is in the clock's past");
+    clock.advance(Duration::from_millis(unix * 1000 - ms));
 }
 
 /// Verifies `token` twice: the first fills the cache, the second must be a hit.
@@ -105,12 +106,17 @@ async fn a_cached_token_is_refused_past_exp_plus_leeway() {
     let text = config_text(&key, user_hash(), "")
         .replace("ttl = \"30m\"", "ttl = \"1s\"")
         .replace("leeway = \"30s\"", "leeway = \"1s\"");
-    let s = TestServer::with_config(text, key).await;
+    let clock = ManualClock::at_system_time();
+    let s = TestServer::with_clock(text, key, clock.clock()).await;
     let token = s.token().await;
     cached(&s, &token).await;
     let exp = claims(&token)["exp"].as_u64().unwrap();
     // The verifier accepts up to `exp + leeway` itself, and refuses the second after.
-    sleep_until_unix(exp + 1 + 1).await;
+    move_to(&clock, exp + 1);
+    let before = hits(&s);
+    assert_eq!(s.verify(&token).await.status(), 200, "at exp + leeway");
+    assert_eq!(hits(&s), before + 1, "answered from the cache");
+    move_to(&clock, exp + 1 + 1);
     assert_invalid(&s, &token, "expired, though cached").await;
     assert_eq!(s.state.runtime().verified.len(), 0, "the entry is dropped");
 }
@@ -199,12 +205,13 @@ async fn a_revocation_on_another_replica_refuses_the_token_cached_here() {
 async fn a_cached_token_is_refused_once_its_retired_key_stops_verifying() {
     use time::format_description::well_known::Rfc3339;
 
-    let s = TestServer::signing_with("EdDSA").await;
+    let clock = ManualClock::at_system_time();
+    let s = TestServer::signing_with_clock("EdDSA", clock.clock()).await;
     let token = s.token().await;
     let keys = s.dir().join("keys");
     keygate_server::config::keyring::generate(&keys, "EdDSA".parse().unwrap()).unwrap();
     // ttl 30 m + leeway 30 s after `retired_at`, the key stops verifying: 3 s from now.
-    let stops = keygate::token::now_unix() + 3;
+    let stops = clock.now_ms() / 1000 + 3;
     let retired_at = time::OffsetDateTime::from_unix_timestamp((stops - 1830) as i64)
         .unwrap()
         .format(&Rfc3339)
@@ -224,7 +231,9 @@ async fn a_cached_token_is_refused_once_its_retired_key_stops_verifying() {
 
     cached(&s, &token).await;
     assert!(claims(&token)["exp"].as_u64().unwrap() > stops + 60);
-    sleep_until_unix(stops).await;
+    move_to(&clock, stops - 1);
+    cached(&s, &token).await;
+    move_to(&clock, stops);
     assert_invalid(&s, &token, "its key no longer verifies").await;
 }
 
@@ -254,13 +263,15 @@ async fn a_reload_that_changes_what_a_token_must_satisfy_refuses_cached_tokens()
     }
 
     // Within the leeway past `exp`, cached; the leeway cut to nothing refuses it.
-    let s = TestServer::start().await;
+    let key = keygate::api_key::generate("billing").unwrap();
+    let clock = ManualClock::at_system_time();
+    let s = TestServer::with_clock(config_text(&key, user_hash(), ""), key, clock.clock()).await;
     let text = std::fs::read_to_string(&s.config_path).unwrap();
     let short = text.replace("ttl = \"30m\"", "ttl = \"1s\"");
     s.rewrite_config(&short).unwrap();
     let token = s.token().await;
     let exp = claims(&token)["exp"].as_u64().unwrap();
-    sleep_until_unix(exp + 2).await;
+    move_to(&clock, exp + 2);
     cached(&s, &token).await;
     s.rewrite_config(&short.replace("leeway = \"30s\"", "leeway = \"0s\""))
         .unwrap();

@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
+use super::TokenPolicy;
 use super::claims::{Audience, Claims};
 use super::keys::{KeySet, SigningKey};
 use super::secret::HmacSecret;
-use super::{TokenPolicy, now_unix};
 use crate::algorithm::SigningAlgorithm;
+use crate::clock::Clock;
 use crate::error::{Error, Result, SigningError};
 
 /// What a token is issued for: the authenticated principal and the scopes granted.
@@ -46,12 +47,29 @@ impl IssuedToken {
 pub struct Issuer {
     keys: Arc<KeySet>,
     policy: TokenPolicy,
+    /// What [`Issuer::issue`] dates tokens by.
+    clock: Clock,
 }
 
 impl Issuer {
     /// An issuer over a key set (shared with the [`super::Verifier`]).
     pub fn new(keys: Arc<KeySet>, policy: TokenPolicy) -> Self {
-        Self { keys, policy }
+        Self {
+            keys,
+            policy,
+            clock: Clock::system(),
+        }
+    }
+
+    /// This issuer, reading the time from `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Where [`Issuer::issue`] reads the time.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// An issuer signing with an HMAC secret (`HS256`, `HS384`, `HS512`).
@@ -74,9 +92,9 @@ impl Issuer {
         &self.policy
     }
 
-    /// Issues a token valid from now for the configured lifetime.
+    /// Issues a token valid from now, by its [`Issuer::clock`], for the configured lifetime.
     pub fn issue(&self, grant: &Grant<'_>) -> Result<IssuedToken> {
-        self.issue_at(grant, now_unix())
+        self.issue_at(grant, self.clock.now_unix())
     }
 
     /// Issues a token as if the clock read `now` (seconds since the epoch).

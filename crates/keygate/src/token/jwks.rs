@@ -119,21 +119,12 @@ impl JwksVerifierBuilder {
 
     /// Fetches the keys; fails when they cannot be had or none is usable.
     pub async fn fetch(self) -> Result<JwksVerifier> {
-        let mut http = reqwest::Client::builder()
-            .connect_timeout(self.connect_timeout)
-            .timeout(self.timeout)
-            .redirect(reqwest::redirect::Policy::none());
-        for pem in &self.roots {
-            let certs = match reqwest::Certificate::from_pem_bundle(pem) {
-                Ok(certs) if !certs.is_empty() => certs,
-                Ok(_) => return Err(TlsError::RootNotPem(None).into()),
-                Err(e) => return Err(TlsError::RootNotPem(Some(e)).into()),
-            };
-            for cert in certs {
-                http = http.tls_certs_merge([cert]);
-            }
-        }
-        let http = http.build().map_err(TlsError::Client)?;
+        let http = keygate_client::http::client(self.connect_timeout, self.timeout, &self.roots)
+            .map_err(|e| match e {
+                keygate_client::http::SetupError::NotPem(e) => TlsError::RootNotPem(Some(e)),
+                keygate_client::http::SetupError::NoCertificate => TlsError::RootNotPem(None),
+                keygate_client::http::SetupError::Build(e) => TlsError::Client(e),
+            })?;
         let verifier = load(&http, &self.url, self.algorithm, &self.policy).await?;
         let now = Instant::now();
         Ok(JwksVerifier {
@@ -288,7 +279,7 @@ async fn load(
         url: url_owned(),
         source,
     };
-    let mut response = http.get(url).send().await.map_err(request_failed)?;
+    let response = http.get(url).send().await.map_err(request_failed)?;
     let status = response.status();
     if !status.is_success() {
         return Err(JwksError::Status {
@@ -297,20 +288,14 @@ async fn load(
         }
         .into());
     }
-    let too_large = || Error::from(JwksError::TooLarge { url: url_owned() });
-    if response
-        .content_length()
-        .is_some_and(|len| len > MAX_JWKS_BYTES as u64)
-    {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(request_failed)? {
-        if body.len() + chunk.len() > MAX_JWKS_BYTES {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let body = keygate_client::http::read_capped(response, MAX_JWKS_BYTES)
+        .await
+        .map_err(|e| match e {
+            keygate_client::http::BodyError::TooLarge(_) => {
+                JwksError::TooLarge { url: url_owned() }
+            }
+            keygate_client::http::BodyError::Read(e) => request_failed(e),
+        })?;
     // Keys are read one by one: a key of a kind this library does not know must not make
     // the whole set unreadable.
     #[derive(serde::Deserialize)]

@@ -10,7 +10,7 @@ mod keys;
 mod secret;
 mod verifier;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -62,11 +62,9 @@ impl TokenPolicy {
     }
 }
 
-/// Seconds since the Unix epoch.
+/// Seconds since the Unix epoch, by the system clock.
 pub fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    crate::clock::Clock::system().now_unix()
 }
 
 /// The `kid` of an HMAC key: a fingerprint that tells keys apart during a secret change

@@ -14,8 +14,9 @@ use serde::Deserialize;
 use super::claims::Claims;
 use super::keys::{KeySet, SigningKey};
 use super::secret::HmacSecret;
-use super::{MAX_LIFETIME, MAX_TOKEN_LEN, TokenPolicy, now_unix};
+use super::{MAX_LIFETIME, MAX_TOKEN_LEN, TokenPolicy};
 use crate::algorithm::SigningAlgorithm;
+use crate::clock::Clock;
 use crate::error::{Result, TokenError};
 
 /// The header members keygate looks at. A derived struct, so a duplicated member
@@ -48,6 +49,8 @@ pub struct Verifier {
     algorithm: SigningAlgorithm,
     keys: Arc<KeySet>,
     policy: TokenPolicy,
+    /// What [`Verifier::verify`] compares `exp`, `nbf` and `iat` with.
+    clock: Clock,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -77,7 +80,19 @@ impl Verifier {
             algorithm,
             keys,
             policy,
+            clock: Clock::system(),
         }
+    }
+
+    /// This verifier, reading the time from `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Where [`Verifier::verify`] reads the time.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The policy tokens are checked against.
@@ -90,10 +105,10 @@ impl Verifier {
         self.algorithm
     }
 
-    /// Verifies `token` now. Revocation is not checked here: see
-    /// [`crate::revocation::MemoryRevocationStore`].
+    /// Verifies `token` now, by its [`Verifier::clock`]. Revocation is not checked here:
+    /// see [`crate::revocation::MemoryRevocationStore`].
     pub fn verify(&self, token: &str) -> Result<Claims> {
-        self.verify_at(token, now_unix())
+        self.verify_at(token, self.clock.now_unix())
     }
 
     /// The key a foreign-looking header names, after every check of the header itself:

@@ -1,7 +1,8 @@
 //! The verifier against the attack catalogue: forged, tampered, mistyped and malformed tokens.
 
 use super::*;
-use crate::token::{Grant, Issuer};
+use crate::clock::ManualClock;
+use crate::token::{Grant, Issuer, now_unix};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::time::Duration;
@@ -588,4 +589,36 @@ fn hs384_and_hs512_round_trip() {
             Err(Error::Token(TokenError::WrongAlgorithm))
         ));
     }
+}
+
+/// `verify` and `issue` read their clocks: a token is accepted from `nbf - leeway` to
+/// `exp + leeway` by the verifier's clock, both ends included, and refused a second
+/// outside.
+#[test]
+fn time_is_read_from_the_issuers_and_the_verifiers_clock() {
+    const NOW: u64 = 1_800_000_000;
+    let clock = ManualClock::at_ms(NOW * 1000);
+    let issuer = Issuer::hmac(SigningAlgorithm::HS256, &secret(), policy())
+        .unwrap()
+        .with_clock(clock.clock());
+    let verifier = Verifier::hmac(SigningAlgorithm::HS256, &secret(), policy())
+        .unwrap()
+        .with_clock(clock.clock());
+    let issued = issuer.issue(&grant()).unwrap();
+    assert_eq!((issued.claims.iat, issued.claims.exp), (NOW, NOW + 1800));
+    let later = forge(
+        HS256_HEADER,
+        &payload_with(NOW, &format!(r#"{{"nbf": {}}}"#, NOW + 100)),
+        SECRET.as_bytes(),
+    );
+    assert!(matches!(verifier.verify(&later), Err(Error::Token(TokenError::NotYetValid))));
+    clock.advance(Duration::from_secs(70));
+    verifier.verify(&later).unwrap();
+    clock.advance(Duration::from_secs(1800 + 30 - 70));
+    verifier.verify(&issued.token).unwrap();
+    clock.advance(Duration::from_secs(1));
+    assert!(matches!(
+        verifier.verify(&issued.token),
+        Err(Error::Token(TokenError::Expired))
+    ));
 }
