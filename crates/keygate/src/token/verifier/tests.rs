@@ -611,7 +611,10 @@ fn time_is_read_from_the_issuers_and_the_verifiers_clock() {
         &payload_with(NOW, &format!(r#"{{"nbf": {}}}"#, NOW + 100)),
         SECRET.as_bytes(),
     );
-    assert!(matches!(verifier.verify(&later), Err(Error::Token(TokenError::NotYetValid))));
+    assert!(matches!(
+        verifier.verify(&later),
+        Err(Error::Token(TokenError::NotYetValid))
+    ));
     clock.advance(Duration::from_secs(70));
     verifier.verify(&later).unwrap();
     clock.advance(Duration::from_secs(1800 + 30 - 70));
