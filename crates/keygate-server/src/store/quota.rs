@@ -53,8 +53,10 @@ return {granted, tat - now, wait}
 /// A client's requests that arrive while a round trip for it is in flight wait and are
 /// counted together by the next one: one script grants the first of them as many as the
 /// GCRA allows at that instant and refuses the rest, exactly as one script per request in
-/// the same order would. Under load a client costs one round trip per batch instead of one
-/// per request; alone, a request costs one round trip as before.
+/// the same order would. Under load a client costs one round trip per batch, not one per
+/// request; a request arriving alone is its own batch of one. While the store stalls, a
+/// request that arrived during a round trip waits for it to end (at most `store.timeout`)
+/// and then for its own: at most twice `store.timeout` in all.
 #[derive(Debug, Clone)]
 pub struct RedisQuota {
     store: RedisStore,
