@@ -54,9 +54,9 @@ return {granted, tat - now, wait}
 /// counted together by the next one: one script grants the first of them as many as the
 /// GCRA allows at that instant and refuses the rest, exactly as one script per request in
 /// the same order would. Under load a client costs one round trip per batch, not one per
-/// request; a request arriving alone is its own batch of one. While the store stalls, a
-/// request that arrived during a round trip waits for it to end (at most `store.timeout`)
-/// and then for its own: at most twice `store.timeout` in all.
+/// request; a request arriving alone is its own batch of one. A round trip that fails
+/// answers its error to its batch and to every request that arrived meanwhile, so while
+/// the store stalls no request waits longer than one `store.timeout`.
 #[derive(Debug, Clone)]
 pub struct RedisQuota {
     store: RedisStore,
@@ -170,9 +170,17 @@ impl RedisQuota {
                     }
                 }
                 Err(e) => {
-                    // One error for every request of the batch: its whole chain, as text.
+                    // One error for every request of the batch, and for those that arrived
+                    // while its round trip was failing: another round trip would most
+                    // likely wait out the same stall, so none waits longer than one
+                    // `store.timeout`. Its whole chain, as text.
                     let message = keygate::error::chain(&e);
-                    for tx in batch {
+                    let arrived = self
+                        .lock()
+                        .get_mut(client_id.as_str())
+                        .map(|w| std::mem::take(&mut w.queue))
+                        .unwrap_or_default();
+                    for tx in batch.into_iter().chain(arrived) {
                         let _ = tx.send(Err(message.clone()));
                     }
                 }

@@ -158,6 +158,60 @@ async fn a_stalled_redis_under_load_costs_at_most_the_timeout() {
     );
 }
 
+/// A client with a quota in Redis, 16 of its requests at once when Redis stops: they share
+/// round trips (one script per batch), and the batch that meets the stall answers its
+/// error to those queued behind it, so none waits more than one `store.timeout` (1 s
+/// here; a second round trip would make it 2 s).
+#[tokio::test]
+async fn a_stalled_redis_costs_a_batched_quota_request_one_timeout() {
+    let redis = Redis::start(&[]).await;
+    let key = keygate::api_key::generate("billing").unwrap();
+    let store = format!("[store]\nurl = \"{}\"\ntimeout = \"1s\"\n", redis.url());
+    let text = crate::quota::quota_config(&key, "100000/1h", &store);
+    let s = Arc::new(TestServer::with_config(text, key).await);
+    s.wait_in_sync().await;
+    let token = Arc::new(s.token().await);
+    assert_eq!(s.verify(&token).await.status(), 200);
+    redis.pause();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (s, token) = (s.clone(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_millis(2500) {
+                let sent = Instant::now();
+                let status = s.verify(&token).await.status().as_u16();
+                seen.push((status, sent.elapsed()));
+            }
+            seen
+        }));
+    }
+    let mut seen = Vec::new();
+    for t in tasks {
+        seen.extend(t.await.unwrap());
+    }
+    redis.resume();
+    let slowest = seen.iter().map(|(_, took)| *took).max().unwrap();
+    eprintln!(
+        "16 tasks, Redis stopped: {} answers, slowest {slowest:?}",
+        seen.len()
+    );
+    assert!(
+        seen.iter().all(|(status, _)| *status == 503),
+        "deny: 503 while the store cannot count: {seen:?}"
+    );
+    assert!(
+        slowest < Duration::from_millis(1600),
+        "one store.timeout (1 s) and scheduling at most: {slowest:?}"
+    );
+    let back = eventually(Duration::from_secs(5), || async {
+        s.verify(&token).await.status() == 200
+    })
+    .await;
+    assert!(back.is_some(), "counted again once Redis answers");
+}
+
 #[tokio::test]
 async fn redis_killed_and_restarted_under_load() {
     let mut redis = Redis::start(&[]).await;
