@@ -6,6 +6,7 @@
 
 mod cli;
 mod commands;
+mod log_fields;
 
 use std::process::ExitCode;
 

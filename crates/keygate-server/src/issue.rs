@@ -3,7 +3,7 @@
 
 use axum::body::Body;
 use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use keygate::principal::Principal;
 use keygate::token::IssuedToken;
 use serde::Serialize;
@@ -25,29 +25,20 @@ pub struct TokenResponse {
     pub scope: String,
 }
 
-/// [`TokenResponse`] as written: borrowed from the issued token rather than copied.
-#[derive(Serialize)]
-struct TokenResponseRef<'a> {
-    access_token: &'a str,
-    token_type: &'static str,
-    expires_in: u64,
-    scope: &'a str,
-}
-
-/// Builds the JSON token response with `Cache-Control: no-store` and `Pragma: no-cache`.
+/// Builds the JSON token response with `Cache-Control: no-store` and `Pragma: no-cache`:
+/// [`TokenResponse`]'s serialization, written with `keygate::json` (every token pays for it).
 pub(crate) fn token_response(issued: &IssuedToken, set_cookie: Option<HeaderValue>) -> Response {
-    let body = TokenResponseRef {
-        access_token: &issued.token,
-        token_type: "Bearer",
-        expires_in: issued.expires_in(),
-        scope: &issued.claims.scope,
-    };
-    // Sized once: the token and scope plus the field names and punctuation.
-    let mut json = Vec::with_capacity(issued.token.len() + issued.claims.scope.len() + 96);
-    if let Err(e) = serde_json::to_writer(&mut json, &body) {
-        tracing::error!(error = %e, "token response not serialized");
-        return Rejection::Internal.into_response();
-    }
+    use keygate::json::{push_str, push_u64};
+    let (token, scope) = (&issued.token, &issued.claims.scope);
+    // Sized once: the token and scope plus the member names and punctuation.
+    let mut json = Vec::with_capacity(token.len() + scope.len() + 96);
+    json.extend_from_slice(b"{\"access_token\":");
+    push_str(&mut json, token);
+    json.extend_from_slice(b",\"token_type\":\"Bearer\",\"expires_in\":");
+    push_u64(&mut json, issued.expires_in());
+    json.extend_from_slice(b",\"scope\":");
+    push_str(&mut json, scope);
+    json.push(b'}');
     let mut response = Response::new(Body::from(json));
     let headers = response.headers_mut();
     headers.reserve(8);
@@ -148,6 +139,39 @@ pub(crate) fn narrow_scopes(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_token_response_is_token_responses_serialization() {
+        for scope in ["", "orders:read orders:write", "odd \"scope\"\\"] {
+            let issued = IssuedToken {
+                token: "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln".into(),
+                claims: keygate::token::Claims {
+                    iss: "https://keygate.example".into(),
+                    sub: "billing".into(),
+                    aud: None,
+                    exp: 1_800,
+                    iat: 0,
+                    nbf: 0,
+                    jti: "j".into(),
+                    client_id: "billing".into(),
+                    role: "service".into(),
+                    scope: scope.into(),
+                },
+            };
+            let response = token_response(&issued, None);
+            let body = axum::body::to_bytes(response.into_body(), 4096)
+                .await
+                .unwrap();
+            let expected = serde_json::to_vec(&TokenResponse {
+                access_token: issued.token.clone(),
+                token_type: "Bearer",
+                expires_in: 1_800,
+                scope: scope.into(),
+            })
+            .unwrap();
+            assert_eq!(body, expected);
+        }
+    }
 
     #[test]
     fn scopes_narrow_to_what_is_allowed() {

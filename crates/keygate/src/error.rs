@@ -364,9 +364,6 @@ pub enum SigningError {
     /// The key set holds public keys only (a JWKS): it verifies, never signs.
     #[error("the key set holds public keys only")]
     PublicOnly,
-    /// The claims could not be written as JSON.
-    #[error("cannot encode the claims")]
-    Claims(#[source] serde_json::Error),
     /// The signing library failed to sign.
     #[error("signing failed")]
     Sign(#[source] jsonwebtoken::errors::Error),

@@ -47,6 +47,7 @@ mod bounds;
 pub mod clock;
 pub mod dangerous;
 pub mod error;
+pub mod json;
 pub mod password;
 pub mod principal;
 pub mod revocation;

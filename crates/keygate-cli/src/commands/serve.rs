@@ -152,7 +152,10 @@ where
         Format::Text => {
             let no_color = std::env::var_os("NO_COLOR");
             let ansi = colour(std::io::stderr().is_terminal(), no_color.as_deref());
-            lines.with_ansi(ansi).boxed()
+            lines
+                .fmt_fields(crate::log_fields::LogFields)
+                .with_ansi(ansi)
+                .boxed()
         }
         Format::Json => lines
             .json()

@@ -41,8 +41,10 @@ pub fn classify(key: &str) -> Result<PresentedKey<'_>> {
     let Some(id) = generated_id(key) else {
         return Ok(PresentedKey::HandMade);
     };
-    let (_, checksum) = key.split_at(key.len() - CHECKSUM_HEX_LEN);
-    if checksum != checksum_hex(&key[..key.len() - CHECKSUM_HEX_LEN]) {
+    let (body, checksum) = key.split_at(key.len() - CHECKSUM_HEX_LEN);
+    // Parsed rather than formatted for comparison: `generated_id` let through lowercase hex
+    // digits only, which is all `from_str_radix` reads here.
+    if u32::from_str_radix(checksum, 16) != Ok(crc32fast::hash(body.as_bytes())) {
         return Err(CredentialError::MalformedKey.into());
     }
     Ok(PresentedKey::Generated { id })

@@ -131,7 +131,7 @@ impl Issuer {
             scope: grant.scopes.join(" "),
         };
         let key = self.keys.signer(now).ok_or(SigningError::NoActiveKey)?;
-        let payload = serde_json::to_vec(&claims).map_err(SigningError::Claims)?;
+        let payload = claims.to_json();
         let header = key.encoded_header();
         // header . payload . signature (at most 86 characters for ES256/EdDSA/HMAC, 342
         // for RSA-2048), in one allocation.
