@@ -83,13 +83,23 @@ impl Visit for Plain<'_> {
         }
         let separator = if self.is_empty { "" } else { " " };
         self.is_empty = false;
-        self.result = (|| {
-            self.writer.write_str(separator)?;
-            self.writer.write_str(name)?;
-            self.writer.write_str("=\"")?;
-            self.writer.write_str(value)?;
-            self.writer.write_char('"')
-        })();
+        let parts = [separator, name, "=\"", value, "\""];
+        // One write of the whole field where it fits a small buffer: the span's field
+        // string then grows once, not once per part.
+        let mut buffer = [0u8; 128];
+        let mut len = 0;
+        for part in parts {
+            if let Some(slot) = buffer.get_mut(len..len + part.len()) {
+                slot.copy_from_slice(part.as_bytes());
+            }
+            len += part.len();
+        }
+        self.result = match buffer.get(..len).map(std::str::from_utf8) {
+            Some(Ok(field)) => self.writer.write_str(field),
+            _ => parts
+                .iter()
+                .try_for_each(|part| self.writer.write_str(part)),
+        };
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
@@ -185,6 +195,8 @@ mod tests {
             path = "/x"
         );
         tracing::info!(first = 1u64, then = "plain", last = "quo\"te");
+        // Longer than the one-write buffer.
+        tracing::info!(long = "0123456789abcdef".repeat(12).as_str(), after = "x");
         let nested = tracing::info_span!("store", op = "EVAL", key = "keygate:{abc}:quota");
         let _n = nested.enter();
         tracing::info!("only a message");
@@ -196,7 +208,7 @@ mod tests {
             let ours = lines(LogFields, ansi, emit);
             let theirs = lines(DefaultFields::new(), ansi, emit);
             assert_eq!(ours, theirs, "ansi: {ansi}");
-            assert_eq!(ours.lines().count(), 5, "{ours}");
+            assert_eq!(ours.lines().count(), 6, "{ours}");
         }
     }
 
