@@ -1,6 +1,6 @@
 //! `POST /login` (an API key for a token) and `POST /logout` (revoke it, clear the cookie).
 
-use axum::extract::{RawQuery, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -28,11 +28,12 @@ use crate::state::AppState;
 pub(super) async fn login(
     State(state): State<AppState>,
     Peer(peer): Peer,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
+    request: Request,
 ) -> Result<Response, Rejection> {
-    let ctx = RequestCtx::with_sender(state, Endpoint::Login, peer, &headers);
-    let key = api_key(&headers, query.as_deref(), &ctx.rt)?
+    // The request itself rather than a `HeaderMap` extractor, which copies every header.
+    let (headers, query) = (request.headers(), request.uri().query());
+    let ctx = RequestCtx::with_sender(state, Endpoint::Login, peer, headers);
+    let key = api_key(headers, query, &ctx.rt)?
         .ok_or(Rejection::InvalidClient { basic: false })?;
     let client = ctx.authenticate_key(&key, Grant::ApiKey).await?;
     let quota = ctx.charge(&client.id, None).await?;
