@@ -33,8 +33,7 @@ pub(super) async fn login(
     // The request itself rather than a `HeaderMap` extractor, which copies every header.
     let (headers, query) = (request.headers(), request.uri().query());
     let ctx = RequestCtx::with_sender(state, Endpoint::Login, peer, headers);
-    let key = api_key(headers, query, &ctx.rt)?
-        .ok_or(Rejection::InvalidClient { basic: false })?;
+    let key = api_key(headers, query, &ctx.rt)?.ok_or(Rejection::InvalidClient { basic: false })?;
     let client = ctx.authenticate_key(&key, Grant::ApiKey).await?;
     let quota = ctx.charge(&client.id, None).await?;
     // Every answer counted against a quota carries its fields, refusals included.
