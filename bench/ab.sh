@@ -33,12 +33,8 @@ if [ ! -x target/seed-venv/bin/uvicorn ]; then
   target/seed-venv/bin/pip install -q -r "$ANCHORS/fastapi-seed/requirements.txt"
 fi
 
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
+. bench/lib.sh
 
-wait_up() { for _ in $(seq 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "$1 never came up" >&2; exit 1; }
 
 # keygate as a user runs it: the configuration `keygate init` writes, its generated `kg_`
 # key in the default header, default logging (RUST_LOG unset: info), every check on
@@ -56,7 +52,6 @@ taskset -c "$SERVER_CPU" target/seed-venv/bin/uvicorn --app-dir "$ANCHORS/fastap
 pids+=($!); seed_pid=$!
 wait_up "http://127.0.0.1:$KG_PORT/healthz"; wait_up "http://127.0.0.1:$BASE_PORT/hello"; wait_up "http://127.0.0.1:$SEED_PORT/hello"
 
-token_of() { curl -s -X POST -H "$2" "$1/login" | sed 's/.*"access_token":"\([^"]*\)".*/\1/'; }
 kg_token=$(token_of "http://127.0.0.1:$KG_PORT" "X-API-Key: $kg_key")
 base_token=$(token_of "http://127.0.0.1:$BASE_PORT" "access_token: $ANCHOR_API_KEY")
 seed_token=$(token_of "http://127.0.0.1:$SEED_PORT" "access_token: $ANCHOR_API_KEY")
@@ -139,7 +134,6 @@ wait_up "http://127.0.0.1:$((KG_PORT + 10))/healthz"
 read -r two_rps two_cpu _ <<<"$(measure $kg2_pid "http://127.0.0.1:$((KG_PORT + 10))/verify" -H "Authorization: Bearer $kg_token")"
 [ -n "$two_cpu" ] || exit 1
 
-median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 table() {
   echo "wrk -t1 -c$CONNECTIONS -d$DURATION, server on CPU $SERVER_CPU, wrk on CPU $LOAD_CPU, median of $ROUNDS rounds, $(nproc) cores, $(date -u +%Y-%m-%d)"

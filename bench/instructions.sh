@@ -18,10 +18,7 @@ set -a; . "$ANCHORS/anchor_creds.env"; set +a
 cargo build --release -q -p keygate-cli --bin keygate
 cargo build --release -q --manifest-path "$ANCHORS/axum-jwt-baseline/Cargo.toml" --target-dir target
 
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
+. bench/lib.sh
 
 # keygate as a user runs it: `keygate init`'s configuration and generated key, default
 # logging (RUST_LOG unset).
@@ -38,7 +35,6 @@ for _ in $(seq 200); do
   curl -s -o /dev/null "http://127.0.0.1:$KG_PORT/healthz" && curl -s -o /dev/null "http://127.0.0.1:$BASE_PORT/hello" && break
   sleep 0.3
 done
-token_of() { curl -s -X POST -H "$2" "$1/login" | sed 's/.*"access_token":"\([^"]*\)".*/\1/'; }
 kg_token=$(token_of "http://127.0.0.1:$KG_PORT" "X-API-Key: $kg_key")
 base_token=$(token_of "http://127.0.0.1:$BASE_PORT" "access_token: $ANCHOR_API_KEY")
 

@@ -21,10 +21,7 @@ command -v wrk >/dev/null || { echo "wrk is required (apt-get install wrk)" >&2;
 command -v redis-server >/dev/null || { echo "redis-server is required (apt-get install redis-server)" >&2; exit 2; }
 cargo build --release -q -p keygate-cli --bin keygate
 BIN=target/release/keygate
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
+. bench/lib.sh
 
 taskset -c "$LOAD_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
   --dir "$work" >"$work/redis.out" 2>&1 &
@@ -44,7 +41,6 @@ serve() {
   env "${envs[@]}" taskset -c "$SERVER_CPU" "$BIN" serve --config "$work/keygate.toml" >"$work/$1.out" 2>&1 &
   echo $!
 }
-wait_up() { for _ in $(seq 100); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; echo "$1 never came up" >&2; exit 1; }
 
 MODES="memory memory-quota redis redis-quota"
 declare -A RPS
@@ -64,7 +60,6 @@ for round in $(seq "$ROUNDS"); do
     kill "$pid"; wait "$pid" 2>/dev/null || true
   done
 done
-median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 # The median of the rounds' paired ratios counted/uncounted.
 paired() { paste <(tr ' ' '\n' <<<"$1" | grep .) <(tr ' ' '\n' <<<"$2" | grep .) | awk '{print $2/$1}' | tr '\n' ' '; }
 echo "wrk -t1 -c$CONNECTIONS -d$DURATION, server on CPU $SERVER_CPU, wrk and redis-server on CPU $LOAD_CPU, $ROUNDS alternating rounds, $(nproc) cores, $(date -u +%Y-%m-%d)"

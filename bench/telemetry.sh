@@ -17,10 +17,7 @@ PORT=18590 SINK_PORT=18591
 command -v wrk >/dev/null || { echo "wrk is required (apt-get install wrk)" >&2; exit 2; }
 cargo build --release -q -p keygate-cli --bin keygate
 BIN=target/release/keygate
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
+. bench/lib.sh
 
 # The receiver: answers every OTLP/HTTP export 200 with an empty protobuf body.
 python3 - "$SINK_PORT" <<'PY' &
@@ -54,7 +51,6 @@ serve() {
     taskset -c "$SERVER_CPU" "$BIN" serve --config "$cfg" >"$work/$1.out" 2>&1 &
   echo $!
 }
-wait_up() { for _ in $(seq 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "$1 never came up" >&2; exit 1; }
 
 declare -A RPS
 for round in $(seq "$ROUNDS"); do
@@ -68,7 +64,6 @@ for round in $(seq "$ROUNDS"); do
     kill "$pid"; wait "$pid" 2>/dev/null || true
   done
 done
-median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 off=$(median "${RPS[off]}"); r0=$(median "${RPS[ratio0]}"); r1=$(median "${RPS[ratio1]}")
 echo "wrk -t1 -c$CONNECTIONS -d$DURATION, server on CPU $SERVER_CPU, wrk on CPU $LOAD_CPU, median of $ROUNDS alternating rounds, $(nproc) cores, $(date -u +%Y-%m-%d)"
 echo

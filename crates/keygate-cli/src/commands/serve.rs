@@ -126,7 +126,8 @@ fn log_format() -> anyhow::Result<Format> {
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default `info`): human-readable text, or with
 /// `KEYGATE_LOG_FORMAT=json` one JSON object per line for log collectors. Each line of a
-/// request carries its `request_id` (the `request` span, as `"span":{…}`). Colour only on a
+/// request carries its `request_id` (the `request` span, as `"span":{…}`); text lines' fields
+/// are written by `LogFields`, `DefaultFields`' output at less cost. Colour only on a
 /// terminal, and never with `NO_COLOR` set (no-color.org). Lines are formatted where they
 /// happen and written by a thread of their own through a bounded queue: a stalled stderr
 /// (a full pipe, a slow collector) costs dropped lines, counted in `keygate_log_dropped_total`,
