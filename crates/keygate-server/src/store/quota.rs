@@ -55,8 +55,10 @@ return {granted, tat - now, wait}
 /// GCRA allows at that instant and refuses the rest, exactly as one script per request in
 /// the same order would. Under load a client costs one round trip per batch, not one per
 /// request; a request arriving alone is its own batch of one. A round trip that fails
-/// answers its error to its batch and to every request that arrived meanwhile, so while
-/// the store stalls no request waits longer than one `store.timeout`.
+/// answers its error to its batch and to every request that arrived meanwhile, so a
+/// request that meets a stalled store waits one `store.timeout`, not the round trip in
+/// flight and then its own. Only a round trip that succeeds just inside the timeout,
+/// followed by one that stalls, can hold a request for up to twice `store.timeout`.
 #[derive(Debug, Clone)]
 pub struct RedisQuota {
     store: RedisStore,
@@ -172,8 +174,7 @@ impl RedisQuota {
                 Err(e) => {
                     // One error for every request of the batch, and for those that arrived
                     // while its round trip was failing: another round trip would most
-                    // likely wait out the same stall, so none waits longer than one
-                    // `store.timeout`. Its whole chain, as text.
+                    // likely wait out the same stall. Its whole chain, as text.
                     let message = keygate::error::chain(&e);
                     let arrived = self
                         .lock()
