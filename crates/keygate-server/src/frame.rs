@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::Request;
 use axum::http::{HeaderValue, Method};
 use axum::response::Response;
@@ -60,9 +61,13 @@ struct Pending {
     route: u8,
 }
 
-impl<S> Service<Request> for Frame<S>
+/// The inner service may answer with any body (the layers inside wrap it): the frame
+/// answers with axum's.
+impl<S, B> Service<Request> for Frame<S>
 where
-    S: Service<Request, Response = Response>,
+    S: Service<Request, Response = axum::http::Response<B>>,
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
 {
     type Response = Response;
     type Error = S::Error;
@@ -169,15 +174,17 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<F, E> Future for FrameFuture<F>
+impl<F, B, E> Future for FrameFuture<F>
 where
-    F: Future<Output = Result<Response, E>>,
+    F: Future<Output = Result<axum::http::Response<B>, E>>,
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
 {
     type Output = Result<Response, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let response = ready!(this.inner.poll(cx))?;
+        let response = ready!(this.inner.poll(cx))?.map(Body::new);
         let Some(pending) = this.pending.take() else {
             // Polled again after it finished: a caller's bug, answered as futures do.
             panic!("FrameFuture polled after completion");

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use axum::Router;
+use crate::routes::App;
 use axum::body::{Body, Bytes, HttpBody as _};
 use axum::extract::ConnectInfo;
 use axum::response::Response;
@@ -68,7 +68,7 @@ const IN_FLIGHT_GRACE: Duration = Duration::from_secs(1);
 /// What every connection of one listener shares.
 #[derive(Clone)]
 pub(super) struct Site {
-    pub(super) app: Router,
+    pub(super) app: App,
     pub(super) tls: Option<TlsAcceptor>,
     /// The listener's request slots, `max_connections` of them.
     pub(super) requests: Arc<Semaphore>,
@@ -370,7 +370,7 @@ impl Drop for Busy {
 /// the request body, a request slot and the in-flight guard around it.
 #[derive(Clone)]
 struct Serve {
-    app: Router,
+    app: App,
     peer: SocketAddr,
     conn: Conn,
     requests: Arc<Semaphore>,
@@ -380,7 +380,7 @@ struct Serve {
 
 impl Serve {
     fn new(
-        app: Router,
+        app: App,
         peer: SocketAddr,
         conn: &Conn,
         requests: Arc<Semaphore>,

@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use crate::routes::App;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -152,7 +152,7 @@ pub async fn serve(
     let admin = async {
         match listeners.admin {
             Some(l) => {
-                let app = crate::routes::admin_router(state.clone());
+                let app = crate::routes::admin_app(state.clone());
                 Some(accept_loop(l, app, admin_tls, limits, admin_stop).await)
             }
             None => None,
@@ -160,7 +160,7 @@ pub async fn serve(
     };
     let public = accept_loop(
         listeners.public,
-        crate::routes::router(state.clone()),
+        crate::routes::app(state.clone()),
         tls,
         limits,
         stop_rx.clone(),
@@ -168,7 +168,7 @@ pub async fn serve(
     let metrics = async {
         match listeners.metrics {
             Some(l) => {
-                let app = crate::routes::metrics_router(state.clone());
+                let app = crate::routes::metrics_app(state.clone());
                 Some(accept_loop(l, app, None, limits, stop_rx).await)
             }
             None => None,
@@ -221,7 +221,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 /// running.
 async fn accept_loop(
     listener: TcpListener,
-    app: Router,
+    app: App,
     tls: Option<TlsAcceptor>,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
