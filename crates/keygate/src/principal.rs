@@ -488,11 +488,7 @@ impl Directory {
         passwords: &PasswordVerifier,
         now: OffsetDateTime,
     ) -> Result<&Principal> {
-        if let PresentedKey::Generated { id } = api_key::classify(secret)?
-            && id != client_id
-        {
-            return Err(Error::Credential(CredentialError::Wrong));
-        }
+        secret_may_be_of(secret, client_id)?;
         check_secret(self.client(client_id), secret, passwords, now).await
     }
 
@@ -596,6 +592,18 @@ fn digest_at(principals: &[Principal], entry: u32) -> Option<&[u8; 32]> {
     let principal = principals.get((entry >> 1) as usize)?;
     let credential = principal.credentials.iter().nth((entry & 1) as usize)?;
     credential.hash.sha256()
+}
+
+/// Refuses a generated key presented as the secret of `client_id` when it names another
+/// client (`kg_<id>_…` carries its owner): wrong, without any lookup or hash. Anything else
+/// is left to the secret check.
+pub fn secret_may_be_of(secret: &str, client_id: &str) -> Result<()> {
+    match api_key::classify(secret)? {
+        PresentedKey::Generated { id } if id != client_id => {
+            Err(Error::Credential(CredentialError::Wrong))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Checks `secret` against every credential of `principal` without stopping at the first

@@ -99,11 +99,7 @@ impl Runtime {
                     .map(Found::File);
             }
         };
-        if let PresentedKey::Generated { id } = api_key::classify(secret)?
-            && id != client_id
-        {
-            return Err(Error::Credential(CredentialError::Wrong));
-        }
+        keygate::principal::secret_may_be_of(secret, client_id)?;
         let entry = live.get(client_id);
         let checked = check_client_secret(
             entry.as_deref().map(|e| &e.principal),

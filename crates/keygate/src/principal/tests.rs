@@ -380,3 +380,21 @@ fn stand_ins_are_chosen_the_same_way_by_every_copy_of_one_configuration() {
         .with_stand_in_key([8u8; 32]);
     assert_ne!(picks(&keyed_a), picks(&other), "the key decides the choice");
 }
+
+#[test]
+fn a_generated_key_may_only_be_the_secret_of_the_client_it_names() {
+    let key = crate::api_key::generate("billing").unwrap();
+    assert!(secret_may_be_of(&key, "billing").is_ok());
+    assert!(matches!(
+        secret_may_be_of(&key, "orders"),
+        Err(Error::Credential(CredentialError::Wrong))
+    ));
+    assert!(secret_may_be_of("a hand-made secret", "orders").is_ok());
+    let mut typo = key.into_bytes();
+    let last = typo.len() - 1;
+    typo[last] = if typo[last] == b'0' { b'1' } else { b'0' };
+    assert!(matches!(
+        secret_may_be_of(std::str::from_utf8(&typo).unwrap(), "billing"),
+        Err(Error::Credential(CredentialError::MalformedKey))
+    ));
+}
